@@ -1,0 +1,24 @@
+#include "core/device.h"
+
+#include <torch/cuda.h>
+
+#include "data/error.h"
+
+namespace dsee {
+
+c10::Device device_choose(const std::string& request, int local_rank) {
+  if (request == "cpu") return c10::Device(c10::kCPU);
+  if (request != "auto" && request != "cuda")
+    throw Error(fmt::format("unknown device '{}': use auto, cpu or cuda", request));
+  const bool cuda = torch::cuda::is_available();
+  if (!cuda) {
+    DSEE_CHECK(request != "cuda",
+               "device 'cuda' requested, but no CUDA device is usable here (torch::cuda::is_available() "
+               "is false); use --device cpu or run on a GPU machine");
+    return c10::Device(c10::kCPU);
+  }
+  const auto count = static_cast<int>(torch::cuda::device_count());
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank % count));
+}
+
+}  // namespace dsee

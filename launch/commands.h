@@ -1,0 +1,21 @@
+// The dsee subcommands. Each registers its options on the CLI11 app and
+// returns a Command whose run() is called once the command line is parsed.
+// run() returns the exit code; user errors are thrown as dsee::Error and
+// handled in main.cpp.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace dsee {
+
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+Command env_command(CLI::App& app);     // dsee env
+Command config_command(CLI::App& app);  // dsee config
+
+}  // namespace dsee

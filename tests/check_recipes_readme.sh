@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# recipes/README.md documents every recipe key: its table must be the one
+# `dsee config --schema` prints from the schema.
+set -euo pipefail
+dsee=$1 readme=$2
+table=$("$dsee" config --schema)
+if ! grep -qF -- "$table" "$readme"; then
+  echo "FAILED: $readme is out of date; paste the output of 'dsee config --schema' into it:"
+  echo "$table"
+  exit 1
+fi
+echo "recipes/README.md lists all $(($(wc -l <<<"$table") - 2)) keys"

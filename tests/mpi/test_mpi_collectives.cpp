@@ -1,0 +1,63 @@
+// Collectives of the MPI communicator on N ranks (run under mpiexec -n 2 and
+// -n 3): each rank contributes a tensor that depends on its rank, and every
+// rank checks the result against the sum it can compute by itself.
+#include <ATen/ATen.h>
+
+#include <cstdio>
+
+#include "data/log.h"
+#include "distributed/bootstrap.h"
+#include "distributed/mpi_communicator.h"
+
+namespace {
+
+int failures = 0;
+
+void expect(bool ok, const char* what, int rank) {
+  if (!ok) {
+    std::fprintf(stderr, "rank %d: FAILED: %s\n", rank, what);
+    ++failures;
+  }
+}
+
+}  // namespace
+
+int main() {
+  dsee::LogOptions log;
+  dsee::log_init(log);
+  dsee::MpiSession mpi;
+  dsee::MpiCommunicator comm;
+  const int rank = comm.rank(), n = comm.world_size();
+  expect(n >= 2, "run under mpiexec with at least 2 ranks", rank);
+
+  // all-reduce sum: rank r holds (r + 1) * [0, 1, ..., 9]
+  at::Tensor x = at::arange(10, at::kFloat) * float(rank + 1);
+  comm.all_reduce_sum(x);
+  const float factor = float(n * (n + 1) / 2);
+  expect(at::equal(x, at::arange(10, at::kFloat) * factor), "all_reduce_sum float32", rank);
+
+  at::Tensor counts = at::full({3}, int64_t{rank}, at::kLong);
+  comm.all_reduce_sum(counts);
+  expect(at::equal(counts, at::full({3}, int64_t{n * (n - 1) / 2}, at::kLong)), "all_reduce_sum int64", rank);
+
+  // average: mean of the ranks' values
+  at::Tensor y = at::full({4, 2}, double(rank), at::kDouble);
+  comm.all_reduce_average(y);
+  expect(at::allclose(y, at::full({4, 2}, (n - 1) / 2.0, at::kDouble)), "all_reduce_average", rank);
+
+  // broadcast from the last rank
+  at::Tensor b = rank == n - 1 ? at::arange(6, at::kFloat).reshape({2, 3}) : at::zeros({2, 3});
+  comm.broadcast(b, n - 1);
+  expect(at::equal(b, at::arange(6, at::kFloat).reshape({2, 3})), "broadcast", rank);
+
+  // all-gather: row r is rank r's tensor
+  at::Tensor g = comm.all_gather(at::full({2}, int64_t{rank * 10}, at::kLong));
+  expect(g.sizes() == at::IntArrayRef({n, 2}), "all_gather shape", rank);
+  for (int r = 0; r < n; ++r) expect(g[r].eq(r * 10).all().item<bool>(), "all_gather values", rank);
+
+  comm.barrier();
+  at::Tensor total = at::full({1}, int64_t{failures}, at::kLong);
+  comm.all_reduce_sum(total);
+  if (rank == 0) std::printf("%d ranks: %s\n", n, total.item<int64_t>() == 0 ? "all collectives correct" : "FAILED");
+  return total.item<int64_t>() == 0 ? 0 : 1;
+}

@@ -1,0 +1,146 @@
+// Configuration files: schema checks, overrides and the resolved TOML.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <functional>
+
+#include "data/config.h"
+#include "data/error.h"
+
+namespace dsee {
+namespace {
+
+// One schema for all tests, built once (also keeps GCC 12's dangling-pointer
+// analysis away from a temporary schema copied into each Config).
+ConfigSchema make_test_schema() {
+  ConfigSchema s;
+  s.add({"train.lr", 2e-4, "learning rate", 0.0, 1.0});
+  s.add({"train.epochs", std::int64_t{3}, "epochs", 0.0});
+  s.add({"train.clip", true, "clip gradients"});
+  s.add({"model.path", std::string(""), "model directory"});
+  s.add({"run.device", std::string("auto"), "device", {}, {}, {"auto", "cpu", "cuda"}});
+  s.add({"dsee.targets", std::vector<std::string>{"query", "value"}, "adapted modules"});
+  return s;
+}
+
+const ConfigSchema& test_schema() {
+  static const ConfigSchema schema = make_test_schema();
+  return schema;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+TEST(Config, DefaultsFillEveryKey) {
+  const Config c = Config::defaults(test_schema());
+  EXPECT_DOUBLE_EQ(c.get_float("train.lr"), 2e-4);
+  EXPECT_EQ(c.get_int("train.epochs"), 3);
+  EXPECT_TRUE(c.get_bool("train.clip"));
+  EXPECT_EQ(c.get_strings("dsee.targets"), (std::vector<std::string>{"query", "value"}));
+}
+
+TEST(Config, FileValuesReplaceDefaults) {
+  const Config c = Config::parse(test_schema(),
+                                 "[train]\nlr = 1e-3\nepochs = 7\n[model]\npath = \"/m\"\n"
+                                 "[dsee]\ntargets = [\"query\"]\n",
+                                 "r.toml");
+  EXPECT_DOUBLE_EQ(c.get_float("train.lr"), 1e-3);
+  EXPECT_EQ(c.get_int("train.epochs"), 7);
+  EXPECT_EQ(c.get_string("model.path"), "/m");
+  EXPECT_EQ(c.get_strings("dsee.targets"), std::vector<std::string>{"query"});
+}
+
+TEST(Config, DottedKeysAndIntegersForFloats) {
+  const Config c = Config::parse(test_schema(), "train.lr = 1\n", "r.toml");
+  EXPECT_DOUBLE_EQ(c.get_float("train.lr"), 1.0);
+}
+
+TEST(Config, OverridesApplyAfterTheFileInOrder) {
+  const Config c = Config::parse(test_schema(), "[train]\nlr = 1e-3\n", "r.toml",
+                                 {"train.lr=3e-4", "model.path=/data/bert base", "train.lr=5e-4",
+                                  "train.clip=false", "dsee.targets=[\"key\", \"value\"]"});
+  EXPECT_DOUBLE_EQ(c.get_float("train.lr"), 5e-4);
+  EXPECT_EQ(c.get_string("model.path"), "/data/bert base");
+  EXPECT_FALSE(c.get_bool("train.clip"));
+  EXPECT_EQ(c.get_strings("dsee.targets"), (std::vector<std::string>{"key", "value"}));
+}
+
+TEST(Config, UnknownKeyNamesFileLineAndSuggestion) {
+  const auto message =
+      error_of([] { Config::parse(test_schema(), "[train]\nepochs = 2\nlrr = 0.1\n", "recipe.toml"); });
+  EXPECT_NE(message.find("recipe.toml:3"), std::string::npos) << message;
+  EXPECT_NE(message.find("unknown key 'train.lrr'"), std::string::npos) << message;
+  EXPECT_NE(message.find("did you mean 'train.lr'"), std::string::npos) << message;
+}
+
+TEST(Config, UnknownOverrideKeyIsAnError) {
+  const auto message = error_of([] { Config::defaults(test_schema(), {"train.steps=3"}); });
+  EXPECT_NE(message.find("--set train.steps=3"), std::string::npos) << message;
+  EXPECT_NE(message.find("unknown key 'train.steps'"), std::string::npos) << message;
+}
+
+TEST(Config, WrongTypeNamesKeyExpectedAndGiven) {
+  const auto message = error_of([] { Config::parse(test_schema(), "[train]\nepochs = \"ten\"\n", "r.toml"); });
+  EXPECT_NE(message.find("r.toml:2: key 'train.epochs' must be a integer"), std::string::npos) << message;
+  EXPECT_NE(message.find("gives a string"), std::string::npos) << message;
+  EXPECT_NE(error_of([] { Config::parse(test_schema(), "train.epochs = 2.5\n", "r.toml"); }).find("must be a"),
+            std::string::npos);
+  const auto o = error_of([] { Config::defaults(test_schema(), {"train.lr=fast"}); });
+  EXPECT_NE(o.find("key 'train.lr' must be a float, got 'fast'"), std::string::npos) << o;
+}
+
+TEST(Config, OutOfRangeAndChoices) {
+  const auto range = error_of([] { Config::parse(test_schema(), "train.lr = 2.0\n", "r.toml"); });
+  EXPECT_NE(range.find("'train.lr' = 2 is out of range: it must be in [0, 1]"), std::string::npos) << range;
+  const auto negative = error_of([] { Config::defaults(test_schema(), {"train.epochs=-1"}); });
+  EXPECT_NE(negative.find("must be >= 0"), std::string::npos) << negative;
+  const auto choice = error_of([] { Config::defaults(test_schema(), {"run.device=tpu"}); });
+  EXPECT_NE(choice.find("is not one of: auto, cpu, cuda"), std::string::npos) << choice;
+}
+
+TEST(Config, MalformedTomlNamesFileAndLine) {
+  const auto message = error_of([] { Config::parse(test_schema(), "[train]\nlr = = 3\n", "bad.toml"); });
+  EXPECT_NE(message.find("bad.toml:2:"), std::string::npos) << message;
+  EXPECT_NE(message.find("not valid TOML"), std::string::npos) << message;
+}
+
+TEST(Config, MissingFileIsAnError) {
+  const auto message = error_of([] { Config::load(test_schema(), "/nonexistent/recipe.toml"); });
+  EXPECT_NE(message.find("'/nonexistent/recipe.toml': no such file"), std::string::npos) << message;
+}
+
+TEST(Config, BadOverrideSyntaxIsAUsageError) {
+  EXPECT_THROW(Config::defaults(test_schema(), {"train.lr"}), UsageError);
+  EXPECT_THROW(Config::defaults(test_schema(), {"=3"}), UsageError);
+}
+
+TEST(Config, ResolvedTomlParsesBackToTheSameValues) {
+  const Config c = Config::defaults(test_schema(), {"train.lr=3e-4", "model.path=/m"});
+  const Config again = Config::parse(test_schema(), c.to_toml(), "resolved.toml");
+  EXPECT_EQ(again.to_toml(), c.to_toml());
+  EXPECT_DOUBLE_EQ(again.get_float("train.lr"), 3e-4);
+  EXPECT_NE(c.to_toml().find("[train]"), std::string::npos) << c.to_toml();
+}
+
+TEST(Config, ResolvedTomlUsesShortestFloatsAndEscapesStrings) {
+  const Config c = Config::defaults(test_schema(), {"train.lr=3e-4", "model.path=/a \"b\"\\c"});
+  const std::string toml = c.to_toml();
+  EXPECT_NE(toml.find("lr = 0.0003\n"), std::string::npos) << toml;
+  EXPECT_NE(toml.find("path = \"/a \\\"b\\\"\\\\c\"\n"), std::string::npos) << toml;
+  EXPECT_EQ(Config::parse(test_schema(), toml, "resolved.toml").get_string("model.path"), "/a \"b\"\\c");
+}
+
+TEST(ConfigSchema, MarkdownListsEveryKey) {
+  const std::string table = test_schema().markdown();
+  for (const auto& key : test_schema().keys())
+    EXPECT_NE(table.find("`" + key.name + "`"), std::string::npos) << key.name;
+}
+
+}  // namespace
+}  // namespace dsee

@@ -1,0 +1,81 @@
+// The error path of main: user errors exit 1 with a message naming the file
+// and key, usage errors exit 2, --help exits 0. Runs the real dsee binary.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace {
+
+struct Result {
+  int exit_code;
+  std::string output;  // stdout and stderr
+};
+
+Result run_dsee(const std::string& arguments) {
+  std::string command = DSEE_BINARY;
+  command.append(" ").append(arguments).append(" 2>&1");
+  FILE* pipe = popen(command.c_str(), "r");
+  EXPECT_NE(pipe, nullptr);
+  std::string output;
+  std::array<char, 4096> buffer{};
+  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), output};
+}
+
+std::filesystem::path write_file(const std::string& name, const std::string& text) {
+  const auto path = std::filesystem::temp_directory_path() / ("dsee-test-" + std::to_string(getpid()) + "-" + name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(MainErrors, HelpExitsZero) {
+  const Result r = run_dsee("--help");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("env"), std::string::npos) << r.output;
+}
+
+TEST(MainErrors, NoSubcommandIsAUsageError) { EXPECT_EQ(run_dsee("").exit_code, 2); }
+
+TEST(MainErrors, UnknownOptionIsAUsageError) {
+  const Result r = run_dsee("env --no-such-flag");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+}
+
+TEST(MainErrors, BadLogLevelIsAUsageError) {
+  const Result r = run_dsee("--log-level loud config");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown log level 'loud'"), std::string::npos) << r.output;
+}
+
+TEST(MainErrors, UnknownRecipeKeyExitsOneNamingFileAndKey) {
+  const auto recipe = write_file("unknown.toml", "[train]\nlr = 1e-4\nepoch = 3\n");
+  const Result r = run_dsee("config " + recipe.string());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("dsee: error: " + recipe.string() + ":3: unknown key 'train.epoch'"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("did you mean 'train.epochs'"), std::string::npos) << r.output;
+  std::filesystem::remove(recipe);
+}
+
+TEST(MainErrors, MissingRecipeExitsOne) {
+  const Result r = run_dsee("config /nonexistent/r.toml");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("no such file"), std::string::npos) << r.output;
+}
+
+TEST(MainErrors, ConfigPrintsTheResolvedRecipe) {
+  const auto recipe = write_file("ok.toml", "[train]\nlr = 1e-4\n");
+  const Result r = run_dsee("config " + recipe.string() + " --set train.epochs=9");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("epochs = 9"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("lr = 0.0001"), std::string::npos) << r.output;
+  std::filesystem::remove(recipe);
+}
+
+}  // namespace
