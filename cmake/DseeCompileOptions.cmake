@@ -1,14 +1,16 @@
 # Compiler settings shared by every dsee target: warnings, ccache, and the one
 # precompiled header for LibTorch that every target reuses.
 
-# ccache keeps its cache outside the clone (CCACHE_DIR, default ~/.cache/ccache),
-# so a fresh clone on the same machine rebuilds from cache. The sloppiness
+# ccache keeps its cache outside the clone (CCACHE_DIR; launch/setup: ~/.cache/dsee-ccache),
+# so a fresh clone on the same machine rebuilds from cache (CCACHE_BASEDIR makes
+# paths inside the clone relative, so a clone elsewhere hits the same entries). The sloppiness
 # settings let ccache cache compilations that use the precompiled header.
 find_program(DSEE_CCACHE ccache)
 if(DSEE_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
   set(CMAKE_CXX_COMPILER_LAUNCHER
       ${CMAKE_COMMAND} -E env
       "CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime"
+      "CCACHE_BASEDIR=${CMAKE_SOURCE_DIR}"
       ${DSEE_CCACHE})
   message(STATUS "dsee: compiling through ccache (${DSEE_CCACHE})")
 endif()

@@ -1,0 +1,95 @@
+// safetensors: the Hugging Face checkpoint format, read and written by dsee.
+//
+// File layout: 8-byte little-endian header length N, N bytes of JSON header
+// ({"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]},
+// ..., optional "__metadata__": {str: str}}), then the raw little-endian data;
+// offsets are relative to the end of the header.
+//
+// Reading maps the file and returns zero-copy CPU tensors whose storage keeps
+// the mapping alive (a tensor outlives the SafetensorsFile it came from).
+// Every field is validated before it is trusted (header length against the
+// file size, offsets in bounds and non-overlapping, byte size = numel × dtype
+// size, unique names, known dtypes); each failure is a dsee::Error naming the
+// file and the tensor. Supported dtypes: F32, F16, BF16, I64, I32, U8, BOOL.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dsee {
+
+struct SafetensorsEntry {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<std::int64_t> shape;
+  std::uint64_t begin = 0, end = 0;  // byte offsets into the data section
+};
+
+// Parses and validates a header. `header_json` is the N header bytes,
+// `data_size` the bytes that follow it; `source` names the file in errors.
+// Entries come back sorted by begin offset. The fuzz target drives this.
+std::vector<SafetensorsEntry> safetensors_parse_header(std::string_view header_json, std::uint64_t data_size,
+                                                       const std::string& source,
+                                                       std::map<std::string, std::string>* metadata = nullptr);
+
+class SafetensorsFile {
+ public:
+  // Maps and validates `path`; throws dsee::Error naming the file.
+  static std::shared_ptr<SafetensorsFile> open(const std::filesystem::path& path);
+
+  const std::filesystem::path& path() const { return path_; }
+  const std::vector<SafetensorsEntry>& entries() const { return entries_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  bool contains(const std::string& name) const;
+  // Zero-copy tensor over the mapping; throws dsee::Error naming file and tensor if absent.
+  at::Tensor tensor(const std::string& name) const;
+
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+ private:
+  SafetensorsFile() = default;
+  struct Mapping;
+  std::filesystem::path path_;
+  std::shared_ptr<Mapping> mapping_;
+  std::vector<SafetensorsEntry> entries_;
+  std::map<std::string, std::size_t> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// All tensors of a model directory or file: `model.safetensors`, or the
+// shards listed in `model.safetensors.index.json` ("weight_map": name -> file).
+// Names map to the shard that holds them; a name listed in the index but
+// missing from its shard (or in two shards) is an error naming both files.
+class SafetensorsCheckpoint {
+ public:
+  // `path` is a directory (model.safetensors or its index) or a .safetensors file.
+  static SafetensorsCheckpoint open(const std::filesystem::path& path);
+
+  std::vector<std::string> names() const;  // sorted
+  bool contains(const std::string& name) const;
+  at::Tensor tensor(const std::string& name) const;
+  const SafetensorsEntry& entry(const std::string& name) const;
+  std::string describe() const;  // the file or the index, for error messages
+
+ private:
+  std::filesystem::path source_;
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, std::pair<std::size_t, std::size_t>> where_;  // name -> (file, entry)
+};
+
+// Writes `tensors` (contiguous copies are made as needed; CPU or CUDA) with
+// `metadata` to `path` atomically: a temporary file in the same folder,
+// renamed over `path` once complete, so a crash never leaves a torn file.
+void safetensors_save(const std::filesystem::path& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace dsee
