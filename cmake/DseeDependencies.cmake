@@ -126,8 +126,8 @@ if(DSEE_HAVE_CUDA_TOOLKIT)
     message(STATUS "dsee: NCCL backend on: ${DSEE_NCCL_INCLUDE_DIR}/nccl.h, ${DSEE_NCCL_LIBRARY}")
   endif()
 endif()
-if(NOT DSEE_HAVE_NCCL)
-  message(STATUS "dsee: NCCL backend OFF (no CUDA toolkit or no NCCL found); "
+if(DSEE_HAVE_CUDA_TOOLKIT AND NOT DSEE_HAVE_NCCL)
+  message(STATUS "dsee: NCCL backend OFF (no nccl.h/libnccl found; set NCCL_ROOT); "
                  "collectives use MPI only")
 endif()
 
