@@ -7,9 +7,7 @@ file with h5py (names, int64 dtype, shape attribute, file attributes).
 
 usage: test_omega.py path/to/omega_driver
 """
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -19,6 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import grebsmo_reference as ref  # noqa: E402
+import omega_driver_io as io  # noqa: E402
 
 torch.set_num_threads(1)
 DRIVER = sys.argv[1]
@@ -43,25 +42,7 @@ def make_matrices(std):
 
 
 def run_driver(folder, matrices, args, seed=SEED):
-    manifest = {"data": "weights.bin", "matrices": []}
-    offset = 0
-    with open(os.path.join(folder, "weights.bin"), "wb") as f:
-        for name, W in matrices:
-            data = W.contiguous().numpy().astype("<f4").tobytes()
-            f.write(data)
-            manifest["matrices"].append({"name": name, "rows": W.shape[0], "cols": W.shape[1], "offset": offset})
-            offset += len(data)
-    with open(os.path.join(folder, "manifest.json"), "w") as f:
-        json.dump(manifest, f)
-    out = os.path.join(folder, "omega.h5")
-    report = os.path.join(folder, "report.json")
-    cmd = [DRIVER, "--input", os.path.join(folder, "manifest.json"), "--out", out, "--report", report,
-           "--threads", "1", "--seed", str(seed)] + args
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"omega_driver failed ({done.returncode}): {done.stderr}")
-    with open(report) as f:
-        return out, json.load(f)
+    return io.run_driver(DRIVER, folder, matrices, ["--threads", "1", "--seed", str(seed)] + args)
 
 
 def read_omega_file(path, matrices, c, method, seed=SEED):
