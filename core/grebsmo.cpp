@@ -57,8 +57,7 @@ at::Tensor grebsmo_initial_v(std::int64_t n, at::Generator& generator, at::Scala
 namespace {
 
 void check_options(const GrebsmoOptions& o) {
-  DSEE_CHECK(o.outer >= 1 && o.inner >= 1, "GreBsmo needs outer >= 1 and inner >= 1 (got {} and {})", o.outer,
-             o.inner);
+  DSEE_CHECK(o.outer >= 1 && o.inner >= 1, "GreBsmo needs outer >= 1 and inner >= 1 (got {} and {})", o.outer, o.inner);
   DSEE_CHECK(o.rank_step >= 1, "GreBsmo rank_step must be >= 1 (got {})", o.rank_step);
   DSEE_CHECK(o.max_rank >= 0, "GreBsmo max_rank must be >= 0, 0 meaning min(m, n) (got {})", o.max_rank);
   DSEE_CHECK(o.tau >= 0 && std::isfinite(o.tau), "GreBsmo tau must be finite and >= 0 (got {})", o.tau);
@@ -79,12 +78,11 @@ at::Tensor new_rows(const at::Tensor& residual, std::int64_t rows, GrebsmoVarian
 GrebsmoResult grebsmo(const at::Tensor& weight, const at::Tensor& initial_v, const GrebsmoOptions& options,
                       const std::string& name) {
   check_options(options);
-  DSEE_CHECK(weight.dim() == 2 && weight.numel() > 0, "GreBsmo of '{}': expected a non-empty 2-D weight, got shape [{}]",
-             name, fmt::join(weight.sizes(), ", "));
+  DSEE_CHECK(weight.dim() == 2 && weight.numel() > 0,
+             "GreBsmo of '{}': expected a non-empty 2-D weight, got shape [{}]", name, fmt::join(weight.sizes(), ", "));
   const std::int64_t m = weight.size(0), n = weight.size(1);
   DSEE_CHECK(initial_v.dim() == 2 && initial_v.size(0) == 1 && initial_v.size(1) == n,
-             "GreBsmo of '{}': initial V must be [1, {}], got [{}]", name, n,
-             fmt::join(initial_v.sizes(), ", "));
+             "GreBsmo of '{}': initial V must be [1, {}], got [{}]", name, n, fmt::join(initial_v.sizes(), ", "));
   const at::Tensor w = weight.to(options.dtype).contiguous();
   DSEE_CHECK(at::isfinite(w).all().item<bool>(), "GreBsmo of '{}': the weight has NaN or infinite entries", name);
 

@@ -35,12 +35,12 @@ const char* grebsmo_variant_name(GrebsmoVariant variant);
 
 struct GrebsmoOptions {
   GrebsmoVariant variant = GrebsmoVariant::reference;
-  int outer = 100;          // outer steps (reference: exactly; tolerance: at most)
-  int inner = 2;            // alternating steps per outer step
-  double tau = 0.01;        // hard threshold on |S| (absolute)
-  int rank_step = 5;        // rows added to V per outer step
-  std::int64_t max_rank = 0;  // cap on rows(V); 0 = min(m, n); always ≤ min(m, n)
-  double tol = 1e-3;        // tolerance variant: relative change of ‖E‖_F that stops it
+  int outer = 100;                    // outer steps (reference: exactly; tolerance: at most)
+  int inner = 2;                      // alternating steps per outer step
+  double tau = 0.01;                  // hard threshold on |S| (absolute)
+  int rank_step = 5;                  // rows added to V per outer step
+  std::int64_t max_rank = 0;          // cap on rows(V); 0 = min(m, n); always ≤ min(m, n)
+  double tol = 1e-3;                  // tolerance variant: relative change of ‖E‖_F that stops it
   at::ScalarType dtype = at::kFloat;  // kFloat or kDouble
 };
 
@@ -49,10 +49,10 @@ struct GrebsmoOptions {
 GrebsmoOptions grebsmo_default_options(GrebsmoVariant variant);
 
 struct GrebsmoResult {
-  at::Tensor sparse;         // S [m, n], from the last inner step
-  std::int64_t rank = 0;     // rows(V) in the last outer step
-  int outer_steps = 0;       // outer steps run
-  double residual = 0.0;     // ‖E‖_F / ‖W‖_F after the last outer step
+  at::Tensor sparse;      // S [m, n], from the last inner step
+  std::int64_t rank = 0;  // rows(V) in the last outer step
+  int outer_steps = 0;    // outer steps run
+  double residual = 0.0;  // ‖E‖_F / ‖W‖_F after the last outer step
 };
 
 // V0 = randn(1, n) drawn from `generator` on the CPU in `dtype`: exactly one

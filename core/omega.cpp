@@ -20,6 +20,7 @@
 #include <atomic>
 #include <exception>
 #include <iterator>
+#include <limits>
 #include <thread>
 
 #include "data/error.h"

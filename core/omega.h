@@ -34,11 +34,11 @@ const char* omega_method_name(OmegaMethod method);
 
 struct OmegaOptions {
   OmegaMethod method = OmegaMethod::grebsmo;
-  std::int64_t c = 16;      // indices per matrix
-  std::uint64_t seed = 0;   // seeds the Ω generator
-  GrebsmoOptions grebsmo;   // variant and its settings (method grebsmo)
-  int workers = 1;          // matrices computed concurrently
-  int threads = 1;          // ATen intra-op threads per worker; results depend on it
+  std::int64_t c = 16;     // indices per matrix
+  std::uint64_t seed = 0;  // seeds the Ω generator
+  GrebsmoOptions grebsmo;  // variant and its settings (method grebsmo)
+  int workers = 1;         // matrices computed concurrently
+  int threads = 1;         // ATen intra-op threads per worker; results depend on it
 };
 
 struct NamedMatrix {
@@ -48,8 +48,8 @@ struct NamedMatrix {
 
 struct OmegaEntry {
   std::string name;
-  std::int64_t rows = 0, cols = 0;  // the out×in shape the indices refer to
-  at::Tensor indices;               // int64 [c], ascending, in [0, rows·cols)
+  std::int64_t rows = 0, cols = 0;    // the out×in shape the indices refer to
+  at::Tensor indices;                 // int64 [c], ascending, in [0, rows·cols)
   std::int64_t sparse_nonzeros = -1;  // grebsmo: non-zeros of S; other methods: -1
 };
 

@@ -73,8 +73,8 @@ void check_indices(const at::Tensor& indices, std::int64_t rows, std::int64_t co
   for (std::int64_t i = 0; i < cpu.numel(); ++i) {
     DSEE_CHECK(p[i] >= 0 && p[i] < size, "{}: index {} at position {} is outside [0, {}) for shape [{}, {}]", where,
                p[i], i, size, rows, cols);
-    DSEE_CHECK(i == 0 || p[i] > p[i - 1], "{}: indices are not strictly ascending at position {} ({} after {})",
-               where, i, p[i], p[i - 1]);
+    DSEE_CHECK(i == 0 || p[i] > p[i - 1], "{}: indices are not strictly ascending at position {} ({} after {})", where,
+               i, p[i], p[i - 1]);
   }
 }
 
@@ -85,8 +85,8 @@ void write_string_attribute(hid_t object, const char* name, const std::string& v
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
   Handle attribute(H5Acreate2(object, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   const char* data = value.c_str();
-  DSEE_CHECK(attribute.ok() && H5Awrite(attribute.get(), type.get(), &data) >= 0,
-             "{}: cannot write attribute '{}'", where, name);
+  DSEE_CHECK(attribute.ok() && H5Awrite(attribute.get(), type.get(), &data) >= 0, "{}: cannot write attribute '{}'",
+             where, name);
 }
 
 template <typename T>
@@ -135,9 +135,9 @@ OmegaEntry read_entry(hid_t file, const std::string& name, const std::string& so
   Handle dataset(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
   DSEE_CHECK(dataset.ok(), "{}: not a dataset (rewrite the file with dsee omega)", where);
   Handle type(H5Dget_type(dataset.get()), H5Tclose);
-  DSEE_CHECK(H5Tget_class(type.get()) == H5T_INTEGER && H5Tget_size(type.get()) == 8 &&
-                 H5Tget_sign(type.get()) == H5T_SGN_2,
-             "{}: indices must be stored as int64", where);
+  DSEE_CHECK(
+      H5Tget_class(type.get()) == H5T_INTEGER && H5Tget_size(type.get()) == 8 && H5Tget_sign(type.get()) == H5T_SGN_2,
+      "{}: indices must be stored as int64", where);
   Handle space(H5Dget_space(dataset.get()), H5Sclose);
   DSEE_CHECK(H5Sget_simple_extent_ndims(space.get()) == 1, "{}: indices must be a 1-D dataset, got {} dimensions",
              where, H5Sget_simple_extent_ndims(space.get()));
@@ -170,8 +170,7 @@ OmegaEntry read_entry(hid_t file, const std::string& name, const std::string& so
 
 }  // namespace
 
-void omega_write(const std::filesystem::path& path, const std::vector<OmegaEntry>& entries,
-                 const OmegaFileInfo& info) {
+void omega_write(const std::filesystem::path& path, const std::vector<OmegaEntry>& entries, const OmegaFileInfo& info) {
   const std::string source = path.string();
   std::set<std::string> names;
   for (const OmegaEntry& entry : entries) {
@@ -203,8 +202,8 @@ void omega_write(const std::filesystem::path& path, const std::vector<OmegaEntry
         const at::Tensor indices = entry.indices.to(at::kCPU).contiguous();
         const hsize_t dims[1] = {static_cast<hsize_t>(indices.numel())};
         Handle space(H5Screate_simple(1, dims, nullptr), H5Sclose);
-        Handle dataset(H5Dcreate2(file.get(), entry.name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT,
-                                  H5P_DEFAULT, H5P_DEFAULT),
+        Handle dataset(H5Dcreate2(file.get(), entry.name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT,
+                                  H5P_DEFAULT),
                        H5Dclose);
         DSEE_CHECK(dataset.ok(), "{}: cannot create the dataset", where);
         if (indices.numel() > 0)
@@ -217,8 +216,8 @@ void omega_write(const std::filesystem::path& path, const std::vector<OmegaEntry
       DSEE_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL) >= 0, "Ω file '{}': cannot flush '{}'", source,
                  temporary.string());
     }
-    DSEE_CHECK(::rename(temporary.c_str(), path.c_str()) == 0, "Ω file '{}': cannot move '{}' into place: {}",
-               source, temporary.string(), std::strerror(errno));
+    DSEE_CHECK(::rename(temporary.c_str(), path.c_str()) == 0, "Ω file '{}': cannot move '{}' into place: {}", source,
+               temporary.string(), std::strerror(errno));
   } catch (...) {
     ::unlink(temporary.c_str());
     throw;

@@ -29,8 +29,7 @@ struct OmegaFileInfo {
 
 // Throws dsee::Error for a name containing '/' (HDF5 would make groups of it),
 // an empty name, a duplicate, or an entry that is not valid as read() checks.
-void omega_write(const std::filesystem::path& path, const std::vector<OmegaEntry>& entries,
-                 const OmegaFileInfo& info);
+void omega_write(const std::filesystem::path& path, const std::vector<OmegaEntry>& entries, const OmegaFileInfo& info);
 
 // Every dataset of the file, in the order written.
 std::vector<OmegaEntry> omega_read(const std::filesystem::path& path, OmegaFileInfo* info = nullptr);

@@ -8,8 +8,8 @@
 // little-endian float32 at `offset` bytes. Output: the Ω file (HDF5, via
 // omega_write) and a JSON report {"seconds", "matrices": [{"name",
 // "sparse_nonzeros", "kept"?}]}.
-#include <CLI/CLI.hpp>
 #include <ATen/ATen.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <chrono>

@@ -48,8 +48,7 @@ TEST(OmegaSelect, MagnitudeIsTopCOfAbsW) {
   ASSERT_EQ(entries.size(), matrices.size());
   for (std::size_t i = 0; i < entries.size(); ++i) {
     EXPECT_EQ(entries[i].name, matrices[i].name);
-    const at::Tensor expected =
-        std::get<0>(at::sort(std::get<1>(at::topk(matrices[i].weight.abs().view({-1}), 5))));
+    const at::Tensor expected = std::get<0>(at::sort(std::get<1>(at::topk(matrices[i].weight.abs().view({-1}), 5))));
     EXPECT_TRUE(at::equal(entries[i].indices, expected)) << entries[i].name;
   }
 }

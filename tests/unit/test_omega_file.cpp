@@ -1,7 +1,7 @@
 // Ω files: round trip, order, and every bad-file error naming file and dataset.
 #include <ATen/ATen.h>
-#include <gtest/gtest.h>
 #include <dirent.h>
+#include <gtest/gtest.h>
 #include <hdf5.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -102,11 +102,10 @@ TEST_F(OmegaFile, RoundTripKeepsOrderNamesShapesAndInfo) {
   // No temporary file is left next to it.
   EXPECT_EQ(folder_entries(dir_), std::vector<std::string>{"omega.h5"});
 
-  const auto in_model_order =
-      omega_read(path("omega.h5"), {{"h.0.attn.c_attn.weight:q", 4, 4},
-                                    {"bert.encoder.layer.1.attention.self.query.weight", 8, 6},
-                                    {"bert.encoder.layer.0.attention.self.value.weight", 8, 6},
-                                    {"h.0.attn.c_attn.weight:v", 4, 4}});
+  const auto in_model_order = omega_read(path("omega.h5"), {{"h.0.attn.c_attn.weight:q", 4, 4},
+                                                            {"bert.encoder.layer.1.attention.self.query.weight", 8, 6},
+                                                            {"bert.encoder.layer.0.attention.self.value.weight", 8, 6},
+                                                            {"h.0.attn.c_attn.weight:v", 4, 4}});
   EXPECT_EQ(in_model_order[0].name, "h.0.attn.c_attn.weight:q");
 }
 
@@ -123,7 +122,9 @@ TEST_F(OmegaFile, MissingDatasetAndWrongShapeNameFileAndDataset) {
 
 TEST_F(OmegaFile, OutOfRangeUnsortedAndShapelessIndicesAreRejected) {
   write_raw(path("range.h5"), "q.weight", {1, 16}, {4, 4});
-  EXPECT_NE(error_of([&] { omega_read(path("range.h5")); }).find("dataset 'q.weight': index 16 at position 1 is outside [0, 16)"),
+  EXPECT_NE(error_of([&] {
+              omega_read(path("range.h5"));
+            }).find("dataset 'q.weight': index 16 at position 1 is outside [0, 16)"),
             std::string::npos);
   write_raw(path("negative.h5"), "q.weight", {-1, 3}, {4, 4});
   EXPECT_NE(error_of([&] { omega_read(path("negative.h5")); }).find("index -1"), std::string::npos);
@@ -146,15 +147,16 @@ TEST_F(OmegaFile, MissingOrForeignFileIsAnError) {
 TEST_F(OmegaFile, WriteRefusesSlashesDuplicatesAndBadIndicesAndLeavesNoFile) {
   EXPECT_NE(error_of([&] { omega_write(path("o.h5"), {entry("a/b", 2, 2, {0})}, {}); }).find("no '/'"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { omega_write(path("o.h5"), {entry("a", 2, 2, {0}), entry("a", 2, 2, {1})}, {}); })
-                .find("appears twice"),
+  EXPECT_NE(error_of([&] {
+              omega_write(path("o.h5"), {entry("a", 2, 2, {0}), entry("a", 2, 2, {1})}, {});
+            }).find("appears twice"),
             std::string::npos);
   EXPECT_NE(error_of([&] { omega_write(path("o.h5"), {entry("a", 2, 2, {4})}, {}); }).find("outside [0, 4)"),
             std::string::npos);
   EXPECT_TRUE(folder_entries(dir_).empty());
-  EXPECT_NE(error_of([&] { omega_write(dir_ / "no-such-dir" / "o.h5", {entry("a", 2, 2, {0})}, {}); })
-                .find("cannot create"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { omega_write(dir_ / "no-such-dir" / "o.h5", {entry("a", 2, 2, {0})}, {}); }).find("cannot create"),
+      std::string::npos);
 }
 
 TEST_F(OmegaFile, RewriteReplacesTheOldFileWhole) {
