@@ -1,6 +1,7 @@
 // Ω files: round trip, order, and every bad-file error naming file and dataset.
 #include <ATen/ATen.h>
 #include <dirent.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
 #include <sys/stat.h>
@@ -8,7 +9,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <functional>
 
 #include "core/omega_file.h"
 #include "data/error.h"
@@ -17,6 +17,9 @@ namespace dsee {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
 
 // Entries of a folder, by POSIX calls (Note [std::filesystem and libtorch] in core/omega_file.cpp).
 std::vector<std::string> folder_entries(const fs::path& folder) {
@@ -46,15 +49,6 @@ class OmegaFile : public ::testing::Test {
 
 OmegaEntry entry(std::string name, std::int64_t rows, std::int64_t cols, std::vector<std::int64_t> indices) {
   return {std::move(name), rows, cols, at::tensor(indices, at::kLong), -1};
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 // Writes one raw dataset (for files dsee itself refuses to write).
@@ -109,54 +103,59 @@ TEST_F(OmegaFile, RoundTripKeepsOrderNamesShapesAndInfo) {
   EXPECT_EQ(in_model_order[0].name, "h.0.attn.c_attn.weight:q");
 }
 
+// Matches a dsee::Error whose message contains every one of `parts`.
+template <typename... Parts>
+auto error_with(Parts... parts) {
+  return ThrowsMessage<Error>(AllOf(HasSubstr(parts)...));
+}
+
 TEST_F(OmegaFile, MissingDatasetAndWrongShapeNameFileAndDataset) {
-  omega_write(path("omega.h5"), {entry("a.weight", 4, 4, {1, 2})}, {});
-  const std::string missing = error_of([&] { omega_read(path("omega.h5"), {{"a.weight", 4, 4}, {"b.weight", 4, 4}}); });
-  EXPECT_NE(missing.find("omega.h5"), std::string::npos) << missing;
-  EXPECT_NE(missing.find("'b.weight' is missing"), std::string::npos) << missing;
-  const std::string shape = error_of([&] { omega_read(path("omega.h5"), {{"a.weight", 4, 5}}); });
-  EXPECT_NE(shape.find("'a.weight': shape [4, 4] does not match the model's [4, 5]"), std::string::npos) << shape;
-  const std::string extra = error_of([&] { omega_read(path("omega.h5"), std::vector<OmegaExpected>{}); });
-  EXPECT_NE(extra.find("'a.weight' is not an adapted matrix"), std::string::npos) << extra;
+  const fs::path file = path("omega.h5");
+  omega_write(file, {entry("a.weight", 4, 4, {1, 2})}, {});
+  EXPECT_THAT(
+      [&] {
+        omega_read(file, {{"a.weight", 4, 4}, {"b.weight", 4, 4}});
+      },
+      error_with(file.string(), "dataset 'b.weight' is missing"));
+  EXPECT_THAT(
+      [&] {
+        omega_read(file, {{"a.weight", 4, 5}});
+      },
+      error_with(file.string(), "'a.weight': shape [4, 4] does not match the model's [4, 5]"));
+  EXPECT_THAT([&] { omega_read(file, std::vector<OmegaExpected>{}); },
+              error_with(file.string(), "'a.weight' is not an adapted matrix"));
 }
 
 TEST_F(OmegaFile, OutOfRangeUnsortedAndShapelessIndicesAreRejected) {
-  write_raw(path("range.h5"), "q.weight", {1, 16}, {4, 4});
-  EXPECT_NE(error_of([&] {
-              omega_read(path("range.h5"));
-            }).find("dataset 'q.weight': index 16 at position 1 is outside [0, 16)"),
-            std::string::npos);
-  write_raw(path("negative.h5"), "q.weight", {-1, 3}, {4, 4});
-  EXPECT_NE(error_of([&] { omega_read(path("negative.h5")); }).find("index -1"), std::string::npos);
-  write_raw(path("unsorted.h5"), "q.weight", {5, 3}, {4, 4});
-  EXPECT_NE(error_of([&] { omega_read(path("unsorted.h5")); }).find("not strictly ascending"), std::string::npos);
-  write_raw(path("duplicate.h5"), "q.weight", {3, 3}, {4, 4});
-  EXPECT_NE(error_of([&] { omega_read(path("duplicate.h5")); }).find("not strictly ascending"), std::string::npos);
-  write_raw(path("noshape.h5"), "q.weight", {1, 2}, {});
-  EXPECT_NE(error_of([&] { omega_read(path("noshape.h5")); }).find("no 'shape' attribute"), std::string::npos);
-  write_raw(path("badshape.h5"), "q.weight", {1, 2}, {4, 4, 1});
-  EXPECT_NE(error_of([&] { omega_read(path("badshape.h5")); }).find("two integers"), std::string::npos);
+  const auto read_raw = [&](const std::string& name, const std::vector<std::int64_t>& data,
+                            const std::vector<std::int64_t>& shape) {
+    write_raw(path(name), "q.weight", data, shape);
+    return [this, name] { omega_read(path(name)); };
+  };
+  EXPECT_THAT(read_raw("range.h5", {1, 16}, {4, 4}),
+              error_with("range.h5", "dataset 'q.weight': index 16 at position 1 is outside [0, 16)"));
+  EXPECT_THAT(read_raw("negative.h5", {-1, 3}, {4, 4}), error_with("negative.h5", "'q.weight'", "index -1"));
+  EXPECT_THAT(read_raw("unsorted.h5", {5, 3}, {4, 4}), error_with("'q.weight'", "not strictly ascending"));
+  EXPECT_THAT(read_raw("duplicate.h5", {3, 3}, {4, 4}), error_with("'q.weight'", "not strictly ascending"));
+  EXPECT_THAT(read_raw("noshape.h5", {1, 2}, {}), error_with("'q.weight'", "no 'shape' attribute"));
+  EXPECT_THAT(read_raw("badshape.h5", {1, 2}, {4, 4, 1}), error_with("'q.weight'", "two integers"));
 }
 
 TEST_F(OmegaFile, MissingOrForeignFileIsAnError) {
-  EXPECT_NE(error_of([&] { omega_read(path("none.h5")); }).find("does not exist"), std::string::npos);
+  EXPECT_THAT([&] { omega_read(path("none.h5")); }, error_with("none.h5", "does not exist"));
   std::ofstream(path("text.h5")) << "not hdf5\n";
-  EXPECT_NE(error_of([&] { omega_read(path("text.h5")); }).find("is not an HDF5 file"), std::string::npos);
+  EXPECT_THAT([&] { omega_read(path("text.h5")); }, error_with("text.h5", "is not an HDF5 file"));
 }
 
 TEST_F(OmegaFile, WriteRefusesSlashesDuplicatesAndBadIndicesAndLeavesNoFile) {
-  EXPECT_NE(error_of([&] { omega_write(path("o.h5"), {entry("a/b", 2, 2, {0})}, {}); }).find("no '/'"),
-            std::string::npos);
-  EXPECT_NE(error_of([&] {
-              omega_write(path("o.h5"), {entry("a", 2, 2, {0}), entry("a", 2, 2, {1})}, {});
-            }).find("appears twice"),
-            std::string::npos);
-  EXPECT_NE(error_of([&] { omega_write(path("o.h5"), {entry("a", 2, 2, {4})}, {}); }).find("outside [0, 4)"),
-            std::string::npos);
+  const auto write = [&](std::vector<OmegaEntry> entries, fs::path file = {}) {
+    return [this, entries, file] { omega_write(file.empty() ? path("o.h5") : file, entries, {}); };
+  };
+  EXPECT_THAT(write({entry("a/b", 2, 2, {0})}), error_with("'a/b'", "no '/'"));
+  EXPECT_THAT(write({entry("a", 2, 2, {0}), entry("a", 2, 2, {1})}), error_with("appears twice"));
+  EXPECT_THAT(write({entry("a", 2, 2, {4})}), error_with("outside [0, 4)"));
   EXPECT_TRUE(folder_entries(dir_).empty());
-  EXPECT_NE(
-      error_of([&] { omega_write(dir_ / "no-such-dir" / "o.h5", {entry("a", 2, 2, {0})}, {}); }).find("cannot create"),
-      std::string::npos);
+  EXPECT_THAT(write({entry("a", 2, 2, {0})}, dir_ / "no-such-dir" / "o.h5"), error_with("cannot create"));
 }
 
 TEST_F(OmegaFile, RewriteReplacesTheOldFileWhole) {
