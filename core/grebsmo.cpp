@@ -46,7 +46,6 @@ const char* grebsmo_variant_name(GrebsmoVariant variant) {
 GrebsmoOptions grebsmo_default_options(GrebsmoVariant variant) {
   GrebsmoOptions options;
   options.variant = variant;
-  if (variant == GrebsmoVariant::tolerance) options.max_rank = 32;
   return options;
 }
 
@@ -56,10 +55,15 @@ at::Tensor grebsmo_initial_v(std::int64_t n, at::Generator& generator, at::Scala
 
 namespace {
 
+// The tolerance variant's rank cap when none is given: enough for the
+// low-rank structure of real projection weights to be fitted, small enough
+// that each outer step stays cheap (768×32 QRs).
+constexpr std::int64_t kToleranceDefaultMaxRank = 32;
+
 void check_options(const GrebsmoOptions& o) {
   DSEE_CHECK(o.outer >= 1 && o.inner >= 1, "GreBsmo needs outer >= 1 and inner >= 1 (got {} and {})", o.outer, o.inner);
   DSEE_CHECK(o.rank_step >= 1, "GreBsmo rank_step must be >= 1 (got {})", o.rank_step);
-  DSEE_CHECK(o.max_rank >= 0, "GreBsmo max_rank must be >= 0, 0 meaning min(m, n) (got {})", o.max_rank);
+  DSEE_CHECK(o.max_rank >= 0, "GreBsmo max_rank must be >= 0, 0 meaning the variant's default (got {})", o.max_rank);
   DSEE_CHECK(o.tau >= 0 && std::isfinite(o.tau), "GreBsmo tau must be finite and >= 0 (got {})", o.tau);
   DSEE_CHECK(o.tol >= 0 && std::isfinite(o.tol), "GreBsmo tol must be finite and >= 0 (got {})", o.tol);
   DSEE_CHECK(o.dtype == at::kFloat || o.dtype == at::kDouble, "GreBsmo runs in float32 or float64, not {}",
@@ -88,7 +92,10 @@ GrebsmoResult grebsmo(const at::Tensor& weight, const at::Tensor& initial_v, con
 
   const bool reference = options.variant == GrebsmoVariant::reference;
   const std::int64_t full_rank = std::min(m, n);
-  const std::int64_t rank_cap = options.max_rank == 0 ? full_rank : std::min(options.max_rank, full_rank);
+  const std::int64_t requested_cap = options.max_rank != 0 ? options.max_rank
+                                     : reference           ? full_rank
+                                                           : kToleranceDefaultMaxRank;
+  const std::int64_t rank_cap = std::min(requested_cap, full_rank);
   const double weight_norm = w.norm().item<double>();
 
   at::Tensor v = initial_v.to(w.options());

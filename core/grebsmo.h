@@ -39,13 +39,13 @@ struct GrebsmoOptions {
   int inner = 2;                      // alternating steps per outer step
   double tau = 0.01;                  // hard threshold on |S| (absolute)
   int rank_step = 5;                  // rows added to V per outer step
-  std::int64_t max_rank = 0;          // cap on rows(V); 0 = min(m, n); always ≤ min(m, n)
+  std::int64_t max_rank = 0;          // cap on rows(V), at most min(m, n); 0: reference min(m, n), tolerance 32
   double tol = 1e-3;                  // tolerance variant: relative change of ‖E‖_F that stops it
   at::ScalarType dtype = at::kFloat;  // kFloat or kDouble
 };
 
 // The defaults of a variant: reference as the spec; tolerance with
-// max_rank = 32, tol = 1e-3, at most 100 outer steps.
+// max_rank 32 (through max_rank = 0), tol = 1e-3, at most 100 outer steps.
 GrebsmoOptions grebsmo_default_options(GrebsmoVariant variant);
 
 struct GrebsmoResult {

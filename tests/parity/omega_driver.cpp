@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", options.threads, "intra-op threads per worker");
   app.add_option("--outer", outer, "outer steps (default: the variant's)");
   app.add_option("--inner", inner, "inner steps (default: the variant's)");
-  app.add_option("--max-rank", max_rank, "rank cap (default: the variant's; 0 = min(m, n))");
+  app.add_option("--max-rank", max_rank, "rank cap (0 or absent: the variant's default)");
   app.add_option("--tol", tol, "tolerance variant: relative change of the residual that stops it");
   app.add_flag("--fp64", fp64, "run GreBsmo in float64");
   app.add_flag("--stability", stability, "also count Ω entries that survive one ulp of noise on W");

@@ -104,6 +104,16 @@ TEST(Grebsmo, ReferenceRunsEveryOuterStepAndCapsTheRankAtMinShape) {
   EXPECT_EQ(result.sparse.count_nonzero().item<std::int64_t>(), 0);
 }
 
+TEST(Grebsmo, ToleranceDefaultCapsTheRankAt32AndStopsEarly) {
+  const at::Tensor w = at::randn({128, 96}, at::make_generator<at::CPUGeneratorImpl>(4)) * 0.04;
+  GrebsmoOptions options;
+  options.variant = GrebsmoVariant::tolerance;  // max_rank = 0: the variant's default
+  const GrebsmoResult result = grebsmo(w, initial_v(96), options);
+  EXPECT_EQ(result.rank, 32);
+  EXPECT_LT(result.outer_steps, 100);
+  EXPECT_GT(result.sparse.count_nonzero().item<std::int64_t>(), 16);
+}
+
 TEST(Grebsmo, Float64OptionComputesInDouble) {
   const Planted p = planted_matrix(256, 192, 8, 16, 1e-3, 2);
   GrebsmoOptions options = grebsmo_default_options(GrebsmoVariant::tolerance);
