@@ -12,7 +12,8 @@
 //     orgqr that would build the unused Q;
 //   * E = W − Q·V − S is read off S before thresholding (W − Q·V is exactly
 //     that tensor; x − x = +0 and x − 0 = x in IEEE arithmetic), which saves
-//     a matmul and a subtraction per outer step.
+//     a matmul and a subtraction per outer step;
+//   * the first inner step after the reset reads W instead of W − 0.
 // Its cost is dominated by the full QR of the m×n residual each outer step and
 // by the rank, which reaches 496 after 100 steps.
 //
@@ -103,11 +104,12 @@ GrebsmoResult grebsmo(const at::Tensor& weight, const at::Tensor& initial_v, con
   GrebsmoResult result;
   double previous_norm = -1.0;
   for (int outer = 0; outer < options.outer; ++outer) {
-    s = at::zeros_like(w);
+    // S ← 0 every outer step; W − 0 is W bit for bit, so the first inner step reads W itself.
+    s = at::Tensor();
     at::Tensor below;  // |W − Q·V| < tau of the last inner step
     at::Tensor unthresholded;
     for (int inner = 0; inner < options.inner; ++inner) {
-      const at::Tensor x = w - s;
+      const at::Tensor x = s.defined() ? w - s : w;
       const at::Tensor q = std::get<0>(at::linalg_qr(x.matmul(v.t()), "reduced"));
       v = q.t().matmul(x);
       unthresholded = w - q.matmul(v);
