@@ -183,7 +183,7 @@ ModelConfig model_config_parse(const nlohmann::json& object, const std::string& 
 }
 
 ModelConfig model_config_load(const std::filesystem::path& path) {
-  const auto file = std::filesystem::is_directory(path) ? path / "config.json" : path;
+  const auto file = path.extension() == ".json" ? path : path / "config.json";
   std::ifstream in(file);
   DSEE_CHECK(in.good(), "{}: cannot read the model configuration (a Hugging Face model folder holds config.json)",
              file.string());

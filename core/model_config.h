@@ -72,7 +72,7 @@ struct ModelConfig {
 // Parses config.json text; `source` names the file in errors.
 ModelConfig model_config_parse(const nlohmann::json& json, const std::string& source);
 
-// Reads DIR/config.json (or the file itself when `path` is a file).
+// Reads DIR/config.json (or `path` itself when it names a .json file).
 ModelConfig model_config_load(const std::filesystem::path& path);
 
 // The JSON to save: the original with the fields dsee may change
