@@ -85,6 +85,18 @@ bool checkpoint_extra_is_known(const PretrainedModel& model, const std::string& 
   return false;
 }
 
+// The names a tensor may have in a checkpoint: its own, and for layer norms
+// the TensorFlow-era gamma/beta that old BERT checkpoints (bert-base-uncased's
+// model.safetensors among them) still use and transformers renames on load.
+std::vector<std::string> checkpoint_names_of(const std::string& name) {
+  std::vector<std::string> names{name};
+  const auto dot = name.rfind('.');
+  const auto module = name.substr(0, dot), leaf = name.substr(dot + 1);
+  if (module.ends_with("LayerNorm") && (leaf == "weight" || leaf == "bias"))
+    names.push_back(module + (leaf == "weight" ? ".gamma" : ".beta"));
+  return names;
+}
+
 const char* dtype_name(at::ScalarType dtype) {
   switch (dtype) {
     case at::kFloat:
@@ -126,6 +138,7 @@ std::string architecture_name(const PretrainedModel& model) {
 //                line. Anything else missing is an error naming the tensor
 //                and the shape expected.
 //   wrong shape  an error naming tensor, expected and actual shape.
+//   old names    a LayerNorm's weight/bias may be stored as gamma/beta.
 //   left over    tensors of other heads (BERT's cls.*, RoBERTa's lm_head.*
 //                and pooler, a classifier when loading the base model), GPT-2's
 //                tied lm_head.weight and attention-mask buffers (attn.bias,
@@ -163,15 +176,12 @@ std::unique_ptr<PretrainedModel> model_load(const std::filesystem::path& dir, co
     std::vector<std::int64_t> expected = slot.tensor->sizes().vec();
     if (slot.stored_in_by_out) std::reverse(expected.begin(), expected.end());
     std::string found;
-    if (slot.in_base_model) {
-      for (const auto& candidate :
-           prefixed ? std::vector{prefix + slot.name, slot.name} : std::vector{slot.name, prefix + slot.name})
-        if (checkpoint.contains(candidate)) {
-          found = candidate;
-          break;
-        }
-    } else if (checkpoint.contains(slot.name)) {
-      found = slot.name;
+    for (const auto& name : checkpoint_names_of(slot.name)) {
+      const auto candidates = !slot.in_base_model ? std::vector{name}
+                              : prefixed          ? std::vector{prefix + name, name}
+                                                  : std::vector{name, prefix + name};
+      for (const auto& candidate : candidates)
+        if (found.empty() && checkpoint.contains(candidate)) found = candidate;
     }
     if (found.empty()) {
       const auto wanted = (slot.in_base_model && prefixed ? prefix : "") + slot.name;

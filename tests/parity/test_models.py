@@ -3,7 +3,8 @@
 Each case builds a random model with transformers (eager attention) from a
 small config chosen to catch a class of bug (odd head count, head size not a
 power of two, pruned heads, padding, token type ids, a sequence at the last
-position, fp16/bf16 checkpoints, names with and without the family prefix),
+position, fp16/bf16 checkpoints, names with and without the family prefix,
+sharded checkpoints),
 writes it as a Hugging Face folder, runs `dsee forward` on a ragged batch and
 compares logits / last_hidden_state with transformers' outputs.
 
@@ -21,6 +22,7 @@ gpt2, full_size, bf16, round_trip; with RESAVE_BINARY as 4th argument for round_
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -127,7 +129,9 @@ def write_case(case, work):
     """The model folder for dsee and the reference outputs."""
     config, model = build(case)
     folder = os.path.join(work, case["name"])
-    os.makedirs(folder, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder + "_saved", ignore_errors=True)
+    os.makedirs(folder)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[case.get("checkpoint", "fp32")]
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     # The reference runs on what the checkpoint holds: rounded to its dtype.
@@ -147,8 +151,21 @@ def write_case(case, work):
     tied = [k for k in sliced if k == "lm_head.weight"]
     for k in tied:
         del sliced[k]
-    save_file({k: v.to(dtype).contiguous() for k, v in sliced.items()}, os.path.join(folder, "model.safetensors"),
-              metadata={"format": "pt"})
+    tensors = {k: v.to(dtype).contiguous() for k, v in sliced.items()}
+    if case.get("shards"):  # model-0000i-of-0000N.safetensors + model.safetensors.index.json
+        names, count = sorted(tensors), case["shards"]
+        weight_map = {}
+        for i in range(count):
+            file = f"model-{i + 1:05d}-of-{count:05d}.safetensors"
+            part = {n: tensors[n] for n in names[i::count]}
+            save_file(part, os.path.join(folder, file), metadata={"format": "pt"})
+            weight_map.update({n: file for n in part})
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+                 "weight_map": weight_map}
+        with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+            json.dump(index, f)
+    else:
+        save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
     config_json = config.to_dict()
     config_json["architectures"] = [case["class"]]
     if pruned:
@@ -243,7 +260,7 @@ CASES = {
         dict(name="roberta_pruned_4_labels", family="roberta", class_="RobertaForSequenceClassification", seed=5,
              config=bert_config(hidden_size=40, num_attention_heads=5, max_position_embeddings=20, type_vocab_size=1,
                                 pad_token_id=1, num_labels=4, layer_norm_eps=1e-5),
-             pruned_heads={1: [0, 2, 4]}, lengths=[9, 12], strip_prefix=False),
+             pruned_heads={1: [0, 2, 4]}, lengths=[9, 12], shards=2),
     ],
     "gpt2": [
         # 3 heads of 13, a sequence at the last position (12), padding.
@@ -254,7 +271,7 @@ CASES = {
              config=gpt2_config(n_embd=48, n_head=4, n_layer=3, scale_attn_by_inverse_layer_idx=True),
              pruned_heads={0: [2], 2: [0, 1, 3]}, checkpoint="fp16", strip_prefix=True, lengths=[5, 9]),
         dict(name="gpt2_unscaled_inner", family="gpt2", class_="GPT2LMHeadModel", seed=8,
-             config=gpt2_config(scale_attn_weights=False, n_inner=50, n_embd=30, n_head=5), lengths=[6]),
+             config=gpt2_config(scale_attn_weights=False, n_inner=50, n_embd=30, n_head=5), lengths=[6], shards=3),
     ],
     "full_size": [
         dict(name="bert_base_dims", family="bert", class_="BertForSequenceClassification", seed=9,

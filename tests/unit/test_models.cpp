@@ -13,6 +13,7 @@
 #include "core/pretrained_model.h"
 #include "core/safetensors.h"
 #include "data/error.h"
+#include "error_of.h"
 
 namespace dsee {
 namespace {
@@ -50,15 +51,6 @@ void randomise(PretrainedModel& model, std::uint64_t seed) {
                              (slot.name.find("ln_") != std::string::npos && slot.name.ends_with(".weight"));
     slot.tensor->copy_(at::randn(slot.tensor->sizes()) * 0.2 + (norm_weight ? 1.0 : 0.0));
   }
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 TEST(ModelConfig, MissingFieldNamesFieldAndFile) {
@@ -243,6 +235,21 @@ TEST(ModelLoad, NewHeadMayBeMissingOtherTensorsMayNot) {
   extra.emplace_back("bert.encoder.layer.0.adapter.weight", at::zeros({2, 2}));
   const auto unexpected = error_of([&] { model_load(write_model("extra", bert_json(), extra)); });
   EXPECT_NE(unexpected.find("bert.encoder.layer.0.adapter.weight [2, 2]"), std::string::npos) << unexpected;
+}
+
+// bert-base-uncased's checkpoint names its layer norms gamma/beta.
+TEST(ModelLoad, LayerNormGammaBetaNamesLoad) {
+  EncoderModel model(model_config_parse(bert_json(), "c.json"), true, at::kFloat, at::kCPU);
+  randomise(model, 6);
+  auto tensors = saved_tensors(model, "bert.");
+  for (auto& [name, t] : tensors) {
+    if (name.ends_with("LayerNorm.weight")) name.replace(name.size() - 6, 6, "gamma");
+    if (name.ends_with("LayerNorm.bias")) name.replace(name.size() - 4, 4, "beta");
+  }
+  auto loaded = model_load(write_model("gamma_beta", bert_json(), tensors));
+  ModelInput input;
+  input.input_ids = at::randint(0, 50, {2, 5}, at::kLong);
+  EXPECT_TRUE(at::equal(loaded->forward(input).logits, model.forward(input).logits));
 }
 
 TEST(ModelLoad, Bf16CheckpointIntoBf16AndFp32) {
