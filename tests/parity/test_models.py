@@ -17,7 +17,7 @@ reference (a head contributes to the output only through those columns), and
 the checkpoint holds the sliced query/key/value rows and output columns with
 `pruned_heads` in config.json.
 
-Usage: test_models.py DSEE_BINARY WORK_DIR GROUP   (GROUP: bert, roberta,
+Usage: test_models.py DSEE_BINARY WORK_DIR GROUP[,GROUP...]   (GROUP: bert, roberta,
 gpt2, full_size, bf16, round_trip; with RESAVE_BINARY as 4th argument for round_trip)
 """
 import json
@@ -325,11 +325,12 @@ def main():
     dsee, work, group = sys.argv[1], sys.argv[2], sys.argv[3]
     os.makedirs(work, exist_ok=True)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    if group == "round_trip":
-        round_trip(sys.argv[4], work)
-    else:
-        for case in CASES[group]:
-            run_case(dsee, case, work)
+    for name in group.split(","):
+        if name == "round_trip":
+            round_trip(sys.argv[4], work)
+        else:
+            for case in CASES[name]:
+                run_case(dsee, case, work)
     print(f"{passes} passed, {len(failures)} failed")
     for f in failures:
         print("  " + f)
