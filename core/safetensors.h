@@ -14,7 +14,15 @@
 // Every field is validated before it is trusted (header length against the
 // file size, offsets in bounds and non-overlapping, byte size = numel × dtype
 // size, unique names, known dtypes); each failure is a dsee::Error naming the
-// file and the tensor. Supported dtypes: F32, F16, BF16, I64, I32, U8, BOOL.
+// file and the tensor (Note [What the header may say] in
+// safetensors_header.cpp lists where dsee is stricter or more lenient than
+// the reference reader). Supported dtypes: F32, F16, BF16, F64, I64, I32,
+// I16, I8, U8, BOOL. As with any mapping, a file truncated by another process
+// while it is mapped faults (SIGBUS) on access; replace files by rename, as
+// safetensors_save does, never in place.
+//
+// Writing lays tensors out as the reference writer does (Note [Writer order]
+// in safetensors.cpp): the same tensors give a byte-identical file.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -12,9 +12,9 @@
 // IN is a .safetensors file, a checkpoint index or a model folder. A
 // dsee::Error goes to stderr with exit status 1.
 #include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
-#include <nlohmann/json.hpp>
 #include <string>
 
 #include "core/safetensors.h"

@@ -225,6 +225,14 @@ TEST_F(Safetensors, HeaderLengthBeyondTheFileIsAnError) {
                        "(10 bytes)"));
 }
 
+TEST_F(Safetensors, HeaderOverTheReferenceLimitIsAnError) {
+  const auto path = write_raw("big.safetensors", "{}", "", 200'000'000);
+  fs::resize_file(path, 200'000'016);  // sparse: no disk used
+  EXPECT_TRUE(contains(open_error(path),
+                       "big.safetensors: the header length 200000000 is over the 100000000-byte "
+                       "limit"));
+}
+
 TEST_F(Safetensors, OverlappingOffsetsAreAnError) {
   const auto path = write_raw("o.safetensors",
                               R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
