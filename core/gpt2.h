@@ -10,7 +10,10 @@
 // Conv1D weights are kept [out, in] (Note [The linear seam] in linear.h).
 // With a KvCache the forward appends this step's keys/values per layer and
 // attends over past + new keys, so decoding token by token gives the logits
-// of the full forward (tests/parity/test_gpt2_cache).
+// of the full forward (Gpt2Cache.IncrementalDecodingEqualsFullForward in
+// tests/unit/test_models.cpp). The cache grows by concatenation, O(length²)
+// copies over a generation: fine for E2E-length outputs; beam search may
+// want a preallocated cache with index_select for reordering beams.
 #pragma once
 
 #include "core/pretrained_model.h"

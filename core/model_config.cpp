@@ -165,6 +165,8 @@ ModelConfig model_config_parse(const nlohmann::json& object, const std::string& 
     config.scale_attn_by_inverse_layer_idx = r.optional<bool>("scale_attn_by_inverse_layer_idx", false);
     DSEE_CHECK(!r.optional<bool>("add_cross_attention", false),
                "{}: field \"add_cross_attention\": dsee runs GPT-2 without cross-attention", source);
+    DSEE_CHECK(r.optional<bool>("tie_word_embeddings", true),
+               "{}: field \"tie_word_embeddings\" is false; dsee's GPT-2 LM head is tied to wte", source);
   } else {
     throw Error(
         fmt::format("{}: field \"model_type\" is \"{}\"; dsee supports bert, roberta and gpt2", source, model_type));

@@ -64,6 +64,12 @@ TEST(ModelConfig, MissingFieldNamesFieldAndFile) {
   EXPECT_NE(error_of([&] { model_config_parse(gpt2, "g.json"); }).find("\"layer_norm_epsilon\""), std::string::npos);
 }
 
+TEST(ModelConfig, UntiedGpt2HeadIsAnError) {
+  auto json = gpt2_json();
+  json["tie_word_embeddings"] = false;
+  EXPECT_TRUE(contains(error_of([&] { model_config_parse(json, "g.json"); }), "\"tie_word_embeddings\""));
+}
+
 TEST(ModelConfig, UnsupportedArchitectureAndActivationAreErrors) {
   auto json = bert_json();
   json["model_type"] = "t5";
@@ -214,8 +220,16 @@ TEST(ModelLoad, NewHeadMayBeMissingOtherTensorsMayNot) {
   auto tensors = saved_tensors(model, "bert.");
   std::erase_if(tensors, [](const auto& t) { return t.first.rfind("classifier.", 0) == 0; });
   tensors.emplace_back("cls.predictions.bias", at::zeros({50}));  // another head: skipped
-  auto loaded = model_load(write_model("new_head", bert_json(), tensors));
+  const auto dir = write_model("new_head", bert_json(), tensors);
+  auto loaded = model_load(dir);
   EXPECT_TRUE(loaded->has_task_head());
+  ModelLoadOptions five_labels;
+  five_labels.num_labels = 5;
+  auto relabelled = model_load(dir, five_labels);
+  ModelInput input;
+  input.input_ids = at::randint(0, 50, {3, 4}, at::kLong);
+  EXPECT_EQ(relabelled->forward(input).logits.sizes(), (std::vector<std::int64_t>{3, 5}));
+  EXPECT_EQ(relabelled->config().id2label.size(), 5u);
 
   auto without_key = tensors;
   std::erase_if(without_key, [](const auto& t) { return t.first == "bert.encoder.layer.1.attention.self.key.weight"; });
