@@ -222,6 +222,7 @@ std::unique_ptr<PretrainedModel> model_load(const std::filesystem::path& dir, co
                             architecture_name(*model), "not part of the model dsee builds from config.json",
                             fmt::join(described, ", ")));
   }
+  model->set_new_head_tensors(initialised);
   if (!initialised.empty())
     spdlog::info("{}: new task head, initialised (not in the checkpoint): {}", dir.string(),
                  fmt::join(initialised, ", "));

@@ -98,6 +98,11 @@ class PretrainedModel {
   // Whether saved names carry family_prefix() (a model with a task head).
   virtual bool has_task_head() const = 0;
 
+  // Task-head tensors the checkpoint lacked, initialised by model_load (HF
+  // names as saved); outputs computed from them are not the checkpoint's.
+  const std::vector<std::string>& new_head_tensors() const { return new_head_tensors_; }
+  void set_new_head_tensors(std::vector<std::string> names) { new_head_tensors_ = std::move(names); }
+
   at::ScalarType dtype() const { return dtype_; }
   c10::Device device() const { return device_; }
 
@@ -112,6 +117,7 @@ class PretrainedModel {
   ModelConfig config_;
   at::ScalarType dtype_;
   c10::Device device_;
+  std::vector<std::string> new_head_tensors_;
 };
 
 struct ModelLoadOptions {

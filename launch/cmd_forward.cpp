@@ -11,7 +11,7 @@
 //   logits             [batch, num_labels] (BERT/RoBERTa with a
 //                      sequence-classification head) or [batch, seq, vocab]
 //                      (GPT-2); absent for a base model without a head
-//   pooler_output      [batch, hidden] (BERT)
+//   pooler_output      [batch, hidden] (BERT, when the checkpoint holds the pooler)
 //   attention_mask     [batch, seq] int64
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -130,7 +130,18 @@ Command forward_command(CLI::App& app) {
             std::vector<std::pair<std::string, at::Tensor>> tensors;
             if (output.logits.defined()) tensors.emplace_back("logits", cpu(output.logits));
             tensors.emplace_back("last_hidden_state", cpu(output.last_hidden_state));
-            if (output.pooled.defined()) tensors.emplace_back("pooler_output", cpu(output.pooled));
+            const auto& fresh = model->new_head_tensors();
+            const auto is_new = [&](const std::string& part) {
+              return std::any_of(fresh.begin(), fresh.end(),
+                                 [&](const std::string& name) { return name.find(part) != std::string::npos; });
+            };
+            if (output.pooled.defined() && !is_new("pooler."))
+              tensors.emplace_back("pooler_output", cpu(output.pooled));
+            if (output.logits.defined() && !fresh.empty())
+              spdlog::warn(
+                  "forward: the logits come from a task head the checkpoint does not hold (initialised at "
+                  "random): {}",
+                  fmt::join(fresh, ", "));
             tensors.emplace_back("attention_mask", input.attention_mask.to(at::kCPU));
             safetensors_save(options->out, tensors, {{"format", "pt"}});
             spdlog::info("forward: {} sequence(s) of up to {} tokens through {} ({}) → {}", ids.size(), longest,

@@ -152,7 +152,9 @@ def write_case(case, work):
     for k in tied:
         del sliced[k]
     tensors = {k: v.to(dtype).contiguous() for k, v in sliced.items()}
-    if case.get("shards"):  # model-0000i-of-0000N.safetensors + model.safetensors.index.json
+    if case.get("hf_save"):  # transformers' own writer, other heads' tensors included
+        model.save_pretrained(folder)
+    elif case.get("shards"):  # model-0000i-of-0000N.safetensors + model.safetensors.index.json
         names, count = sorted(tensors), case["shards"]
         weight_map = {}
         for i in range(count):
@@ -166,12 +168,13 @@ def write_case(case, work):
             json.dump(index, f)
     else:
         save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
-    config_json = config.to_dict()
-    config_json["architectures"] = [case["class"]]
-    if pruned:
-        config_json["pruned_heads"] = {str(k): v for k, v in pruned.items()}
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(config_json, f, indent=2)
+    if not case.get("hf_save"):
+        config_json = config.to_dict()
+        config_json["architectures"] = [case["class"]]
+        if pruned:
+            config_json["pruned_heads"] = {str(k): v for k, v in pruned.items()}
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            json.dump(config_json, f, indent=2)
 
     generator = torch.Generator().manual_seed(case["seed"] + 1)
     low = 2 if case["family"] == "roberta" else 0
@@ -192,9 +195,9 @@ def write_case(case, work):
         base = getattr(model, model.base_model_prefix, model)
         base_out = base(**kwargs)
         reference = {"last_hidden_state": base_out.last_hidden_state}
-        if hasattr(out, "logits"):
+        if hasattr(out, "logits") and case.get("head", True):
             reference["logits"] = out.logits
-        if case["family"] == "bert":
+        if case["family"] == "bert" and base_out.pooler_output is not None:
             reference["pooler_output"] = base_out.pooler_output
     return folder, reference, mask
 
@@ -247,6 +250,10 @@ CASES = {
                                 problem_type="regression"),
              pruned_heads={0: [1], 2: [0, 3]}, checkpoint="bf16", lengths=[7, 3]),
         # BertModel: no prefix, no head (pooler output), head size 7, fp16 checkpoint.
+        # A masked-LM folder as transformers writes it: dsee builds BertModel,
+        # skips cls.* and has no pooler output (the checkpoint has no pooler).
+        dict(name="bert_masked_lm_hf_saved", family="bert", class_="BertForMaskedLM", seed=11, config=bert_config(),
+             hf_save=True, head=False, lengths=[6, 3]),
         dict(name="bert_base_model_fp16", family="bert", class_="BertModel", seed=3,
              config=bert_config(hidden_size=35, num_attention_heads=5, intermediate_size=64), checkpoint="fp16",
              lengths=[4, 9, 1], object_form=True),
@@ -257,6 +264,9 @@ CASES = {
              config=bert_config(hidden_size=42, max_position_embeddings=20, type_vocab_size=1, pad_token_id=1,
                                 num_labels=2),
              lengths=[18, 6, 2]),
+        dict(name="roberta_masked_lm_hf_saved", family="roberta", class_="RobertaForMaskedLM", seed=12,
+             config=bert_config(max_position_embeddings=20, type_vocab_size=1, pad_token_id=1), hf_save=True,
+             head=False, lengths=[4, 8]),
         dict(name="roberta_pruned_4_labels", family="roberta", class_="RobertaForSequenceClassification", seed=5,
              config=bert_config(hidden_size=40, num_attention_heads=5, max_position_embeddings=20, type_vocab_size=1,
                                 pad_token_id=1, num_labels=4, layer_norm_eps=1e-5),
