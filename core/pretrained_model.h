@@ -5,7 +5,7 @@
 //   BertModel, BertForSequenceClassification        EncoderModel (bert.h)
 //   RobertaModel, RobertaForSequenceClassification  EncoderModel (bert.h)
 //   GPT2Model, GPT2LMHeadModel                      Gpt2Model (gpt2.h)
-// The task head is part of the same object (EncoderModel::head, GPT-2's tied
+// The task head is part of the same object (EncoderModel's classifier, GPT-2's tied
 // LM head), so names, loading and saving follow the HF *For* class.
 //
 // Tensor names are HF's exactly. A base-model tensor is accepted with or
