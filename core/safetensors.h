@@ -7,10 +7,22 @@
 //
 // Reading maps the file and returns zero-copy CPU tensors whose storage keeps
 // the mapping alive (a tensor outlives the SafetensorsFile it came from).
+// The mapping is private and copy-on-write: writing to a tensor never changes
+// the file, but tensors taken from one file share memory. A tensor whose
+// offset is not a multiple of its element size (never written by a
+// conforming writer) comes back as an aligned copy instead.
 // Every field is validated before it is trusted (header length against the
 // file size, offsets in bounds and non-overlapping, byte size = numel × dtype
 // size, unique names, known dtypes); each failure is a dsee::Error naming the
-// file and the tensor. Supported dtypes: F32, F16, BF16, I64, I32, U8, BOOL.
+// file and the tensor (Note [What the header may say] in
+// safetensors_header.cpp lists where dsee is stricter or more lenient than
+// the reference reader). Supported dtypes: F32, F16, BF16, F64, I64, I32,
+// I16, I8, U8, BOOL. As with any mapping, a file truncated by another process
+// while it is mapped faults (SIGBUS) on access; replace files by rename, as
+// safetensors_save does, never in place.
+//
+// Writing lays tensors out as the reference writer does (Note [Writer order]
+// in safetensors.cpp): the same tensors give a byte-identical file.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -19,25 +31,17 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/safetensors_header.h"
+
 namespace dsee {
 
-struct SafetensorsEntry {
-  std::string name;
-  at::ScalarType dtype;
-  std::vector<std::int64_t> shape;
-  std::uint64_t begin = 0, end = 0;  // byte offsets into the data section
-};
-
-// Parses and validates a header. `header_json` is the N header bytes,
-// `data_size` the bytes that follow it; `source` names the file in errors.
-// Entries come back sorted by begin offset. The fuzz target drives this.
-std::vector<SafetensorsEntry> safetensors_parse_header(std::string_view header_json, std::uint64_t data_size,
-                                                       const std::string& source,
-                                                       std::map<std::string, std::string>* metadata = nullptr);
+// SafetensorsEntry, safetensors_parse_header and the dtype table live in
+// core/safetensors_header.h (torch-free, for the fuzz target).
 
 class SafetensorsFile {
  public:
@@ -47,7 +51,11 @@ class SafetensorsFile {
   const std::filesystem::path& path() const { return path_; }
   const std::vector<SafetensorsEntry>& entries() const { return entries_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // The whole file as mapped; tensors point into it.
+  std::span<const std::byte> mapped_bytes() const;
   bool contains(const std::string& name) const;
+  // The header entry for `name`; throws dsee::Error naming file and tensor if absent.
+  const SafetensorsEntry& entry(const std::string& name) const;
   // Zero-copy tensor over the mapping; throws dsee::Error naming file and tensor if absent.
   at::Tensor tensor(const std::string& name) const;
 
@@ -60,6 +68,7 @@ class SafetensorsFile {
   struct Mapping;
   std::filesystem::path path_;
   std::shared_ptr<Mapping> mapping_;
+  std::uint64_t data_start_ = 0;  // file offset of the data section
   std::vector<SafetensorsEntry> entries_;
   std::map<std::string, std::size_t> index_;
   std::map<std::string, std::string> metadata_;

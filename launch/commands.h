@@ -15,7 +15,8 @@ struct Command {
   std::function<int()> run;
 };
 
-Command env_command(CLI::App& app);     // dsee env
-Command config_command(CLI::App& app);  // dsee config
+Command env_command(CLI::App& app);      // dsee env
+Command config_command(CLI::App& app);   // dsee config
+Command forward_command(CLI::App& app);  // dsee forward
 
 }  // namespace dsee

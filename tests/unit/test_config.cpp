@@ -6,6 +6,7 @@
 
 #include "data/config.h"
 #include "data/error.h"
+#include "error_of.h"
 
 namespace dsee {
 namespace {
@@ -26,15 +27,6 @@ ConfigSchema make_test_schema() {
 const ConfigSchema& test_schema() {
   static const ConfigSchema schema = make_test_schema();
   return schema;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 TEST(Config, DefaultsFillEveryKey) {

@@ -78,4 +78,24 @@ TEST(MainErrors, ConfigPrintsTheResolvedRecipe) {
   std::filesystem::remove(recipe);
 }
 
+TEST(MainErrors, ForwardWithoutAModelFolderExitsOneNamingConfigJson) {
+  const auto ids = write_file("ids.json", "[[1, 2, 3]]");
+  const Result r = run_dsee("forward --model /nonexistent/m --input-ids " + ids.string() + " --out /tmp/o.safetensors");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("/nonexistent/m/config.json"), std::string::npos) << r.output;
+  std::filesystem::remove(ids);
+}
+
+TEST(MainErrors, ForwardRejectsIdsThatAreNotListsOfTokenIds) {
+  const auto ids = write_file("bad_ids.json", "{\"input_ids\": [[1, -2]]}");
+  const Result r = run_dsee("forward --model /nonexistent/m --input-ids " + ids.string() + " --out /tmp/o.safetensors");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("input_ids[0] holds -2, not a token id"), std::string::npos) << r.output;
+  std::filesystem::remove(ids);
+}
+
+TEST(MainErrors, ForwardDtypeIsChecked) {
+  EXPECT_EQ(run_dsee("forward --model m --input-ids i.json --out o.safetensors --dtype fp16").exit_code, 2);
+}
+
 }  // namespace

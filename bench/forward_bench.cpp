@@ -1,0 +1,39 @@
+// bench_forward MODEL_DIR BATCH SEQ ITERS THREADS: dsee's side of
+// bench/forward. Loads the model (fp32, CPU), runs one warm-up forward and
+// ITERS timed forwards on random token ids [BATCH, SEQ] without padding, and
+// prints one JSON line: {"tokens_per_s": ..., "seconds_per_forward": ...}.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "core/pretrained_model.h"
+#include "data/error.h"
+
+int main(int argc, char** argv) {
+  if (argc != 6) {
+    std::fprintf(stderr, "usage: bench_forward MODEL_DIR BATCH SEQ ITERS THREADS\n");
+    return 2;
+  }
+  try {
+    const std::int64_t batch = std::stoll(argv[2]), seq = std::stoll(argv[3]), iters = std::stoll(argv[4]);
+    at::set_num_threads(std::stoi(argv[5]));
+    auto model = dsee::model_load(argv[1]);
+    at::manual_seed(0);
+    dsee::ModelInput input;
+    input.input_ids = at::randint(0, model->config().vocab_size, {batch, seq}, at::kLong);
+    c10::InferenceMode inference;
+    model->forward(input);  // warm-up: allocator, kernels
+    const auto start = std::chrono::steady_clock::now();
+    for (std::int64_t i = 0; i < iters; ++i) model->forward(input);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iters;
+    std::printf("{\"tokens_per_s\": %.3f, \"seconds_per_forward\": %.6f}\n", double(batch * seq) / seconds, seconds);
+  } catch (const dsee::Error& e) {
+    std::fprintf(stderr, "bench_forward: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
