@@ -17,5 +17,7 @@ struct Command {
 
 Command env_command(CLI::App& app);     // dsee env
 Command config_command(CLI::App& app);  // dsee config
+Command tokenize_command(CLI::App& app);    // dsee tokenize
+Command detokenize_command(CLI::App& app);  // dsee detokenize
 
 }  // namespace dsee

@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--log-all-ranks", log.all_ranks, "Log info messages from every rank, not only rank 0");
 
-  const std::vector<dsee::Command> commands = {dsee::env_command(app), dsee::config_command(app)};
+  const std::vector<dsee::Command> commands = {dsee::env_command(app), dsee::config_command(app),
+                                                dsee::tokenize_command(app), dsee::detokenize_command(app)};
 
   try {
     app.parse(argc, argv);
