@@ -12,6 +12,8 @@
 // one warning per line.
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <cstdint>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -58,6 +60,7 @@ Command tokenize_command(CLI::App& app) {
     bool pad = false;
     bool no_special_tokens = false;
     unsigned threads = 0;
+    bool time = false;
   };
   auto o = std::make_shared<Options>();
   auto* sub = app.add_subcommand("tokenize", "Encode lines of stdin, one JSON object of ids per line");
@@ -71,6 +74,8 @@ Command tokenize_command(CLI::App& app) {
   sub->add_flag("--pad-to-max-length", o->pad, "Pad every line to --max-length with the pad token (mask 0)");
   sub->add_flag("--no-special-tokens", o->no_special_tokens, "Leave out [CLS]/[SEP], <s>/</s>");
   sub->add_option("--threads", o->threads, "Encoding threads (0: one per core)")->capture_default_str();
+  sub->add_flag("--time", o->time,
+                "Read all of stdin, encode it, print {lines, tokens, seconds, tokens_per_s} instead of the ids");
   return {sub, [o] {
             const Tokenizer tokenizer = Tokenizer::load(o->folder);
             EncodeOptions options;
@@ -84,7 +89,8 @@ Command tokenize_command(CLI::App& app) {
             std::vector<std::string> lines, first, second;
             std::size_t line_number = 0;
             std::string out;
-            while (read_lines(lines, 8192, line_number)) {
+            // --time encodes all of stdin in one batch: bench/tokenize times it against the Rust library.
+            while (read_lines(lines, o->time ? SIZE_MAX : 8192, line_number)) {
               first.clear();
               second.clear();
               if (o->pair) {
@@ -99,7 +105,20 @@ Command tokenize_command(CLI::App& app) {
               } else {
                 first.swap(lines);
               }
+              const auto start = std::chrono::steady_clock::now();
               const std::vector<Encoding> encodings = tokenizer.encode_batch(first, second, options, o->threads);
+              if (o->time) {
+                const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                std::size_t tokens = 0;
+                for (const Encoding& e : encodings) tokens += e.input_ids.size();
+                std::cout << nlohmann::json{{"lines", encodings.size()},
+                                            {"tokens", tokens},
+                                            {"seconds", seconds},
+                                            {"tokens_per_s", static_cast<double>(tokens) / seconds}}
+                                 .dump()
+                          << std::endl;
+                continue;
+              }
               out.clear();
               for (const Encoding& e : encodings) {
                 out.push_back('{');
