@@ -242,6 +242,20 @@ Tokenizer::~Tokenizer() = default;
 
 namespace {
 
+// An added token as tokenizer.json and added_tokens_decoder write it. Two
+// options are refused rather than ignored: single_word, and matching after a
+// normaliser that changes text (normalized: true with WordPiece).
+AddedToken added_token_from_json(const json& t, int64_t id, const Tokenizer::State& s, const std::string& where) {
+  const std::string content = t.at("content").get<std::string>();
+  DSEE_CHECK(!json_bool(t, "single_word", false),
+             "{}: added token '{}' sets single_word, which dsee does not support; set it to false", where, content);
+  DSEE_CHECK(!s.wordpiece || !json_bool(t, "normalized", false),
+             "{}: added token '{}' is matched after normalisation (normalized: true), which dsee does not support "
+             "for WordPiece; set it to false",
+             where, content);
+  return {content, id, json_bool(t, "special", false), json_bool(t, "lstrip", false), json_bool(t, "rstrip", false)};
+}
+
 void load_tokenizer_json(Tokenizer::State& s, const fs::path& path) {
   const json root = read_json(path);
   const std::string where = path.string();
@@ -300,9 +314,7 @@ void load_tokenizer_json(Tokenizer::State& s, const fs::path& path) {
     throw Error(fmt::format("{}: model type '{}' is not supported (WordPiece and BPE are)", where, model_type));
   }
   const json added_tokens = root.value("added_tokens", json::array());
-  for (const json& t : added_tokens)
-    s.add_token({t.at("content").get<std::string>(), t.at("id").get<int64_t>(), json_bool(t, "special", false),
-                 json_bool(t, "lstrip", false), json_bool(t, "rstrip", false)});
+  for (const json& t : added_tokens) s.add_token(added_token_from_json(t, t.at("id").get<int64_t>(), s, where));
 
   json post = root.contains("post_processor") ? root["post_processor"] : json();
   if (type_of(post) == "Sequence") {
@@ -437,8 +449,7 @@ Tokenizer Tokenizer::load(const fs::path& folder) {
     // Added tokens saved by transformers: {"id": {"content": ..., "lstrip": ...}}.
     const json added_tokens = config.value("added_tokens_decoder", json::object());
     for (const auto& [id, t] : added_tokens.items())
-      s->add_token({t.at("content").get<std::string>(), std::stoll(id), json_bool(t, "special", false),
-                    json_bool(t, "lstrip", false), json_bool(t, "rstrip", false)});
+      s->add_token(added_token_from_json(t, std::stoll(id), *s, (folder / "tokenizer_config.json").string()));
   }
   s->index_added();
   return Tokenizer(std::move(s));

@@ -123,6 +123,17 @@ TEST(WordPiece, UnmatchedRestOrOverLongWordIsUnknown) {
   EXPECT_EQ(ids, (std::vector<int64_t>{0, 0}));
 }
 
+TEST(ByteLevelBpe, MergesLowestRankFirstAndDecodesBytes) {
+  const VocabMap vocab = {{"a", 0}, {"b", 1}, {"c", 2}, {"ab", 3}, {"bc", 4}, {"\u0120", 5}, {"\u0120a", 6}};
+  const ByteLevelBpe bpe(vocab, {{"b", "c"}, {"a", "b"}, {"\u0120", "a"}}, false, false);
+  std::vector<int64_t> ids;
+  bpe.encode("abc ab", ids);  // "bc" (rank 0) before "ab" (rank 1); then "ab" (1) before "Ġa" (2)
+  EXPECT_EQ(ids, (std::vector<int64_t>{0, 4, 5, 3}));
+  std::string text;
+  for (int64_t id : ids) bpe.append_token_bytes(id, text);
+  EXPECT_EQ(text, "abc ab");
+}
+
 fs::path folder_with(const std::vector<std::pair<std::string, std::string>>& files) {
   static int counter = 0;
   const fs::path dir =
@@ -161,6 +172,14 @@ TEST(TokenizerLoad, BadMergeLineNamesFileAndLine) {
 TEST(TokenizerLoad, InvalidUtf8InVocabTxtNamesLine) {
   const fs::path dir = folder_with({{"vocab.txt", "[UNK]\n[CLS]\n\xff\xfe\n"}});
   EXPECT_NE(error_of(dir).find("vocab.txt:3: the line is not valid UTF-8"), std::string::npos) << error_of(dir);
+}
+
+TEST(TokenizerLoad, UnsupportedAddedTokenOptionIsAnError) {
+  const fs::path dir = folder_with(
+      {{"tokenizer.json",
+        R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"},
+            "added_tokens": [{"id": 0, "content": "a", "single_word": true}]})"}});
+  EXPECT_NE(error_of(dir).find("tokenizer.json: added token 'a' sets single_word"), std::string::npos) << error_of(dir);
 }
 
 Tokenizer small_bert() {
