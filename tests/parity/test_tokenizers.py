@@ -166,6 +166,8 @@ def main():
                 failures += compare(f"{tag} pairs longest_first 40", pairs,
                                     dsee(["tokenize", "--tokenizer", folder, "--pair", "--max-length", "40"],
                                          pair_text)[0], list(zip(firsts, seconds)))
+                if folder == packed:
+                    continue  # truncation and padding are shared code: checked once, on the split files
                 failures += compare(f"{tag} pairs only_second 48", only_second,
                                     dsee(["tokenize", "--tokenizer", folder, "--pair", "--max-length", "48",
                                           "--truncation", "only_second"], room_text)[0], room)
