@@ -15,8 +15,10 @@ struct Command {
   std::function<int()> run;
 };
 
-Command env_command(CLI::App& app);      // dsee env
-Command config_command(CLI::App& app);   // dsee config
-Command forward_command(CLI::App& app);  // dsee forward
+Command env_command(CLI::App& app);         // dsee env
+Command config_command(CLI::App& app);      // dsee config
+Command forward_command(CLI::App& app);     // dsee forward
+Command tokenize_command(CLI::App& app);    // dsee tokenize
+Command detokenize_command(CLI::App& app);  // dsee detokenize
 
 }  // namespace dsee

@@ -33,8 +33,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--log-all-ranks", log.all_ranks, "Log info messages from every rank, not only rank 0");
 
-  const std::vector<dsee::Command> commands = {dsee::env_command(app), dsee::config_command(app),
-                                               dsee::forward_command(app)};
+  // One line per subcommand, in the order --help lists them.
+  const std::vector<dsee::Command> commands = {
+      dsee::env_command(app),
+      dsee::config_command(app),
+      dsee::forward_command(app),
+      dsee::tokenize_command(app),
+      dsee::detokenize_command(app),
+  };
 
   try {
     app.parse(argc, argv);
