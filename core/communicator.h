@@ -32,6 +32,11 @@ class CollectiveError : public Error {
 struct CollectiveStats {
   std::uint64_t calls = 0;
   std::uint64_t bytes = 0;
+  // A running 64-bit hash of every collective in issue order (operation,
+  // dtype, element count, root): equal on all ranks exactly when they issued
+  // the same collectives. Comparing it across ranks (fingerprint_verify)
+  // catches a skipped or reordered collective before it hangs a later step.
+  std::uint64_t sequence = 0;
 };
 
 class Communicator {

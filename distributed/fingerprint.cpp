@@ -90,6 +90,14 @@ std::uint64_t fingerprint(const NamedTensors& tensors) {
   return hash;
 }
 
+std::uint64_t fingerprint_collective(std::uint64_t sequence, const char* operation, const at::Tensor& tensor,
+                                     int root) {
+  std::uint64_t hash = fingerprint_bytes(operation, std::strlen(operation) + 1, sequence);
+  const std::int64_t shape[3] = {tensor.defined() ? static_cast<std::int64_t>(tensor.scalar_type()) : -1,
+                                 tensor.defined() ? tensor.numel() : 0, root};
+  return fingerprint_bytes(shape, sizeof shape, hash);
+}
+
 void fingerprint_verify(Communicator& comm, const std::string& label, std::uint64_t value) {
   const std::string mismatch = describe_mismatch(gather_values(comm, value));
   if (!mismatch.empty())

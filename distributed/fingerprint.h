@@ -39,6 +39,11 @@ std::uint64_t fingerprint(const std::string& text);
 std::uint64_t fingerprint(const at::Tensor& tensor);
 std::uint64_t fingerprint(const NamedTensors& tensors);
 
+// The next CollectiveStats::sequence after `sequence`, for a collective
+// `operation` over `tensor` (undefined for a barrier) from `root` (-1: none).
+std::uint64_t fingerprint_collective(std::uint64_t sequence, const char* operation, const at::Tensor& tensor,
+                                     int root = -1);
+
 // Throws FingerprintMismatch when the ranks' values differ.
 void fingerprint_verify(Communicator& comm, const std::string& label, std::uint64_t value);
 // The same for a text (a resolved config, a version list); on a mismatch the

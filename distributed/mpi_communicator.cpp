@@ -8,6 +8,7 @@
 #include <climits>
 #include <optional>
 
+#include "distributed/fingerprint.h"
 #include "distributed/mpi_check.h"
 
 namespace dsee {
@@ -88,9 +89,10 @@ void MpiCommunicator::set_step(std::int64_t step) {
   if (watchdog_) watchdog_->set_step(step);
 }
 
-void MpiCommunicator::count(const at::Tensor& tensor) {
+void MpiCommunicator::count(const char* operation, const at::Tensor& tensor, int root) {
   stats_.calls += 1;
-  stats_.bytes += static_cast<std::uint64_t>(tensor.numel()) * tensor.element_size();
+  if (tensor.defined()) stats_.bytes += static_cast<std::uint64_t>(tensor.numel()) * tensor.element_size();
+  stats_.sequence = fingerprint_collective(stats_.sequence, operation, tensor, root);
 }
 
 void MpiCommunicator::all_reduce_sum(at::Tensor& tensor) {
@@ -101,7 +103,7 @@ void MpiCommunicator::all_reduce_sum(at::Tensor& tensor) {
   const MPI_Op op = tensor.scalar_type() == at::kHalf       ? sum_half_
                     : tensor.scalar_type() == at::kBFloat16 ? sum_bfloat16_
                                                             : MPI_SUM;
-  count(tensor);
+  count("all_reduce", tensor);
   at::Tensor host = host_view(tensor);
   const auto guarded = guard(watchdog_.get(), "all_reduce");
   for_each_chunk(host, [&](void* data, int n) {
@@ -123,7 +125,7 @@ void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
   check_contiguous(tensor, "broadcast");
   DSEE_ASSERT(root >= 0 && root < world_size_, "broadcast from rank {} of {}", root, world_size_);
   const MPI_Datatype type = mpi_type(tensor, "broadcast");
-  count(tensor);
+  count("broadcast", tensor, root);
   at::Tensor host = host_view(tensor);
   const auto guarded = guard(watchdog_.get(), "broadcast");
   for_each_chunk(host, [&](void* data, int n) {
@@ -143,7 +145,7 @@ at::Tensor MpiCommunicator::all_gather(const at::Tensor& tensor) {
   const at::Tensor host = host_view(tensor);
   at::Tensor out = at::empty(shape, host.options());
   const int n = static_cast<int>(tensor.numel());
-  count(tensor);
+  count("all_gather", tensor);
   {
     const auto guarded = guard(watchdog_.get(), "all_gather");
     mpi_check(MPI_Allgather(host.data_ptr(), n, type, out.data_ptr(), n, type, MPI_COMM_WORLD), "MPI_Allgather");
@@ -152,7 +154,7 @@ at::Tensor MpiCommunicator::all_gather(const at::Tensor& tensor) {
 }
 
 void MpiCommunicator::barrier() {
-  stats_.calls += 1;
+  count("barrier", at::Tensor());
   const auto guarded = guard(watchdog_.get(), "barrier");
   mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
 }

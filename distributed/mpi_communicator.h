@@ -41,7 +41,7 @@ class MpiCommunicator final : public Communicator {
   CollectiveStats stats() const override { return stats_; }
 
  private:
-  void count(const at::Tensor& tensor);
+  void count(const char* operation, const at::Tensor& tensor, int root = -1);
 
   int rank_ = 0;
   int world_size_ = 1;

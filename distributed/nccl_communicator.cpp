@@ -11,6 +11,7 @@
 #include <atomic>
 
 #include "data/log.h"
+#include "distributed/fingerprint.h"
 #include "distributed/mpi_check.h"
 
 namespace dsee {
@@ -55,12 +56,20 @@ ncclDataType_t nccl_type(const at::Tensor& tensor, const char* operation) {
 
 }  // namespace
 
+// The communicator handle, shared with the watchdog's abort hook (which may
+// outlive the communicator when someone else holds the watchdog): whoever
+// first flips `closed` aborts or destroys it, the other does nothing.
+struct NcclHandle {
+  ncclComm_t comm = nullptr;
+  std::atomic<bool> closed{false};
+};
+
 struct NcclCommunicator::State {
   int rank = 0;
   int world_size = 1;
   int device_index = 0;
-  ncclComm_t comm = nullptr;
-  std::atomic<bool> aborted{false};
+  std::shared_ptr<NcclHandle> handle = std::make_shared<NcclHandle>();
+  ncclComm_t comm = nullptr;  // handle->comm, for brevity
   std::shared_ptr<Watchdog> watchdog;
   std::optional<c10::cuda::CUDAStream> stream;
   CollectiveStats stats;
@@ -77,9 +86,10 @@ struct NcclCommunicator::State {
   // Orders `launch` (which enqueues on the NCCL stream) between the compute
   // stream's past and future work, and registers it with the watchdog.
   template <typename Launch>
-  void run(const char* operation, std::initializer_list<at::Tensor> tensors, std::uint64_t bytes,
+  void run(const char* operation, std::initializer_list<at::Tensor> tensors, std::uint64_t bytes, int root,
            Launch launch) {
-    if (aborted) throw CollectiveError(fmt::format("{} (nccl backend): the communicator was aborted", operation));
+    if (handle->closed)
+      throw CollectiveError(fmt::format("{} (nccl backend): the communicator was aborted", operation));
     ncclResult_t async = ncclSuccess;
     nccl_check(ncclCommGetAsyncError(comm, &async), "ncclCommGetAsyncError", comm);
     nccl_check(async, "an earlier collective", comm);
@@ -95,6 +105,7 @@ struct NcclCommunicator::State {
     finished->block(compute);
     stats.calls += 1;
     stats.bytes += bytes;
+    stats.sequence = fingerprint_collective(stats.sequence, operation, *tensors.begin(), root);
     if (watchdog) watchdog->watch_until(operation, [finished] { return finished->query(); });
   }
 };
@@ -113,20 +124,19 @@ NcclCommunicator::NcclCommunicator(int device_index, std::shared_ptr<Watchdog> w
   {
     std::optional<Watchdog::Guard> guard;
     if (s.watchdog) guard.emplace(s.watchdog->watch("ncclCommInitRank"));
-    nccl_check(ncclCommInitRank(&s.comm, s.world_size, id, s.rank), "ncclCommInitRank");
+    nccl_check(ncclCommInitRank(&s.handle->comm, s.world_size, id, s.rank), "ncclCommInitRank");
   }
+  s.comm = s.handle->comm;
   s.stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/true, static_cast<c10::DeviceIndex>(device_index));
-  if (s.watchdog) {
-    State* raw = state_.get();
-    s.watchdog->add_abort_hook([raw] {
-      if (!raw->aborted.exchange(true)) ncclCommAbort(raw->comm);
+  if (s.watchdog)
+    s.watchdog->add_abort_hook([handle = s.handle] {
+      if (!handle->closed.exchange(true)) ncclCommAbort(handle->comm);
     });
-  }
 }
 
 NcclCommunicator::~NcclCommunicator() {
   State& s = *state_;
-  if (s.comm == nullptr || s.aborted.exchange(true)) return;
+  if (s.comm == nullptr || s.handle->closed.exchange(true)) return;
   // Destroy waits for what is enqueued; a failure here cannot be reported
   // to anyone, so it is logged.
   const ncclResult_t code = ncclCommDestroy(s.comm);
@@ -150,7 +160,7 @@ void NcclCommunicator::all_reduce_sum(at::Tensor& tensor) {
     throw CollectiveError("all_reduce (nccl backend): a bool tensor has no sum; convert it to uint8 or int64");
   const ncclDataType_t type = nccl_type(tensor, "all_reduce");
   const std::uint64_t bytes = tensor.numel() * tensor.element_size();
-  s.run("all_reduce", {tensor}, bytes, [&](cudaStream_t stream) {
+  s.run("all_reduce", {tensor}, bytes, -1, [&](cudaStream_t stream) {
     return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()), type, ncclSum,
                          s.comm, stream);
   });
@@ -165,7 +175,7 @@ void NcclCommunicator::all_reduce_average(at::Tensor& tensor) {
                                       c10::toString(tensor.scalar_type())));
   const ncclDataType_t type = nccl_type(tensor, "all_reduce_average");
   const std::uint64_t bytes = tensor.numel() * tensor.element_size();
-  s.run("all_reduce_average", {tensor}, bytes, [&](cudaStream_t stream) {
+  s.run("all_reduce_average", {tensor}, bytes, -1, [&](cudaStream_t stream) {
     return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()), type, ncclAvg,
                          s.comm, stream);
   });
@@ -177,7 +187,7 @@ void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
   DSEE_ASSERT(root >= 0 && root < s.world_size, "broadcast from rank {} of {}", root, s.world_size);
   const ncclDataType_t type = nccl_type(tensor, "broadcast");
   const std::uint64_t bytes = tensor.numel() * tensor.element_size();
-  s.run("broadcast", {tensor}, bytes, [&](cudaStream_t stream) {
+  s.run("broadcast", {tensor}, bytes, root, [&](cudaStream_t stream) {
     return ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()), type, root,
                          s.comm, stream);
   });
@@ -191,7 +201,7 @@ at::Tensor NcclCommunicator::all_gather(const at::Tensor& tensor) {
   shape.insert(shape.end(), tensor.sizes().begin(), tensor.sizes().end());
   at::Tensor out = at::empty(shape, tensor.options());
   const std::uint64_t bytes = tensor.numel() * tensor.element_size();
-  s.run("all_gather", {tensor, out}, bytes, [&](cudaStream_t stream) {
+  s.run("all_gather", {tensor, out}, bytes, -1, [&](cudaStream_t stream) {
     return ncclAllGather(tensor.data_ptr(), out.data_ptr(), static_cast<size_t>(tensor.numel()), type, s.comm,
                          stream);
   });
@@ -201,7 +211,7 @@ at::Tensor NcclCommunicator::all_gather(const at::Tensor& tensor) {
 void NcclCommunicator::barrier() {
   State& s = *state_;
   at::Tensor token = at::zeros({1}, at::TensorOptions().dtype(at::kInt).device(device()));
-  s.run("barrier", {token}, 0, [&](cudaStream_t stream) {
+  s.run("barrier", {token}, 0, -1, [&](cudaStream_t stream) {
     return ncclAllReduce(token.data_ptr(), token.data_ptr(), 1, ncclInt32, ncclSum, s.comm, stream);
   });
   s.stream->synchronize();

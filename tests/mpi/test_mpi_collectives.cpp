@@ -7,6 +7,7 @@
 
 #include "data/log.h"
 #include "distributed/bootstrap.h"
+#include "distributed/fingerprint.h"
 #include "distributed/mpi_communicator.h"
 
 namespace {
@@ -95,6 +96,15 @@ int main() {
   comm.all_reduce_sum(counted);
   comm.broadcast(counted, 0);
   expect(comm.stats().calls == before.calls + 2 && comm.stats().bytes == before.bytes + 2000, "byte counters", rank);
+
+  // Every rank issued the same collectives in the same order.
+  const std::uint64_t sequence = comm.stats().sequence;
+  expect(sequence != 0, "the collective sequence hash moves", rank);
+  try {
+    dsee::fingerprint_verify(comm, "collective sequence", sequence);
+  } catch (const dsee::FingerprintMismatch& error) {
+    expect(false, error.what(), rank);
+  }
 
   comm.barrier();
   at::Tensor total = at::full({1}, int64_t{failures}, at::kLong);
