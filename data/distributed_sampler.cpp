@@ -41,11 +41,9 @@ std::pair<std::int64_t, std::int64_t> shard_range(std::int64_t n, int rank, int 
 
 DistributedSampler::DistributedSampler(const SamplerOptions& options, int rank, int world_size)
     : options_(options), rank_(rank), world_size_(world_size) {
-  DSEE_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "sampler for rank {} of {} ranks", rank,
-             world_size);
+  DSEE_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "sampler for rank {} of {} ranks", rank, world_size);
   DSEE_CHECK(options.dataset_size > 0, "the training set is empty");
-  DSEE_CHECK(options.global_batch_size >= 1, "train.batch_size must be at least 1, got {}",
-             options.global_batch_size);
+  DSEE_CHECK(options.global_batch_size >= 1, "train.batch_size must be at least 1, got {}", options.global_batch_size);
   DSEE_CHECK(batches_per_epoch() > 0, "drop_last with {} samples and a global batch of {} leaves no batch",
              options.dataset_size, options.global_batch_size);
 }

@@ -32,9 +32,9 @@ struct SamplerPosition {
 
 struct RankBatch {
   std::int64_t epoch = 0;
-  std::int64_t step = 0;                // global batch number within the epoch
-  std::vector<std::int64_t> indices;    // this rank's dataset indices, in order
-  std::int64_t global_size = 0;         // samples in the global batch, all ranks
+  std::int64_t step = 0;              // global batch number within the epoch
+  std::vector<std::int64_t> indices;  // this rank's dataset indices, in order
+  std::int64_t global_size = 0;       // samples in the global batch, all ranks
 };
 
 struct SamplerOptions {

@@ -23,9 +23,10 @@ std::string communicator_backend(const CommunicatorOptions& options) {
   const bool cuda = options.device.is_cuda();
   if (requested == "mpi" || (requested == "auto" && !cuda)) return "mpi";
   if (!cuda)
-    throw Error(fmt::format("dist.backend = \"nccl\" needs a CUDA device, but the run uses {}; set run.device = "
-                            "cuda or dist.backend = mpi",
-                            options.device.str()));
+    throw Error(
+        fmt::format("dist.backend = \"nccl\" needs a CUDA device, but the run uses {}; set run.device = "
+                    "cuda or dist.backend = mpi",
+                    options.device.str()));
   if (!nccl_available())
     throw Error(std::string("dsee was built without NCCL (no CUDA toolkit or no nccl.h at configure time), so ") +
                 (requested == "auto" ? "the CUDA run has no GPU backend" : "dist.backend = nccl cannot work") +

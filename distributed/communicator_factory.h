@@ -17,10 +17,10 @@
 namespace dsee {
 
 struct CommunicatorOptions {
-  std::string backend = "auto";      // auto, mpi, nccl
+  std::string backend = "auto";              // auto, mpi, nccl
   at::Device device = at::Device(at::kCPU);  // a CUDA device without index means the local rank's GPU
   int local_rank = 0;
-  double timeout_s = 600;            // dist.timeout_s
+  double timeout_s = 600;  // dist.timeout_s
 };
 
 // True when this build has the NCCL backend.

@@ -29,7 +29,8 @@ at::Tensor broadcast_words(Communicator& comm, std::vector<std::int64_t> words) 
   at::Tensor count = at::full({1}, static_cast<std::int64_t>(words.size()), at::kLong).to(comm.device());
   comm.broadcast(count, 0);
   const std::int64_t n = count.cpu().item<std::int64_t>();
-  at::Tensor header = comm.rank() == 0 ? at::from_blob(words.data(), {n}, at::kLong).clone() : at::empty({n}, at::kLong);
+  at::Tensor header =
+      comm.rank() == 0 ? at::from_blob(words.data(), {n}, at::kLong).clone() : at::empty({n}, at::kLong);
   header = header.to(comm.device());
   comm.broadcast(header, 0);
   return header.cpu();
@@ -38,7 +39,8 @@ at::Tensor broadcast_words(Communicator& comm, std::vector<std::int64_t> words) 
 }  // namespace
 
 NamedTensors broadcast_from_root(Communicator& comm, const NamedTensors& on_root, const std::string& label) {
-  const at::Tensor header = broadcast_words(comm, comm.rank() == 0 ? encode_header(on_root) : std::vector<std::int64_t>{});
+  const at::Tensor header =
+      broadcast_words(comm, comm.rank() == 0 ? encode_header(on_root) : std::vector<std::int64_t>{});
   const auto* word = header.data_ptr<std::int64_t>();
   const std::int64_t count = *word++;
   NamedTensors result;

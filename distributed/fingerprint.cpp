@@ -101,9 +101,10 @@ std::uint64_t fingerprint_collective(std::uint64_t sequence, const char* operati
 void fingerprint_verify(Communicator& comm, const std::string& label, std::uint64_t value) {
   const std::string mismatch = describe_mismatch(gather_values(comm, value));
   if (!mismatch.empty())
-    throw FingerprintMismatch(fmt::format("ranks disagree on the {}: {}. Every rank must start from the same "
-                                          "recipe, files and library versions",
-                                          label, mismatch));
+    throw FingerprintMismatch(
+        fmt::format("ranks disagree on the {}: {}. Every rank must start from the same "
+                    "recipe, files and library versions",
+                    label, mismatch));
 }
 
 void fingerprint_verify_text(Communicator& comm, const std::string& label, const std::string& text) {
@@ -125,9 +126,10 @@ void fingerprint_verify_text(Communicator& comm, const std::string& label, const
   int differing = 0;
   for (std::size_t r = 1; r < values.size() && differing == 0; ++r)
     if (values[r] != values[0]) differing = static_cast<int>(r);
-  throw FingerprintMismatch(fmt::format("ranks disagree on the {}: {}{}. Every rank must start from the same "
-                                        "recipe, files and library versions",
-                                        label, mismatch, first_differing_line(text_of(0), text_of(differing), differing)));
+  throw FingerprintMismatch(
+      fmt::format("ranks disagree on the {}: {}{}. Every rank must start from the same "
+                  "recipe, files and library versions",
+                  label, mismatch, first_differing_line(text_of(0), text_of(differing), differing)));
 }
 
 }  // namespace dsee

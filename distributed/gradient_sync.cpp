@@ -17,8 +17,8 @@ GradientSync::GradientSync(Communicator& comm, std::vector<at::Tensor> parameter
     const at::Tensor& p = parameters_[i];
     DSEE_CHECK(p.is_floating_point(), "trainable parameter {} is {}, not floating point", i,
                c10::toString(p.scalar_type()));
-    DSEE_CHECK(p.device() == device, "trainable parameter {} is on {}, parameter 0 on {}; keep them on one device",
-               i, p.device().str(), device.str());
+    DSEE_CHECK(p.device() == device, "trainable parameter {} is on {}, parameter 0 on {}; keep them on one device", i,
+               p.device().str(), device.str());
     total += p.numel();
     const std::int64_t shape_head[2] = {static_cast<std::int64_t>(p.scalar_type()), p.dim()};
     layout = fingerprint_bytes(shape_head, sizeof shape_head, layout);
@@ -30,9 +30,10 @@ GradientSync::GradientSync(Communicator& comm, std::vector<at::Tensor> parameter
 
 void GradientSync::average_gradients() {
   if (!logged_) {
-    spdlog::info("gradient sync: {} trainable tensors, {} values, {} bytes all-reduced per optimizer step "
-                 "({} backend, {} ranks)",
-                 parameters_.size(), numel(), bytes_per_step(), comm_.backend(), comm_.world_size());
+    spdlog::info(
+        "gradient sync: {} trainable tensors, {} values, {} bytes all-reduced per optimizer step "
+        "({} backend, {} ranks)",
+        parameters_.size(), numel(), bytes_per_step(), comm_.backend(), comm_.world_size());
     logged_ = true;
   }
   std::int64_t offset = 0;

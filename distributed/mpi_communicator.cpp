@@ -19,20 +19,29 @@ constexpr std::int64_t kMaxChunk = std::int64_t{1} << 30;
 
 MPI_Datatype mpi_type(const at::Tensor& tensor, const char* operation) {
   switch (tensor.scalar_type()) {
-    case at::kFloat: return MPI_FLOAT;
-    case at::kDouble: return MPI_DOUBLE;
+    case at::kFloat:
+      return MPI_FLOAT;
+    case at::kDouble:
+      return MPI_DOUBLE;
     case at::kHalf:
-    case at::kBFloat16: return MPI_UINT16_T;  // moved as words; summed by our ops
-    case at::kLong: return MPI_INT64_T;
-    case at::kInt: return MPI_INT32_T;
-    case at::kShort: return MPI_INT16_T;
-    case at::kChar: return MPI_INT8_T;
+    case at::kBFloat16:
+      return MPI_UINT16_T;  // moved as words; summed by our ops
+    case at::kLong:
+      return MPI_INT64_T;
+    case at::kInt:
+      return MPI_INT32_T;
+    case at::kShort:
+      return MPI_INT16_T;
+    case at::kChar:
+      return MPI_INT8_T;
     case at::kByte:
-    case at::kBool: return MPI_UINT8_T;
+    case at::kBool:
+      return MPI_UINT8_T;
     default:
-      throw CollectiveError(fmt::format("{} (mpi backend): dtype {} is not supported; use float32, float64, "
-                                        "float16, bfloat16, int8/16/32/64, uint8 or bool",
-                                        operation, c10::toString(tensor.scalar_type())));
+      throw CollectiveError(
+          fmt::format("{} (mpi backend): dtype {} is not supported; use float32, float64, "
+                      "float16, bfloat16, int8/16/32/64, uint8 or bool",
+                      operation, c10::toString(tensor.scalar_type())));
   }
 }
 
@@ -114,9 +123,10 @@ void MpiCommunicator::all_reduce_sum(at::Tensor& tensor) {
 
 void MpiCommunicator::all_reduce_average(at::Tensor& tensor) {
   if (!tensor.is_floating_point())
-    throw CollectiveError(fmt::format("all_reduce_average (mpi backend) of a {} tensor; only floating-point "
-                                      "tensors have an average (use all_reduce_sum)",
-                                      c10::toString(tensor.scalar_type())));
+    throw CollectiveError(
+        fmt::format("all_reduce_average (mpi backend) of a {} tensor; only floating-point "
+                    "tensors have an average (use all_reduce_sum)",
+                    c10::toString(tensor.scalar_type())));
   all_reduce_sum(tensor);
   tensor.div_(world_size_);
 }
@@ -128,9 +138,8 @@ void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
   count("broadcast", tensor, root);
   at::Tensor host = host_view(tensor);
   const auto guarded = guard(watchdog_.get(), "broadcast");
-  for_each_chunk(host, [&](void* data, int n) {
-    mpi_check(MPI_Bcast(data, n, type, root, MPI_COMM_WORLD), "MPI_Bcast");
-  });
+  for_each_chunk(host,
+                 [&](void* data, int n) { mpi_check(MPI_Bcast(data, n, type, root, MPI_COMM_WORLD), "MPI_Bcast"); });
   copy_back(tensor, host);
 }
 

@@ -9,6 +9,7 @@
 #include <nccl.h>
 
 #include <atomic>
+#include <optional>
 
 #include "data/log.h"
 #include "distributed/fingerprint.h"
@@ -24,33 +25,55 @@ void nccl_check(ncclResult_t code, const char* operation, ncclComm_t comm = null
   std::string detail = comm != nullptr ? ncclGetLastError(comm) : "";
   std::string hint;
   switch (code) {
-    case ncclUnhandledCudaError: hint = " (a CUDA call failed inside NCCL)"; break;
-    case ncclSystemError: hint = " (a system call or the network failed; is a peer dead?)"; break;
-    case ncclInternalError: hint = " (an NCCL internal error)"; break;
-    case ncclInvalidArgument: hint = " (an invalid argument: dtype, count or root)"; break;
-    case ncclInvalidUsage: hint = " (invalid usage: collectives out of order or a destroyed communicator)"; break;
-    case ncclRemoteError: hint = " (a remote peer failed)"; break;
-    default: break;
+    case ncclUnhandledCudaError:
+      hint = " (a CUDA call failed inside NCCL)";
+      break;
+    case ncclSystemError:
+      hint = " (a system call or the network failed; is a peer dead?)";
+      break;
+    case ncclInternalError:
+      hint = " (an NCCL internal error)";
+      break;
+    case ncclInvalidArgument:
+      hint = " (an invalid argument: dtype, count or root)";
+      break;
+    case ncclInvalidUsage:
+      hint = " (invalid usage: collectives out of order or a destroyed communicator)";
+      break;
+    case ncclRemoteError:
+      hint = " (a remote peer failed)";
+      break;
+    default:
+      break;
   }
-  throw CollectiveError(fmt::format("{} failed (nccl backend): {}{}{}{}", operation, ncclGetErrorString(code),
-                                    hint, detail.empty() ? "" : ": ", detail));
+  throw CollectiveError(fmt::format("{} failed (nccl backend): {}{}{}{}", operation, ncclGetErrorString(code), hint,
+                                    detail.empty() ? "" : ": ", detail));
 }
 
 ncclDataType_t nccl_type(const at::Tensor& tensor, const char* operation) {
   switch (tensor.scalar_type()) {
-    case at::kFloat: return ncclFloat32;
-    case at::kDouble: return ncclFloat64;
-    case at::kHalf: return ncclFloat16;
-    case at::kBFloat16: return ncclBfloat16;
-    case at::kLong: return ncclInt64;
-    case at::kInt: return ncclInt32;
-    case at::kChar: return ncclInt8;
+    case at::kFloat:
+      return ncclFloat32;
+    case at::kDouble:
+      return ncclFloat64;
+    case at::kHalf:
+      return ncclFloat16;
+    case at::kBFloat16:
+      return ncclBfloat16;
+    case at::kLong:
+      return ncclInt64;
+    case at::kInt:
+      return ncclInt32;
+    case at::kChar:
+      return ncclInt8;
     case at::kByte:
-    case at::kBool: return ncclUint8;
+    case at::kBool:
+      return ncclUint8;
     default:
-      throw CollectiveError(fmt::format("{} (nccl backend): dtype {} is not supported; use float32, float64, "
-                                        "float16, bfloat16, int8/32/64, uint8 or bool",
-                                        operation, c10::toString(tensor.scalar_type())));
+      throw CollectiveError(
+          fmt::format("{} (nccl backend): dtype {} is not supported; use float32, float64, "
+                      "float16, bfloat16, int8/32/64, uint8 or bool",
+                      operation, c10::toString(tensor.scalar_type())));
   }
 }
 
@@ -75,12 +98,12 @@ struct NcclCommunicator::State {
   CollectiveStats stats;
 
   void check_tensor(const at::Tensor& tensor, const char* operation) const {
-    DSEE_ASSERT(tensor.defined() && tensor.is_contiguous(), "{} (nccl backend) needs a contiguous tensor",
-                operation);
+    DSEE_ASSERT(tensor.defined() && tensor.is_contiguous(), "{} (nccl backend) needs a contiguous tensor", operation);
     if (!tensor.is_cuda() || tensor.get_device() != device_index)
-      throw CollectiveError(fmt::format("{} (nccl backend): the tensor is on {}, this rank's communicator on "
-                                        "cuda:{}; move it there or use the mpi backend",
-                                        operation, tensor.device().str(), device_index));
+      throw CollectiveError(
+          fmt::format("{} (nccl backend): the tensor is on {}, this rank's communicator on "
+                      "cuda:{}; move it there or use the mpi backend",
+                      operation, tensor.device().str(), device_index));
   }
 
   // Orders `launch` (which enqueues on the NCCL stream) between the compute
@@ -137,10 +160,17 @@ NcclCommunicator::NcclCommunicator(int device_index, std::shared_ptr<Watchdog> w
 NcclCommunicator::~NcclCommunicator() {
   State& s = *state_;
   if (s.comm == nullptr || s.handle->closed.exchange(true)) return;
-  // Destroy waits for what is enqueued; a failure here cannot be reported
-  // to anyone, so it is logged.
-  const ncclResult_t code = ncclCommDestroy(s.comm);
-  if (code != ncclSuccess) spdlog::warn("ncclCommDestroy: {}", ncclGetErrorString(code));
+  // Finalize completes what is enqueued (a collective to the peers, like
+  // every call here: under the watchdog), then Destroy frees the resources.
+  // A failure here cannot be reported to anyone, so it is logged.
+  ncclResult_t code = ncclSuccess;
+  {
+    std::optional<Watchdog::Guard> guard;
+    if (s.watchdog) guard.emplace(s.watchdog->watch("ncclCommFinalize"));
+    code = ncclCommFinalize(s.comm);
+  }
+  if (code == ncclSuccess) code = ncclCommDestroy(s.comm);
+  if (code != ncclSuccess) spdlog::warn("closing the NCCL communicator: {}", ncclGetErrorString(code));
 }
 
 int NcclCommunicator::rank() const { return state_->rank; }
@@ -170,9 +200,10 @@ void NcclCommunicator::all_reduce_average(at::Tensor& tensor) {
   State& s = *state_;
   s.check_tensor(tensor, "all_reduce_average");
   if (!tensor.is_floating_point())
-    throw CollectiveError(fmt::format("all_reduce_average (nccl backend) of a {} tensor; only floating-point "
-                                      "tensors have an average (use all_reduce_sum)",
-                                      c10::toString(tensor.scalar_type())));
+    throw CollectiveError(
+        fmt::format("all_reduce_average (nccl backend) of a {} tensor; only floating-point "
+                    "tensors have an average (use all_reduce_sum)",
+                    c10::toString(tensor.scalar_type())));
   const ncclDataType_t type = nccl_type(tensor, "all_reduce_average");
   const std::uint64_t bytes = tensor.numel() * tensor.element_size();
   s.run("all_reduce_average", {tensor}, bytes, -1, [&](cudaStream_t stream) {
@@ -188,8 +219,8 @@ void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
   const ncclDataType_t type = nccl_type(tensor, "broadcast");
   const std::uint64_t bytes = tensor.numel() * tensor.element_size();
   s.run("broadcast", {tensor}, bytes, root, [&](cudaStream_t stream) {
-    return ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()), type, root,
-                         s.comm, stream);
+    return ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()), type, root, s.comm,
+                         stream);
   });
 }
 
@@ -202,8 +233,7 @@ at::Tensor NcclCommunicator::all_gather(const at::Tensor& tensor) {
   at::Tensor out = at::empty(shape, tensor.options());
   const std::uint64_t bytes = tensor.numel() * tensor.element_size();
   s.run("all_gather", {tensor, out}, bytes, -1, [&](cudaStream_t stream) {
-    return ncclAllGather(tensor.data_ptr(), out.data_ptr(), static_cast<size_t>(tensor.numel()), type, s.comm,
-                         stream);
+    return ncclAllGather(tensor.data_ptr(), out.data_ptr(), static_cast<size_t>(tensor.numel()), type, s.comm, stream);
   });
   return out;
 }

@@ -39,8 +39,8 @@ std::pair<at::Tensor, at::Tensor> regression_data(std::int64_t rows) {
 
 // Gradients of mean((x W^T + b - y)^2) over rows [begin, end), in
 // `micro_steps` accumulation steps (each loss scaled by 1/micro_steps).
-std::vector<at::Tensor> gradients(const at::Tensor& w0, const at::Tensor& b0, const at::Tensor& x,
-                                  const at::Tensor& y, int micro_steps, dsee::Communicator* comm) {
+std::vector<at::Tensor> gradients(const at::Tensor& w0, const at::Tensor& b0, const at::Tensor& x, const at::Tensor& y,
+                                  int micro_steps, dsee::Communicator* comm) {
   at::Tensor w = w0.clone().requires_grad_(true), b = b0.clone().requires_grad_(true);
   const std::int64_t rows = x.size(0) / micro_steps;
   std::optional<dsee::GradientSync> sync;
@@ -68,8 +68,8 @@ void gradient_sync_equals_one_rank(dsee::Communicator& comm) {
   // 1 rank, the whole global batch, no communicator.
   const auto reference = gradients(w0, b0, x, y, 1, nullptr);
   // This rank's shard, accumulated over 2 micro-steps, then synced.
-  const auto synced = gradients(w0, b0, x.narrow(0, r * per_rank, per_rank), y.narrow(0, r * per_rank, per_rank), 2,
-                                &comm);
+  const auto synced =
+      gradients(w0, b0, x.narrow(0, r * per_rank, per_rank), y.narrow(0, r * per_rank, per_rank), 2, &comm);
   for (int i = 0; i < 2; ++i)
     expect(at::allclose(synced[i], reference[i], 1e-6, 1e-6),
            "synced gradient " + std::to_string(i) + " equals the 1-rank gradient, max diff " +

@@ -39,15 +39,16 @@ TEST(Fingerprint, CollectiveSequenceSeesOperationDtypeCountRootAndOrder) {
   const at::Tensor f = at::zeros({4}), i = at::zeros({4}, at::kInt);
   const auto after = [](std::vector<std::tuple<const char*, at::Tensor, int>> calls) {
     std::uint64_t sequence = 0;
-    for (const auto& [operation, tensor, root] : calls) sequence = dsee::fingerprint_collective(sequence, operation, tensor, root);
+    for (const auto& [operation, tensor, root] : calls)
+      sequence = dsee::fingerprint_collective(sequence, operation, tensor, root);
     return sequence;
   };
   const auto reference = after({{"all_reduce", f, -1}, {"broadcast", f, 0}});
-  EXPECT_EQ(reference, after({{"all_reduce", f.clone(), -1}, {"broadcast", f + 1, 0}}));  // values do not count
-  EXPECT_NE(reference, after({{"broadcast", f, 0}, {"all_reduce", f, -1}}));            // order
-  EXPECT_NE(reference, after({{"all_reduce", i, -1}, {"broadcast", f, 0}}));            // dtype
+  EXPECT_EQ(reference, after({{"all_reduce", f.clone(), -1}, {"broadcast", f + 1, 0}}));   // values do not count
+  EXPECT_NE(reference, after({{"broadcast", f, 0}, {"all_reduce", f, -1}}));               // order
+  EXPECT_NE(reference, after({{"all_reduce", i, -1}, {"broadcast", f, 0}}));               // dtype
   EXPECT_NE(reference, after({{"all_reduce", at::zeros({5}), -1}, {"broadcast", f, 0}}));  // count
-  EXPECT_NE(reference, after({{"all_reduce", f, -1}, {"broadcast", f, 1}}));            // root
+  EXPECT_NE(reference, after({{"all_reduce", f, -1}, {"broadcast", f, 1}}));               // root
 }
 
 TEST(Watchdog, FiresOnceNamingOperationAndStep) {
