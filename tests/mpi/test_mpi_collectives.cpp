@@ -7,6 +7,7 @@
 
 #include "data/log.h"
 #include "distributed/bootstrap.h"
+#include "distributed/fingerprint.h"
 #include "distributed/mpi_communicator.h"
 
 namespace {
@@ -54,6 +55,56 @@ int main() {
   at::Tensor g = comm.all_gather(at::full({2}, int64_t{rank * 10}, at::kLong));
   expect(g.sizes() == at::IntArrayRef({n, 2}), "all_gather shape", rank);
   for (int r = 0; r < n; ++r) expect(g[r].eq(r * 10).all().item<bool>(), "all_gather values", rank);
+
+  // 16-bit floats are summed by our own MPI operations: small integers are
+  // exact in float16 and bfloat16, so the result equals the float32 sum.
+  for (const auto dtype : {at::kHalf, at::kBFloat16}) {
+    at::Tensor h = (at::arange(8, at::kFloat) * float(rank + 1)).to(dtype);
+    comm.all_reduce_sum(h);
+    expect(h.scalar_type() == dtype && at::equal(h.to(at::kFloat), at::arange(8, at::kFloat) * factor),
+           "all_reduce_sum float16/bfloat16", rank);
+    at::Tensor a = at::full({3}, double(rank), at::kFloat).to(dtype);
+    comm.all_reduce_average(a);
+    expect(at::allclose(a.to(at::kFloat), at::full({3}, (n - 1) / 2.0, at::kFloat)), "average float16/bfloat16", rank);
+  }
+  at::Tensor small = at::full({5}, int64_t{rank}, at::kChar);
+  comm.all_reduce_sum(small);
+  expect(at::equal(small, at::full({5}, int64_t{n * (n - 1) / 2}, at::kChar)), "all_reduce_sum int8", rank);
+
+  at::Tensor mask = rank == 0 ? at::arange(6).remainder(2).eq(0) : at::zeros({6}, at::kBool);
+  comm.broadcast(mask, 0);
+  expect(at::equal(mask, at::arange(6).remainder(2).eq(0)), "broadcast bool", rank);
+
+  // Errors a user can make: a dtype MPI cannot carry, an average of integers.
+  auto throws = [](auto&& call) {
+    try {
+      call();
+    } catch (const dsee::CollectiveError&) {
+      return true;
+    }
+    return false;
+  };
+  at::Tensor complex = at::zeros({2}, at::kComplexFloat);
+  expect(throws([&] { comm.all_reduce_sum(complex); }), "complex dtype is refused", rank);
+  at::Tensor integers = at::zeros({2}, at::kLong);
+  expect(throws([&] { comm.all_reduce_average(integers); }), "integer average is refused", rank);
+  expect(throws([&] { comm.all_reduce_sum(mask); }), "bool sum is refused", rank);
+
+  // Byte counters: what this rank handed to the collectives above.
+  const dsee::CollectiveStats before = comm.stats();
+  at::Tensor counted = at::zeros({250}, at::kFloat);
+  comm.all_reduce_sum(counted);
+  comm.broadcast(counted, 0);
+  expect(comm.stats().calls == before.calls + 2 && comm.stats().bytes == before.bytes + 2000, "byte counters", rank);
+
+  // Every rank issued the same collectives in the same order.
+  const std::uint64_t sequence = comm.stats().sequence;
+  expect(sequence != 0, "the collective sequence hash moves", rank);
+  try {
+    dsee::fingerprint_verify(comm, "collective sequence", sequence);
+  } catch (const dsee::FingerprintMismatch& error) {
+    expect(false, error.what(), rank);
+  }
 
   comm.barrier();
   at::Tensor total = at::full({1}, int64_t{failures}, at::kLong);

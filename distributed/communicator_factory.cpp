@@ -1,0 +1,49 @@
+#include "distributed/communicator_factory.h"
+
+#include "distributed/mpi_communicator.h"
+#include "distributed/watchdog.h"
+#ifdef DSEE_HAVE_NCCL
+#include "distributed/nccl_communicator.h"
+#endif
+
+namespace dsee {
+
+bool nccl_available() {
+#ifdef DSEE_HAVE_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string communicator_backend(const CommunicatorOptions& options) {
+  const std::string& requested = options.backend;
+  if (requested != "auto" && requested != "mpi" && requested != "nccl")
+    throw Error(fmt::format("dist.backend = \"{}\" is not a backend; use auto, mpi or nccl", requested));
+  const bool cuda = options.device.is_cuda();
+  if (requested == "mpi" || (requested == "auto" && !cuda)) return "mpi";
+  if (!cuda)
+    throw Error(
+        fmt::format("dist.backend = \"nccl\" needs a CUDA device, but the run uses {}; set run.device = "
+                    "cuda or dist.backend = mpi",
+                    options.device.str()));
+  if (!nccl_available())
+    throw Error(std::string("dsee was built without NCCL (no CUDA toolkit or no nccl.h at configure time), so ") +
+                (requested == "auto" ? "the CUDA run has no GPU backend" : "dist.backend = nccl cannot work") +
+                "; rebuild with NCCL or set dist.backend = mpi (slow: collectives go through host memory)");
+  return "nccl";
+}
+
+std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options) {
+  const std::string backend = communicator_backend(options);
+  auto watchdog = std::make_shared<Watchdog>(options.timeout_s);
+  if (backend == "mpi") return std::make_unique<MpiCommunicator>(std::move(watchdog));
+#ifdef DSEE_HAVE_NCCL
+  const int index = options.device.has_index() ? options.device.index() : options.local_rank;
+  return std::make_unique<NcclCommunicator>(index, std::move(watchdog));
+#else
+  DSEE_ASSERT(false, "communicator_backend chose nccl in a build without it");
+#endif
+}
+
+}  // namespace dsee

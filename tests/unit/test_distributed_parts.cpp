@@ -1,0 +1,125 @@
+// One-process checks of the distributed pieces: fingerprints, the watchdog,
+// the stop signal and the backend choice.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <csignal>
+#include <thread>
+#include <tuple>
+
+#include "core/stop_signal.h"
+#include "distributed/communicator_factory.h"
+#include "distributed/fingerprint.h"
+#include "distributed/watchdog.h"
+
+namespace {
+
+TEST(Fingerprint, IsFnv1a64) {
+  // Reference values of 64-bit FNV-1a (Fowler, Noll, Vo).
+  EXPECT_EQ(dsee::fingerprint(std::string("")), 0xcbf29ce484222325ULL);
+  EXPECT_EQ(dsee::fingerprint(std::string("a")), 0xaf63dc4c8601ec8cULL);
+  EXPECT_EQ(dsee::fingerprint(std::string("foobar")), 0x85944171f73967e8ULL);
+}
+
+TEST(Fingerprint, TensorsDifferByValueShapeAndDtype) {
+  const at::Tensor t = at::arange(6, at::kFloat);
+  EXPECT_EQ(dsee::fingerprint(t), dsee::fingerprint(at::arange(6, at::kFloat)));
+  EXPECT_EQ(dsee::fingerprint(t.reshape({2, 3}).t()), dsee::fingerprint(t.reshape({2, 3}).t().contiguous()));
+  EXPECT_NE(dsee::fingerprint(t), dsee::fingerprint(t.reshape({2, 3})));
+  EXPECT_NE(dsee::fingerprint(t), dsee::fingerprint(at::arange(6, at::kInt)));
+  at::Tensor u = t.clone();
+  u[5] = 5.0001f;
+  EXPECT_NE(dsee::fingerprint(t), dsee::fingerprint(u));
+  EXPECT_NE(dsee::fingerprint(dsee::NamedTensors{{"a", t}, {"b", u}}),
+            dsee::fingerprint(dsee::NamedTensors{{"b", t}, {"a", u}}));
+}
+
+TEST(Fingerprint, CollectiveSequenceSeesOperationDtypeCountRootAndOrder) {
+  const at::Tensor f = at::zeros({4}), i = at::zeros({4}, at::kInt);
+  const auto after = [](std::vector<std::tuple<const char*, at::Tensor, int>> calls) {
+    std::uint64_t sequence = 0;
+    for (const auto& [operation, tensor, root] : calls)
+      sequence = dsee::fingerprint_collective(sequence, operation, tensor, root);
+    return sequence;
+  };
+  const auto reference = after({{"all_reduce", f, -1}, {"broadcast", f, 0}});
+  EXPECT_EQ(reference, after({{"all_reduce", f.clone(), -1}, {"broadcast", f + 1, 0}}));   // values do not count
+  EXPECT_NE(reference, after({{"broadcast", f, 0}, {"all_reduce", f, -1}}));               // order
+  EXPECT_NE(reference, after({{"all_reduce", i, -1}, {"broadcast", f, 0}}));               // dtype
+  EXPECT_NE(reference, after({{"all_reduce", at::zeros({5}), -1}, {"broadcast", f, 0}}));  // count
+  EXPECT_NE(reference, after({{"all_reduce", f, -1}, {"broadcast", f, 1}}));               // root
+}
+
+TEST(Watchdog, FiresOnceNamingOperationAndStep) {
+  std::atomic<int> fired{0};
+  std::string message;
+  dsee::Watchdog watchdog(0.2, [&](const std::string& text) {
+    message = text;
+    ++fired;
+  });
+  watchdog.set_step(41);
+  {
+    auto guard = watchdog.watch("all_reduce");
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  }
+  EXPECT_EQ(fired.load(), 1);
+  EXPECT_NE(message.find("collective 'all_reduce' at step 41 has not finished"), std::string::npos) << message;
+  EXPECT_NE(message.find("dist.timeout_s = 0.2"), std::string::npos) << message;
+}
+
+TEST(Watchdog, QuietWhenCollectivesFinishInTime) {
+  std::atomic<int> fired{0};
+  dsee::Watchdog watchdog(0.3, [&](const std::string&) { ++fired; });
+  for (int i = 0; i < 5; ++i) {
+    auto guard = watchdog.watch("broadcast");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::atomic<bool> done{false};
+  watchdog.watch_until("all_gather", [&] { return done.load(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  done = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_EQ(fired.load(), 0);
+  EXPECT_EQ(watchdog.pending(), 0u);
+}
+
+TEST(Watchdog, FiresWhenAnEnqueuedCollectiveNeverCompletes) {
+  std::atomic<int> fired{0};
+  dsee::Watchdog watchdog(0.2, [&](const std::string&) { ++fired; });
+  watchdog.watch_until("all_reduce_average", [] { return false; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(fired.load(), 1);
+}
+
+TEST(CommunicatorBackend, ChosenByDeviceAndOverridable) {
+  dsee::CommunicatorOptions options;
+  EXPECT_EQ(dsee::communicator_backend(options), "mpi");
+  options.device = at::Device(at::kCUDA, 0);
+  if (dsee::nccl_available())
+    EXPECT_EQ(dsee::communicator_backend(options), "nccl");
+  else
+    EXPECT_THROW(dsee::communicator_backend(options), dsee::Error);
+  options.backend = "mpi";
+  EXPECT_EQ(dsee::communicator_backend(options), "mpi");
+  options = {};
+  options.backend = "nccl";
+  EXPECT_THROW(dsee::communicator_backend(options), dsee::Error);  // nccl on the CPU
+  options.backend = "gloo";
+  EXPECT_THROW(dsee::communicator_backend(options), dsee::Error);
+}
+
+TEST(StopSignal, FirstSignalSetsTheFlagSecondTerminates) {
+  EXPECT_EXIT(
+      {
+        dsee::install_stop_handlers();
+        if (dsee::stop_requested()) std::_Exit(10);
+        std::raise(SIGTERM);
+        if (!dsee::stop_requested() || dsee::stop_signal() != SIGTERM) std::_Exit(11);
+        std::raise(SIGTERM);  // the second one ends the process
+        std::_Exit(12);
+      },
+      testing::KilledBySignal(SIGTERM), "");
+}
+
+}  // namespace
