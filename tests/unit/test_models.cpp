@@ -14,44 +14,10 @@
 #include "core/safetensors.h"
 #include "data/error.h"
 #include "error_of.h"
+#include "tiny_models.h"
 
 namespace dsee {
 namespace {
-
-nlohmann::json bert_json() {
-  return {{"model_type", "bert"},
-          {"vocab_size", 50},
-          {"hidden_size", 24},
-          {"num_hidden_layers", 2},
-          {"num_attention_heads", 4},
-          {"intermediate_size", 30},
-          {"max_position_embeddings", 16},
-          {"type_vocab_size", 2},
-          {"hidden_act", "gelu"},
-          {"layer_norm_eps", 1e-12},
-          {"architectures", {"BertForSequenceClassification"}}};
-}
-
-nlohmann::json gpt2_json() {
-  return {{"model_type", "gpt2"},
-          {"vocab_size", 40},
-          {"n_embd", 24},
-          {"n_layer", 3},
-          {"n_head", 4},
-          {"n_positions", 20},
-          {"activation_function", "gelu_new"},
-          {"layer_norm_epsilon", 1e-5}};
-}
-
-// Fills every tensor: layer norms near 1, everything else small noise.
-void randomise(PretrainedModel& model, std::uint64_t seed) {
-  at::manual_seed(seed);
-  for (const auto& slot : model.tensor_slots()) {
-    const bool norm_weight = slot.name.find("LayerNorm.weight") != std::string::npos ||
-                             (slot.name.find("ln_") != std::string::npos && slot.name.ends_with(".weight"));
-    slot.tensor->copy_(at::randn(slot.tensor->sizes()) * 0.2 + (norm_weight ? 1.0 : 0.0));
-  }
-}
 
 TEST(ModelConfig, MissingFieldNamesFieldAndFile) {
   auto json = bert_json();

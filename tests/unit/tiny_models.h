@@ -1,0 +1,77 @@
+// Small random models for unit tests: config.json contents for BERT,
+// RoBERTa and GPT-2 and a seeded fill of every tensor. Parity with
+// transformers is in tests/parity; these only need valid shapes and values.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <memory>
+
+#include "core/bert.h"
+#include "core/gpt2.h"
+#include "core/model_config.h"
+#include "core/pretrained_model.h"
+
+namespace dsee {
+
+// hidden 24, 2 layers, 4 heads of 6, classification head.
+inline nlohmann::json bert_json() {
+  return {{"model_type", "bert"},
+          {"vocab_size", 50},
+          {"hidden_size", 24},
+          {"num_hidden_layers", 2},
+          {"num_attention_heads", 4},
+          {"intermediate_size", 30},
+          {"max_position_embeddings", 16},
+          {"type_vocab_size", 2},
+          {"hidden_act", "gelu"},
+          {"layer_norm_eps", 1e-12},
+          {"architectures", {"BertForSequenceClassification"}}};
+}
+
+inline nlohmann::json roberta_json() {
+  auto json = bert_json();
+  json["model_type"] = "roberta";
+  json["pad_token_id"] = 1;
+  json["max_position_embeddings"] = 20;
+  json["architectures"] = {"RobertaForSequenceClassification"};
+  return json;
+}
+
+// n_embd 24, 3 layers, 4 heads of 6.
+inline nlohmann::json gpt2_json() {
+  return {{"model_type", "gpt2"},
+          {"vocab_size", 40},
+          {"n_embd", 24},
+          {"n_layer", 3},
+          {"n_head", 4},
+          {"n_positions", 20},
+          {"activation_function", "gelu_new"},
+          {"layer_norm_epsilon", 1e-5}};
+}
+
+// Fills every tensor: layer norms near 1, everything else small noise.
+inline void randomise(PretrainedModel& model, std::uint64_t seed) {
+  at::manual_seed(seed);
+  for (const auto& slot : model.tensor_slots()) {
+    const bool norm_weight = slot.name.find("LayerNorm.weight") != std::string::npos ||
+                             (slot.name.find("ln_") != std::string::npos && slot.name.ends_with(".weight"));
+    slot.tensor->copy_(at::randn(slot.tensor->sizes()) * 0.2 + (norm_weight ? 1.0 : 0.0));
+  }
+}
+
+// A randomised model of the family `json` describes (with a classification
+// head for BERT/RoBERTa).
+inline std::unique_ptr<PretrainedModel> tiny_model(const nlohmann::json& json, std::uint64_t seed) {
+  auto config = model_config_parse(json, "tiny/config.json");
+  std::unique_ptr<PretrainedModel> model;
+  if (config.family == ModelFamily::gpt2)
+    model = std::make_unique<Gpt2Model>(config, at::kFloat, at::kCPU);
+  else
+    model = std::make_unique<EncoderModel>(config, true, at::kFloat, at::kCPU);
+  randomise(*model, seed);
+  return model;
+}
+
+}  // namespace dsee
