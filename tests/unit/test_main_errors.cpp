@@ -1,38 +1,17 @@
 // The error path of main: user errors exit 1 with a message naming the file
 // and key, usage errors exit 2, --help exits 0. Runs the real dsee binary.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <string>
+
+#include "run_dsee.h"
 
 namespace {
 
-struct Result {
-  int exit_code;
-  std::string output;  // stdout and stderr
-};
-
-Result run_dsee(const std::string& arguments) {
-  std::string command = DSEE_BINARY;
-  command.append(" ").append(arguments).append(" 2>&1");
-  FILE* pipe = popen(command.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string output;
-  std::array<char, 4096> buffer{};
-  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), output};
-}
-
-std::filesystem::path write_file(const std::string& name, const std::string& text) {
-  const auto path = std::filesystem::temp_directory_path() / ("dsee-test-" + std::to_string(getpid()) + "-" + name);
-  std::ofstream(path) << text;
-  return path;
-}
+using dsee_test::Result;
+using dsee_test::run_dsee;
+using dsee_test::write_file;
 
 TEST(MainErrors, HelpExitsZero) {
   const Result r = run_dsee("--help");

@@ -1,0 +1,262 @@
+// dsee sweep: expand a sweep file (recipes/sweep.h) into runs and execute
+// them one after another in this allocation, or submit them as a Slurm job
+// array. dsee report: one table over the runs of a sweep (or any folder of
+// run directories), from each run's summary.json.
+//
+// Files written into <out_dir>/<sweep name>/:
+//   sweep.tsv       index, run name, run directory, the --set overrides
+//   sweep.commands  one shell command per run (line i+1 = array task i)
+//   sweep.sbatch    with --slurm: the job-array script that runs line
+//                   $SLURM_ARRAY_TASK_ID + 1 of sweep.commands under srun
+// A run whose directory already holds summary.json is finished and skipped,
+// so re-running a sweep (or requeueing its array) only does what is left.
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "data/error.h"
+#include "data/log.h"
+#include "launch/commands.h"
+#include "recipes/sweep.h"
+
+namespace dsee {
+namespace {
+
+std::filesystem::path self_path() {
+  std::error_code error;
+  auto path = std::filesystem::read_symlink("/proc/self/exe", error);
+  DSEE_CHECK(!error, "cannot find the dsee executable (/proc/self/exe): {}", error.message());
+  return path;
+}
+
+// Single quotes for the shell.
+std::string shell_quote(const std::string& text) {
+  std::string out = "'";
+  for (const char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::vector<std::string> run_argv(const std::filesystem::path& dsee, const Sweep& sweep, const SweepRun& run) {
+  std::vector<std::string> argv = {dsee.string(), sweep.command, sweep.recipe.string()};
+  for (const auto& o : run.overrides) {
+    argv.push_back("--set");
+    argv.push_back(o);
+  }
+  return argv;
+}
+
+std::string command_line(const std::vector<std::string>& argv) {
+  std::string line;
+  for (const auto& a : argv) line += (line.empty() ? "" : " ") + shell_quote(a);
+  return line;
+}
+
+void write_text(const std::filesystem::path& path, const std::string& text) {
+  const auto temporary = path.string() + ".tmp";
+  {
+    std::ofstream out(temporary);
+    out << text;
+    DSEE_CHECK(out.good(), "cannot write '{}'", temporary);
+  }
+  DSEE_CHECK(std::rename(temporary.c_str(), path.c_str()) == 0, "cannot rename '{}' to '{}': {}", temporary,
+             path.string(), std::strerror(errno));
+}
+
+// Runs argv as a child process; its exit status (128 + signal when killed).
+int run_child(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const pid_t pid = fork();
+  DSEE_CHECK(pid >= 0, "cannot start a run: fork failed: {}", std::strerror(errno));
+  if (pid == 0) {
+    execv(args[0], args.data());
+    std::fprintf(stderr, "dsee sweep: cannot execute %s: %s\n", args[0], std::strerror(errno));
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) DSEE_CHECK(errno == EINTR, "waiting for a run failed: {}", std::strerror(errno));
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool run_finished(const Sweep& sweep, const SweepRun& run) {
+  return sweep.command == "run" && std::filesystem::exists(run.run_dir / "summary.json");
+}
+
+}  // namespace
+
+Command sweep_command(CLI::App& app) {
+  struct Options {
+    std::string file;
+    bool dry_run = false, slurm = false, keep_going = false;
+    std::vector<std::string> sbatch_args;
+  };
+  auto options = std::make_shared<Options>();
+  auto* sub = app.add_subcommand("sweep", "Expand a sweep file into runs and execute them (or submit a Slurm array)");
+  sub->add_option("sweep", options->file, "Sweep file (TOML): base recipe + [grid]/[zip] lists")->required();
+  sub->add_flag("--dry-run", options->dry_run, "Write sweep.tsv and sweep.commands, print the commands, run nothing");
+  sub->add_flag("--slurm", options->slurm, "Submit the runs as one Slurm job array (sbatch) instead of running here");
+  sub->add_option("--sbatch-arg", options->sbatch_args,
+                  "Extra sbatch option for --slurm (repeatable), e.g. --sbatch-arg=--gres=gpu:4");
+  sub->add_flag("--keep-going", options->keep_going, "Run the remaining runs after one fails (exit status still 1)");
+  return {sub, [options] {
+            const Sweep sweep = sweep_load(options->file);
+            const auto dsee = self_path();
+            std::filesystem::create_directories(sweep.out_dir);
+            std::string tsv = "index\tname\trun_dir\toverrides\n", commands;
+            for (std::size_t i = 0; i < sweep.runs.size(); ++i) {
+              const auto& run = sweep.runs[i];
+              std::string overrides;
+              for (const auto& o : run.overrides) overrides += (overrides.empty() ? "" : " ") + o;
+              tsv += fmt::format("{}\t{}\t{}\t{}\n", i, run.name, run.run_dir.string(), overrides);
+              commands += command_line(run_argv(dsee, sweep, run)) + "\n";
+            }
+            write_text(sweep.out_dir / "sweep.tsv", tsv);
+            write_text(sweep.out_dir / "sweep.commands", commands);
+            spdlog::info("sweep '{}': {} runs of '{} {}' under {}", sweep.name, sweep.runs.size(), sweep.command,
+                         sweep.recipe.string(), sweep.out_dir.string());
+
+            if (options->slurm) {
+              const auto script = sweep.out_dir / "sweep.sbatch";
+              write_text(script,
+                         fmt::format("#!/usr/bin/env bash\n"
+                                     "# Written by `dsee sweep --slurm {}`: task i runs line i+1 of sweep.commands.\n"
+                                     "#SBATCH --job-name=dsee-{}\n"
+                                     "#SBATCH --array=0-{}\n"
+                                     "#SBATCH --output={}/slurm-%A_%a.out\n"
+                                     "#SBATCH --requeue\n"
+                                     "#SBATCH --signal=B:TERM@120\n"
+                                     "set -euo pipefail\n"
+                                     "line=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {})\n"
+                                     "eval \"srun $line\"\n",
+                                     options->file, sweep.name, sweep.runs.size() - 1, sweep.out_dir.string(),
+                                     shell_quote((sweep.out_dir / "sweep.commands").string())));
+              std::vector<std::string> argv = {"sbatch"};
+              argv.insert(argv.end(), options->sbatch_args.begin(), options->sbatch_args.end());
+              argv.push_back(script.string());
+              std::cout << command_line(argv) << "\n";
+              if (options->dry_run) return 0;
+              // execvp semantics: sbatch from PATH.
+              std::vector<char*> args;
+              for (auto& a : argv) args.push_back(a.data());
+              args.push_back(nullptr);
+              std::fflush(stdout);
+              execvp("sbatch", args.data());
+              throw Error(fmt::format("cannot run sbatch ({}): is this a Slurm login node?", std::strerror(errno)));
+            }
+
+            if (options->dry_run) {
+              std::cout << commands;
+              return 0;
+            }
+            int failed = 0;
+            for (std::size_t i = 0; i < sweep.runs.size(); ++i) {
+              const auto& run = sweep.runs[i];
+              if (run_finished(sweep, run)) {
+                spdlog::info("[{}/{}] {}: finished before (summary.json), skipped", i + 1, sweep.runs.size(), run.name);
+                continue;
+              }
+              spdlog::info("[{}/{}] {}", i + 1, sweep.runs.size(), run.name);
+              const int status = run_child(run_argv(dsee, sweep, run));
+              if (status == 0) continue;
+              ++failed;
+              spdlog::error("[{}/{}] {} failed with exit status {}", i + 1, sweep.runs.size(), run.name, status);
+              if (!options->keep_going)
+                throw Error(
+                    fmt::format("sweep stopped at run {} ({}); fix it and re-run the sweep: finished runs "
+                                "are skipped (or pass --keep-going)",
+                                i, run.name));
+            }
+            DSEE_CHECK(failed == 0, "{} of {} runs failed (see the messages above)", failed, sweep.runs.size());
+            return 0;
+          }};
+}
+
+Command report_command(CLI::App& app) {
+  struct Options {
+    std::string dir;
+    std::string format = "table";
+  };
+  auto options = std::make_shared<Options>();
+  auto* sub = app.add_subcommand("report", "Tabulate the runs under a folder (e.g. a sweep) from their summary.json");
+  sub->add_option("dir", options->dir, "A sweep or runs folder")->required()->check(CLI::ExistingDirectory);
+  sub->add_option("--format", options->format, "table (aligned text), tsv or json")
+      ->check(CLI::IsMember({"table", "tsv", "json"}))
+      ->capture_default_str();
+  return {
+      sub, [options] {
+        // Runs: DIR itself and its subfolders, two levels deep, with a summary.json.
+        std::vector<std::filesystem::path> runs;
+        const std::filesystem::path root(options->dir);
+        if (std::filesystem::exists(root / "summary.json")) runs.push_back(root);
+        for (auto it = std::filesystem::recursive_directory_iterator(root);
+             it != std::filesystem::recursive_directory_iterator(); ++it) {
+          if (it.depth() > 1) it.disable_recursion_pending();
+          if (it->is_directory() && std::filesystem::exists(it->path() / "summary.json")) runs.push_back(it->path());
+        }
+        std::sort(runs.begin(), runs.end());
+        DSEE_CHECK(!runs.empty(), "no run under '{}' has a summary.json (is the sweep finished?)", options->dir);
+        // Columns: run, then every scalar of the summaries (nested objects as dotted names), first-seen order.
+        std::vector<std::string> columns = {"run"};
+        std::vector<std::map<std::string, std::string>> rows;
+        nlohmann::json all = nlohmann::json::array();
+        for (const auto& dir : runs) {
+          const auto file = dir / "summary.json";
+          nlohmann::json summary;
+          try {
+            std::ifstream in(file);
+            summary = nlohmann::json::parse(in);
+          } catch (const nlohmann::json::exception& e) {
+            throw Error(fmt::format("{}: not valid JSON ({}); delete it to re-run that run", file.string(), e.what()));
+          }
+          std::map<std::string, std::string> row;
+          row["run"] = std::filesystem::relative(dir, root).string();
+          if (row["run"] == ".") row["run"] = dir.filename().string();
+          const auto flat = summary.flatten();
+          for (const auto& [pointer, value] : flat.items()) {
+            std::string name = pointer.substr(1);
+            std::replace(name.begin(), name.end(), '/', '.');
+            if (std::find(columns.begin(), columns.end(), name) == columns.end()) columns.push_back(name);
+            row[name] = value.is_string() ? value.get<std::string>() : value.dump();
+          }
+          rows.push_back(row);
+          all.push_back({{"run", row["run"]}, {"summary", summary}});
+        }
+        if (options->format == "json") {
+          std::cout << all.dump(2) << "\n";
+          return 0;
+        }
+        const bool tsv = options->format == "tsv";
+        std::vector<std::size_t> width(columns.size());
+        for (std::size_t c = 0; c < columns.size(); ++c) {
+          width[c] = columns[c].size();
+          for (auto& row : rows) width[c] = std::max(width[c], row[columns[c]].size());
+        }
+        const auto print_row = [&](const std::function<std::string(std::size_t)>& cell) {
+          std::string line;
+          for (std::size_t c = 0; c < columns.size(); ++c) {
+            const auto text = cell(c);
+            line += tsv ? (c ? "\t" : "") + text
+                        : (c ? "  " : "") + text + std::string(width[c] - std::min(width[c], text.size()), ' ');
+          }
+          while (!tsv && !line.empty() && line.back() == ' ') line.pop_back();
+          std::cout << line << "\n";
+        };
+        print_row([&](std::size_t c) { return columns[c]; });
+        for (auto& row : rows)
+          print_row([&](std::size_t c) { return row.count(columns[c]) ? row[columns[c]] : std::string("-"); });
+        return 0;
+      }};
+}
+
+}  // namespace dsee

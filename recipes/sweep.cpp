@@ -1,0 +1,158 @@
+// Sweep expansion: see sweep.h.
+#include "recipes/sweep.h"
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <sstream>
+
+#include "data/config.h"
+#include "data/error.h"
+#include "recipes/recipe_schema.h"
+
+namespace dsee {
+namespace {
+
+// Keys of a [grid]/[zip] table with their value lists, nested tables
+// flattened to dotted names; std::map keeps them sorted.
+std::map<std::string, std::vector<std::string>> value_lists(const toml::table& table, const std::string& section,
+                                                            const std::string& source, const std::string& prefix = "") {
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& [key, node] : table) {
+    const std::string name = prefix.empty() ? std::string(key.str()) : prefix + "." + std::string(key.str());
+    if (const auto* sub = node.as_table()) {
+      if (sub->empty()) continue;
+      auto nested = value_lists(*sub, section, source, name);
+      out.insert(nested.begin(), nested.end());
+      continue;
+    }
+    const auto* array = node.as_array();
+    DSEE_CHECK(array && !array->empty(), "{}:{}: [{}] {} must be a non-empty list of values, e.g. {} = [1e-4, 3e-4]",
+               source, node.source().begin.line, section, name, name);
+    std::vector<std::string> values;
+    for (const auto& element : *array) {
+      if (const auto* text = element.as_string()) {
+        values.push_back(text->get());
+      } else {
+        DSEE_CHECK(!element.is_table(), "{}:{}: [{}] {}: a table is not a value", source, element.source().begin.line,
+                   section, name);
+        // TOML text, as --set reads it; floats in their shortest exact form
+        // (3e-4 → "0.0003", not toml++'s 17 digits).
+        if (const auto* number = element.as_floating_point()) {
+          values.push_back(fmt::format("{}", number->get()));
+          continue;
+        }
+        std::ostringstream rendered;
+        element.visit([&](const auto& value) { rendered << value; });
+        values.push_back(rendered.str());
+      }
+    }
+    out.emplace(name, std::move(values));
+  }
+  return out;
+}
+
+// "0.0003" stays, "/data/x y" → "_data_x_y": safe in a directory name.
+std::string name_part(const std::string& text) {
+  std::string out;
+  for (const char c : text)
+    out += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+') ? c : '_';
+  return out.substr(0, 40);
+}
+
+std::string leaf(const std::string& key) {
+  const auto dot = key.rfind('.');
+  return dot == std::string::npos ? key : key.substr(dot + 1);
+}
+
+}  // namespace
+
+Sweep sweep_load(const std::filesystem::path& file, std::size_t max_runs) {
+  const std::string source = file.string();
+  toml::table table;
+  try {
+    table = toml::parse_file(source);
+  } catch (const toml::parse_error& e) {
+    throw Error(fmt::format("{}:{}:{}: not valid TOML: {}", source, e.source().begin.line, e.source().begin.column,
+                            e.description()));
+  }
+  for (const auto& [key, node] : table) {
+    const std::string k(key.str());
+    DSEE_CHECK(k == "recipe" || k == "name" || k == "out_dir" || k == "command" || k == "grid" || k == "zip",
+               "{}:{}: unknown sweep key '{}' (known: recipe, name, out_dir, command, [grid], [zip])", source,
+               node.source().begin.line, k);
+  }
+  const auto recipe = table["recipe"].value<std::string>();
+  DSEE_CHECK(recipe && !recipe->empty(), "{}: the sweep needs recipe = \"BASE.toml\" (relative to the sweep file)",
+             source);
+  Sweep sweep;
+  sweep.recipe =
+      std::filesystem::path(*recipe).is_absolute() ? std::filesystem::path(*recipe) : file.parent_path() / *recipe;
+  sweep.name = table["name"].value_or(file.stem().string());
+  DSEE_CHECK(!sweep.name.empty() && sweep.name.find('/') == std::string::npos,
+             "{}: name '{}' must be a non-empty directory name", source, sweep.name);
+  sweep.command = table["command"].value_or(std::string("run"));
+
+  const Config base = Config::load(recipe_schema(), sweep.recipe);
+  sweep.out_dir = std::filesystem::path(table["out_dir"].value_or(base.get_string("run.out_dir"))) / sweep.name;
+
+  std::map<std::string, std::vector<std::string>> grid, zip;
+  if (const auto* t = table["grid"].as_table()) grid = value_lists(*t, "grid", source);
+  if (const auto* t = table["zip"].as_table()) zip = value_lists(*t, "zip", source);
+  DSEE_CHECK(!grid.empty() || !zip.empty(), "{}: nothing to sweep: give lists under [grid] and/or [zip]", source);
+  for (const auto* keys : {&grid, &zip})
+    for (const auto& [key, values] : *keys) {
+      DSEE_CHECK(recipe_schema().find(key) != nullptr, "{}: '{}' is not a recipe key (see `dsee config --schema`)",
+                 source, key);
+      DSEE_CHECK(key != "run.name" && key != "run.out_dir", "{}: '{}' is set by the sweep itself (use name / out_dir)",
+                 source, key);
+      DSEE_CHECK(!(grid.count(key) && zip.count(key)), "{}: '{}' is both in [grid] and [zip]", source, key);
+    }
+  std::size_t zip_length = 0;
+  for (const auto& [key, values] : zip) {
+    DSEE_CHECK(zip_length == 0 || values.size() == zip_length,
+               "{}: [zip] lists must have equal lengths, but '{}' has {} values and the others {}", source, key,
+               values.size(), zip_length);
+    zip_length = values.size();
+  }
+
+  // Axes: each grid key, then the zip tuple; mixed-radix counting, last fastest.
+  std::vector<std::size_t> radix;
+  for (const auto& [key, values] : grid) radix.push_back(values.size());
+  if (zip_length) radix.push_back(zip_length);
+  std::size_t total = 1;
+  for (const auto r : radix) {
+    DSEE_CHECK(total <= max_runs / r, "{}: the sweep expands to more than {} runs", source, max_runs);
+    total *= r;
+  }
+
+  for (std::size_t index = 0; index < total; ++index) {
+    std::vector<std::size_t> digit(radix.size());
+    for (std::size_t rest = index, a = radix.size(); a-- > 0;) {
+      digit[a] = rest % radix[a];
+      rest /= radix[a];
+    }
+    std::vector<std::pair<std::string, std::string>> assigned;
+    std::size_t axis = 0;
+    for (const auto& [key, values] : grid) assigned.emplace_back(key, values[digit[axis++]]);
+    for (const auto& [key, values] : zip) assigned.emplace_back(key, values[digit[axis]]);
+    SweepRun run;
+    run.name = fmt::format("{:03d}", index);
+    for (const auto& [key, value] : assigned) run.name += fmt::format("-{}={}", name_part(leaf(key)), name_part(value));
+    run.run_dir = sweep.out_dir / run.name;
+    run.overrides = {"run.out_dir=" + sweep.out_dir.string(), "run.name=" + run.name};
+    for (const auto& [key, value] : assigned) run.overrides.push_back(key + "=" + value);
+    try {
+      Config::load(recipe_schema(), sweep.recipe, run.overrides);
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}: run {} ({}): {}", source, index, run.name, e.what()));
+    }
+    sweep.runs.push_back(std::move(run));
+  }
+  return sweep;
+}
+
+}  // namespace dsee
