@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <functional>
 #include <set>
 
 #include "core/tuning.h"
@@ -223,32 +224,57 @@ TEST(TuningGrad, FrozenTensorsGetNoGradient) {
   }
 }
 
-TEST(TuningGrad, SparseValuesMatchCentralFiniteDifferences) {
-  auto config = model_config_parse(bert_json(), "tiny/config.json");
-  auto model = std::make_unique<EncoderModel>(config, true, at::kDouble, at::kCPU);
-  randomise(*model, 1);
-  auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, {"query", "value"}, 5, 2));
-  randomise_updates(*tuning, 3);
-  const auto input = tiny_input(*model);
-  const auto weights = at::randn({2, 2}, at::kDouble);
-  auto loss = [&] { return (model->forward(input).logits * weights).sum(); };
-  loss().backward();
-  for (auto* u : tuning->updates()) {
-    ASSERT_EQ(u->sparse_values.scalar_type(), at::kDouble);
-    for (std::int64_t i = 0; i < u->sparse_values.numel(); ++i) {
-      const double eps = 1e-6;
-      at::NoGradGuard no_grad;
-      auto value = u->sparse_values.select(0, i);
-      const double original = value.item<double>();
-      value.fill_(original + eps);
-      const double up = loss().item<double>();
-      value.fill_(original - eps);
-      const double down = loss().item<double>();
-      value.fill_(original);
-      const double numeric = (up - down) / (2 * eps);
-      const double analytic = u->sparse_values.grad()[i].item<double>();
-      EXPECT_NEAR(analytic, numeric, 1e-7 + 1e-6 * std::abs(numeric)) << u->matrix.prefix << " value " << i;
+// d loss / d t[i] by central differences (fp64), t a trainable leaf.
+double central_difference(at::Tensor& t, std::int64_t i, const std::function<at::Tensor()>& loss) {
+  const double eps = 1e-6;
+  at::NoGradGuard no_grad;
+  auto value = t.view({-1}).select(0, i);
+  const double original = value.item<double>();
+  value.fill_(original + eps);
+  const double up = loss().item<double>();
+  value.fill_(original - eps);
+  const double down = loss().item<double>();
+  value.fill_(original);
+  return (up - down) / (2 * eps);
+}
+
+// Every S value and a few entries of A and B, for BERT (plain, and masked
+// with mask_update) and GPT-2's c_attn thirds, all in fp64.
+TEST(TuningGrad, GradientsMatchCentralFiniteDifferences) {
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool gpt2 = variant == 2;
+    auto config = model_config_parse(gpt2 ? gpt2_json() : bert_json(), "tiny/config.json");
+    std::unique_ptr<PretrainedModel> model;
+    if (gpt2)
+      model = std::make_unique<Gpt2Model>(config, at::kDouble, at::kCPU);
+    else
+      model = std::make_unique<EncoderModel>(config, true, at::kDouble, at::kCPU);
+    randomise(*model, 1);
+    const auto patterns = default_target_modules(config.family);
+    auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, patterns, 5, 2));
+    randomise_updates(*tuning, 3);
+    if (variant == 1) random_masks(*model, 4);
+    const auto input = tiny_input(*model);
+    at::manual_seed(5);
+    const auto weights = at::randn(model->forward(input).logits.sizes(), at::kDouble);
+    auto loss = [&] { return (model->forward(input).logits * weights).sum(); };
+    loss().backward();
+    int checked = 0;
+    for (auto* u : tuning->updates()) {
+      ASSERT_EQ(u->sparse_values.scalar_type(), at::kDouble);
+      for (auto* t : {&u->sparse_values, &u->lora_A, &u->lora_B}) {
+        const auto count = t == &u->sparse_values ? t->numel() : std::int64_t(3);
+        for (std::int64_t i = 0; i < count; ++i) {
+          const auto index = i * (t->numel() / count);
+          const double numeric = central_difference(*t, index, loss);
+          const double analytic = t->grad().view({-1})[index].item<double>();
+          EXPECT_NEAR(analytic, numeric, 1e-7 + 1e-6 * std::abs(numeric))
+              << u->matrix.prefix << " variant " << variant << " entry " << index;
+          ++checked;
+        }
+      }
     }
+    EXPECT_EQ(checked, int(tuning->updates().size()) * (5 + 6));
   }
 }
 
