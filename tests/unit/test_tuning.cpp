@@ -476,6 +476,14 @@ TEST(TuningAttach, UserErrorsNameTheProblem) {
 
   tuning_attach(*model, options, omega);
   EXPECT_TRUE(contains(error_of([&] { tuning_attach(*model, options, omega); }), "already has a tuning method"));
+
+  // lora takes an Ω with c = 0 (as `dsee omega --c 0` writes) and lists no sparse values.
+  auto lora_model = tiny_model(bert_json(), 1);
+  options = dsee_options();
+  options.method = TuningMethod::lora;
+  auto lora = tuning_attach(*lora_model, options, random_omega(*lora_model, {"query", "value"}, 0, 2));
+  EXPECT_EQ(lora->trainable_parameters().size(), 4u * 2 + 2);
+  for (auto* u : lora->updates()) EXPECT_EQ(u->omega.numel(), 0);
 }
 
 }  // namespace
