@@ -171,6 +171,26 @@ TEST(TuningForward, DropoutActsOnlyInTraining) {
   EXPECT_EQ(max_abs(q.forward(x), eval), 0.0);
 }
 
+// With a mask, mask_update and dropout in training the forward takes the
+// split form x·(W⊙M)ᵀ + b + drop(x)·(ΔW⊙M)ᵀ; at a dropout rate of 1e-12 (no
+// element dropped) it must equal the fused evaluation forward.
+TEST(TuningForward, MaskedSplitFormWithDropoutEqualsFusedForm) {
+  auto model = tiny_model(bert_json(), 1);
+  auto options = dsee_options();
+  options.dropout = 1e-12;
+  auto tuning = tuning_attach(*model, options, random_omega(*model, {"query", "value"}, 4, 2));
+  randomise_updates(*tuning, 3);
+  random_masks(*model, 4);
+  auto& q = model->linear("encoder.layer.0.attention.self.query");
+  const auto x = at::randn({3, 24});
+  const auto fused = q.forward(x);
+  tuning->set_training(true);
+  const auto split = q.forward(x);
+  EXPECT_LT(max_abs(split, fused), 1e-5);
+  const auto w = (q.weight.to(at::kDouble) + dense_delta(*tuning, q)) * q.mask.to(at::kDouble);
+  EXPECT_LT(max_abs(fused, at::linear(x.to(at::kDouble), w, q.bias.to(at::kDouble))), 2e-5);
+}
+
 TEST(TuningForward, Gpt2QvThirdsLeaveKeyRowsUnchanged) {
   auto model = tiny_model(gpt2_json(), 1);
   auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, {"c_attn:q", "c_attn:v"}, 6, 2));
