@@ -20,5 +20,7 @@ Command config_command(CLI::App& app);      // dsee config
 Command forward_command(CLI::App& app);     // dsee forward
 Command tokenize_command(CLI::App& app);    // dsee tokenize
 Command detokenize_command(CLI::App& app);  // dsee detokenize
+Command count_command(CLI::App& app);       // dsee count
+Command prune_command(CLI::App& app);       // dsee prune
 
 }  // namespace dsee

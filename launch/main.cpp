@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
       dsee::forward_command(app),
       dsee::tokenize_command(app),
       dsee::detokenize_command(app),
+      dsee::count_command(app),
+      dsee::prune_command(app),
   };
 
   try {
