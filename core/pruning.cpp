@@ -185,7 +185,7 @@ std::vector<at::Tensor> head_scores(PretrainedModel& model, ModelTuning* tuning)
   // Σ_j |X_ij| per row of a head-structured block → Σ per head of the layer.
   const auto add_rows = [&](std::int64_t layer, const at::Tensor& block) {
     const auto per_row = block.detach().abs().sum(1).to(at::kDouble).cpu();
-    scores[layer] += per_row.reshape({-1, scores[layer].size(0), head_dim}).sum({0, 2});
+    scores[layer] += per_row.reshape({-1, scores[layer].size(0), head_dim}).sum(at::IntArrayRef{0, 2});
   };
   if (tuning == nullptr) {
     for (auto& [module, linear] : model.linears()) {

@@ -226,7 +226,7 @@ void zero_head_contexts(PretrainedModel& model, const std::map<std::int64_t, std
   }
 }
 
-TEST(HeadPruning, PrunedModelEqualsZeroedHeadContextsForEveryFamily) {
+TEST(PrunePlanHeads, PrunedModelEqualsZeroedHeadContextsForEveryFamily) {
   for (const auto& json : {bert_json(), roberta_json(), gpt2_json()}) {
     auto pruned = tiny_model(json, 6);
     auto reference = tiny_model(json, 6);
