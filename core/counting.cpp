@@ -80,7 +80,8 @@ ModelCount model_count(PretrainedModel& model, std::int64_t seq_len) {
     const bool once_per_sequence =
         module == "pooler.dense" || module == "classifier" || module.rfind("classifier.", 0) == 0;
     LinearCount row{module, linear->out_features(), linear->in_features(), once_per_sequence ? 1 : seq_len, 0};
-    row.nonzero = on_meta(linear->weight) ? row.out * row.in : effective_weight(*linear).count_nonzero().item<std::int64_t>();
+    row.nonzero =
+        on_meta(linear->weight) ? row.out * row.in : effective_weight(*linear).count_nonzero().item<std::int64_t>();
     count.linears.push_back(row);
     projection_weights.push_back(&linear->weight);
     count.parameters += linear->weight.numel();

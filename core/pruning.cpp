@@ -9,8 +9,8 @@
 
 #include "core/adapted.h"
 #include "core/pretrained_model.h"
-#include "core/tuning.h"
 #include "core/shape_text.h"
+#include "core/tuning.h"
 #include "data/error.h"
 
 namespace dsee {
@@ -70,8 +70,7 @@ std::vector<ScoredBlock> pool_adapt_scored(PretrainedModel& model, ModelTuning* 
 }
 
 // Rows of `module` in [offset, offset + rows) overlap a block of `blocks`.
-bool overlaps(const std::vector<PoolBlock>& blocks, const std::string& module, std::int64_t offset,
-              std::int64_t rows) {
+bool overlaps(const std::vector<PoolBlock>& blocks, const std::string& module, std::int64_t offset, std::int64_t rows) {
   return std::any_of(blocks.begin(), blocks.end(), [&](const PoolBlock& b) {
     return b.module == module && b.row_offset < offset + rows && offset < b.row_offset + b.rows;
   });

@@ -52,7 +52,9 @@ Command count_command(CLI::App& app) {
   sub->add_option("--method", options->method, "Tuning method whose trainable parameters are counted")
       ->check(CLI::IsMember({"dsee", "lora", "full"}))
       ->capture_default_str();
-  sub->add_option("--rank", options->rank, "r of the low-rank update")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--rank", options->rank, "r of the low-rank update")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   sub->add_option("--c", options->c, "Non-zeros of S per adapted matrix (dsee)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
@@ -64,7 +66,8 @@ Command count_command(CLI::App& app) {
               const auto& schema = recipe_schema();
               const auto given = [&](const char* flag) { return sub->count(flag) > 0; };
               if (options->model.empty()) options->model = recipe.get_string("model.path");
-              if (!given("--method") && schema.find("tuning.method")) options->method = recipe.get_string("tuning.method");
+              if (!given("--method") && schema.find("tuning.method"))
+                options->method = recipe.get_string("tuning.method");
               if (!given("--rank") && schema.find("tuning.rank")) options->rank = recipe.get_int("tuning.rank");
               if (!given("--c") && schema.find("omega.c")) options->c = recipe.get_int("omega.c");
               if (!given("--target-modules") && schema.find("tuning.target_modules"))

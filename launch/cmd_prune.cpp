@@ -48,9 +48,8 @@ Command prune_command(CLI::App& app) {
   auto* plan_flag = sub->add_option("--plan", options->plan, "A run's masks.h5");
   auto* heads_flag = sub->add_option("--heads", options->heads, "Remove this many heads of every layer (by Σ|W|)")
                          ->check(CLI::NonNegativeNumber);
-  auto* rest_flag =
-      sub->add_option("--p-rest", options->p_rest, "Remove this fraction of the P_rest pool (by |W|)")
-          ->check(CLI::Range(0.0, 1.0));
+  auto* rest_flag = sub->add_option("--p-rest", options->p_rest, "Remove this fraction of the P_rest pool (by |W|)")
+                        ->check(CLI::Range(0.0, 1.0));
   plan_flag->excludes(heads_flag)->excludes(rest_flag);
   sub->add_option("--write-plan", options->write_plan, "Also write the plan that was applied (masks.h5)");
   return {sub, [options, sub] {

@@ -74,13 +74,13 @@ TEST(ModelCount, HeadPrunedTinyBertByHand) {
   plan.heads = {{0, {1, 3}}};
   prune_plan_apply(*model, plan);
   const auto count = model_count(*model, 5);
-  const std::int64_t layer0 = 3 * (2 * 12 * 24 * 5)  // query, key, value: [12, 24] on 5 tokens
-                              + 2 * 24 * 12 * 5       // attention.output.dense [24, 12]
-                              + 2 * 30 * 24 * 5       // intermediate.dense [30, 24]
-                              + 2 * 24 * 30 * 5       // output.dense [24, 30]
+  const std::int64_t layer0 = 3 * (2 * 12 * 24 * 5)       // query, key, value: [12, 24] on 5 tokens
+                              + 2 * 24 * 12 * 5           // attention.output.dense [24, 12]
+                              + 2 * 30 * 24 * 5           // intermediate.dense [30, 24]
+                              + 2 * 24 * 30 * 5           // output.dense [24, 30]
                               + 2 * (2 * 2 * 5 * 5 * 6);  // 2 heads: scores and context
-  const std::int64_t layer1 = 3 * (2 * 24 * 24 * 5) + 2 * 24 * 24 * 5 + 2 * 30 * 24 * 5 + 2 * 24 * 30 * 5 +
-                              4 * (2 * 2 * 5 * 5 * 6);
+  const std::int64_t layer1 =
+      3 * (2 * 24 * 24 * 5) + 2 * 24 * 24 * 5 + 2 * 30 * 24 * 5 + 2 * 24 * 30 * 5 + 4 * (2 * 2 * 5 * 5 * 6);
   const std::int64_t pooler_and_classifier = 2 * 24 * 24 + 2 * 2 * 24;
   EXPECT_EQ(layer0, 27120);
   EXPECT_EQ(layer1, 39840);

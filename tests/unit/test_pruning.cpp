@@ -307,8 +307,8 @@ TEST(StructuredPlan, ScoresFollowOriginalIdsAfterEarlierPruning) {
   const auto scores = weight_head_scores(*model, 0);  // positions 0..2 = original heads 1..3
   const auto lowest = std::min_element(scores.begin(), scores.end()) - scores.begin();
   EXPECT_EQ(plan.heads.at(0), (std::vector<std::int64_t>{lowest + 1}));
-  EXPECT_TRUE(contains(error_of([&] { structured_plan(*model, nullptr, 3); }),
-                       "cannot remove 3 heads from layer 0: it has 3"));
+  EXPECT_TRUE(
+      contains(error_of([&] { structured_plan(*model, nullptr, 3); }), "cannot remove 3 heads from layer 0: it has 3"));
 }
 
 }  // namespace
