@@ -25,6 +25,8 @@ std::vector<OmegaEntry> random_omega(PretrainedModel& model, std::int64_t c, std
 }
 
 // A trained-looking update: B and the S values random (B = 0 at attach).
+// s = 32 / 2 = 16 multiplies them; larger S values make the attention
+// scores so large that the 1e-6 comparisons below measure rounding alone.
 std::shared_ptr<ModelTuning> attach_trained(PretrainedModel& model, std::int64_t c, std::uint64_t seed) {
   TuningOptions options;
   options.rank = 2;
@@ -34,7 +36,7 @@ std::shared_ptr<ModelTuning> attach_trained(PretrainedModel& model, std::int64_t
   at::manual_seed(seed + 1);
   for (auto* u : tuning->updates()) {
     u->lora_B.copy_(at::randn(u->lora_B.sizes()) * 0.3);
-    u->sparse_values.copy_(at::randn(u->sparse_values.sizes()));
+    u->sparse_values.copy_(at::randn(u->sparse_values.sizes()) * 0.05);
   }
   return tuning;
 }
