@@ -272,7 +272,7 @@ def run_family(binary, family, work):
     out = dsee(binary, "count", "--model", folder, "--method", "dsee", "--rank", "4", "--c", "5")
     layers = model.config.num_hidden_layers
     check(f"{family} count: dsee trainable = lora + c per matrix",
-          count_field(out, "trainable") == lora + 2 * layers * 5, out)
+          count_field(out, "trainable") == lora + 2 * layers * 5, f"dsee {count_field(out, 'trainable')}, lora {lora}")
 
     # prune: heads and P_rest
     pruned_dir, plan_file = folder + "_pruned", os.path.join(work, family + "_masks.h5")
@@ -313,7 +313,8 @@ def run_family(binary, family, work):
     removed_flops = 2 * L * expected_zeros - sum(2 * (L - 1) * int((~m).sum()) for n, m in masks.items()
                                                   if n in ("pooler.dense", "classifier.dense"))
     check(f"{family} count pruned: non-zero FLOPs",
-          count_field(out, "FLOPs non-zero") == dense_flops(loaded) - removed_flops, out)
+          count_field(out, "FLOPs non-zero") == dense_flops(loaded) - removed_flops,
+          f"dsee {count_field(out, 'FLOPs non-zero')}, expected {dense_flops(loaded) - removed_flops}")
 
     # the written plan applied with --plan gives the same folder
     replay_dir = folder + "_replay"

@@ -3,7 +3,12 @@
 // the unpruned model with those heads' contexts zeroed.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <array>
+#include <cstdio>
+#include <filesystem>
 #include <set>
 
 #include "core/pruning.h"
@@ -309,6 +314,45 @@ TEST(StructuredPlan, ScoresFollowOriginalIdsAfterEarlierPruning) {
   EXPECT_EQ(plan.heads.at(0), (std::vector<std::int64_t>{lowest + 1}));
   EXPECT_TRUE(
       contains(error_of([&] { structured_plan(*model, nullptr, 3); }), "cannot remove 3 heads from layer 0: it has 3"));
+}
+
+}  // namespace
+}  // namespace dsee
+
+namespace dsee {
+namespace {
+
+std::string run_dsee(const std::string& arguments, int* exit_code) {
+  std::string command = std::string(DSEE_BINARY) + " " + arguments + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string output;
+  std::array<char, 4096> buffer{};
+  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return output;
+}
+
+TEST(PruneCommands, CountAndPruneOnATinyFolder) {
+  const auto dir = std::filesystem::temp_directory_path() / ("dsee-prune-cli-" + std::to_string(getpid()));
+  auto model = tiny_model(bert_json(), 12);
+  model_save(*model, dir / "model");
+  int code = 0;
+  // dsee r=4 c=3: 4 matrices 24×24 → 4·(4·48 + 3) = 780, plus the classifier 2·24 + 2 = 50.
+  auto out = run_dsee(fmt::format("count --model {} --rank 4 --c 3 --seq-len 5", (dir / "model").string()), &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_TRUE(contains(out, "trainable            830 ")) << out;
+  EXPECT_TRUE(contains(out, "FLOPs dense          ")) << out;
+  out = run_dsee(fmt::format("prune --model {} --out {}", (dir / "model").string(), (dir / "out").string()), &code);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_TRUE(contains(out, "give a plan")) << out;
+  out = run_dsee(fmt::format("prune --model {} --out {} --heads 1", (dir / "model").string(), (dir / "out").string()),
+                 &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_TRUE(contains(out, "layer   0: heads removed")) << out;
+  auto pruned = model_load(dir / "out");
+  EXPECT_EQ(pruned->config().pruned_heads, structured_plan(*model, nullptr, 1).heads);
+  std::system(fmt::format("rm -rf '{}'", dir.string()).c_str());  // Note [std::filesystem and libtorch]
 }
 
 }  // namespace
