@@ -1,7 +1,7 @@
 // Ω files on the HDF5 1.10 C API. Layout and validation rules: omega_file.h.
 //
 // HDF5 prints its own error stack to stderr on every failed call; an
-// ErrorPrintingOff guard silences it for the duration of a read or write, and
+// hdf5::Quiet guard (core/hdf5_io.h) silences it for the duration of a read or write, and
 // each failure becomes one dsee::Error that names the file and the dataset.
 //
 // Note [std::filesystem and libtorch]
@@ -14,7 +14,6 @@
 #include "core/omega_file.h"
 
 #include <ATen/ATen.h>
-#include <hdf5.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,42 +24,13 @@
 #include <set>
 #include <utility>
 
+#include "core/hdf5_io.h"
 #include "data/error.h"
 
 namespace dsee {
 namespace {
 
-// Owns one hid_t and closes it with the matching H5?close.
-class Handle {
- public:
-  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  ~Handle() {
-    if (id_ >= 0) close_(id_);
-  }
-  hid_t get() const { return id_; }
-  bool ok() const { return id_ >= 0; }
-
- private:
-  hid_t id_;
-  herr_t (*close_)(hid_t);
-};
-
-class ErrorPrintingOff {
- public:
-  ErrorPrintingOff() {
-    H5Eget_auto2(H5E_DEFAULT, &function_, &data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ErrorPrintingOff(const ErrorPrintingOff&) = delete;
-  ErrorPrintingOff& operator=(const ErrorPrintingOff&) = delete;
-  ~ErrorPrintingOff() { H5Eset_auto2(H5E_DEFAULT, function_, data_); }
-
- private:
-  H5E_auto2_t function_ = nullptr;
-  void* data_ = nullptr;
-};
+using hdf5::Handle;
 
 // Checks the indices of one entry; `where` names file and dataset.
 void check_indices(const at::Tensor& indices, std::int64_t rows, std::int64_t cols, const std::string& where) {
@@ -78,60 +48,9 @@ void check_indices(const at::Tensor& indices, std::int64_t rows, std::int64_t co
   }
 }
 
-void write_string_attribute(hid_t object, const char* name, const std::string& value, const std::string& where) {
-  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(type.get(), H5T_VARIABLE);
-  H5Tset_cset(type.get(), H5T_CSET_UTF8);
-  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  Handle attribute(H5Acreate2(object, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  const char* data = value.c_str();
-  DSEE_CHECK(attribute.ok() && H5Awrite(attribute.get(), type.get(), &data) >= 0, "{}: cannot write attribute '{}'",
-             where, name);
-}
-
-template <typename T>
-void write_number_attribute(hid_t object, const char* name, hid_t file_type, hid_t memory_type,
-                            const std::vector<T>& values, bool scalar, const std::string& where) {
-  const hsize_t dims[1] = {values.size()};
-  Handle space(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, nullptr), H5Sclose);
-  Handle attribute(H5Acreate2(object, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  DSEE_CHECK(attribute.ok() && H5Awrite(attribute.get(), memory_type, values.data()) >= 0,
-             "{}: cannot write attribute '{}'", where, name);
-}
-
-std::string read_string_attribute(hid_t object, const char* name) {
-  if (H5Aexists(object, name) <= 0) return "";
-  Handle attribute(H5Aopen(object, name, H5P_DEFAULT), H5Aclose);
-  Handle type(H5Aget_type(attribute.get()), H5Tclose);
-  if (H5Tget_class(type.get()) != H5T_STRING) return "";
-  if (H5Tis_variable_str(type.get()) > 0) {
-    char* data = nullptr;
-    if (H5Aread(attribute.get(), type.get(), &data) < 0 || data == nullptr) return "";
-    std::string value(data);
-    H5free_memory(data);
-    return value;
-  }
-  std::string value(H5Tget_size(type.get()), '\0');
-  if (H5Aread(attribute.get(), type.get(), value.data()) < 0) return "";
-  return value.substr(0, value.find('\0'));
-}
-
-template <typename T>
-T read_number_attribute(hid_t object, const char* name, hid_t memory_type, T fallback) {
-  if (H5Aexists(object, name) <= 0) return fallback;
-  Handle attribute(H5Aopen(object, name, H5P_DEFAULT), H5Aclose);
-  T value = fallback;
-  if (H5Aread(attribute.get(), memory_type, &value) < 0) return fallback;
-  return value;
-}
-
-herr_t collect_name(hid_t, const char* name, const H5L_info_t*, void* names) {
-  static_cast<std::vector<std::string>*>(names)->emplace_back(name);
-  return 0;
-}
-
+// `source` names the file or group in errors ("Ω file 'x'").
 OmegaEntry read_entry(hid_t file, const std::string& name, const std::string& source) {
-  const std::string where = fmt::format("Ω file '{}', dataset '{}'", source, name);
+  const std::string where = fmt::format("{}, dataset '{}'", source, name);
   Handle dataset(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
   DSEE_CHECK(dataset.ok(), "{}: not a dataset (rewrite the file with dsee omega)", where);
   Handle type(H5Dget_type(dataset.get()), H5Tclose);
@@ -168,60 +87,68 @@ OmegaEntry read_entry(hid_t file, const std::string& name, const std::string& so
   return entry;
 }
 
-}  // namespace
-
-void omega_write(const std::filesystem::path& path, const std::vector<OmegaEntry>& entries, const OmegaFileInfo& info) {
-  const std::string source = path.string();
+void check_entries(const std::vector<OmegaEntry>& entries, const std::string& source) {
   std::set<std::string> names;
   for (const OmegaEntry& entry : entries) {
-    const std::string where = fmt::format("Ω file '{}', dataset '{}'", source, entry.name);
+    const std::string where = fmt::format("{}, dataset '{}'", source, entry.name);
     DSEE_CHECK(!entry.name.empty() && entry.name != "." && entry.name.find('/') == std::string::npos,
                "{}: a dataset name must be non-empty and contain no '/'", where);
     DSEE_CHECK(names.insert(entry.name).second, "{}: the name appears twice", where);
     check_indices(entry.indices, entry.rows, entry.cols, where);
   }
+}
 
-  ErrorPrintingOff quiet;
-  const std::filesystem::path temporary = path.string() + fmt::format(".tmp-{}", ::getpid());
-  try {
-    {
-      Handle create_list(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
-      H5Pset_link_creation_order(create_list.get(), H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
-      Handle file(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, create_list.get(), H5P_DEFAULT), H5Fclose);
-      DSEE_CHECK(file.ok(), "Ω file '{}': cannot create '{}' (does the folder exist and is it writable?)", source,
-                 temporary.string());
-      const std::string file_where = fmt::format("Ω file '{}'", source);
-      write_string_attribute(file.get(), "method", info.method, file_where);
-      write_string_attribute(file.get(), "variant", info.variant, file_where);
-      write_number_attribute<std::uint64_t>(file.get(), "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, {info.seed}, true,
-                                            file_where);
-      write_number_attribute<std::int64_t>(file.get(), "c", H5T_STD_I64LE, H5T_NATIVE_INT64, {info.c}, true,
-                                           file_where);
-      for (const OmegaEntry& entry : entries) {
-        const std::string where = fmt::format("Ω file '{}', dataset '{}'", source, entry.name);
-        const at::Tensor indices = entry.indices.to(at::kCPU).contiguous();
-        const hsize_t dims[1] = {static_cast<hsize_t>(indices.numel())};
-        Handle space(H5Screate_simple(1, dims, nullptr), H5Sclose);
-        Handle dataset(H5Dcreate2(file.get(), entry.name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT,
-                                  H5P_DEFAULT),
-                       H5Dclose);
-        DSEE_CHECK(dataset.ok(), "{}: cannot create the dataset", where);
-        if (indices.numel() > 0)
-          DSEE_CHECK(H5Dwrite(dataset.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                              indices.data_ptr<std::int64_t>()) >= 0,
-                     "{}: cannot write the indices", where);
-        write_number_attribute<std::int64_t>(dataset.get(), "shape", H5T_STD_I64LE, H5T_NATIVE_INT64,
-                                             {entry.rows, entry.cols}, false, where);
-      }
-      DSEE_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL) >= 0, "Ω file '{}': cannot flush '{}'", source,
-                 temporary.string());
-    }
-    DSEE_CHECK(::rename(temporary.c_str(), path.c_str()) == 0, "Ω file '{}': cannot move '{}' into place: {}", source,
-               temporary.string(), std::strerror(errno));
-  } catch (...) {
-    ::unlink(temporary.c_str());
-    throw;
+// Attributes and datasets into `location`; `fletcher32` checksums each dataset (checkpoints).
+void write_entries(hid_t location, const std::vector<OmegaEntry>& entries, const OmegaFileInfo& info,
+                   const std::string& source, bool fletcher32) {
+  hdf5::write_string_attribute(location, "method", info.method, source);
+  hdf5::write_string_attribute(location, "variant", info.variant, source);
+  hdf5::write_uint64_attribute(location, "seed", info.seed, source);
+  hdf5::write_int64_attribute(location, "c", {info.c}, true, source);
+  for (const OmegaEntry& entry : entries) {
+    const std::string where = fmt::format("{}, dataset '{}'", source, entry.name);
+    const at::Tensor indices = entry.indices.to(at::kCPU).contiguous();
+    Handle dataset(hdf5::write_dataset(location, entry.name, H5T_STD_I64LE, H5T_NATIVE_INT64,
+                                       {static_cast<hsize_t>(indices.numel())}, indices.data_ptr<std::int64_t>(),
+                                       fletcher32, where),
+                   H5Dclose);
+    hdf5::write_int64_attribute(dataset.get(), "shape", {entry.rows, entry.cols}, false, where);
   }
+}
+
+std::vector<OmegaEntry> read_entries(hid_t location, const std::string& source, OmegaFileInfo* info) {
+  const std::vector<std::string> names = hdf5::children(location, source);
+  if (info != nullptr) {
+    info->method = hdf5::read_string_attribute(location, "method");
+    info->variant = hdf5::read_string_attribute(location, "variant");
+    info->seed = H5Aexists(location, "seed") > 0 ? hdf5::read_uint64_attribute(location, "seed", source) : 0;
+    const auto c = H5Aexists(location, "c") > 0 ? hdf5::read_int64_attribute(location, "c", source)
+                                                : std::vector<std::int64_t>{-1};
+    info->c = c.size() == 1 ? c[0] : -1;
+  }
+  std::vector<OmegaEntry> entries;
+  for (const std::string& name : names) entries.push_back(read_entry(location, name, source));
+  return entries;
+}
+
+}  // namespace
+
+void omega_write(const std::filesystem::path& path, const std::vector<OmegaEntry>& entries, const OmegaFileInfo& info) {
+  const std::string source = fmt::format("Ω file '{}'", path.string());
+  check_entries(entries, source);
+  hdf5::write_file_atomically(path, "Ω file", [&](hid_t file) { write_entries(file, entries, info, source, false); });
+}
+
+void omega_write_group(std::int64_t location, const std::vector<OmegaEntry>& entries, const OmegaFileInfo& info,
+                       const std::string& where) {
+  check_entries(entries, where);
+  hdf5::Quiet quiet;
+  write_entries(static_cast<hid_t>(location), entries, info, where, true);
+}
+
+std::vector<OmegaEntry> omega_read_group(std::int64_t location, const std::string& where, OmegaFileInfo* info) {
+  hdf5::Quiet quiet;
+  return read_entries(static_cast<hid_t>(location), where, info);
 }
 
 std::vector<OmegaEntry> omega_read(const std::filesystem::path& path, OmegaFileInfo* info) {
@@ -229,30 +156,12 @@ std::vector<OmegaEntry> omega_read(const std::filesystem::path& path, OmegaFileI
   struct stat status {};
   DSEE_CHECK(::stat(source.c_str(), &status) == 0 && S_ISREG(status.st_mode),
              "Ω file '{}' does not exist (write it with dsee omega)", source);
-  ErrorPrintingOff quiet;
+  hdf5::Quiet quiet;
   DSEE_CHECK(H5Fis_hdf5(source.c_str()) > 0, "Ω file '{}' is not an HDF5 file", source);
   Handle file(H5Fopen(source.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   DSEE_CHECK(file.ok(), "Ω file '{}': cannot open it", source);
-
   // Files written by dsee track creation order; others (h5py by default) are read in name order.
-  Handle root(H5Gopen2(file.get(), "/", H5P_DEFAULT), H5Gclose);
-  Handle create_list(H5Gget_create_plist(root.get()), H5Pclose);
-  unsigned order_flags = 0;
-  H5Pget_link_creation_order(create_list.get(), &order_flags);
-  const H5_index_t index = (order_flags & H5P_CRT_ORDER_INDEXED) ? H5_INDEX_CRT_ORDER : H5_INDEX_NAME;
-  std::vector<std::string> names;
-  DSEE_CHECK(H5Literate(file.get(), index, H5_ITER_INC, nullptr, collect_name, &names) >= 0,
-             "Ω file '{}': cannot list its datasets", source);
-
-  if (info != nullptr) {
-    info->method = read_string_attribute(file.get(), "method");
-    info->variant = read_string_attribute(file.get(), "variant");
-    info->seed = read_number_attribute<std::uint64_t>(file.get(), "seed", H5T_NATIVE_UINT64, 0);
-    info->c = read_number_attribute<std::int64_t>(file.get(), "c", H5T_NATIVE_INT64, -1);
-  }
-  std::vector<OmegaEntry> entries;
-  for (const std::string& name : names) entries.push_back(read_entry(file.get(), name, source));
-  return entries;
+  return read_entries(file.get(), fmt::format("Ω file '{}'", source), info);
 }
 
 std::vector<OmegaEntry> omega_read(const std::filesystem::path& path, const std::vector<OmegaExpected>& expected,

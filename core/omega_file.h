@@ -34,6 +34,14 @@ void omega_write(const std::filesystem::path& path, const std::vector<OmegaEntry
 // Every dataset of the file, in the order written.
 std::vector<OmegaEntry> omega_read(const std::filesystem::path& path, OmegaFileInfo* info = nullptr);
 
+// The same datasets and attributes inside an open HDF5 file or group
+// `location` (an hid_t), for checkpoints; datasets there carry Fletcher-32.
+// `where` names the file and group in errors ("checkpoint 'x', group 'omega'").
+void omega_write_group(std::int64_t location, const std::vector<OmegaEntry>& entries, const OmegaFileInfo& info,
+                       const std::string& where);
+std::vector<OmegaEntry> omega_read_group(std::int64_t location, const std::string& where,
+                                         OmegaFileInfo* info = nullptr);
+
 struct OmegaExpected {
   std::string name;
   std::int64_t rows = 0, cols = 0;

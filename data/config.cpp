@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <toml++/toml.h>
 
@@ -321,6 +322,41 @@ std::string Config::to_toml() const {
     out += fmt::format("{} = {}\n", key, toml_value(value));
   }
   return out;
+}
+
+std::vector<std::string> config_differences(const std::string& toml_a, const std::string& toml_b,
+                                            const std::string& source_a, const std::string& source_b) {
+  // Leaves keyed by dotted name, each printed as TOML, so 1 and 1.0 or "a" and 'a' compare by value as written.
+  const auto leaves = [](const std::string& text, const std::string& source) {
+    toml::table table;
+    try {
+      table = toml::parse(text, source);
+    } catch (const toml::parse_error& e) {
+      DSEE_CHECK(false, "{}: not valid TOML: {}", source, e.description());
+    }
+    std::vector<std::pair<std::string, const toml::node*>> flat;
+    flatten(table, "", flat);
+    std::map<std::string, std::string> printed;
+    for (const auto& [name, node] : flat) {
+      std::ostringstream out;
+      node->visit([&](const auto& value) { out << value; });
+      printed[name] = out.str();
+    }
+    return printed;
+  };
+  const auto a = leaves(toml_a, source_a), b = leaves(toml_b, source_b);
+  std::set<std::string> names;
+  for (const auto& [name, value] : a) names.insert(name);
+  for (const auto& [name, value] : b) names.insert(name);
+  std::vector<std::string> differences;
+  for (const std::string& name : names) {
+    const auto in_a = a.find(name), in_b = b.find(name);
+    const std::string value_a = in_a == a.end() ? "<absent>" : in_a->second;
+    const std::string value_b = in_b == b.end() ? "<absent>" : in_b->second;
+    if (in_a == a.end() || in_b == b.end() || value_a != value_b)
+      differences.push_back(fmt::format("{}: {} → {}", name, value_a, value_b));
+  }
+  return differences;
 }
 
 }  // namespace dsee

@@ -78,4 +78,11 @@ class Config {
   std::map<std::string, ConfigValue> values_;
 };
 
+// Dotted keys whose values differ between two TOML documents (resolved
+// configurations), sorted, each as "key: A → B" with values in TOML syntax
+// and "<absent>" for a side that lacks the key. Throws dsee::Error naming
+// `source_a` / `source_b` when a text does not parse.
+std::vector<std::string> config_differences(const std::string& toml_a, const std::string& toml_b,
+                                            const std::string& source_a = "<a>", const std::string& source_b = "<b>");
+
 }  // namespace dsee

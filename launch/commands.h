@@ -22,5 +22,7 @@ Command tokenize_command(CLI::App& app);    // dsee tokenize
 Command detokenize_command(CLI::App& app);  // dsee detokenize
 Command sweep_command(CLI::App& app);       // dsee sweep
 Command report_command(CLI::App& app);      // dsee report
+Command count_command(CLI::App& app);       // dsee count
+Command prune_command(CLI::App& app);       // dsee prune
 
 }  // namespace dsee

@@ -42,6 +42,8 @@ int main(int argc, char** argv) {
       dsee::detokenize_command(app),
       dsee::sweep_command(app),
       dsee::report_command(app),
+      dsee::count_command(app),
+      dsee::prune_command(app),
   };
 
   try {

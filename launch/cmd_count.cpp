@@ -1,0 +1,111 @@
+// dsee count: the numbers of spec §5 for a model folder and a tuning
+// configuration — parameters (total and non-zero, as deployed), trainable
+// parameters of dsee / lora / full, inference FLOPs (dense and non-zero) at
+// one sequence length. The definitions are in core/counting.h.
+//
+// With --recipe the model folder (model.path) and, where the recipe schema
+// has them, the tuning keys (tuning.method, tuning.rank,
+// tuning.target_modules, omega.c) come from the recipe; a flag given on the
+// command line wins.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <iostream>
+
+#include "core/counting.h"
+#include "core/pretrained_model.h"
+#include "data/config.h"
+#include "data/error.h"
+#include "launch/commands.h"
+#include "recipes/recipe_schema.h"
+
+namespace dsee {
+namespace {
+
+// 591746 → "591,746".
+std::string grouped(std::int64_t n) {
+  auto digits = std::to_string(n < 0 ? -n : n);
+  for (auto i = std::int64_t(digits.size()) - 3; i > 0; i -= 3) digits.insert(std::size_t(i), ",");
+  return n < 0 ? "-" + digits : digits;
+}
+
+std::string percent(std::int64_t part, std::int64_t whole) {
+  return whole == 0 ? "-" : fmt::format("{:.2f}%", 100.0 * double(part) / double(whole));
+}
+
+}  // namespace
+
+Command count_command(CLI::App& app) {
+  struct Options {
+    std::string model, recipe, method = "dsee";
+    std::int64_t seq_len = 128, rank = 16, c = 16;
+    std::vector<std::string> targets;
+    bool per_linear = false;
+  };
+  auto options = std::make_shared<Options>();
+  auto* sub = app.add_subcommand("count", "Count parameters (total, non-zero, trainable) and inference FLOPs");
+  sub->add_option("--model", options->model, "Model folder (config.json + model.safetensors)");
+  sub->add_option("--recipe", options->recipe, "Recipe (TOML): model.path and tuning keys when the schema has them");
+  sub->add_option("--seq-len", options->seq_len, "Sequence length L of the FLOP count")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--method", options->method, "Tuning method whose trainable parameters are counted")
+      ->check(CLI::IsMember({"dsee", "lora", "full"}))
+      ->capture_default_str();
+  sub->add_option("--rank", options->rank, "r of the low-rank update")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--c", options->c, "Non-zeros of S per adapted matrix (dsee)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_option("--target-modules", options->targets, "Adapted projections (default: query, value / c_attn:q, :v)");
+  sub->add_flag("--per-linear", options->per_linear, "Also print every projection's shape, non-zeros and FLOPs");
+  return {sub, [options, sub] {
+            if (!options->recipe.empty()) {
+              const Config recipe = Config::load(recipe_schema(), options->recipe);
+              const auto& schema = recipe_schema();
+              const auto given = [&](const char* flag) { return sub->count(flag) > 0; };
+              if (options->model.empty()) options->model = recipe.get_string("model.path");
+              if (!given("--method") && schema.find("tuning.method"))
+                options->method = recipe.get_string("tuning.method");
+              if (!given("--rank") && schema.find("tuning.rank")) options->rank = recipe.get_int("tuning.rank");
+              if (!given("--c") && schema.find("omega.c")) options->c = recipe.get_int("omega.c");
+              if (!given("--target-modules") && schema.find("tuning.target_modules"))
+                options->targets = recipe.get_strings("tuning.target_modules");
+            }
+            DSEE_CHECK(!options->model.empty(), "dsee count: give --model DIR (or a --recipe with model.path)");
+            auto model = model_load(options->model);
+            const auto& config = model->config();
+
+            TuningOptions tuning;
+            tuning.method = tuning_method_from_name(options->method);
+            tuning.rank = options->rank;
+            tuning.target_modules = options->targets;
+            const auto c = tuning.method == TuningMethod::dsee ? options->c : 0;
+            const auto trainable = trainable_parameter_count(*model, tuning, c);
+            const auto count = model_count(*model, options->seq_len);
+
+            std::string method = options->method;
+            if (tuning.method != TuningMethod::full) method += fmt::format(" r={}", tuning.rank);
+            if (tuning.method == TuningMethod::dsee) method += fmt::format(" c={}", c);
+            const auto L = options->seq_len;
+            fmt::print("model                {} ({}, {} layers, heads per layer {})\n", options->model,
+                       model_family_name(config.family), config.num_layers, fmt::join(count.heads_per_layer, " "));
+            fmt::print("parameters total     {}\n", grouped(count.parameters));
+            fmt::print("parameters non-zero  {} ({})\n", grouped(count.nonzero_parameters),
+                       percent(count.nonzero_parameters, count.parameters));
+            fmt::print("trainable            {} ({} of total; {})\n", grouped(trainable),
+                       percent(trainable, count.parameters), method);
+            fmt::print("FLOPs dense          {} (L={}; attention {})\n", grouped(count.flops_dense), L,
+                       grouped(count.attention_flops));
+            fmt::print("FLOPs non-zero       {} (L={}; {} of dense)\n", grouped(count.flops_nonzero), L,
+                       percent(count.flops_nonzero, count.flops_dense));
+            if (options->per_linear)
+              for (const auto& row : count.linears)
+                fmt::print("  {:<45} [{}, {}] x{} tokens  non-zero {}  FLOPs {}\n", row.module, row.out, row.in,
+                           row.tokens, grouped(row.nonzero), grouped(2 * row.out * row.in * row.tokens));
+            return 0;
+          }};
+}
+
+}  // namespace dsee
