@@ -20,5 +20,6 @@ Command config_command(CLI::App& app);      // dsee config
 Command forward_command(CLI::App& app);     // dsee forward
 Command tokenize_command(CLI::App& app);    // dsee tokenize
 Command detokenize_command(CLI::App& app);  // dsee detokenize
+Command omega_command(CLI::App& app);       // dsee omega
 
 }  // namespace dsee
