@@ -6,7 +6,9 @@
 // W (core/omega.h, omega_stability) and prints it as a table on stdout.
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <memory>

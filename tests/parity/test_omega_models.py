@@ -45,8 +45,9 @@ C = 16
 failures = []
 
 
-def check(ok, message):
-    print(("ok   " if ok else "FAIL ") + message)
+def check(ok, message, quiet=False):
+    if not ok or not quiet:
+        print(("ok   " if ok else "FAIL ") + message)
     if not ok:
         failures.append(message)
 
@@ -101,16 +102,16 @@ def read_file(path, matrices, method, variant, seed=SEED):
     omega = {}
     with h5py.File(path, "r") as h:
         names = {name for name, _ in matrices}
-        check(set(h.keys()) == names, f"h5py: dataset names {sorted(h.keys())} == {sorted(names)}")
+        check(set(h.keys()) == names, f"h5py: dataset names {sorted(h.keys())} == {sorted(names)}", quiet=True)
         check(h.attrs["method"] == method and h.attrs["variant"] == variant and int(h.attrs["c"]) == C
-              and int(h.attrs["seed"]) == seed, f"h5py: file attributes {dict(h.attrs)}")
+              and int(h.attrs["seed"]) == seed, f"h5py: file attributes {dict(h.attrs)}", quiet=True)
         for name, W in matrices:
             if name not in h:
                 continue
             d = h[name]
             ok = d.dtype == np.int64 and d.shape == (C,) and list(d.attrs["shape"]) == list(W.shape)
             check(ok, f"h5py: {name} int64 [{C}] with shape attribute {list(W.shape)} "
-                      f"(got {d.dtype} {d.shape} {list(d.attrs['shape'])})")
+                      f"(got {d.dtype} {d.shape} {list(d.attrs['shape'])})", quiet=True)
             omega[name] = d[:].tolist()
     return omega
 
@@ -141,6 +142,7 @@ def compare(label, model_dir, folder, matrices, method, outer=100, extra=()):
             same = same and dsee_nonzeros.get(name) == want_nonzeros[name]
             detail += f"; nnz(S) dsee {dsee_nonzeros.get(name)} python {want_nonzeros[name]}"
         check(same, f"{label}: {name} {tuple(W.shape)} identical Ω{detail}")
+    check(True, f"{label}: h5py read {os.path.basename(out)}: names, int64 [{C}], shape attributes, file attributes")
     return want, want_nonzeros
 
 
