@@ -182,8 +182,10 @@ def main():
             matrices = model_matrices(set_name, args.reference_matrices)
             workers = [1, 2] if set_name in args.workers_sets.split(",") else [1]
             reference = timing_rows(args.driver, set_name, matrices, "reference", args.skip_python, workers)
-            say(f"- tolerance vs reference Ω overlap ({len(matrices)} matrices): "
-                f"{summary(overlap({n: tolerance[n] for n, _ in matrices}, reference))}")
+            common = [n for n, _ in matrices if n in tolerance]
+            if common:
+                say(f"- tolerance vs reference Ω overlap ({len(common)} matrices): "
+                    f"{summary(overlap({n: tolerance[n] for n in common}, reference))}")
 
     if args.stability_matrices:
         matrices = model_matrices("bert-base", args.stability_matrices)

@@ -18,21 +18,21 @@
 #include "core/adapted.h"
 #include "core/omega.h"
 #include "core/omega_file.h"
-#include "tests/unit/error_of.h"
-#include "tests/unit/tiny_models.h"
+#include "error_of.h"
+#include "tiny_models.h"
 
 namespace dsee {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Run {
+struct CommandResult {
   int exit_code;
   std::string stdout_text;  // the --stability table
   std::string output;       // stdout then stderr
 };
 
-Run run_dsee(const std::string& arguments, const fs::path& stderr_file) {
+CommandResult run_dsee(const std::string& arguments, const fs::path& stderr_file) {
   const std::string command = std::string(DSEE_BINARY) + " " + arguments + " 2>" + stderr_file.string();
   FILE* pipe = popen(command.c_str(), "r");
   EXPECT_NE(pipe, nullptr);
@@ -82,7 +82,7 @@ class OmegaCommand : public ::testing::Test {
     model_save(*model, dir_ / "model");
     return model;
   }
-  Run run(const std::string& arguments) { return run_dsee(arguments, dir_ / "stderr.txt"); }
+  CommandResult run(const std::string& arguments) { return run_dsee(arguments, dir_ / "stderr.txt"); }
   std::string model_arg() const { return "--model " + (dir_ / "model").string(); }
   fs::path dir_;
 };
@@ -110,7 +110,7 @@ void expect_same(const std::vector<OmegaEntry>& got, const std::vector<OmegaEntr
 TEST_F(OmegaCommand, BertGrebsmoFileEqualsOmegaSelectInOrderWithInfo) {
   auto model = save_model(bert_json());
   const fs::path out = dir_ / "omega.h5";
-  const Run r = run(fmt::format("omega {} --out {} --c 5 --seed 3 --outer 2 --threads 1", model_arg(), out.string()));
+  const CommandResult r = run(fmt::format("omega {} --out {} --c 5 --seed 3 --outer 2 --threads 1", model_arg(), out.string()));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   OmegaFileInfo info;
   const auto got = omega_read(out, &info);
@@ -137,7 +137,7 @@ TEST_F(OmegaCommand, Gpt2TargetModulesSelectThirdsAndMethodsMatch) {
   auto model = save_model(gpt2_json());
   const fs::path out = dir_ / "omega.h5";
   for (const std::string method : {"magnitude", "random"}) {
-    const Run r = run(fmt::format("omega {} --out {} --c 7 --seed 5 --method {} --target-modules c_attn:v,c_attn:k",
+    const CommandResult r = run(fmt::format("omega {} --out {} --c 7 --seed 5 --method {} --target-modules c_attn:v,c_attn:k",
                                   model_arg(), out.string(), method));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     OmegaOptions options;
@@ -173,7 +173,7 @@ TEST_F(OmegaCommand, WorkersDoNotChangeTheFileAndToleranceVariantIsRecorded) {
 TEST_F(OmegaCommand, StabilityPrintsATableWithATotal) {
   auto model = save_model(bert_json());
   const fs::path out = dir_ / "omega.h5";
-  const Run r = run(fmt::format("omega {} --out {} --method magnitude --c 4 --stability", model_arg(), out.string()));
+  const CommandResult r = run(fmt::format("omega {} --out {} --method magnitude --c 4 --stability", model_arg(), out.string()));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   OmegaOptions options;
   options.method = OmegaMethod::magnitude;
@@ -194,7 +194,7 @@ TEST_F(OmegaCommand, StabilityPrintsATableWithATotal) {
 TEST_F(OmegaCommand, UserErrorsExitOneWithAClearMessage) {
   save_model(bert_json());
   const std::string out = "--out " + (dir_ / "omega.h5").string();
-  Run r = run(fmt::format("omega --model {} {}", (dir_ / "missing").string(), out));
+  CommandResult r = run(fmt::format("omega --model {} {}", (dir_ / "missing").string(), out));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "missing: no such folder"));
   r = run(fmt::format("omega {} {} --method fast", model_arg(), out));
