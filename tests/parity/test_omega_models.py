@@ -14,7 +14,7 @@ Cases per family:
   grebsmo reference, 100 outer steps  the spec's loop as written; on these
       64×64 matrices the rank reaches 64, S = 0 and Ω is the tie-break
   grebsmo reference, 6 outer steps    rank 26 < 64: S keeps many entries and Ω
-      depends on every rounding of the loop (with 1 and 2 workers)
+      depends on every rounding of the loop (BERT: also with 2 workers)
   magnitude, random                   orientation (out×in) and the RNG order
   control                             another seed gives another Ω
 
@@ -117,13 +117,17 @@ def read_file(path, matrices, method, variant, seed=SEED):
 
 
 def python_omega(matrices, method, outer, seed=SEED):
+    if method != "grebsmo":
+        return ref.omega_for_matrices(matrices, C, seed, method), {}
+    # omega_for_matrices' loop, keeping S to count its non-zeros as well.
     saved, ref.OUTER = ref.OUTER, outer
     try:
-        omega = ref.omega_for_matrices(matrices, C, seed, method)
-        nonzeros = {}
-        if method == "grebsmo":
-            g = torch.Generator().manual_seed(seed)
-            nonzeros = {name: int((ref.grebsmo_reference(W, g) != 0).sum()) for name, W in matrices}
+        gen = torch.Generator().manual_seed(seed)
+        omega, nonzeros = {}, {}
+        for name, W in matrices:
+            S = ref.grebsmo_reference(W, gen)
+            omega[name] = ref.top_c(S.abs(), C)
+            nonzeros[name] = int((S != 0).sum())
     finally:
         ref.OUTER = saved
     return omega, nonzeros
@@ -155,8 +159,9 @@ def family_cases(family):
         check(all(v == 0 for v in nz.values()), f"{family}: at full rank S is empty (Ω is the tie-break)")
         six, nz = compare(f"{family} grebsmo reference, 6 outer", model_dir, folder, matrices, "grebsmo", outer=6)
         check(all(v > C for v in nz.values()), f"{family}: after 6 outer steps S has more than c non-zeros: {nz}")
-        compare(f"{family} grebsmo reference, 6 outer, 2 workers", model_dir, folder, matrices, "grebsmo", outer=6,
-                extra=["--workers", "2"])
+        if family == "bert":  # worker invariance (also in the unit tests and test_omega.py), once
+            compare(f"{family} grebsmo reference, 6 outer, 2 workers", model_dir, folder, matrices, "grebsmo",
+                    outer=6, extra=["--workers", "2"])
         compare(f"{family} magnitude", model_dir, folder, matrices, "magnitude")
         compare(f"{family} random", model_dir, folder, matrices, "random")
         # The comparison can fail: another seed changes Ω.
