@@ -18,9 +18,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <exception>
 #include <iterator>
 #include <limits>
+#include <mutex>
 #include <thread>
 
 #include "data/error.h"
@@ -121,11 +123,18 @@ std::vector<OmegaEntry> omega_select(const std::vector<NamedMatrix>& matrices, c
   std::vector<OmegaEntry> entries(tasks.size());
   std::vector<std::exception_ptr> errors(tasks.size());
   std::atomic<std::size_t> next{0};
+  std::mutex report;
   auto work = [&] {
     at::set_num_threads(options.threads);
     for (std::size_t i = next++; i < tasks.size(); i = next++) {
       try {
+        const auto start = std::chrono::steady_clock::now();
         entries[i] = omega_of(tasks[i], options);
+        if (options.on_matrix) {
+          const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          const std::lock_guard<std::mutex> lock(report);
+          options.on_matrix(i, entries[i], seconds);
+        }
       } catch (...) {
         errors[i] = std::current_exception();
       }
@@ -142,6 +151,13 @@ std::vector<OmegaEntry> omega_select(const std::vector<NamedMatrix>& matrices, c
 
 std::vector<OmegaStability> omega_stability(const std::vector<NamedMatrix>& matrices, const OmegaOptions& options,
                                             std::uint64_t noise_seed) {
+  return omega_stability(matrices, options, omega_select(matrices, options), noise_seed);
+}
+
+std::vector<OmegaStability> omega_stability(const std::vector<NamedMatrix>& matrices, const OmegaOptions& options,
+                                            const std::vector<OmegaEntry>& base, std::uint64_t noise_seed) {
+  DSEE_CHECK(base.size() == matrices.size(), "Ω stability: {} base entries for {} matrices", base.size(),
+             matrices.size());
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(noise_seed);
   generator.set_current_seed(noise_seed);
   const at::ScalarType dtype = options.grebsmo.dtype;
@@ -155,7 +171,6 @@ std::vector<OmegaStability> omega_stability(const std::vector<NamedMatrix>& matr
     const at::Tensor infinity = at::full({}, std::numeric_limits<double>::infinity(), w.options());
     perturbed.push_back({matrix.name, at::nextafter(w, at::where(up, infinity, -infinity))});
   }
-  const std::vector<OmegaEntry> base = omega_select(matrices, options);
   const std::vector<OmegaEntry> moved = omega_select(perturbed, options);
   std::vector<OmegaStability> out;
   for (std::size_t i = 0; i < base.size(); ++i) {

@@ -19,6 +19,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,8 @@ enum class OmegaMethod { grebsmo, magnitude, random };
 OmegaMethod omega_method_from_name(const std::string& name);
 const char* omega_method_name(OmegaMethod method);
 
+struct OmegaEntry;
+
 struct OmegaOptions {
   OmegaMethod method = OmegaMethod::grebsmo;
   std::int64_t c = 16;     // indices per matrix
@@ -39,6 +42,10 @@ struct OmegaOptions {
   GrebsmoOptions grebsmo;  // variant and its settings (method grebsmo)
   int workers = 1;         // matrices computed concurrently
   int threads = 1;         // ATen intra-op threads per worker; results depend on it
+  // Optional progress report, called once per finished matrix with its
+  // position in the input, its entry and the seconds it took; calls come from
+  // the worker threads but never two at once. Does not change the result.
+  std::function<void(std::size_t index, const OmegaEntry& entry, double seconds)> on_matrix;
 };
 
 struct NamedMatrix {
@@ -73,5 +80,10 @@ struct OmegaStability {
 // otherwise; how many of the c indices survive.
 std::vector<OmegaStability> omega_stability(const std::vector<NamedMatrix>& matrices, const OmegaOptions& options,
                                             std::uint64_t noise_seed = 1);
+
+// The same, given `base` = omega_select(matrices, options) already computed
+// (dsee omega writes it and then checks it): only the perturbed Ω is computed.
+std::vector<OmegaStability> omega_stability(const std::vector<NamedMatrix>& matrices, const OmegaOptions& options,
+                                            const std::vector<OmegaEntry>& base, std::uint64_t noise_seed = 1);
 
 }  // namespace dsee

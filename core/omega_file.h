@@ -1,5 +1,6 @@
 // Ω files (HDF5): one int64 dataset per adapted matrix, named by its HF
-// parameter name ("bert.encoder.layer.0.attention.self.query.weight",
+// parameter name without the family prefix, as core/adapted.h names it
+// ("encoder.layer.0.attention.self.query.weight",
 // "h.0.attn.c_attn.weight:q"), holding the c flat indices (row-major in the
 // out×in orientation, ascending), with an int64 attribute "shape" = [out, in].
 // Datasets keep the order they were written in (link creation order). File

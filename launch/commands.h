@@ -24,5 +24,6 @@ Command sweep_command(CLI::App& app);       // dsee sweep
 Command report_command(CLI::App& app);      // dsee report
 Command count_command(CLI::App& app);       // dsee count
 Command prune_command(CLI::App& app);       // dsee prune
+Command omega_command(CLI::App& app);       // dsee omega
 
 }  // namespace dsee

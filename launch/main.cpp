@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
       dsee::report_command(app),
       dsee::count_command(app),
       dsee::prune_command(app),
+      dsee::omega_command(app),
   };
 
   try {

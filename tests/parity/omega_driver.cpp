@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
 
     nlohmann::json result = {{"seconds", seconds}, {"matrices", nlohmann::json::array()}};
     std::vector<dsee::OmegaStability> kept;
-    if (stability) kept = dsee::omega_stability(matrices, options);
+    if (stability) kept = dsee::omega_stability(matrices, options, entries);
     for (std::size_t i = 0; i < entries.size(); ++i) {
       nlohmann::json item = {{"name", entries[i].name}, {"sparse_nonzeros", entries[i].sparse_nonzeros}};
       if (stability) item["kept"] = kept[i].kept;
