@@ -63,6 +63,7 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <fmt/ranges.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -467,8 +468,7 @@ void write_checkpoint_file(hid_t file, const CheckpointState& state, const std::
     }
     std::vector<NamedTensor> cuda;
     for (std::size_t i = 0; i < state.rng_cuda.size(); ++i) cuda.push_back({std::to_string(i), state.rng_cuda[i]});
-    Handle rng_location(H5Gopen2(file, "rng", H5P_DEFAULT), H5Gclose);
-    write_tensors(rng_location.get(), "cuda", cuda, source + ", group 'rng'");
+    write_tensors(rng.get(), "cuda", cuda, source + ", group 'rng'");
   }
   {
     Handle omega(hdf5::create_group(file, "omega", source), H5Gclose);

@@ -121,7 +121,9 @@ herr_t collect_name(hid_t, const char* name, const H5L_info_t*, void* names) {
 }  // namespace
 
 std::vector<std::string> children(hid_t group, const std::string& where) {
-  Handle create_list(H5Gget_create_plist(group), H5Pclose);
+  // A file id is also accepted as its root group; its creation list is the root group's.
+  Handle self(H5Gopen2(group, ".", H5P_DEFAULT), H5Gclose);
+  Handle create_list(self.ok() ? H5Gget_create_plist(self.get()) : -1, H5Pclose);
   unsigned order_flags = 0;
   if (create_list.ok()) H5Pget_link_creation_order(create_list.get(), &order_flags);
   const H5_index_t index = (order_flags & H5P_CRT_ORDER_INDEXED) ? H5_INDEX_CRT_ORDER : H5_INDEX_NAME;

@@ -339,7 +339,8 @@ std::vector<std::string> config_differences(const std::string& toml_a, const std
     std::map<std::string, std::string> printed;
     for (const auto& [name, node] : flat) {
       std::ostringstream out;
-      node->visit([&](const auto& value) { out << value; });
+      if (const auto* number = node->as_floating_point()) out << fmt::format("{}", number->get());  // shortest form
+      else node->visit([&](const auto& value) { out << value; });
       printed[name] = out.str();
     }
     return printed;

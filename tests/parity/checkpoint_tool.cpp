@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
     }
     state.plan.heads[3] = {1, 2};
     state.omega_info = {"grebsmo", "reference", 7, 2};
+    at::manual_seed(1234);  // the Python side compares with torch.manual_seed(1234)
     dsee::checkpoint_capture_rng(state);
     std::ifstream config(argv[3]);
     std::stringstream text;

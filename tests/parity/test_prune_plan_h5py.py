@@ -79,7 +79,8 @@ def dsee_writes_h5py_reads(folder):
             got, got_encoding, numel = decode(dataset)
             check(got_encoding == encoding, f"{name}: encoding {got_encoding}")
             check(numel == mask.size and list(dataset.attrs["shape"]) == list(mask.shape), f"{name}: shape/numel")
-            check(dataset.fletcher32, f"{name}: Fletcher-32 on")
+            # Empty datasets (no zeros to list) stay contiguous: nothing to checksum.
+            check(dataset.fletcher32 == (dataset.size > 0), f"{name}: Fletcher-32 on unless empty")
             check(np.array_equal(got, mask), f"{name}: unpacked mask equals the generated one")
         check(sorted(int(k) for k in f["heads"].keys()) == sorted(heads), "head layers")
         for layer, ids in heads.items():

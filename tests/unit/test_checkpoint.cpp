@@ -161,6 +161,24 @@ TEST_F(Checkpoint, RoundTripsEveryPartBitExactly) {
   EXPECT_FALSE(read.versions.at("hdf5").empty());
 }
 
+// Tensors over the 4 MiB chunk size are split into several Fletcher-32 chunks.
+TEST_F(Checkpoint, LargeTensorsSpanSeveralChunks) {
+  CheckpointState state = sample_state(2);
+  at::Generator generator = at::detail::createCPUGenerator(3);
+  state.trainable = {{"big", at::randn({1500, 1000}, generator)}, {"long", at::randn({1300000}, generator)}};
+  const fs::path path = checkpoint_write(ckpt(), state, 1);
+  expect_bit_exact(checkpoint_read(path).trainable, state.trainable);
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  const hid_t dataset = H5Dopen2(file, "trainable/big", H5P_DEFAULT);
+  const hid_t space = H5Dget_space(dataset);
+  hsize_t chunks = 0;
+  H5Dget_num_chunks(dataset, space, &chunks);
+  H5Sclose(space);
+  H5Dclose(dataset);
+  H5Fclose(file);
+  EXPECT_EQ(chunks, 2u) << "6 MB in chunks of at most 4 MiB";
+}
+
 TEST_F(Checkpoint, RestoredRngContinuesTheSameStream) {
   CheckpointState state = sample_state(1);
   at::manual_seed(7);
