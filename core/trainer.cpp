@@ -1,0 +1,202 @@
+// The training loop (see trainer.h). One pass over micro-batches; the
+// optimizer step, the non-finite guard, evaluation and logging hang off the
+// step boundary, which is also the only place the loop may stop.
+#include "core/trainer.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include "data/error.h"
+
+namespace dsee {
+
+namespace {
+
+std::string duration_text(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto s = static_cast<std::int64_t>(seconds + 0.5);
+  return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, s % 3600 / 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
+}
+
+// Writes one JSON object per line; flushes so a killed run keeps its lines.
+class MetricsLog {
+ public:
+  explicit MetricsLog(const std::filesystem::path& path) {
+    if (path.empty()) return;
+    file_.open(path, std::ios::app);
+    DSEE_CHECK(file_, "cannot open metrics file '{}' for appending", path.string());
+  }
+  void write(const nlohmann::json& record) {
+    if (file_.is_open()) file_ << record.dump() << '\n' << std::flush;
+  }
+
+ private:
+  std::ofstream file_;
+};
+
+}  // namespace
+
+Trainer::Trainer(std::vector<NamedTensor> parameters, TrainerOptions options)
+    : parameters_(parameters), options_(std::move(options)), optimizer_(std::move(parameters), options_.adamw) {
+  DSEE_CHECK(options_.grad_accumulation >= 1, "train.grad_accumulation must be >= 1, got {}",
+             options_.grad_accumulation);
+  DSEE_CHECK(options_.max_steps > 0 || options_.epochs > 0,
+             "set train.epochs or train.max_steps to a positive number (got {} and {})", options_.epochs,
+             options_.max_steps);
+  DSEE_CHECK(options_.max_grad_norm >= 0, "train.max_grad_norm must be >= 0, got {}", options_.max_grad_norm);
+  DSEE_CHECK(options_.early_stopping_patience == 0 || !options_.metric_for_best.empty(),
+             "early stopping needs a metric to watch: set metric_for_best");
+}
+
+std::int64_t Trainer::total_steps(const BatchSource& batches) const {
+  if (options_.max_steps > 0) return options_.max_steps;
+  const std::int64_t per_epoch =
+      (batches.batches_per_epoch() + options_.grad_accumulation - 1) / options_.grad_accumulation;
+  DSEE_CHECK(per_epoch > 0, "the training set yields no batches");
+  return per_epoch * options_.epochs;
+}
+
+// Note [The non-finite guard]
+// After the micro-batches of a step we know the summed loss and the global
+// gradient norm (computed anyway for clipping; one host sync per step). If
+// either is NaN or ±inf the update would poison the parameters and AdamW's
+// moments for good. Default: stop with an error naming the step, so the user
+// can lower the learning rate or inspect the data. With skip_nonfinite the
+// gradients are dropped and the step counts as taken (the schedule moves on,
+// so the total stays as planned); the moments are untouched.
+TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, const EvaluateFunction& evaluate,
+                         const std::function<void(std::int64_t)>& on_best) {
+  const std::int64_t total = total_steps(batches);
+  LrSchedule schedule(options_.lr, options_.schedule, total);
+  MetricsLog metrics(options_.metrics_path);
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const std::int64_t per_epoch_batches = batches.batches_per_epoch();
+  TrainResult result;
+  std::int64_t evaluations_without_gain = 0;
+  std::int64_t samples_total = 0;
+  const auto start = std::chrono::steady_clock::now();
+
+  auto run_evaluation = [&](std::int64_t step, std::int64_t epoch) {
+    if (!evaluate) return;
+    const std::map<std::string, double> values = evaluate();
+    nlohmann::json record = {{"kind", "eval"}, {"step", step}, {"epoch", epoch}};
+    for (const auto& [name, value] : values) record[name] = std::isfinite(value) ? nlohmann::json(value) : nullptr;
+    metrics.write(record);
+    if (tty) std::fputc('\n', stderr);
+    spdlog::info("eval step {}/{}: {}", step, total, record.dump());
+    if (options_.metric_for_best.empty()) return;
+    const auto it = values.find(options_.metric_for_best);
+    DSEE_CHECK(it != values.end(), "metric_for_best '{}' is not among the evaluation's metrics",
+               options_.metric_for_best);
+    const double value = it->second;
+    const bool better = std::isfinite(value) &&
+                        (!result.best_metric ||
+                         (options_.greater_is_better ? value > *result.best_metric : value < *result.best_metric));
+    if (better) {
+      result.best_metric = value;
+      result.best_step = step;
+      evaluations_without_gain = 0;
+      if (on_best) on_best(step);
+    } else {
+      ++evaluations_without_gain;
+    }
+  };
+
+  std::int64_t step = 0;
+  for (std::int64_t epoch = 0; step < total; ++epoch) {
+    batches.start_epoch(epoch);
+    const std::int64_t steps_before = step;
+    std::int64_t batches_left = per_epoch_batches;
+    bool epoch_done = false;
+    while (!epoch_done && step < total) {
+      // One optimizer step: up to grad_accumulation micro-batches.
+      const std::int64_t in_step = std::min(options_.grad_accumulation, std::max<std::int64_t>(batches_left, 1));
+      double loss_sum = 0;
+      std::int64_t micro = 0, samples = 0;
+      optimizer_.zero_grad();
+      for (; micro < in_step; ++micro) {
+        std::optional<TrainBatch> batch = batches.next();
+        if (!batch) {
+          epoch_done = true;
+          break;
+        }
+        at::Tensor loss = loss_of(*batch);
+        DSEE_CHECK(loss.defined() && loss.numel() == 1, "the loss function must return one value, got {}",
+                   loss.defined() ? fmt::format("{}", loss.sizes()) : std::string("an undefined tensor"));
+        (loss / static_cast<double>(in_step)).backward();
+        loss_sum += loss.item<double>();
+        samples += batch->samples;
+      }
+      batches_left -= micro;
+      if (micro == 0) break;  // the source ended the epoch on a step boundary
+      if (batches_left <= 0) epoch_done = true;
+      const double loss = loss_sum / static_cast<double>(micro);
+      const double norm = grad_clip_norm(parameters_, options_.max_grad_norm);
+      const double lr = schedule.lr();
+      ++step;
+      if (!std::isfinite(loss) || !std::isfinite(norm)) {
+        DSEE_CHECK(options_.skip_nonfinite,
+                   "non-finite training at step {} of {} (loss {}, gradient norm {}): lower the learning rate, "
+                   "check the data, or set train.skip_nonfinite = true to skip such steps",
+                   step, total, loss, norm);
+        spdlog::warn("step {}: non-finite loss {} or gradient norm {}; step skipped", step, loss, norm);
+        optimizer_.zero_grad();
+        ++result.skipped_steps;
+      } else {
+        optimizer_.step(lr);
+      }
+      schedule.advance();
+      samples_total += samples;
+
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double rate = elapsed > 0 ? static_cast<double>(samples_total) / elapsed : 0;
+      const double eta = elapsed / static_cast<double>(step) * static_cast<double>(total - step);
+      const std::string line =
+          fmt::format("step {}/{} epoch {} loss {:.4f} lr {:.3e} |g| {:.3f} {:.1f} samples/s ETA {}", step, total,
+                      epoch + 1, loss, lr, norm, rate, duration_text(eta));
+      if (tty) {
+        std::fprintf(stderr, "\r%s\033[K", line.c_str());
+      } else if (options_.log_every > 0 && (step % options_.log_every == 0 || step == total)) {
+        spdlog::info("{}", line);
+      }
+      metrics.write({{"kind", "train"},
+                     {"step", step},
+                     {"epoch", epoch},
+                     {"loss", loss},
+                     {"lr", lr},
+                     {"grad_norm", std::isfinite(norm) ? nlohmann::json(norm) : nullptr},
+                     {"samples_per_s", rate}});
+
+      const bool eval_now =
+          options_.eval_every > 0 ? step % options_.eval_every == 0 || step == total : epoch_done || step == total;
+      if (eval_now) run_evaluation(step, epoch);
+      if (options_.early_stopping_patience > 0 && evaluations_without_gain >= options_.early_stopping_patience) {
+        spdlog::info("early stopping at step {}: {} evaluations without a better {}", step, evaluations_without_gain,
+                     options_.metric_for_best);
+        result.stopped_early = true;
+      } else if (options_.should_stop && options_.should_stop()) {
+        spdlog::info("stop requested at step {}", step);
+        result.stopped_early = true;
+      }
+      if (result.stopped_early) {
+        if (tty) std::fputc('\n', stderr);
+        result.steps = step;
+        return result;
+      }
+    }
+    DSEE_CHECK(step > steps_before, "epoch {} of the training set yielded no batches", epoch + 1);
+  }
+  if (tty) std::fputc('\n', stderr);
+  result.steps = step;
+  return result;
+}
+
+}  // namespace dsee

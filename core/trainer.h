@@ -1,0 +1,98 @@
+// The training loop: epochs or steps of micro-batches with gradient
+// accumulation, global-norm clipping, AdamW on a schedule, a non-finite
+// guard, evaluation every N steps with best-metric tracking and early
+// stopping, a progress line and metrics.jsonl. It knows nothing about models
+// or data: the caller hands it the trainable tensors (ModelTuning::
+// trainable_parameters()), a source of batches and a loss function.
+//
+// One optimizer step = `grad_accumulation` micro-batches; each micro-batch's
+// loss is divided by the number of micro-batches in its step before
+// backward (a mean of means; the last step of an epoch may hold fewer).
+// Steps per epoch = ceil(batches_per_epoch / grad_accumulation).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/lr_schedule.h"
+#include "core/optimizer.h"
+#include "core/tuning.h"
+
+namespace dsee {
+
+// A micro-batch: named tensors ([batch, seq] ids, masks, labels...) and the
+// number of examples in it (for samples/s).
+struct TrainBatch {
+  std::map<std::string, at::Tensor> tensors;
+  std::int64_t samples = 0;
+};
+
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual std::int64_t batches_per_epoch() const = 0;
+  // Called before each epoch (0-based): reshuffle here.
+  virtual void start_epoch(std::int64_t epoch) = 0;
+  // The next micro-batch of the epoch; nullopt when the epoch is over.
+  virtual std::optional<TrainBatch> next() = 0;
+};
+
+// Forward + loss of one micro-batch: a 0-dim float tensor with autograd history.
+using LossFunction = std::function<at::Tensor(const TrainBatch&)>;
+// Evaluates on the dev set: metric name -> value.
+using EvaluateFunction = std::function<std::map<std::string, double>()>;
+
+struct TrainerOptions {
+  std::int64_t epochs = 1;     // used when max_steps is 0
+  std::int64_t max_steps = 0;  // > 0: stop after this many optimizer steps
+  std::int64_t grad_accumulation = 1;
+  double lr = 2e-4;
+  AdamWOptions adamw;
+  LrScheduleOptions schedule;
+  double max_grad_norm = 0.0;   // 0: no clipping
+  bool skip_nonfinite = false;  // train.skip_nonfinite: skip the step instead of stopping
+  std::int64_t eval_every = 0;  // optimizer steps; 0: at the end of each epoch
+  std::string metric_for_best;  // empty: no best tracking
+  bool greater_is_better = true;
+  std::int64_t early_stopping_patience = 0;  // evaluations without improvement; 0: off
+  std::int64_t log_every = 10;               // steps between progress lines when stderr is no TTY
+  std::filesystem::path metrics_path;        // metrics.jsonl (appended); empty: none
+  std::function<bool()> should_stop;         // polled between steps (stop signals); may be empty
+};
+
+struct TrainResult {
+  std::int64_t steps = 0;          // optimizer steps taken (skipped ones included)
+  std::int64_t skipped_steps = 0;  // non-finite steps skipped
+  std::optional<double> best_metric;
+  std::int64_t best_step = -1;
+  bool stopped_early = false;  // early stopping or should_stop
+};
+
+class Trainer {
+ public:
+  // dsee::Error on bad options (grad_accumulation < 1, both or neither of epochs/max_steps, ...).
+  Trainer(std::vector<NamedTensor> parameters, TrainerOptions options);
+
+  // `on_best` (may be empty) runs right after an evaluation that improves
+  // metric_for_best (save the best checkpoint there). A non-finite loss or
+  // gradient norm throws dsee::Error naming the step unless skip_nonfinite.
+  TrainResult run(BatchSource& batches, const LossFunction& loss, const EvaluateFunction& evaluate = {},
+                  const std::function<void(std::int64_t step)>& on_best = {});
+
+  std::int64_t total_steps(const BatchSource& batches) const;
+  AdamW& optimizer() { return optimizer_; }
+
+ private:
+  std::vector<NamedTensor> parameters_;
+  TrainerOptions options_;
+  AdamW optimizer_;
+};
+
+}  // namespace dsee
