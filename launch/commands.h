@@ -20,6 +20,7 @@ Command config_command(CLI::App& app);      // dsee config
 Command forward_command(CLI::App& app);     // dsee forward
 Command tokenize_command(CLI::App& app);    // dsee tokenize
 Command detokenize_command(CLI::App& app);  // dsee detokenize
+Command run_command(CLI::App& app);         // dsee run
 Command sweep_command(CLI::App& app);       // dsee sweep
 Command report_command(CLI::App& app);      // dsee report
 Command count_command(CLI::App& app);       // dsee count

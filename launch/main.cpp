@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
       dsee::forward_command(app),
       dsee::tokenize_command(app),
       dsee::detokenize_command(app),
+      dsee::run_command(app),
       dsee::sweep_command(app),
       dsee::report_command(app),
       dsee::count_command(app),

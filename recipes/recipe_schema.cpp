@@ -11,10 +11,58 @@ const ConfigSchema& recipe_schema() {
     s.add({"run.device", std::string("auto"), "auto: CUDA when available, else CPU", {}, {}, {"auto", "cpu", "cuda"}});
     s.add({"run.checkpoint_on_signal", true,
            "On SIGTERM/SIGINT/SIGUSR1 (Slurm pre-emption) write a checkpoint before exiting, so a requeued job resumes"});
-    s.add({"model.path", std::string(""), "Hugging Face model directory (config.json, model.safetensors)"});
+    s.add({"run.stages", std::vector<std::string>{},
+           "Stages to run, in this order, from omega, train, prune, retune, eval, export; empty: every stage the "
+           "recipe configures"});
+    s.add({"run.compare", std::vector<std::string>{},
+           "Arms run side by side and tabulated, each \"name: key=value key=value ...\" over this recipe "
+           "(recipes/demo.toml); empty: one run"});
+    s.add({"model.path", std::string(""),
+           "Hugging Face model directory (config.json, model.safetensors); empty with task.name = demo: the demo's "
+           "generated model"});
+    s.add({"task.name", std::string("demo"), "The task; demo is the built-in synthetic task (data/demo_task.h)", {},
+           {}, {"demo"}});
+    s.add({"task.train_size", std::int64_t{2048}, "demo: training sequences", 1.0});
+    s.add({"task.dev_size", std::int64_t{512}, "demo: dev sequences", 1.0});
+    s.add({"tuning.method", std::string("dsee"), "dsee (low rank + sparse on Ω), lora, or full fine-tuning", {}, {},
+           {"dsee", "lora", "full"}});
+    s.add({"tuning.rank", std::int64_t{16}, "r, the rank of B·A", 1.0});
+    s.add({"tuning.alpha", 32.0, "α; the update is scaled by α / r", 0.0});
+    s.add({"tuning.dropout", 0.0, "Dropout on the update's input while training", 0.0, 1.0});
+    s.add({"tuning.target_modules", std::vector<std::string>{},
+           "Adapted projections by HF module-name pattern (suffix, re:REGEX, GPT-2 c_attn:q); empty: query and value"});
+    s.add({"omega.c", std::int64_t{16}, "Entries of the sparse update S per adapted matrix", 0.0});
+    s.add({"omega.method", std::string("grebsmo"), "How Ω is chosen", {}, {}, {"grebsmo", "magnitude", "random"}});
+    s.add({"omega.variant", std::string("reference"), "GreBsmo variant", {}, {}, {"reference", "tolerance"}});
+    s.add({"omega.max_rank", std::int64_t{0}, "GreBsmo rank cap; 0: the variant's default", 0.0});
+    s.add({"omega.tol", 1e-3, "tolerance variant: relative change of the residual that stops it", 0.0});
+    s.add({"omega.seed", std::int64_t{0}, "Seed of Ω's own generator", 0.0});
+    s.add({"omega.workers", std::int64_t{1}, "Matrices computed concurrently", 1.0});
     s.add({"train.lr", 2e-4, "Peak learning rate", 0.0, 1.0});
     s.add({"train.epochs", std::int64_t{5}, "Training epochs", 0.0});
+    s.add({"train.max_steps", std::int64_t{0}, "Optimizer steps; > 0 overrides train.epochs", 0.0});
     s.add({"train.batch_size", std::int64_t{32}, "Global batch size (over all ranks)", 1.0});
+    s.add({"train.grad_accumulation", std::int64_t{1}, "Micro-batches per optimizer step", 1.0});
+    s.add({"train.weight_decay", 0.0, "AdamW decoupled weight decay", 0.0});
+    s.add({"train.schedule", std::string("linear"), "Learning-rate schedule", {}, {}, {"linear", "constant", "cosine"}});
+    s.add({"train.warmup_ratio", 0.0, "Warm-up as a fraction of the optimizer steps", 0.0, 1.0});
+    s.add({"train.max_grad_norm", 1.0, "Global gradient-norm clipping; 0: none", 0.0});
+    s.add({"train.eval_every", std::int64_t{0}, "Evaluate every N optimizer steps; 0: at each epoch end", 0.0});
+    s.add({"train.skip_nonfinite", false, "Skip a step with a non-finite loss or gradient instead of stopping"});
+    s.add({"train.early_stopping_patience", std::int64_t{0}, "Evaluations without improvement before stopping; 0: off",
+           0.0});
+    s.add({"prune.kind", std::string("none"), "Pruning after training", {}, {}, {"none", "unstructured", "heads"}});
+    s.add({"prune.p_adapt", 0.3, "unstructured: fraction of the adapted matrices' entries removed (by |ΔW|)", 0.0,
+           1.0});
+    s.add({"prune.p_rest", 0.3, "unstructured: fraction of the other projections' entries removed (by |W|)", 0.0, 1.0});
+    s.add({"prune.heads_per_layer", std::int64_t{3}, "heads: attention heads removed in every layer", 1.0});
+    s.add({"retune.epochs", std::int64_t{3}, "Epochs of re-tuning with the pruning fixed (0: none)", 0.0});
+    s.add({"retune.lr", 0.0, "Re-tuning learning rate; 0: train.lr", 0.0, 1.0});
+    s.add({"retune.mask_update", true,
+           "Re-tune and deploy (W + ΔW) ⊙ M (true), or the reference's W ⊙ M + ΔW (false)"});
+    s.add({"export.format", std::string("none"), "Export after the run", {}, {}, {"none", "hf", "peft"}});
+    s.add({"ckpt.keep_last", std::int64_t{2}, "Checkpoints kept in ckpt/", 1.0});
+    s.add({"ckpt.every", std::int64_t{0}, "Checkpoint every N optimizer steps; 0: at each epoch end", 0.0});
     s.add({"dist.timeout_s", 600.0, "Seconds a collective may take before the job is aborted", 1.0});
     s.add({"dist.backend", std::string("auto"), "Communicator: auto picks nccl for CUDA, mpi for the CPU", {}, {},
            {"auto", "mpi", "nccl"}});

@@ -1,0 +1,40 @@
+// The pipeline `dsee run RECIPE.toml` executes: the stages of one recipe in
+// one run directory, and recipes that compare several arms side by side
+// (`run.compare`, the built-in demo).
+//
+// Stages (each skipped when the recipe does not configure it):
+//   data     task.name = demo: the synthetic model, teacher and labels
+//            (recipes/demo_data.h) in <run>/data (shared by the arms)
+//   omega    tuning.method = dsee: Ω of every adapted matrix → omega.h5
+//   train    the tuning method on the training set → ckpt/, metrics.jsonl
+//   prune    prune.kind = unstructured | heads: the plan from the trained
+//            update (|ΔW| pools or head scores) → masks.h5
+//   retune   retune.epochs > 0 after pruning: train again with the plan fixed
+//   eval     dev metrics of the final model
+//   export   export.format = hf | peft → export/
+// The run directory records the resolved config.toml first; a run directory
+// holding another recipe is refused with the differing keys. Each finished
+// stage leaves stages/<stage>.json (its results); re-running the recipe
+// skips finished stages and resumes an interrupted one from its checkpoint.
+// summary.json is written last.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "data/config.h"
+
+namespace dsee {
+
+// Runs the recipe (every arm of run.compare, or the one run) and returns the
+// summary written to summary.json.
+nlohmann::json pipeline_run(const Config& config);
+
+// An arm of run.compare: "name: key=value key=value" → name and overrides.
+struct CompareArm {
+  std::string name;
+  std::vector<std::string> overrides;
+};
+CompareArm compare_arm_parse(const std::string& text);
+
+}  // namespace dsee
