@@ -19,8 +19,9 @@
 // summary.json is written last.
 #pragma once
 
-#include <filesystem>
 #include <nlohmann/json.hpp>
+
+#include <filesystem>
 
 #include "data/config.h"
 

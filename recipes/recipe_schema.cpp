@@ -9,8 +9,9 @@ const ConfigSchema& recipe_schema() {
     s.add({"run.out_dir", std::string("runs"), "Where run directories are created"});
     s.add({"run.seed", std::int64_t{42}, "Seed for model init, dropout and data order", 0.0});
     s.add({"run.device", std::string("auto"), "auto: CUDA when available, else CPU", {}, {}, {"auto", "cpu", "cuda"}});
-    s.add({"run.checkpoint_on_signal", true,
-           "On SIGTERM/SIGINT/SIGUSR1 (Slurm pre-emption) write a checkpoint before exiting, so a requeued job resumes"});
+    s.add(
+        {"run.checkpoint_on_signal", true,
+         "On SIGTERM/SIGINT/SIGUSR1 (Slurm pre-emption) write a checkpoint before exiting, so a requeued job resumes"});
     s.add({"run.stages", std::vector<std::string>{},
            "Stages to run, in this order, from omega, train, prune, retune, eval, export; empty: every stage the "
            "recipe configures"});
@@ -20,11 +21,19 @@ const ConfigSchema& recipe_schema() {
     s.add({"model.path", std::string(""),
            "Hugging Face model directory (config.json, model.safetensors); empty with task.name = demo: the demo's "
            "generated model"});
-    s.add({"task.name", std::string("demo"), "The task; demo is the built-in synthetic task (data/demo_task.h)", {},
-           {}, {"demo"}});
+    s.add({"task.name",
+           std::string("demo"),
+           "The task; demo is the built-in synthetic task (data/demo_task.h)",
+           {},
+           {},
+           {"demo"}});
     s.add({"task.train_size", std::int64_t{2048}, "demo: training sequences", 1.0});
     s.add({"task.dev_size", std::int64_t{512}, "demo: dev sequences", 1.0});
-    s.add({"tuning.method", std::string("dsee"), "dsee (low rank + sparse on Ω), lora, or full fine-tuning", {}, {},
+    s.add({"tuning.method",
+           std::string("dsee"),
+           "dsee (low rank + sparse on Ω), lora, or full fine-tuning",
+           {},
+           {},
            {"dsee", "lora", "full"}});
     s.add({"tuning.rank", std::int64_t{16}, "r, the rank of B·A", 1.0});
     s.add({"tuning.alpha", 32.0, "α; the update is scaled by α / r", 0.0});
@@ -44,7 +53,8 @@ const ConfigSchema& recipe_schema() {
     s.add({"train.batch_size", std::int64_t{32}, "Global batch size (over all ranks)", 1.0});
     s.add({"train.grad_accumulation", std::int64_t{1}, "Micro-batches per optimizer step", 1.0});
     s.add({"train.weight_decay", 0.0, "AdamW decoupled weight decay", 0.0});
-    s.add({"train.schedule", std::string("linear"), "Learning-rate schedule", {}, {}, {"linear", "constant", "cosine"}});
+    s.add(
+        {"train.schedule", std::string("linear"), "Learning-rate schedule", {}, {}, {"linear", "constant", "cosine"}});
     s.add({"train.warmup_ratio", 0.0, "Warm-up as a fraction of the optimizer steps", 0.0, 1.0});
     s.add({"train.max_grad_norm", 1.0, "Global gradient-norm clipping; 0: none", 0.0});
     s.add({"train.eval_every", std::int64_t{0}, "Evaluate every N optimizer steps; 0: at each epoch end", 0.0});
@@ -52,19 +62,28 @@ const ConfigSchema& recipe_schema() {
     s.add({"train.early_stopping_patience", std::int64_t{0}, "Evaluations without improvement before stopping; 0: off",
            0.0});
     s.add({"prune.kind", std::string("none"), "Pruning after training", {}, {}, {"none", "unstructured", "heads"}});
-    s.add({"prune.p_adapt", 0.3, "unstructured: fraction of the adapted matrices' entries removed (by |ΔW|)", 0.0,
-           1.0});
+    s.add(
+        {"prune.p_adapt", 0.3, "unstructured: fraction of the adapted matrices' entries removed (by |ΔW|)", 0.0, 1.0});
     s.add({"prune.p_rest", 0.3, "unstructured: fraction of the other projections' entries removed (by |W|)", 0.0, 1.0});
     s.add({"prune.heads_per_layer", std::int64_t{3}, "heads: attention heads removed in every layer", 1.0});
     s.add({"retune.epochs", std::int64_t{3}, "Epochs of re-tuning with the pruning fixed (0: none)", 0.0});
     s.add({"retune.lr", 0.0, "Re-tuning learning rate; 0: train.lr", 0.0, 1.0});
-    s.add({"retune.mask_update", true,
-           "Re-tune and deploy (W + ΔW) ⊙ M (true), or the reference's W ⊙ M + ΔW (false)"});
-    s.add({"export.format", std::string("none"), "Export after the run", {}, {}, {"none", "hf", "peft"}});
+    s.add(
+        {"retune.mask_update", true, "Re-tune and deploy (W + ΔW) ⊙ M (true), or the reference's W ⊙ M + ΔW (false)"});
+    s.add({"export.format",
+           std::string("none"),
+           "Export after the run: hf writes the merged model to export/",
+           {},
+           {},
+           {"none", "hf"}});
     s.add({"ckpt.keep_last", std::int64_t{2}, "Checkpoints kept in ckpt/", 1.0});
     s.add({"ckpt.every", std::int64_t{0}, "Checkpoint every N optimizer steps; 0: at each epoch end", 0.0});
     s.add({"dist.timeout_s", 600.0, "Seconds a collective may take before the job is aborted", 1.0});
-    s.add({"dist.backend", std::string("auto"), "Communicator: auto picks nccl for CUDA, mpi for the CPU", {}, {},
+    s.add({"dist.backend",
+           std::string("auto"),
+           "Communicator: auto picks nccl for CUDA, mpi for the CPU",
+           {},
+           {},
            {"auto", "mpi", "nccl"}});
     s.add({"dist.fingerprint_every", std::int64_t{100},
            "Check every N optimizer steps that all ranks hold the same trainable parameters (0: never)", 0.0});

@@ -1,10 +1,10 @@
 // dsee run: the demo recipe end to end at a reduced size, finished stages
 // skipped on a re-run, and a run directory that refuses another recipe.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 
 #include "error_of.h"
 #include "recipes/pipeline.h"
@@ -35,11 +35,12 @@ TEST(Pipeline, DemoRunsEveryArmAndPrintsTheTable) {
   const auto& arms = summary["arms"];
   const auto trainable = [&](int i) { return arms[i]["summary"]["trainable_parameters"].get<std::int64_t>(); };
   // Full fine-tuning trains everything; LoRA r=8 vs DSEE r=8 + 16 entries per matrix.
-  EXPECT_GT(trainable(0), 100 * trainable(1));
+  EXPECT_GT(trainable(0), 20 * trainable(1));
   EXPECT_EQ(trainable(2) - trainable(1), 2 * 2 * 16);
   // Unstructured pruning removes entries; head pruning removes FLOPs.
   const auto& dsee = arms[2]["summary"];
-  EXPECT_LT(arms[3]["summary"]["nonzero_parameters"].get<std::int64_t>(), dsee["nonzero_parameters"].get<std::int64_t>());
+  EXPECT_LT(arms[3]["summary"]["nonzero_parameters"].get<std::int64_t>(),
+            dsee["nonzero_parameters"].get<std::int64_t>());
   EXPECT_LT(arms[4]["summary"]["flops_dense"].get<std::int64_t>(), dsee["flops_dense"].get<std::int64_t>());
   EXPECT_TRUE(fs::exists(out / "demo" / "dsee" / "omega.h5"));
   EXPECT_TRUE(fs::exists(out / "demo" / "dsee-heads-3" / "masks.h5"));
