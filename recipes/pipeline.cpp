@@ -28,6 +28,7 @@
 #include "core/prune_plan.h"
 #include "core/pruning.h"
 #include "core/safetensors.h"
+#include "core/shape_text.h"
 #include "core/trainer.h"
 #include "core/tuning.h"
 #include "data/distributed_sampler.h"
@@ -41,9 +42,7 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 void write_json_atomic(const fs::path& path, const nlohmann::json& value) {
   const auto temporary = path.string() + ".tmp";
@@ -103,12 +102,13 @@ void run_dir_claim(const fs::path& run_dir, const Config& config) {
     for (const auto& [key, value] : b) {
       const auto it = a.find(key);
       if (it == a.end() || it->second != value)
-        differences.push_back(fmt::format("{}: {} in the run, {} now", key, it == a.end() ? "absent" : it->second,
-                                          value));
+        differences.push_back(
+            fmt::format("{}: {} in the run, {} now", key, it == a.end() ? "absent" : it->second, value));
     }
-    throw Error(fmt::format("run directory '{}' was made by a different recipe ({}); choose another run.name or "
-                            "delete the directory to start over",
-                            run_dir.string(), fmt::join(differences, "; ")));
+    throw Error(
+        fmt::format("run directory '{}' was made by a different recipe ({}); choose another run.name or "
+                    "delete the directory to start over",
+                    run_dir.string(), fmt::join(differences, "; ")));
   }
   std::ofstream out(path);
   out << text;
@@ -240,8 +240,8 @@ void trainables_load(Run& run, const fs::path& path) {
     DSEE_CHECK(file.contains(name), "{}: tensor '{}' is missing; delete the run's stages/ to redo them", path.string(),
                name);
     const auto saved = file.tensor(name);
-    DSEE_CHECK(saved.sizes() == tensor.sizes(), "{}: tensor '{}' has shape {}, the run expects {}", path.string(),
-               name, fmt::format("{}", saved.sizes()), fmt::format("{}", tensor.sizes()));
+    DSEE_CHECK(saved.sizes() == tensor.sizes(), "{}: tensor '{}' has shape {}, the run expects {}", path.string(), name,
+               shape_text(saved.sizes()), shape_text(tensor.sizes()));
     tensor.copy_(saved);
   }
 }
@@ -308,8 +308,8 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
 
   // data + model
   run.data = demo_prepare(demo_options_of(config), data_dir);
-  const auto model_path = config.get_string("model.path").empty() ? run.data.pretrained_dir
-                                                                   : fs::path(config.get_string("model.path"));
+  const auto model_path =
+      config.get_string("model.path").empty() ? run.data.pretrained_dir : fs::path(config.get_string("model.path"));
   ModelLoadOptions load;
   load.task = ModelTask::sequence_classification;
   run.model = model_load(model_path, load);
@@ -317,9 +317,9 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   // omega
   if (method == TuningMethod::dsee) {
     const auto options = tuning_options_of(config);
-    const auto matrices = adapted_matrices(
-        *run.model,
-        options.target_modules.empty() ? default_target_modules(run.model->config().family) : options.target_modules);
+    const auto matrices =
+        adapted_matrices(*run.model, options.target_modules.empty() ? default_target_modules(run.model->config().family)
+                                                                    : options.target_modules);
     if (stage_done(run, "omega")) {
       std::vector<OmegaExpected> expected;
       for (const auto& m : matrices) expected.push_back({m.name, m.rows, m.cols()});
@@ -345,8 +345,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   if (stage_done(run, "train"))
     trainables_load(run, dir / "trainable-train.safetensors");
   else
-    stage_record(run, "train",
-                 train_stage(run, "train", config.get_int("train.epochs"), config.get_float("train.lr")));
+    stage_record(run, "train", train_stage(run, "train", config.get_int("train.epochs"), config.get_float("train.lr")));
 
   // prune + retune
   if (prune_kind != "none") {
@@ -413,7 +412,8 @@ void print_compare_table(const std::vector<std::pair<std::string, nlohmann::json
                                                  "FLOPs (non-zero)", "dev acc: start", "trained", "pruned",
                                                  "re-tuned"}};
   for (const auto& [name, s] : arms)
-    rows.push_back({name, s["method"].get<std::string>(), fmt::format("{}", s["trainable_parameters"].get<std::int64_t>()),
+    rows.push_back({name, s["method"].get<std::string>(),
+                    fmt::format("{}", s["trainable_parameters"].get<std::int64_t>()),
                     fmt::format("{}", s["nonzero_parameters"].get<std::int64_t>()),
                     fmt::format("{}", s["flops_dense"].get<std::int64_t>()),
                     fmt::format("{}", s["flops_nonzero"].get<std::int64_t>()), accuracy_cell(s["stages"], "pretrained"),
@@ -425,7 +425,8 @@ void print_compare_table(const std::vector<std::pair<std::string, nlohmann::json
   for (const auto& row : rows) {
     std::string line;
     for (std::size_t i = 0; i < row.size(); ++i)
-      line += (i ? "  " : "") + (i == 0 ? fmt::format("{:<{}}", row[i], width[i]) : fmt::format("{:>{}}", row[i], width[i]));
+      line += (i ? "  " : "") +
+              (i == 0 ? fmt::format("{:<{}}", row[i], width[i]) : fmt::format("{:>{}}", row[i], width[i]));
     std::printf("%s\n", line.c_str());
   }
   std::fflush(stdout);
@@ -445,8 +446,8 @@ nlohmann::json pipeline_run(const Config& config) {
     const auto arm = compare_arm_parse(text);
     auto overrides = arm.overrides;
     overrides.push_back("run.compare=[]");
-    const Config arm_config = Config::parse(recipe_schema(), config.to_toml(), config.source() + " arm " + arm.name,
-                                            overrides);
+    const Config arm_config =
+        Config::parse(recipe_schema(), config.to_toml(), config.source() + " arm " + arm.name, overrides);
     arms.emplace_back(arm.name, run_arm(arm_config, dir / arm.name, data_dir));
   }
   print_compare_table(arms);
@@ -457,8 +458,8 @@ nlohmann::json pipeline_run(const Config& config) {
 }
 CompareArm compare_arm_parse(const std::string& text) {
   const auto colon = text.find(':');
-  DSEE_CHECK(colon != std::string::npos && colon > 0,
-             "run.compare: '{}' must read \"name: key=value key=value ...\"", text);
+  DSEE_CHECK(colon != std::string::npos && colon > 0, "run.compare: '{}' must read \"name: key=value key=value ...\"",
+             text);
   CompareArm arm;
   arm.name = text.substr(0, colon);
   std::istringstream rest(text.substr(colon + 1));
