@@ -37,6 +37,7 @@ import omega_driver_io as io  # noqa: E402
 
 C = 16
 SEED = 0
+DEVICE = "cpu"  # --device
 SETS = {"bert-base": (12, 768), "roberta-large": (24, 1024)}
 
 
@@ -59,7 +60,7 @@ def python_tolerance(W, gen, max_rank=32, tol=1e-3, outer=ref.OUTER, inner=ref.I
     """S of the tolerance variant as core/grebsmo.h states it (bench only, not a parity reference)."""
     m, n = W.shape
     cap = min(max_rank, m, n)
-    V = torch.randn(1, n, generator=gen, dtype=W.dtype)
+    V = torch.randn(1, n, generator=gen, dtype=W.dtype).to(W.device)
     previous = None
     for step in range(outer):
         S = torch.zeros_like(W)
@@ -88,15 +89,16 @@ def python_omega(matrices, variant):
     out = {}
     start = time.perf_counter()
     for name, W in matrices:
+        W = W.to(DEVICE)
         S = ref.grebsmo_reference(W, gen) if variant == "reference" else python_tolerance(W, gen)
-        out[name] = ref.top_c(S.abs(), C)
+        out[name] = ref.top_c(S.abs().cpu(), C)
     return out, time.perf_counter() - start
 
 
 def dsee(driver, matrices, args):
     with tempfile.TemporaryDirectory() as folder:
         path, report = io.run_driver(driver, folder, matrices,
-                                     ["--threads", "1", "--seed", str(SEED), "--c", str(C)] + args)
+                                     ["--threads", "1", "--device", DEVICE, "--seed", str(SEED), "--c", str(C)] + args)
         return io.read_indices(path), report
 
 
@@ -168,9 +170,16 @@ def main():
     parser.add_argument("--stability-matrices", type=int, default=2,
                         help="bert-base matrices for the --stability measurement of both variants (0 skips)")
     parser.add_argument("--planted", type=int, default=0, help="planted rank-8 + 16-outlier 768x768 matrices")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="run both implementations on this device (cuda: TF32 off on both sides)")
     parser.add_argument("--skip-python", action="store_true", help="do not time the Python side")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        say(f"device: {torch.cuda.get_device_name(0)}")
 
     say(f"# GreBsmo / Ω benchmark: c = {C}, seed {SEED}, 1 intra-op thread per worker, std 0.04 matrices")
     say(f"machine: {platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {load()} at start")

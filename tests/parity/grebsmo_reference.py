@@ -22,7 +22,7 @@ def grebsmo_reference(W, gen):
     """S of the spec's GreBsmo for W (m x n, fp32). Draws one randn(1, n) from gen."""
     m, n = W.shape
     max_rank = min(m, n)
-    V = torch.randn(1, n, generator=gen, dtype=W.dtype)
+    V = torch.randn(1, n, generator=gen, dtype=W.dtype).to(W.device)  # CPU draw, as dsee's
     S = torch.zeros_like(W)
     for _ in range(OUTER):
         S = torch.zeros_like(W)

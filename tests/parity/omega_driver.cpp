@@ -17,6 +17,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "core/device.h"
 #include "core/omega.h"
 #include "core/omega_file.h"
 #include "data/error.h"
@@ -52,6 +53,7 @@ int main(int argc, char** argv) {
   std::int64_t max_rank = -1;
   double tol = -1;
   bool stability = false, fp64 = false;
+  std::string device = "cpu";
   app.add_option("--input", manifest, "manifest JSON")->required();
   app.add_option("--out", out, "Ω file to write (HDF5)");
   app.add_option("--report", report, "JSON report to write");
@@ -65,6 +67,7 @@ int main(int argc, char** argv) {
   app.add_option("--inner", inner, "inner steps (default: the variant's)");
   app.add_option("--max-rank", max_rank, "rank cap (0 or absent: the variant's default)");
   app.add_option("--tol", tol, "tolerance variant: relative change of the residual that stops it");
+  app.add_option("--device", device, "cpu or cuda: the device GreBsmo runs on (matrices are moved there)");
   app.add_flag("--fp64", fp64, "run GreBsmo in float64");
   app.add_flag("--stability", stability, "also count Ω entries that survive one ulp of noise on W");
   CLI11_PARSE(app, argc, argv);
@@ -78,7 +81,11 @@ int main(int argc, char** argv) {
     if (tol >= 0) options.grebsmo.tol = tol;
     if (fp64) options.grebsmo.dtype = at::kDouble;
     at::set_num_threads(options.threads);
-    const std::vector<dsee::NamedMatrix> matrices = read_matrices(manifest);
+    std::vector<dsee::NamedMatrix> matrices = read_matrices(manifest);
+    if (device != "cpu") {
+      const c10::Device target = dsee::device_choose(device);
+      for (auto& m : matrices) m.weight = m.weight.to(target);
+    }
 
     const auto start = std::chrono::steady_clock::now();
     const std::vector<dsee::OmegaEntry> entries = dsee::omega_select(matrices, options);

@@ -17,6 +17,12 @@ reference (a head contributes to the output only through those columns), and
 the checkpoint holds the sliced query/key/value rows and output columns with
 `pruned_heads` in config.json.
 
+On CUDA (DSEE_PARITY_DEVICE=cuda; exits 77 where torch sees no GPU), both
+stacks run on the GPU with TF32 off (torch's default for matmul; set here
+explicitly for the reference), so fp32 is cuBLAS/cuDNN fp32 on both sides and
+the same 1e-5 bound applies: the kernels differ from the CPU's only in
+summation order (~1e-7 relative per reduction at these sizes).
+
 Usage: test_models.py DSEE_BINARY WORK_DIR GROUP[,GROUP...]   (GROUP: bert, roberta,
 gpt2, full_size, bf16, round_trip; with RESAVE_BINARY as 4th argument for round_trip)
 """
@@ -32,6 +38,7 @@ from safetensors.torch import load_file, save_file
 import transformers
 
 TOLERANCE = 1e-5
+DEVICE = os.environ.get("DSEE_PARITY_DEVICE", "cpu")
 failures = []
 passes = 0
 
@@ -190,15 +197,17 @@ def write_case(case, work):
         kwargs["token_type_ids"] = pad(types, 0)[0]
     with open(os.path.join(folder, "ids.json"), "w") as f:
         json.dump(request if case.get("token_types") or case.get("object_form") else lists, f)
+    model.to(DEVICE)
+    kwargs = {k: v.to(DEVICE) for k, v in kwargs.items()}
     with torch.no_grad():
         out = model(**kwargs)
         base = getattr(model, model.base_model_prefix, model)
         base_out = base(**kwargs)
-        reference = {"last_hidden_state": base_out.last_hidden_state}
+        reference = {"last_hidden_state": base_out.last_hidden_state.cpu()}
         if hasattr(out, "logits") and case.get("head", True):
-            reference["logits"] = out.logits
+            reference["logits"] = out.logits.cpu()
         if case["family"] == "bert" and base_out.pooler_output is not None:
-            reference["pooler_output"] = base_out.pooler_output
+            reference["pooler_output"] = base_out.pooler_output.cpu()
     return folder, reference, mask
 
 
@@ -206,7 +215,7 @@ def run_case(dsee, case, work):
     folder, reference, mask = write_case(case, work)
     out = os.path.join(folder, "out.safetensors")
     result = subprocess.run([dsee, "forward", "--model", folder, "--input-ids", os.path.join(folder, "ids.json"),
-                             "--out", out, "--dtype", case.get("dtype", "fp32")], capture_output=True, text=True)
+                             "--out", out, "--dtype", case.get("dtype", "fp32"), "--device", DEVICE], capture_output=True, text=True)
     if result.returncode != 0:
         failures.append(f"{case['name']}: dsee forward failed: {result.stderr.strip()}")
         print(f"FAIL {case['name']}: dsee forward exited {result.returncode}: {result.stderr.strip()}")
@@ -334,6 +343,13 @@ def round_trip(dsee_resave, work):
 def main():
     dsee, work, group = sys.argv[1], sys.argv[2], sys.argv[3]
     os.makedirs(work, exist_ok=True)
+    if DEVICE == "cuda":
+        if not torch.cuda.is_available():
+            print("skipped: DSEE_PARITY_DEVICE=cuda but torch sees no CUDA device")
+            sys.exit(77)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        print(f"device: {torch.cuda.get_device_name(0)}, TF32 off")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     for name in group.split(","):
         if name == "round_trip":
