@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include "core/shape_text.h"
 #include "data/error.h"
 
 namespace dsee {
@@ -12,7 +13,7 @@ namespace dsee {
 at::Tensor sequence_classification_loss(const at::Tensor& logits, const at::Tensor& labels) {
   DSEE_CHECK(logits.dim() == 2 && labels.dim() == 1 && labels.size(0) == logits.size(0),
              "classification loss: logits must be [batch, num_labels] and labels [batch], got {} and {}",
-             logits.sizes(), labels.sizes());
+             shape_text(logits.sizes()), shape_text(labels.sizes()));
   const at::Tensor scores = logits.to(at::kFloat);
   if (logits.size(1) == 1) {
     DSEE_CHECK(at::isFloatingType(labels.scalar_type()),
@@ -29,8 +30,8 @@ at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels, do
                           LossReduction reduction) {
   DSEE_CHECK(
       logits.dim() == 3 && labels.dim() == 2 && labels.size(0) == logits.size(0) && labels.size(1) == logits.size(1),
-      "causal LM loss: logits must be [batch, seq, vocab] and labels [batch, seq], got {} and {}", logits.sizes(),
-      labels.sizes());
+      "causal LM loss: logits must be [batch, seq, vocab] and labels [batch, seq], got {} and {}",
+      shape_text(logits.sizes()), shape_text(labels.sizes()));
   DSEE_CHECK(labels.scalar_type() == at::kLong, "causal LM loss: labels must be int64, got {}",
              c10::toString(labels.scalar_type()));
   DSEE_CHECK(label_smoothing >= 0 && label_smoothing <= 1, "label smoothing must lie in [0, 1], got {}",
@@ -44,7 +45,7 @@ at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels, do
 }
 
 std::int64_t causal_lm_target_count(const at::Tensor& labels) {
-  DSEE_CHECK(labels.dim() == 2, "causal LM labels must be [batch, seq], got {}", labels.sizes());
+  DSEE_CHECK(labels.dim() == 2, "causal LM labels must be [batch, seq], got {}", shape_text(labels.sizes()));
   return labels.narrow(1, 1, labels.size(1) - 1).ne(kIgnoreLabel).sum().item<std::int64_t>();
 }
 

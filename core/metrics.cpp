@@ -9,6 +9,7 @@
 #include <limits>
 #include <numeric>
 
+#include "core/shape_text.h"
 #include "data/error.h"
 
 namespace dsee {
@@ -151,8 +152,8 @@ std::map<std::string, double> glue_metrics(GlueTask task, const at::Tensor& logi
   const GlueTaskInfo& info = glue_task_info(task);
   DSEE_CHECK(
       logits.dim() == 2 && logits.size(1) == info.num_labels && labels.dim() == 1 && labels.size(0) == logits.size(0),
-      "{} metrics: logits must be [n, {}] and labels [n], got {} and {}", info.name, info.num_labels, logits.sizes(),
-      labels.sizes());
+      "{} metrics: logits must be [n, {}] and labels [n], got {} and {}", info.name, info.num_labels,
+      shape_text(logits.sizes()), shape_text(labels.sizes()));
   std::map<std::string, double> result;
   if (info.num_labels == 1) {
     const at::Tensor x = logits.select(1, 0).to(at::kCPU, at::kDouble).contiguous();

@@ -8,6 +8,7 @@
 #include <regex>
 #include <set>
 
+#include "core/shape_text.h"
 #include "data/error.h"
 
 namespace dsee {
@@ -65,7 +66,7 @@ void AdamW::step(double lr) {
     const at::Tensor& grad = param.grad();
     if (!grad.defined()) continue;
     DSEE_CHECK(grad.sizes() == param.sizes(), "AdamW: gradient of '{}' has shape {}, the parameter {}",
-               parameters_[i].name, grad.sizes(), param.sizes());
+               parameters_[i].name, shape_text(grad.sizes()), shape_text(param.sizes()));
     const auto t = static_cast<double>(++steps_[i]);
     if (decay_[i] != 0) param.mul_(1 - lr * decay_[i]);
     exp_avg_[i].lerp_(grad, 1 - beta1);
@@ -108,7 +109,7 @@ void AdamW::state_import(const std::vector<NamedTensor>& state) {
     by_name.erase(it);
     DSEE_CHECK(tensor.sizes() == like.sizes() && tensor.scalar_type() == like.scalar_type(),
                "optimizer state: '{}' is {} {}, expected {} {}", name, c10::toString(tensor.scalar_type()),
-               tensor.sizes(), c10::toString(like.scalar_type()), like.sizes());
+               shape_text(tensor.sizes()), c10::toString(like.scalar_type()), shape_text(like.sizes()));
     return tensor;
   };
   // Validate everything before changing anything.

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "core/shape_text.h"
 #include "data/error.h"
 
 namespace dsee {
@@ -130,7 +131,7 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
         }
         at::Tensor loss = loss_of(*batch);
         DSEE_CHECK(loss.defined() && loss.numel() == 1, "the loss function must return one value, got {}",
-                   loss.defined() ? fmt::format("{}", loss.sizes()) : std::string("an undefined tensor"));
+                   loss.defined() ? shape_text(loss.sizes()) : std::string("an undefined tensor"));
         (loss / static_cast<double>(in_step)).backward();
         loss_sum += loss.item<double>();
         samples += batch->samples;
