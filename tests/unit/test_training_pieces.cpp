@@ -156,7 +156,7 @@ TEST(Losses, RejectShapeAndDtypeMismatches) {
 TEST(Losses, CausalLmLossIgnoresMaskedTargets) {
   // Changing a logit row whose next label is -100 must not change the loss.
   at::Tensor logits = at::randn({1, 4, 5});
-  const at::Tensor labels = at::tensor({std::int64_t{-100}, -100, 2, 3}).view({1, 4});
+  const at::Tensor labels = at::tensor(std::vector<std::int64_t>{-100, -100, 2, 3}, at::kLong).view({1, 4});
   const double before = causal_lm_loss(logits, labels).item<double>();
   logits[0][0].fill_(7.0);  // predicts labels[1] = -100
   logits[0][3].fill_(7.0);  // the last position predicts nothing
