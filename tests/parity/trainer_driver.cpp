@@ -29,6 +29,7 @@
 #include "core/metrics.h"
 #include "core/optimizer.h"
 #include "core/safetensors.h"
+#include "core/shape_text.h"
 #include "data/error.h"
 
 namespace {
