@@ -73,6 +73,22 @@ std::int64_t Trainer::total_steps(const BatchSource& batches) const {
 // can lower the learning rate or inspect the data. With skip_nonfinite the
 // gradients are dropped and the step counts as taken (the schedule moves on,
 // so the total stays as planned); the moments are untouched.
+// Note [The loop on many ranks]
+// Under data parallelism every rank runs this loop over its piece of each
+// global micro-batch, and every rank must take the same branches at the same
+// step, or a collective is left waiting. What makes the branches agree:
+//  - steps per epoch come from the global batch count (batches_per_epoch is
+//    the same on every rank);
+//  - after the micro-batches, sum_over_ranks turns each rank's loss into the
+//    global mean (the loss function scaled it so that the mean over ranks is
+//    the global mean) and the samples into the global count, and
+//    sync_gradients averages the gradients, so the non-finite guard, the
+//    clipping norm and AdamW see the same numbers on every rank;
+//  - evaluation is the caller's (a sharded evaluation gathers predictions,
+//    so every rank gets the same metrics and early stopping agrees);
+//  - should_stop must itself be a collective (stop_requested_on_any_rank).
+// Micro-steps issue no collective; each step issues sum_over_ranks, then
+// sync_gradients, then whatever after_step, evaluate and should_stop issue.
 TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, const EvaluateFunction& evaluate,
                          const std::function<void(std::int64_t)>& on_best) {
   const std::int64_t total = total_steps(batches);
@@ -91,7 +107,7 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
     nlohmann::json record = {{"kind", "eval"}, {"step", step}, {"epoch", epoch}};
     for (const auto& [name, value] : values) record[name] = std::isfinite(value) ? nlohmann::json(value) : nullptr;
     metrics.write(record);
-    if (tty) std::fputc('\n', stderr);
+    if (tty && options_.progress) std::fputc('\n', stderr);
     spdlog::info("eval step {}/{}: {}", step, total, record.dump());
     if (options_.metric_for_best.empty()) return;
     const auto it = values.find(options_.metric_for_best);
@@ -139,6 +155,13 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
       batches_left -= micro;
       if (micro == 0) break;  // the source ended the epoch on a step boundary
       if (batches_left <= 0) epoch_done = true;
+      if (options_.sum_over_ranks) {  // Note [The loop on many ranks]
+        std::vector<double> sums = {loss_sum, static_cast<double>(samples), 1.0};
+        options_.sum_over_ranks(sums);
+        loss_sum = sums[0] / sums[2];  // sums[2]: the number of ranks
+        samples = static_cast<std::int64_t>(sums[1]);
+      }
+      if (options_.sync_gradients) options_.sync_gradients();
       const double loss = loss_sum / static_cast<double>(micro);
       const double norm = grad_clip_norm(parameters_, options_.max_grad_norm);
       const double lr = schedule.lr();
@@ -156,6 +179,7 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
       }
       schedule.advance();
       samples_total += samples;
+      if (options_.after_step) options_.after_step(step);
 
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double rate = elapsed > 0 ? static_cast<double>(samples_total) / elapsed : 0;
@@ -163,7 +187,7 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
       const std::string line =
           fmt::format("step {}/{} epoch {} loss {:.4f} lr {:.3e} |g| {:.3f} {:.1f} samples/s ETA {}", step, total,
                       epoch + 1, loss, lr, norm, rate, duration_text(eta));
-      if (tty) {
+      if (tty && options_.progress) {
         std::fprintf(stderr, "\r%s\033[K", line.c_str());
       } else if (options_.log_every > 0 && (step % options_.log_every == 0 || step == total)) {
         spdlog::info("{}", line);
@@ -188,14 +212,14 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
         result.stopped_early = true;
       }
       if (result.stopped_early) {
-        if (tty) std::fputc('\n', stderr);
+        if (tty && options_.progress) std::fputc('\n', stderr);
         result.steps = step;
         return result;
       }
     }
     DSEE_CHECK(step > steps_before, "epoch {} of the training set yielded no batches", epoch + 1);
   }
-  if (tty) std::fputc('\n', stderr);
+  if (tty && options_.progress) std::fputc('\n', stderr);
   result.steps = step;
   return result;
 }

@@ -65,6 +65,17 @@ struct TrainerOptions {
   std::int64_t log_every = 10;               // steps between progress lines when stderr is no TTY
   std::filesystem::path metrics_path;        // metrics.jsonl (appended); empty: none
   std::function<bool()> should_stop;         // polled between steps (stop signals); may be empty
+
+  // Data parallelism (Note [The loop on many ranks] in trainer.cpp); all empty: one process.
+  // Averages the trainable gradients over the ranks: called on every rank once per optimizer step,
+  // after the step's last micro-batch backward, before the non-finite check and clipping.
+  std::function<void()> sync_gradients;
+  // Sums a few doubles over the ranks in place (a collective, once per step). With ranks, each rank's
+  // loss function returns its loss scaled so that the mean over ranks is the global mean.
+  std::function<void(std::vector<double>&)> sum_over_ranks;
+  // Called on every rank after each optimizer step (taken or skipped), before evaluation.
+  std::function<void(std::int64_t step)> after_step;
+  bool progress = true;  // the progress line on stderr (false on ranks other than 0)
 };
 
 struct TrainResult {

@@ -1,5 +1,21 @@
-// dsee run: execute a recipe's stages in its run directory (recipes/pipeline.h).
+// dsee run: execute a recipe's stages in its run directory (recipes/pipeline.h),
+// as one process or as one rank of an mpirun / srun job.
+//
+// Every `dsee run` starts MPI (MpiSession: without a launcher it is a
+// 1-rank job) and a communicator whose watchdog bounds every collective by
+// dist.timeout_s, and hands both to the pipeline. An error that every rank
+// raises at the same point (a fingerprint mismatch, rank 0's failure passed
+// on) ends each rank normally with exit 1; any other error on one rank of a
+// multi-rank job aborts the whole job (MPI_Abort, exit 1), since its peers
+// would otherwise wait in their next collective until the watchdog fires.
+#include <mpi.h>
+
+#include <cstdio>
+
 #include "data/config.h"
+#include "distributed/bootstrap.h"
+#include "distributed/communicator_factory.h"
+#include "distributed/fingerprint.h"
 #include "launch/commands.h"
 #include "recipes/pipeline.h"
 #include "recipes/recipe_schema.h"
@@ -16,8 +32,36 @@ Command run_command(CLI::App& app) {
   sub->add_option("recipe", options->recipe, "Recipe file (TOML), e.g. recipes/demo.toml")->required();
   sub->add_option("--set", options->overrides, "Override a key: --set train.lr=3e-4 (repeatable)");
   return {sub, [options] {
-            const Config config = Config::load(recipe_schema(), options->recipe, options->overrides);
-            pipeline_run(config);
+            MpiSession session;
+            const ProcessPlace& place = session.place();
+            try {
+              const Config config = Config::load(recipe_schema(), options->recipe, options->overrides);
+              CommunicatorOptions comm_options;
+              comm_options.backend = config.get_string("dist.backend");
+              // The pipeline trains on the CPU today; the backend follows the model's device.
+              comm_options.device = at::Device(at::kCPU);
+              comm_options.local_rank = place.local_rank;
+              comm_options.timeout_s = config.get_float("dist.timeout_s");
+              const auto comm = make_communicator(comm_options);
+              PipelineRanks ranks;
+              ranks.comm = comm.get();
+              ranks.rank = place.rank;
+              ranks.world_size = place.world_size;
+              ranks.mpi_library = session.mpi_library_version();
+              if (place.world_size > 1)
+                spdlog::info("dsee run on {} ranks ({} backend, dist.timeout_s = {})", place.world_size,
+                             comm->backend(), comm_options.timeout_s);
+              pipeline_run(config, ranks);
+            } catch (const FingerprintMismatch&) {
+              throw;  // every rank saw it
+            } catch (const ErrorOnEveryRank&) {
+              throw;
+            } catch (const Error& e) {
+              if (place.world_size == 1) throw;
+              std::fprintf(stderr, "dsee: error: rank %d: %s\n", place.rank, e.what());
+              std::fflush(stderr);
+              MPI_Abort(MPI_COMM_WORLD, 1);
+            }
             return 0;
           }};
 }

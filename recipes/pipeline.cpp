@@ -10,6 +10,32 @@
 // masks.h5 (the pruning plan). Re-running a recipe rebuilds the in-memory
 // state from those files in stage order, so `dsee run` after a crash or a
 // pre-emption continues where the previous process stopped.
+//
+// Note [Data parallelism in the pipeline]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// Every rank runs the same stages and issues the same collectives in the
+// same order; what differs is who computes and who writes:
+//  - start-up: the ranks compare fingerprints of the resolved config, the
+//    library versions, the model's tensor shapes, the pretrained weights and
+//    the training data (fingerprint_verify*: a mismatch names the ranks and
+//    the thing on every rank, so all of them stop with the same error);
+//  - files: only rank 0 touches the run directory, through root_does(),
+//    which also tells every rank whether rank 0 succeeded (a broadcast, so
+//    it is a barrier too) and turns rank 0's failure into the same error on
+//    every rank; whether a stage is finished is rank 0's answer, broadcast;
+//  - Ω, the pruning plan and saved trainable tensors: rank 0 computes or
+//    reads them, broadcast_from_root sends them (checked by fingerprint);
+//  - training: each rank takes its contiguous piece of every global
+//    micro-batch (DistributedSampler); its loss is the piece's mean scaled
+//    by pieces/ranks so that the average of the ranks' gradients is the
+//    1-rank gradient even when pieces differ in size; GradientSync averages
+//    the trainable gradients once per optimizer step; every
+//    dist.fingerprint_every steps the ranks compare their trainable tensors;
+//  - evaluation: each rank predicts its shard_range of the dev set and
+//    all_gather_rows restores the 1-rank order, so the metrics are the
+//    1-rank metrics on every rank.
+// Dropout draws differ between 1 and N ranks (each rank draws for its piece
+// only), so bit-for-bit agreement with 1 rank holds only without dropout.
 #include "recipes/pipeline.h"
 
 #include <ATen/ATen.h>
@@ -20,6 +46,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/checkpoint.h"
 #include "core/counting.h"
 #include "core/losses.h"
 #include "core/metrics.h"
@@ -29,10 +56,15 @@
 #include "core/pruning.h"
 #include "core/safetensors.h"
 #include "core/shape_text.h"
+#include "core/stop_signal.h"
 #include "core/trainer.h"
 #include "core/tuning.h"
+#include "core/versions.h"
 #include "data/distributed_sampler.h"
 #include "data/error.h"
+#include "distributed/coordinator.h"
+#include "distributed/fingerprint.h"
+#include "distributed/gradient_sync.h"
 #include "recipes/demo_data.h"
 #include "recipes/recipe_schema.h"
 
@@ -71,6 +103,61 @@ std::string read_text(const fs::path& path) {
   return text.str();
 }
 
+// One line per library whose version changes results, compared across ranks.
+std::string library_versions_text(const PipelineRanks& ranks) {
+  const BuildInfo info = build_info();
+  return fmt::format("dsee {}\ntorch {}\nhdf5 {}\nmpi {}\n", info.dsee_version, info.torch_version, info.hdf5_loaded,
+                     ranks.mpi_library);
+}
+
+// Rank 0's text on every rank (a collective); one process: `text` itself.
+std::string text_broadcast(const PipelineRanks& ranks, const std::string& text) {
+  if (ranks.comm == nullptr) return text;
+  auto& comm = *ranks.comm;
+  at::Tensor length = at::full({1}, static_cast<std::int64_t>(text.size()), at::kLong).to(comm.device());
+  comm.broadcast(length, 0);
+  const auto size = length.cpu().item<std::int64_t>();
+  if (size == 0) return {};
+  at::Tensor bytes = at::empty({size}, at::kByte);
+  if (ranks.root()) std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  bytes = bytes.to(comm.device());
+  comm.broadcast(bytes, 0);
+  bytes = bytes.cpu();
+  return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(size));
+}
+
+// Runs `action` on rank 0 only (every write under the run directory goes
+// through here) and returns its text on every rank. A collective, hence a
+// barrier: no rank goes on before rank 0 has finished. When rank 0 fails,
+// every rank throws ErrorOnEveryRank with rank 0's message.
+std::string root_does(const PipelineRanks& ranks, const std::function<std::string()>& action) {
+  if (ranks.comm == nullptr) return action();
+  std::string status = "ok", text;
+  if (ranks.root()) {
+    try {
+      text = action();
+    } catch (const Error& e) {
+      status = std::string("error") + e.what();
+    }
+  }
+  status = text_broadcast(ranks, status);
+  if (status != "ok") {
+    const std::string message = status.substr(5);
+    if (ranks.root()) throw ErrorOnEveryRank(message);
+    throw ErrorOnEveryRank(fmt::format("rank 0 failed: {}", message));
+  }
+  return text_broadcast(ranks, text);
+}
+
+void root_writes(const PipelineRanks& ranks, const std::function<void()>& write) {
+  root_does(ranks, [&] {
+    write();
+    return std::string();
+  });
+}
+
+void run_dir_claim_root(const fs::path& run_dir, const Config& config);
+
 // "key = value" lines of a resolved config (sections folded into the key).
 std::map<std::string, std::string> config_lines(const std::string& text) {
   std::map<std::string, std::string> out;
@@ -90,7 +177,11 @@ std::map<std::string, std::string> config_lines(const std::string& text) {
 }
 
 // The run directory records the recipe it belongs to; another recipe is refused.
-void run_dir_claim(const fs::path& run_dir, const Config& config) {
+void run_dir_claim(const fs::path& run_dir, const Config& config, const PipelineRanks& ranks) {
+  root_writes(ranks, [&] { run_dir_claim_root(run_dir, config); });
+}
+
+void run_dir_claim_root(const fs::path& run_dir, const Config& config) {
   fs::create_directories(run_dir / "stages");
   const auto path = run_dir / "config.toml";
   const std::string text = config.to_toml();
@@ -149,13 +240,20 @@ DemoOptions demo_options_of(const Config& c) {
   return o;
 }
 
-// Micro-batches of (input_ids, labels) in the sampler's order.
+// Micro-batches of (input_ids, labels) in the sampler's order: this rank's
+// piece of each global micro-batch of `batch_size` samples.
 class TensorBatches final : public BatchSource {
  public:
-  TensorBatches(at::Tensor ids, at::Tensor labels, std::int64_t batch_size, std::uint64_t seed)
+  TensorBatches(at::Tensor ids, at::Tensor labels, std::int64_t batch_size, std::uint64_t seed, int rank = 0,
+                int world_size = 1)
       : ids_(std::move(ids)),
         labels_(std::move(labels)),
-        sampler_({ids_.size(0), batch_size, seed, true, false}, 0, 1) {}
+        world_size_(world_size),
+        sampler_({ids_.size(0), batch_size, seed, true, false}, rank, world_size) {}
+  // For the batch next() returned last: local mean loss × this = the piece's
+  // share, such that the mean over ranks is the global mean (see
+  // data/distributed_sampler.h).
+  double loss_scale() const { return loss_scale_; }
   std::int64_t batches_per_epoch() const override { return sampler_.batches_per_epoch(); }
   void start_epoch(std::int64_t epoch) override {
     sampler_.set_position({epoch, 0});
@@ -165,6 +263,7 @@ class TensorBatches final : public BatchSource {
     if (left_ <= 0) return std::nullopt;
     --left_;
     const auto batch = sampler_.next();
+    loss_scale_ = static_cast<double>(batch.indices.size()) * world_size_ / static_cast<double>(batch.global_size);
     const auto index = at::tensor(batch.indices, at::kLong);
     TrainBatch out;
     out.tensors["input_ids"] = ids_.index_select(0, index);
@@ -175,22 +274,29 @@ class TensorBatches final : public BatchSource {
 
  private:
   at::Tensor ids_, labels_;
+  int world_size_;
   DistributedSampler sampler_;
   std::int64_t left_ = 0;
+  double loss_scale_ = 1.0;
 };
 
 // Accuracy of the model on (ids, labels), evaluation mode, batches of 256.
+// With ranks each predicts its shard_range and the predictions are gathered
+// in rank order, so every rank gets the 1-rank metrics.
 std::map<std::string, double> evaluate_accuracy(PretrainedModel& model, ModelTuning* tuning, const at::Tensor& ids,
-                                                const at::Tensor& labels) {
+                                                const at::Tensor& labels, const PipelineRanks& ranks) {
   at::NoGradGuard no_grad;
   if (tuning) tuning->set_training(false);
-  std::vector<at::Tensor> logits;
-  for (std::int64_t start = 0; start < ids.size(0); start += 256) {
+  const auto [begin, end] = shard_range(ids.size(0), ranks.rank, ranks.world_size);
+  std::vector<at::Tensor> predicted = {at::empty({0}, at::kLong)};
+  for (std::int64_t start = begin; start < end; start += 256) {
     ModelInput input;
-    input.input_ids = ids.narrow(0, start, std::min<std::int64_t>(256, ids.size(0) - start));
-    logits.push_back(model.forward(input).logits);
+    input.input_ids = ids.narrow(0, start, std::min<std::int64_t>(256, end - start));
+    predicted.push_back(model.forward(input).logits.argmax(1));
   }
-  const auto predictions = at::cat(logits).argmax(1).contiguous();
+  at::Tensor predictions = at::cat(predicted).contiguous();
+  if (ranks.comm != nullptr)
+    predictions = all_gather_rows(*ranks.comm, predictions.to(ranks.comm->device())).cpu().contiguous();
   const auto truth = labels.contiguous();
   const std::span<const std::int64_t> p(predictions.data_ptr<std::int64_t>(), predictions.numel());
   const std::span<const std::int64_t> t(truth.data_ptr<std::int64_t>(), truth.numel());
@@ -199,9 +305,10 @@ std::map<std::string, double> evaluate_accuracy(PretrainedModel& model, ModelTun
 
 // The state one arm builds up, stage by stage.
 struct Run {
-  Run(const Config& c, fs::path d) : config(c), dir(std::move(d)) {}
+  Run(const Config& c, fs::path d, const PipelineRanks& r) : config(c), dir(std::move(d)), ranks(r) {}
   const Config& config;
   fs::path dir;
+  const PipelineRanks& ranks;
   DemoData data;
   std::unique_ptr<PretrainedModel> model;
   std::vector<OmegaEntry> omega;
@@ -210,16 +317,19 @@ struct Run {
   nlohmann::json stages = nlohmann::json::object();
 };
 
+// Rank 0 decides (its stages/<stage>.json) and tells every rank.
 bool stage_done(Run& run, const std::string& stage) {
   const auto path = run.dir / "stages" / (stage + ".json");
-  if (!fs::exists(path)) return false;
-  run.stages[stage] = read_json(path);
+  const std::string record =
+      root_does(run.ranks, [&] { return fs::exists(path) ? read_json(path).dump() : std::string(); });
+  if (record.empty()) return false;
+  run.stages[stage] = nlohmann::json::parse(record);
   spdlog::info("{}: stage {} finished before, skipped", run.dir.filename().string(), stage);
   return true;
 }
 
 void stage_record(Run& run, const std::string& stage, nlohmann::json record) {
-  write_json_atomic(run.dir / "stages" / (stage + ".json"), record);
+  root_writes(run.ranks, [&] { write_json_atomic(run.dir / "stages" / (stage + ".json"), record); });
   run.stages[stage] = std::move(record);
 }
 
@@ -233,24 +343,119 @@ nlohmann::json counts_of(Run& run) {
           {"flops_nonzero", count.flops_nonzero}};
 }
 
-// Copies saved trainable tensors into the attached tuning's (same names and shapes).
+NamedTensors trainables_of(Run& run) {
+  NamedTensors tensors;
+  for (auto& [name, tensor] : run.tuning->trainable_parameters()) tensors.emplace_back(name, tensor.detach());
+  return tensors;
+}
+
+// Copies saved trainable tensors into the attached tuning's (same names and
+// shapes). Rank 0 reads the file and broadcasts what it read.
 void trainables_load(Run& run, const fs::path& path) {
-  const auto file = SafetensorsCheckpoint::open(path);
-  at::NoGradGuard no_grad;
-  for (auto& [name, tensor] : run.tuning->trainable_parameters()) {
-    DSEE_CHECK(file.contains(name), "{}: tensor '{}' is missing; delete the run's stages/ to redo them", path.string(),
-               name);
-    const auto saved = file.tensor(name);
-    DSEE_CHECK(saved.sizes() == tensor.sizes(), "{}: tensor '{}' has shape {}, the run expects {}", path.string(), name,
-               shape_text(saved.sizes()), shape_text(tensor.sizes()));
-    tensor.copy_(saved);
+  NamedTensors saved;
+  root_writes(run.ranks, [&] {
+    const auto file = SafetensorsCheckpoint::open(path);
+    for (auto& [name, tensor] : run.tuning->trainable_parameters()) {
+      DSEE_CHECK(file.contains(name), "{}: tensor '{}' is missing; delete the run's stages/ to redo them",
+                 path.string(), name);
+      const auto value = file.tensor(name);
+      DSEE_CHECK(value.sizes() == tensor.sizes(), "{}: tensor '{}' has shape {}, the run expects {}", path.string(),
+                 name, shape_text(value.sizes()), shape_text(tensor.sizes()));
+      saved.emplace_back(name, value.to(tensor.scalar_type()).contiguous());
+    }
+  });
+  if (run.ranks.comm != nullptr) {
+    if (!run.ranks.root()) saved = trainables_of(run);  // shapes only; rank 0's values replace them
+    saved = broadcast_from_root(*run.ranks.comm, saved, fmt::format("trainable tensors read from {}", path.string()));
   }
+  at::NoGradGuard no_grad;
+  std::size_t i = 0;
+  for (auto& [name, tensor] : run.tuning->trainable_parameters()) tensor.copy_(saved.at(i++).second);
 }
 
 void trainables_save(Run& run, const fs::path& path) {
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (auto& [name, tensor] : run.tuning->trainable_parameters()) tensors.emplace_back(name, tensor.detach());
-  safetensors_save(path, tensors);
+  root_writes(run.ranks, [&] { safetensors_save(path, trainables_of(run)); });
+}
+
+// Ω as named tensors, for broadcast_from_root: per matrix its indices and
+// [rows, cols, sparse_nonzeros].
+NamedTensors omega_to_named(const std::vector<OmegaEntry>& omega) {
+  NamedTensors out;
+  for (const auto& e : omega) {
+    out.emplace_back(e.name + "#indices", e.indices.contiguous());
+    out.emplace_back(e.name + "#shape", at::tensor(std::vector<std::int64_t>{e.rows, e.cols, e.sparse_nonzeros}));
+  }
+  return out;
+}
+
+std::vector<OmegaEntry> omega_from_named(const NamedTensors& named) {
+  std::vector<OmegaEntry> out;
+  for (std::size_t i = 0; i + 1 < named.size(); i += 2) {
+    OmegaEntry e;
+    e.name = named[i].first.substr(0, named[i].first.rfind('#'));
+    e.indices = named[i].second.cpu().contiguous();
+    const auto shape = named[i + 1].second.cpu();
+    e.rows = shape[0].item<std::int64_t>();
+    e.cols = shape[1].item<std::int64_t>();
+    e.sparse_nonzeros = shape[2].item<std::int64_t>();
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+// A pruning plan as named tensors: "mask:<module>" [out, in] and "heads:<layer>" [k] int64.
+NamedTensors prune_plan_to_named(const PrunePlan& plan) {
+  NamedTensors out;
+  for (const auto& m : plan.masks) out.emplace_back("mask:" + m.module, m.mask.contiguous());
+  for (const auto& [layer, heads] : plan.heads) out.emplace_back(fmt::format("heads:{}", layer), at::tensor(heads));
+  return out;
+}
+
+PrunePlan prune_plan_from_named(const NamedTensors& named) {
+  PrunePlan plan;
+  for (const auto& [name, tensor] : named) {
+    if (name.starts_with("mask:")) {
+      plan.masks.push_back({name.substr(5), tensor.cpu()});
+    } else {
+      DSEE_ASSERT(name.starts_with("heads:"), "unexpected pruning-plan tensor '{}'", name);
+      const auto ids = tensor.cpu().contiguous();
+      plan.heads[std::stoll(name.substr(6))] =
+          std::vector<std::int64_t>(ids.data_ptr<std::int64_t>(), ids.data_ptr<std::int64_t>() + ids.numel());
+    }
+  }
+  return plan;
+}
+
+// Rank 0's value of `on_root` on every rank (checked by fingerprint).
+NamedTensors from_root(const PipelineRanks& ranks, const NamedTensors& on_root, const std::string& label) {
+  if (ranks.comm == nullptr) return on_root;
+  return broadcast_from_root(*ranks.comm, on_root, label);
+}
+
+// The trainer's hooks for data parallelism (Note [The loop on many ranks] in
+// core/trainer.cpp): gradient averaging, the global loss, agreed stops, the
+// watchdog's step and the periodic fingerprint of the trainable tensors.
+void data_parallel_options(Run& run, Communicator& comm, std::unique_ptr<GradientSync>& sync, TrainerOptions& options) {
+  std::vector<at::Tensor> parameters;
+  for (auto& [name, tensor] : run.tuning->trainable_parameters()) parameters.push_back(tensor);
+  sync = std::make_unique<GradientSync>(comm, std::move(parameters));
+  auto* gradient_sync = sync.get();
+  options.sync_gradients = [gradient_sync] { gradient_sync->average_gradients(); };
+  options.sum_over_ranks = [&comm](std::vector<double>& values) {
+    at::Tensor sums = at::tensor(values, at::kDouble).to(comm.device());
+    comm.all_reduce_sum(sums);
+    sums = sums.cpu().contiguous();
+    std::copy_n(sums.data_ptr<double>(), values.size(), values.begin());
+  };
+  options.should_stop = [&comm] { return stop_requested_on_any_rank(comm); };
+  const std::int64_t every = run.config.get_int("dist.fingerprint_every");
+  options.after_step = [&run, &comm, every](std::int64_t step) {
+    comm.set_step(step + 1);
+    if (every > 0 && step % every == 0)
+      fingerprint_verify(comm, fmt::format("trainable parameters after step {}", step),
+                         fingerprint(trainables_of(run)));
+  };
+  comm.set_step(1);
 }
 
 // One training stage (train or retune): the trainer over the task's data.
@@ -270,50 +475,82 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
   options.eval_every = c.get_int("train.eval_every");
   options.early_stopping_patience = c.get_int("train.early_stopping_patience");
   if (options.early_stopping_patience > 0) options.metric_for_best = "accuracy";
-  options.metrics_path = run.dir / "metrics.jsonl";
+  if (run.ranks.root()) options.metrics_path = run.dir / "metrics.jsonl";
+  options.progress = run.ranks.root();
   const auto micro_batch = c.get_int("train.batch_size") / options.grad_accumulation;
   DSEE_CHECK(micro_batch >= 1 && micro_batch * options.grad_accumulation == c.get_int("train.batch_size"),
              "train.batch_size ({}) must be a multiple of train.grad_accumulation ({})", c.get_int("train.batch_size"),
              options.grad_accumulation);
   TensorBatches batches(run.data.train_ids, run.data.train_labels, micro_batch,
-                        static_cast<std::uint64_t>(c.get_int("run.seed")) + (stage == "train" ? 0 : 1));
+                        static_cast<std::uint64_t>(c.get_int("run.seed")) + (stage == "train" ? 0 : 1), run.ranks.rank,
+                        run.ranks.world_size);
   at::manual_seed(static_cast<std::uint64_t>(c.get_int("run.seed")));  // dropout
+  std::unique_ptr<GradientSync> sync;
+  if (auto* comm = run.ranks.comm) data_parallel_options(run, *comm, sync, options);
   Trainer trainer(run.tuning->trainable_parameters(), options);
   auto* model = run.model.get();
   auto* tuning = run.tuning.get();
   const auto loss = [&](const TrainBatch& batch) {
     tuning->set_training(true);
+    if (batch.samples == 0) {  // an empty piece of a short global batch: zero loss, zero gradients
+      at::Tensor zero = at::zeros({});
+      for (auto& [name, tensor] : tuning->trainable_parameters()) zero = zero + tensor.sum() * 0;
+      return zero;
+    }
     ModelInput input;
     input.input_ids = batch.tensors.at("input_ids");
-    return sequence_classification_loss(model->forward(input).logits, batch.tensors.at("labels"));
+    const auto mean = sequence_classification_loss(model->forward(input).logits, batch.tensors.at("labels"));
+    return run.ranks.comm != nullptr ? mean * batches.loss_scale() : mean;
   };
-  const auto evaluate = [&] { return evaluate_accuracy(*model, tuning, run.data.dev_ids, run.data.dev_labels); };
+  const auto evaluate = [&] {
+    return evaluate_accuracy(*model, tuning, run.data.dev_ids, run.data.dev_labels, run.ranks);
+  };
   spdlog::info("{}: {} ({} epochs, lr {})", run.dir.filename().string(), stage, epochs, lr);
   const auto result = trainer.run(batches, loss, evaluate);
   trainables_save(run, run.dir / fmt::format("trainable-{}.safetensors", stage));
   nlohmann::json record = counts_of(run);
   record["dev"] = evaluate();
   record["steps"] = result.steps;
+  if (sync) record["allreduce_bytes_per_step"] = sync->bytes_per_step();
   record["skipped_steps"] = result.skipped_steps;
   record["seconds"] = seconds_since(start);
   return record;
 }
 
+// Start-up check that every rank loaded the same model and data.
+void model_and_data_verify(Run& run, const fs::path& model_path) {
+  auto& comm = *run.ranks.comm;
+  std::string shapes;
+  for (const auto& slot : run.model->tensor_slots())
+    shapes += fmt::format("{} {} {}\n", slot.name, shape_text(slot.tensor->sizes()),
+                          c10::toString(slot.tensor->scalar_type()));
+  fingerprint_verify_text(comm, "model's tensor shapes", shapes);
+  fingerprint_verify(comm, fmt::format("pretrained weights ({})", model_path.string()), model_weights_hash(model_path));
+  fingerprint_verify(comm, "training and dev data",
+                     fingerprint(NamedTensors{{"train_ids", run.data.train_ids},
+                                              {"train_labels", run.data.train_labels},
+                                              {"dev_ids", run.data.dev_ids},
+                                              {"dev_labels", run.data.dev_labels}}));
+}
+
 // One arm of the recipe in `dir`, data in `data_dir`.
-nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path& data_dir) {
+nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path& data_dir,
+                       const PipelineRanks& ranks) {
   const auto start = Clock::now();
-  Run run(config, dir);
-  run_dir_claim(dir, config);
+  Run run(config, dir, ranks);
+  run_dir_claim(dir, config, ranks);
   const auto method = tuning_method_from_name(config.get_string("tuning.method"));
   const auto prune_kind = config.get_string("prune.kind");
 
-  // data + model
-  run.data = demo_prepare(demo_options_of(config), data_dir);
+  // data + model: rank 0 writes the demo's data, the others read it back
+  root_writes(ranks, [&] { run.data = demo_prepare(demo_options_of(config), data_dir); });
+  if (!ranks.root()) run.data = demo_prepare(demo_options_of(config), data_dir);
   const auto model_path =
       config.get_string("model.path").empty() ? run.data.pretrained_dir : fs::path(config.get_string("model.path"));
   ModelLoadOptions load;
   load.task = ModelTask::sequence_classification;
   run.model = model_load(model_path, load);
+  if (ranks.comm != nullptr) model_and_data_verify(run, model_path);
 
   // omega
   if (method == TuningMethod::dsee) {
@@ -321,25 +558,32 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
     const auto matrices =
         adapted_matrices(*run.model, options.target_modules.empty() ? default_target_modules(run.model->config().family)
                                                                     : options.target_modules);
+    // Rank 0 computes Ω (or reads it back) and broadcasts it.
     if (stage_done(run, "omega")) {
-      std::vector<OmegaExpected> expected;
-      for (const auto& m : matrices) expected.push_back({m.name, m.rows, m.cols()});
-      run.omega = omega_read(dir / "omega.h5", expected);
+      root_writes(ranks, [&] {
+        std::vector<OmegaExpected> expected;
+        for (const auto& m : matrices) expected.push_back({m.name, m.rows, m.cols()});
+        run.omega = omega_read(dir / "omega.h5", expected);
+      });
+      run.omega = omega_from_named(from_root(ranks, omega_to_named(run.omega), "Ω read from omega.h5"));
     } else {
       const auto t = Clock::now();
-      std::vector<NamedMatrix> named;
-      for (const auto& m : matrices) named.push_back({m.name, m.weight()});
-      const auto omega_options = omega_options_of(config);
-      run.omega = omega_select(named, omega_options);
-      omega_write(dir / "omega.h5", run.omega,
-                  {omega_method_name(omega_options.method), grebsmo_variant_name(omega_options.grebsmo.variant),
-                   omega_options.seed, omega_options.c});
+      root_writes(ranks, [&] {
+        std::vector<NamedMatrix> named;
+        for (const auto& m : matrices) named.push_back({m.name, m.weight()});
+        const auto omega_options = omega_options_of(config);
+        run.omega = omega_select(named, omega_options);
+        omega_write(dir / "omega.h5", run.omega,
+                    {omega_method_name(omega_options.method), grebsmo_variant_name(omega_options.grebsmo.variant),
+                     omega_options.seed, omega_options.c});
+      });
+      run.omega = omega_from_named(from_root(ranks, omega_to_named(run.omega), "Ω"));
       stage_record(run, "omega", {{"matrices", run.omega.size()}, {"seconds", seconds_since(t)}});
     }
   }
   run.tuning = tuning_attach(*run.model, tuning_options_of(config), run.omega);
   nlohmann::json pretrained = counts_of(run);
-  pretrained["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels);
+  pretrained["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels, ranks);
   run.stages["pretrained"] = pretrained;
 
   // train
@@ -350,19 +594,24 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
 
   // prune + retune
   if (prune_kind != "none") {
+    // Rank 0 computes the plan (or reads it back) and broadcasts it.
     if (stage_done(run, "prune")) {
-      run.plan = prune_plan_read(dir / "masks.h5");
+      root_writes(ranks, [&] { run.plan = prune_plan_read(dir / "masks.h5"); });
+      run.plan = prune_plan_from_named(from_root(ranks, prune_plan_to_named(run.plan), "pruning plan from masks.h5"));
       prune_plan_apply(*run.model, run.plan);
     } else {
       const auto t = Clock::now();
-      run.plan = prune_kind == "heads"
-                     ? structured_plan(*run.model, run.tuning.get(), config.get_int("prune.heads_per_layer"))
-                     : unstructured_plan(*run.model, run.tuning.get(),
-                                         {config.get_float("prune.p_adapt"), config.get_float("prune.p_rest")});
-      prune_plan_write(dir / "masks.h5", run.plan);
+      root_writes(ranks, [&] {
+        run.plan = prune_kind == "heads"
+                       ? structured_plan(*run.model, run.tuning.get(), config.get_int("prune.heads_per_layer"))
+                       : unstructured_plan(*run.model, run.tuning.get(),
+                                           {config.get_float("prune.p_adapt"), config.get_float("prune.p_rest")});
+        prune_plan_write(dir / "masks.h5", run.plan);
+      });
+      run.plan = prune_plan_from_named(from_root(ranks, prune_plan_to_named(run.plan), "pruning plan"));
       prune_plan_apply(*run.model, run.plan);
       nlohmann::json record = counts_of(run);
-      record["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels);
+      record["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels, ranks);
       record["seconds"] = seconds_since(t);
       stage_record(run, "prune", record);
     }
@@ -379,13 +628,15 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
 
   // eval
   nlohmann::json final_record = counts_of(run);
-  final_record["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels);
+  final_record["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels, ranks);
   stage_record(run, "eval", final_record);
 
   // export
   if (config.get_string("export.format") == "hf") {
-    model_merge(*run.model);
-    model_save(*run.model, dir / "export");
+    root_writes(ranks, [&] {
+      model_merge(*run.model);
+      model_save(*run.model, dir / "export");
+    });
     stage_record(run, "export", {{"format", "hf"}, {"path", (dir / "export").string()}});
   }
 
@@ -398,7 +649,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
                             {"dev", final_record["dev"]},
                             {"stages", run.stages},
                             {"seconds", seconds_since(start)}};
-  write_json_atomic(dir / "summary.json", summary);
+  root_writes(ranks, [&] { write_json_atomic(dir / "summary.json", summary); });
   return summary;
 }
 
@@ -435,13 +686,20 @@ void print_compare_table(const std::vector<std::pair<std::string, nlohmann::json
 
 }  // namespace
 
-nlohmann::json pipeline_run(const Config& config) {
+nlohmann::json pipeline_run(const Config& config, const PipelineRanks& ranks) {
   const fs::path dir = fs::path(config.get_string("run.out_dir")) / config.get_string("run.name");
   const auto data_dir = dir / "data";
+  if (ranks.comm != nullptr) {
+    // As flat "section.key = value" lines, so a mismatch quotes the full key.
+    std::string flat;
+    for (const auto& [key, value] : config_lines(config.to_toml())) flat += key + " = " + value + "\n";
+    fingerprint_verify_text(*ranks.comm, "resolved config", flat);
+    fingerprint_verify_text(*ranks.comm, "library versions", library_versions_text(ranks));
+  }
   const auto& compare = config.get_strings("run.compare");
-  if (compare.empty()) return run_arm(config, dir, data_dir);
+  if (compare.empty()) return run_arm(config, dir, data_dir, ranks);
 
-  run_dir_claim(dir, config);
+  run_dir_claim(dir, config, ranks);
   std::vector<std::pair<std::string, nlohmann::json>> arms;
   for (const auto& text : compare) {
     const auto arm = compare_arm_parse(text);
@@ -449,12 +707,12 @@ nlohmann::json pipeline_run(const Config& config) {
     overrides.push_back("run.compare=[]");
     const Config arm_config =
         Config::parse(recipe_schema(), config.to_toml(), config.source() + " arm " + arm.name, overrides);
-    arms.emplace_back(arm.name, run_arm(arm_config, dir / arm.name, data_dir));
+    arms.emplace_back(arm.name, run_arm(arm_config, dir / arm.name, data_dir, ranks));
   }
-  print_compare_table(arms);
+  if (ranks.root()) print_compare_table(arms);
   nlohmann::json summary = {{"arms", nlohmann::json::array()}};
   for (const auto& [name, s] : arms) summary["arms"].push_back({{"name", name}, {"summary", s}});
-  write_json_atomic(dir / "summary.json", summary);
+  root_writes(ranks, [&] { write_json_atomic(dir / "summary.json", summary); });
   return summary;
 }
 CompareArm compare_arm_parse(const std::string& text) {

@@ -17,19 +17,46 @@
 // stage leaves stages/<stage>.json (its results); re-running the recipe
 // skips finished stages and resumes an interrupted one from its checkpoint.
 // summary.json is written last.
+//
+// Under mpirun (or srun) every rank runs the same pipeline with data
+// parallelism over the trainable parameters: rank 0 computes Ω and the
+// pruning plan and broadcasts them, each rank trains on its piece of every
+// global batch and the gradients are averaged, evaluation is sharded and the
+// predictions gathered, and only rank 0 writes under the run directory (see
+// Note [Data parallelism in the pipeline] in pipeline.cpp). The run
+// directory, the data and the model must be on a file system every rank sees.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
 
+#include "core/communicator.h"
 #include "data/config.h"
 
 namespace dsee {
 
+// Where this process sits in a data-parallel run. The default, no
+// communicator, is one process without collectives.
+struct PipelineRanks {
+  Communicator* comm = nullptr;  // not owned; every rank of the job holds one
+  int rank = 0;
+  int world_size = 1;
+  std::string mpi_library;  // compared across ranks with the other library versions
+  bool root() const { return rank == 0; }
+};
+
+// Thrown at the same point on every rank (rank 0 failed to write or refused
+// the run directory and told the others): the ranks may exit normally.
+class ErrorOnEveryRank : public Error {
+ public:
+  using Error::Error;
+};
+
 // Runs the recipe (every arm of run.compare, or the one run) and returns the
-// summary written to summary.json.
-nlohmann::json pipeline_run(const Config& config);
+// summary written to summary.json (on every rank). A collective when
+// ranks.comm is set: every rank calls it with the same recipe.
+nlohmann::json pipeline_run(const Config& config, const PipelineRanks& ranks = {});
 
 // An arm of run.compare: "name: key=value key=value" → name and overrides.
 struct CompareArm {

@@ -1,0 +1,242 @@
+"""`dsee run` under mpirun: data parallelism over the trainable parameters.
+
+Usage: test_run_ranks.py SCENARIO MPIEXEC DSEE
+  same_result  a tiny DSEE recipe (grad_accumulation 2, clipping on, pieces
+               of unequal size, head pruning + re-tuning) run as 1 process and
+               under mpirun -n 2 and -n 3: the trained and re-tuned trainable
+               tensors agree within 1e-6, omega.h5 and masks.h5 hold the same
+               datasets, and the dev metrics of every stage are identical;
+               only rank 0 writes files (the run directory is the same set).
+  config_mismatch  MPMD, one rank with another train.lr: every rank fails
+               with a message naming the ranks and the key, non-zero exit,
+               within seconds.
+  killed_rank  a rank killed with SIGKILL mid-training: every process ends
+               non-zero within dist.timeout_s + a margin.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import h5py
+import numpy as np
+from safetensors.numpy import load_file
+
+SCENARIO, MPIEXEC, DSEE = sys.argv[1:4]
+
+RECIPE = """
+[run]
+name = "tiny"
+[task]
+name = "demo"
+train_size = 100
+dev_size = 48
+[tuning]
+method = "dsee"
+rank = 4
+[omega]
+c = 8
+variant = "tolerance"
+max_rank = 4
+workers = 2
+[train]
+lr = 1e-2
+epochs = 2
+batch_size = 16
+grad_accumulation = 2
+max_grad_norm = 0.5
+warmup_ratio = 0.1
+[prune]
+kind = "heads"
+heads_per_layer = 1
+[retune]
+epochs = 1
+[dist]
+timeout_s = 30.0
+fingerprint_every = 3
+"""
+
+
+def fail(message):
+    print("FAILED:", message)
+    sys.exit(1)
+
+
+def run(command, timeout):
+    start = time.monotonic()
+    p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    return p.returncode, p.stdout, time.monotonic() - start
+
+
+def mpirun(n):
+    return [MPIEXEC, "-n", str(n), "--oversubscribe", "--bind-to", "none"]
+
+
+def files_under(root):
+    out = set()
+    for d, _, names in os.walk(root):
+        for name in names:
+            out.add(os.path.relpath(os.path.join(d, name), root))
+    return out
+
+
+def h5_datasets(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def same_result(tmp, recipe):
+    dirs = {}
+    for n in (1, 2, 3):
+        out = os.path.join(tmp, f"out{n}")
+        command = ([DSEE] if n == 1 else mpirun(n) + [DSEE]) + ["run", recipe, "--set", f"run.out_dir={out}"]
+        rc, text, seconds = run(command, 120)
+        print(f"--- {n} rank(s): exit {rc} after {seconds:.1f} s")
+        if rc != 0:
+            print(text)
+            fail(f"{n} ranks: exit {rc}")
+        if n > 1:
+            m = re.search(r"gradient sync: \d+ trainable tensors, (\d+) values, (\d+) bytes all-reduced", text)
+            if not m:
+                print(text)
+                fail("no gradient-sync line")
+            print(f"    {m.group(0)}")
+            # Info lines come from rank 0 only.
+            if text.count("gradient sync:") != 2:  # train and retune
+                fail(f"expected 2 gradient-sync lines (rank 0, two stages), got {text.count('gradient sync:')}")
+        dirs[n] = os.path.join(out, "tiny")
+    base = dirs[1]
+    base_files = files_under(base)
+    for n in (2, 3):
+        files = files_under(dirs[n])
+        if files != base_files:
+            fail(f"{n} ranks: run directory differs: {sorted(files ^ base_files)}")
+        for stage_file in ("train", "retune"):
+            a = load_file(os.path.join(base, f"trainable-{stage_file}.safetensors"))
+            b = load_file(os.path.join(dirs[n], f"trainable-{stage_file}.safetensors"))
+            if a.keys() != b.keys():
+                fail(f"{n} ranks: trainable-{stage_file} names differ")
+            worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+            print(f"    {n} ranks: trainable-{stage_file}.safetensors max |difference| {worst:.2e} "
+                  f"over {sum(v.size for v in a.values())} values")
+            if worst > 1e-6:
+                fail(f"{n} ranks: trainable-{stage_file} differs by {worst}")
+            if all(np.array_equal(a[k], np.zeros_like(a[k])) for k in a):
+                fail("the trainable tensors are all zero: nothing was trained")
+        for h5 in ("omega.h5", "masks.h5"):
+            a, b = h5_datasets(os.path.join(base, h5)), h5_datasets(os.path.join(dirs[n], h5))
+            if a.keys() != b.keys() or any(not np.array_equal(a[k], b[k]) for k in a):
+                fail(f"{n} ranks: {h5} differs")
+            print(f"    {n} ranks: {h5} identical ({len(a)} datasets)")
+        for stage in ("train", "prune", "retune", "eval"):
+            a = json.load(open(os.path.join(base, "stages", f"{stage}.json")))
+            b = json.load(open(os.path.join(dirs[n], "stages", f"{stage}.json")))
+            if a["dev"] != b["dev"]:
+                fail(f"{n} ranks: stages/{stage}.json dev metrics {b['dev']} != 1 rank's {a['dev']}")
+            if stage in ("train", "retune") and a["steps"] != b["steps"]:
+                fail(f"{n} ranks: {stage} took {b['steps']} steps, 1 rank {a['steps']}")
+        print(f"    {n} ranks: dev metrics equal: {json.load(open(os.path.join(base, 'stages', 'eval.json')))['dev']}")
+        # The logged losses are the global mean: the same as 1 rank's.
+        la = [json.loads(l) for l in open(os.path.join(base, "metrics.jsonl"))]
+        lb = [json.loads(l) for l in open(os.path.join(dirs[n], "metrics.jsonl"))]
+        if len(la) != len(lb):
+            fail(f"{n} ranks: metrics.jsonl has {len(lb)} lines, 1 rank {len(la)}")
+        for x, y in zip(la, lb):
+            if x["kind"] == "train" and abs(x["loss"] - y["loss"]) > 1e-5 * max(1.0, abs(x["loss"])):
+                fail(f"{n} ranks: step {x['step']} loss {y['loss']} != 1 rank's {x['loss']}")
+
+
+def config_mismatch(tmp, recipe):
+    out = os.path.join(tmp, "out")
+    common = ["run", recipe, "--set", f"run.out_dir={out}"]
+    command = (mpirun(1) + [DSEE] + common + [":", "-n", "1", "--bind-to", "none", DSEE] + common +
+               ["--set", "train.lr=0.02"])
+    rc, text, seconds = run(command, 60)
+    print(text)
+    print(f"--- exit {rc} after {seconds:.1f} s")
+    if rc == 0:
+        fail("the job exited 0")
+    if seconds > 30:
+        fail(f"took {seconds:.1f} s to fail")
+    lines = [l for l in text.splitlines() if "dsee: error: ranks disagree on the resolved config" in l]
+    if len(lines) != 2:
+        fail(f"expected the mismatch error from both ranks, got {len(lines)} lines")
+    for l in lines:
+        if not re.search(r"rank 0 \w+, but rank 1 \w+", l) or 'rank 0 has "train.lr = 0.01"' not in l or \
+                'rank 1 has "train.lr = 0.02"' not in l:
+            fail(f"the message does not name the ranks and the key: {l}")
+    if os.path.exists(os.path.join(out, "tiny", "config.toml")):
+        fail("the run directory was claimed before the ranks agreed")
+
+
+def killed_rank(tmp, recipe):
+    out = os.path.join(tmp, "out")
+    timeout_s, margin_s = 10, 15
+    command = mpirun(2) + [DSEE, "run", recipe, "--set", f"run.out_dir={out}", "--set", "train.max_steps=100000",
+                           "--set", "prune.kind=none", "--set", f"dist.timeout_s={timeout_s}"]
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = os.path.join(out, "tiny", "metrics.jsonl")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and job.poll() is None:
+        if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 3:
+            break
+        time.sleep(0.2)
+    else:
+        job.kill()
+        print(job.communicate()[0])
+        fail("training did not start")
+    # Rank 1 of this job: a dsee process whose command line names our run directory.
+    victim = None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"dsee" and f"run.out_dir={out}".encode() in argv and \
+                b"OMPI_COMM_WORLD_RANK=1" in env:
+            victim = int(pid)
+    if victim is None:
+        job.kill()
+        fail("rank 1 not found")
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    try:
+        text = job.communicate(timeout=timeout_s + margin_s + 30)[0]
+    except subprocess.TimeoutExpired:
+        job.kill()
+        fail("the job hung after rank 1 was killed")
+    seconds = time.monotonic() - killed_at
+    print(text[-3000:])
+    print(f"--- rank 1 (pid {victim}) killed; the job exited {job.returncode} after {seconds:.1f} s "
+          f"(dist.timeout_s {timeout_s}, bound {timeout_s + margin_s})")
+    if job.returncode == 0:
+        fail("the job exited 0")
+    if seconds > timeout_s + margin_s:
+        fail(f"took {seconds:.1f} s, more than {timeout_s + margin_s} s")
+    # No dsee process of this job is left.
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"dsee" and f"run.out_dir={out}".encode() in argv:
+            fail(f"process {pid} of the job is still running")
+
+
+tmp = tempfile.mkdtemp(prefix="dsee-run-ranks-")
+try:
+    recipe = os.path.join(tmp, "tiny.toml")
+    with open(recipe, "w") as f:
+        f.write(RECIPE)
+    {"same_result": same_result, "config_mismatch": config_mismatch, "killed_rank": killed_rank}[SCENARIO](tmp, recipe)
+    print("ok")
+finally:
+    shutil.rmtree(tmp, ignore_errors=True)
