@@ -7,6 +7,7 @@
 
 #include "core/counting.h"
 #include "core/model_config.h"
+#include "core/pretrained_model.h"
 #include "core/tuning.h"
 
 namespace {
@@ -24,9 +25,13 @@ ModelConfig encoder(const char* type, std::int64_t vocab, std::int64_t hidden, s
                          {"max_position_embeddings", positions},
                          {"type_vocab_size", type_vocab},
                          {"hidden_act", "gelu"},
+                         {"layer_norm_eps", 1e-12},
                          {"num_labels", 2},
                          {"architectures", {architecture}}};
-  if (std::string(type) == "roberta") json["pad_token_id"] = 1;
+  if (std::string(type) == "roberta") {
+    json["pad_token_id"] = 1;
+    json["layer_norm_eps"] = 1e-5;
+  }
   return dsee::model_config_parse(json, fmt::format("{} (built in)", type));
 }
 
@@ -37,6 +42,8 @@ ModelConfig gpt2_medium() {
                                    {"n_layer", 24},
                                    {"n_head", 16},
                                    {"n_positions", 1024},
+                                   {"activation_function", "gelu_new"},
+                                   {"layer_norm_epsilon", 1e-5},
                                    {"architectures", {"GPT2LMHeadModel"}}},
                                   "gpt2-medium (built in)");
 }

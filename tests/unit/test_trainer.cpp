@@ -3,8 +3,10 @@
 // the step, or skip), evaluation, best tracking, early stopping, metrics.jsonl.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "core/losses.h"
@@ -162,6 +164,67 @@ TEST(Trainer, RejectsBadOptions) {
   options = quiet_options();
   options.early_stopping_patience = 2;
   EXPECT_TRUE(contains(error_of([&] { Trainer(model.parameters(), options); }), "set metric_for_best"));
+}
+
+}  // namespace
+}  // namespace dsee
+
+namespace dsee {
+namespace {
+
+// The data-parallel hooks (Note [The loop on many ranks]): one gradient sync
+// per optimizer step, after the last micro-batch and before the non-finite
+// guard; the summed loss over "two identical ranks" logs the 1-rank loss.
+TEST(Trainer, SyncGradientsRunsOncePerStepBeforeTheNonFiniteGuard) {
+  Model model;
+  RegressionBatches batches(5, 4);
+  TrainerOptions options = quiet_options();
+  options.grad_accumulation = 2;
+  options.skip_nonfinite = true;
+  int syncs = 0;
+  std::vector<std::int64_t> after;
+  options.sync_gradients = [&] {
+    ++syncs;
+    EXPECT_TRUE(model.weight.tensor.grad().defined());
+    model.weight.tensor.mutable_grad().fill_(std::numeric_limits<float>::quiet_NaN());
+  };
+  options.after_step = [&](std::int64_t step) { after.push_back(step); };
+  Trainer trainer(model.parameters(), options);
+  const TrainResult result = trainer.run(batches, [&](const TrainBatch& b) { return model.loss(b); });
+  EXPECT_EQ(result.steps, 3);
+  EXPECT_EQ(syncs, 3);
+  EXPECT_EQ(result.skipped_steps, 3);  // the guard saw the synced (NaN) gradients
+  EXPECT_TRUE(at::equal(model.weight.tensor.detach(), at::zeros({1, 4})));
+  EXPECT_EQ(after, (std::vector<std::int64_t>{1, 2, 3}));
+}
+
+TEST(Trainer, SumOverRanksOfEqualRanksLogsTheOneRankLoss) {
+  const auto dir = std::filesystem::temp_directory_path() / ("dsee-trainer-ranks-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  auto losses_of = [&](bool two_ranks) {
+    Model model;
+    RegressionBatches batches(4, 4);
+    TrainerOptions options = quiet_options();
+    options.grad_accumulation = 2;
+    options.metrics_path = dir / (two_ranks ? "two.jsonl" : "one.jsonl");
+    int calls = 0;
+    if (two_ranks)
+      options.sum_over_ranks = [&](std::vector<double>& values) {
+        ++calls;
+        EXPECT_EQ(values.size(), 3u);
+        for (double& v : values) v *= 2;  // a second rank with the same numbers
+      };
+    Trainer(model.parameters(), options).run(batches, [&](const TrainBatch& b) { return model.loss(b); });
+    if (two_ranks) EXPECT_EQ(calls, 2);
+    std::vector<double> out;
+    std::ifstream in(options.metrics_path);
+    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+    return out;
+  };
+  const auto one = losses_of(false), two = losses_of(true);
+  ASSERT_EQ(one.size(), 2u);
+  EXPECT_EQ(one, two);
+  std::system(("rm -rf '" + dir.string() + "'").c_str());
 }
 
 }  // namespace
