@@ -133,8 +133,11 @@ TEST(Precision, MergedAndSavedBf16ModelIsBf16) {
   const auto batch = random_batch(*model, 4, 8, 5, at::kCPU);
   const auto wrapped = logits_of(*model, batch).detach();
   model_merge(*model);
-  for (auto& [name, linear] : model->linears())
-    if (name != "classifier") EXPECT_EQ(linear->weight.scalar_type(), at::kBFloat16) << name;
+  for (auto& [name, linear] : model->linears()) {
+    if (name != "classifier") {
+      EXPECT_EQ(linear->weight.scalar_type(), at::kBFloat16) << name;
+    }
+  }
 
   const fs::path dir = fs::temp_directory_path() / ("dsee-precision-" + std::to_string(::getpid()));
   model_save(*model, dir);
