@@ -23,8 +23,7 @@
 namespace dsee::precision_checks {
 
 // A model of `source`'s architecture in `dtype` on `device` with `source`'s weights.
-inline std::unique_ptr<PretrainedModel> model_copy(PretrainedModel& source, at::ScalarType dtype,
-                                                   c10::Device device) {
+inline std::unique_ptr<PretrainedModel> model_copy(PretrainedModel& source, at::ScalarType dtype, c10::Device device) {
   std::unique_ptr<PretrainedModel> model;
   if (source.config().family == ModelFamily::gpt2)
     model = std::make_unique<Gpt2Model>(source.config(), dtype, device);
@@ -81,8 +80,8 @@ inline void copy_trainables(ModelTuning& from, ModelTuning& to) {
 
 // One micro-batch: ids [batch, seq] and labels (classes for BERT/RoBERTa,
 // the ids themselves for GPT-2's causal LM loss), on `device`.
-inline TrainBatch random_batch(const PretrainedModel& model, std::int64_t batch, std::int64_t seq,
-                               std::uint64_t seed, c10::Device device) {
+inline TrainBatch random_batch(const PretrainedModel& model, std::int64_t batch, std::int64_t seq, std::uint64_t seed,
+                               c10::Device device) {
   auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto& c = model.config();
   const auto low = c.family == ModelFamily::roberta ? 3 : 0;  // RoBERTa: no pad (1) inside

@@ -79,9 +79,9 @@ TEST(Precision, MaskedUpdateOnBf16KeepsTheUpdateInFp32) {
   auto* update = tuning->updates().front();
   ASSERT_EQ(update->matrix.linear, &query);
   const auto exact_delta = update->delta_weight() * mask;
-  const auto split = (at::linear(x, query.weight * query.mask, query.bias).to(at::kFloat) +
-                      at::linear(x.to(at::kFloat), exact_delta))
-                         .to(at::kBFloat16);
+  const auto split =
+      (at::linear(x, query.weight * query.mask, query.bias).to(at::kFloat) + at::linear(x.to(at::kFloat), exact_delta))
+          .to(at::kBFloat16);
   const auto wrapped = query.forward(x);
   EXPECT_EQ(wrapped.scalar_type(), at::kBFloat16);
   EXPECT_TRUE(at::equal(wrapped, split));
@@ -175,8 +175,7 @@ TEST(Precision, PipelineRunsInBf16) {
   std::printf("bf16 demo dsee arm: dev accuracy %.3f -> %.3f\n", start, trained);
   EXPECT_GT(trained, start);
   const auto trainables = SafetensorsCheckpoint::open(dir / "trainable-train.safetensors");
-  for (const auto& name : trainables.names())
-    EXPECT_EQ(trainables.tensor(name).scalar_type(), at::kFloat) << name;
+  for (const auto& name : trainables.names()) EXPECT_EQ(trainables.tensor(name).scalar_type(), at::kFloat) << name;
   const auto exported = SafetensorsCheckpoint::open(dir / "export");
   for (const auto& name : exported.names()) EXPECT_EQ(exported.tensor(name).scalar_type(), at::kBFloat16) << name;
 
