@@ -165,7 +165,8 @@ inline void check_dtypes_after_training(const nlohmann::json& json, c10::Device 
     EXPECT_EQ(t.grad().scalar_type(), at::kFloat) << name;
   }
   if (json.at("model_type") != "gpt2") {
-    EXPECT_TRUE(trainable.contains(model->linear("classifier").weight.unsafeGetTensorImpl()));
+    const auto* head = json.at("model_type") == "roberta" ? "classifier.out_proj" : "classifier";
+    EXPECT_TRUE(trainable.contains(model->linear(head).weight.unsafeGetTensorImpl()));
     EXPECT_EQ(logits_of(*model, random_batch(*model, 2, 5, 4, device)).scalar_type(), at::kFloat);
   }
   for (const auto& slot : model->tensor_slots()) {
