@@ -9,7 +9,10 @@ namespace dsee {
 
 at::Tensor Linear::masked_weight() const { return mask.defined() ? weight * mask : weight; }
 
-at::Tensor Linear::forward_frozen(const at::Tensor& x) const { return at::linear(x, masked_weight(), bias); }
+at::Tensor Linear::forward_frozen(const at::Tensor& x) const {
+  const auto dtype = weight.scalar_type();
+  return at::linear(x.scalar_type() == dtype ? x : x.to(dtype), masked_weight(), bias);
+}
 
 at::Tensor Linear::forward(const at::Tensor& x) const { return tuning ? tuning->forward(*this, x) : forward_frozen(x); }
 

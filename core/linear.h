@@ -31,6 +31,12 @@
 // formulas (W ∈ R^{m×n}, m = out) read the same everywhere. For c_attn the
 // rows are [q | k | v], each hidden-size (kept heads × head_dim) rows long;
 // the q and v thirds that DSEE adapts are rows [0, d) and [2d, 3d).
+//
+// Precision: a projection computes in its weight's dtype. An input of another
+// dtype is cast to it first, so under run.precision = bf16 (README
+// "Precision") the frozen bf16 projections take bf16 activations and the
+// fp32 task head takes the bf16 features and returns fp32 logits. A tuning
+// method adds its update from fp32 parameters (tuning.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -66,7 +72,8 @@ struct Linear {
   std::int64_t out_features() const { return weight.size(0); }
   std::int64_t in_features() const { return weight.size(1); }
 
-  // x [..., in] → [..., out], through the tuning method when one is set.
+  // x [..., in] → [..., out], through the tuning method when one is set; the
+  // output has the weight's dtype (x is cast to it when they differ).
   at::Tensor forward(const at::Tensor& x) const;
   // x·(W ⊙ M)ᵀ + b: the pretrained projection with its mask.
   at::Tensor forward_frozen(const at::Tensor& x) const;

@@ -124,6 +124,12 @@ std::string architecture_name(const PretrainedModel& model) {
 
 }  // namespace
 
+at::ScalarType model_dtype_of_precision(const std::string& precision) {
+  if (precision == "fp32") return at::kFloat;
+  if (precision == "bf16") return at::kBFloat16;
+  throw Error(fmt::format("unknown precision '{}' (expected fp32 or bf16)", precision));
+}
+
 // Note [Loading a checkpoint]
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~
 // The model is built from config.json with uninitialised tensors, then every
@@ -239,7 +245,7 @@ void model_save(PretrainedModel& model, const std::filesystem::path& dir) {
   for (const auto& slot : model.tensor_slots()) {
     const auto& t = *slot.tensor;
     tensors.emplace_back((slot.in_base_model ? prefix : "") + slot.name,
-                         (slot.stored_in_by_out ? t.t() : t).detach().to(at::kCPU).contiguous());
+                         (slot.stored_in_by_out ? t.t() : t).detach().to(at::kCPU).to(model.dtype()).contiguous());
   }
   safetensors_save(dir / "model.safetensors", tensors, {{"format", "pt"}});
   auto json = model_config_to_json(model.config(), dtype_name(model.dtype()));

@@ -103,6 +103,9 @@ class PretrainedModel {
   const std::vector<std::string>& new_head_tensors() const { return new_head_tensors_; }
   void set_new_head_tensors(std::vector<std::string> names) { new_head_tensors_ = std::move(names); }
 
+  // The dtype the model was built in: that of its frozen weights. Under
+  // run.precision = bf16 the trainable task head is fp32 (tuning.h) while
+  // dtype() stays bf16.
   at::ScalarType dtype() const { return dtype_; }
   c10::Device device() const { return device_; }
 
@@ -120,8 +123,12 @@ class PretrainedModel {
   std::vector<std::string> new_head_tensors_;
 };
 
+// run.precision: "fp32" → kFloat, "bf16" → kBFloat16 (the dtype the frozen
+// weights load in; README "Precision"); dsee::Error naming both otherwise.
+at::ScalarType model_dtype_of_precision(const std::string& precision);
+
 struct ModelLoadOptions {
-  at::ScalarType dtype = at::kFloat;  // fp32 or bf16
+  at::ScalarType dtype = at::kFloat;  // fp32 or bf16 (model_dtype_of_precision)
   c10::Device device = c10::kCPU;
   ModelTask task = ModelTask::automatic;
   std::int64_t num_labels = 0;  // a new classification head's size; 0: config.json's
@@ -131,8 +138,9 @@ struct ModelLoadOptions {
 // Loads DIR (config.json + safetensors); see Note [Loading a checkpoint].
 std::unique_ptr<PretrainedModel> model_load(const std::filesystem::path& dir, const ModelLoadOptions& options = {});
 
-// Writes DIR/config.json and DIR/model.safetensors in the HF layout, in the
-// model's dtype, so transformers' from_pretrained loads it.
+// Writes DIR/config.json and DIR/model.safetensors in the HF layout, every
+// tensor in the model's dtype (a bf16 model's fp32 head is rounded to bf16),
+// so transformers' from_pretrained loads it.
 void model_save(PretrainedModel& model, const std::filesystem::path& dir);
 
 }  // namespace dsee

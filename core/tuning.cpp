@@ -74,6 +74,25 @@ struct TuningState {
 // With dropout on in training the split form x·(W⊙M)ᵀ + b +
 // drop(x)·(ΔW⊙M)ᵀ is used instead: equal without dropout, and it lets the
 // dropout reach the update only.
+//
+// Note [Mixed precision]
+// ~~~~~~~~~~~~~~~~~~~~~~
+// Under run.precision = bf16 the model's tensors are bf16 (the model's
+// dtype) and the trainable state is fp32: A, B, the S values, the task head
+// (cast to fp32 at attach) and AdamW's moments. A wrapped projection then
+// computes
+//   frozen  = x·(W⊙M)ᵀ + b        bf16 matmul (fp32 accumulation inside the
+//                                 kernel), rounded to bf16      [rounding 1]
+//   update  = s·((u·Aᵀ)·Bᵀ + u_Ω·S) from u = x cast to fp32 (exact), in fp32
+//   y       = bf16(fp32(frozen) + update)                        [rounding 2]
+// which is what PEFT's LoRA layer does on a bf16 base model with fp32
+// adapters (cast the input to the adapter dtype, add in fp32, cast the sum
+// back to the base layer's dtype). The fused masked form would round W + ΔW
+// to bf16 (ΔW below 2⁻⁹·|W| would vanish from the forward), so a bf16 weight
+// always takes the split form x·(W⊙M)ᵀ + b + x·(ΔW⊙M)ᵀ, equal in exact
+// arithmetic. Gradients reach the fp32 tensors through the casts unchanged
+// and are fp32. Merging (model_merge) rounds W + ΔW to bf16 once, as PEFT's
+// merge does on a bf16 base layer.
 class ProjectionTuning final : public LinearTuning {
  public:
   ProjectionTuning(std::shared_ptr<TuningState> state, std::vector<std::shared_ptr<SparseUpdate>> blocks)
@@ -83,7 +102,8 @@ class ProjectionTuning final : public LinearTuning {
     const auto& options = state_->options;
     const bool dropping = state_->training && options.dropout > 0;
     const bool masked_update = base.mask.defined() && options.mask_update;
-    if (masked_update && !dropping) return at::linear(x, effective_weight(base), base.bias);
+    const bool fused = masked_update && !dropping && base.weight.scalar_type() == state_->compute_dtype;
+    if (fused) return at::linear(x, effective_weight(base), base.bias);
 
     const auto frozen = base.forward_frozen(x);
     auto u = x.to(state_->compute_dtype);
@@ -327,6 +347,12 @@ std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningO
   state->options = options;
   state->compute_dtype = model.dtype() == at::kDouble ? at::kDouble : at::kFloat;
 
+  // Note [Mixed precision]: a bf16 model keeps its frozen weights in bf16; a
+  // trainable tensor needs fp32 master weights, which only the adapters and
+  // the head have.
+  DSEE_CHECK(!(options.method == TuningMethod::full && model.dtype() == at::kBFloat16),
+             "tuning.method full trains every weight of the model, which run.precision = bf16 stores in bf16 (no fp32 "
+             "master weights); use run.precision = fp32 with full fine-tuning, or method dsee / lora with bf16");
   if (options.method == TuningMethod::full) {
     for (const auto& slot : model.tensor_slots()) set_requires_grad(*slot.tensor, true);
     return std::make_shared<ModelTuningImpl>(model, state, std::vector<std::shared_ptr<SparseUpdate>>{});
@@ -373,8 +399,12 @@ std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningO
                  "target_modules adapt '{}' twice ('{}' overlaps '{}'); use either the whole c_attn or its thirds",
                  blocks[i]->matrix.module, blocks[i - 1]->matrix.prefix, blocks[i]->matrix.prefix);
   }
-  for (const auto& slot : model.tensor_slots())
-    set_requires_grad(*slot.tensor, options.train_head && is_task_head(model, slot.name));
+  for (const auto& slot : model.tensor_slots()) {
+    const bool train = options.train_head && is_task_head(model, slot.name);
+    // Note [Mixed precision]: the head trains in fp32 on a bf16 model.
+    if (train && slot.tensor->scalar_type() != dtype) *slot.tensor = slot.tensor->detach().to(dtype);
+    set_requires_grad(*slot.tensor, train);
+  }
   for (auto& [linear, blocks] : by_linear) linear->tuning = std::make_shared<ProjectionTuning>(state, blocks);
   return std::make_shared<ModelTuningImpl>(model, state, std::move(updates));
 }

@@ -22,6 +22,13 @@
 // indices are "<prefix>.omega" (int64, not trainable). The task head's
 // tensors keep their HF names ("classifier.weight"). Full fine-tuning trains
 // every tensor of the model under its HF name.
+//
+// Precision (README "Precision"): on a bf16 model (run.precision = bf16) the
+// frozen weights stay bf16 and every trainable tensor is fp32 — A, B, the S
+// values and the task head, which tuning_attach casts to fp32. The frozen
+// product runs in bf16, the update in fp32, their sum is rounded to bf16
+// (Note [Mixed precision] in tuning.cpp). Full fine-tuning refuses a bf16
+// model (it would need fp32 master weights of every tensor).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -101,8 +108,9 @@ class ModelTuning {
 // matrix (Ω from `omega`, matched by AdaptedMatrix::name; lora requires it
 // empty or every entry with c = 0; dsee requires an entry for every adapted
 // matrix with the matrix's shape — dsee::Error naming the matrix otherwise),
-// mark the head trainable and everything else frozen; full marks every
-// tensor trainable. Draws A from a CPU generator seeded with options.seed.
+// mark the head trainable (in fp32, also on a bf16 model) and everything else
+// frozen; full marks every tensor trainable (dsee::Error on a bf16 model).
+// Draws A from a CPU generator seeded with options.seed.
 std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningOptions& options,
                                            const std::vector<OmegaEntry>& omega = {});
 
@@ -112,7 +120,7 @@ std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningO
 at::Tensor effective_weight(const Linear& linear);
 
 // Replaces every projection's weight by its effective_weight (in the model's
-// dtype), removes the tuning wrappers and the masks: the model then runs
+// dtype: a bf16 model rounds W + ΔW to bf16 once), removes the tuning wrappers and the masks: the model then runs
 // without dsee's tuning code and saves as a plain HF model. `tuning` is
 // unusable afterwards.
 void model_merge(PretrainedModel& model);

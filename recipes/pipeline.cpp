@@ -549,6 +549,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
       config.get_string("model.path").empty() ? run.data.pretrained_dir : fs::path(config.get_string("model.path"));
   ModelLoadOptions load;
   load.task = ModelTask::sequence_classification;
+  load.dtype = model_dtype_of_precision(config.get_string("run.precision"));
   run.model = model_load(model_path, load);
   if (ranks.comm != nullptr) model_and_data_verify(run, model_path);
 

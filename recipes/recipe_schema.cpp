@@ -9,6 +9,13 @@ const ConfigSchema& recipe_schema() {
     s.add({"run.out_dir", std::string("runs"), "Where run directories are created"});
     s.add({"run.seed", std::int64_t{42}, "Seed for model init, dropout and data order", 0.0});
     s.add({"run.device", std::string("auto"), "auto: CUDA when available, else CPU", {}, {}, {"auto", "cpu", "cuda"}});
+    s.add({"run.precision",
+           std::string("fp32"),
+           "bf16: frozen pretrained weights stored and multiplied in bf16, trainable tensors and AdamW state in fp32 "
+           "(README \"Precision\"; not with tuning.method full)",
+           {},
+           {},
+           {"fp32", "bf16"}});
     s.add(
         {"run.checkpoint_on_signal", true,
          "On SIGTERM/SIGINT/SIGUSR1 (Slurm pre-emption) write a checkpoint before exiting, so a requeued job resumes"});
