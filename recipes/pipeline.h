@@ -23,6 +23,7 @@
 
 #include <filesystem>
 
+#include "core/tuning.h"
 #include "data/config.h"
 
 namespace dsee {
@@ -37,5 +38,8 @@ struct CompareArm {
   std::vector<std::string> overrides;
 };
 CompareArm compare_arm_parse(const std::string& text);
+
+// The tuning options a recipe configures (tuning.*, run.seed, retune.mask_update).
+TuningOptions recipe_tuning_options(const Config& config);
 
 }  // namespace dsee
