@@ -126,7 +126,7 @@ void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& ou
       {"peft_type", "LORA"},
       {"task_type", classifier ? "SEQ_CLS" : "CAUSAL_LM"},
       {"r", options.rank},
-      {"lora_alpha", alpha == std::floor(alpha) ? nlohmann::json(static_cast<std::int64_t>(alpha)) : alpha},
+      {"lora_alpha", alpha == std::floor(alpha) ? nlohmann::json(static_cast<std::int64_t>(alpha)) : nlohmann::json(alpha)},
       {"lora_dropout", options.dropout},
       {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
       {"fan_in_fan_out", fan_in_fan_out},
@@ -152,7 +152,7 @@ void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& ou
 fs::path require_file(const fs::path& path, const fs::path& run_dir, const std::string& why) {
   DSEE_CHECK(fs::exists(path),
              "run directory '{}' is not finished: '{}' ({}) is missing. Run `dsee run` with the run's recipe first",
-             run_dir.string(), path.filename().string(), why);
+             run_dir.string(), path.lexically_relative(run_dir).string(), why);
   return path;
 }
 

@@ -7,8 +7,8 @@ head pruning, and lora + unstructured pruning. For each arm the final model is
 rebuilt here in Python, independently of dsee's export code, from the base
 weights (transformers, the demo's generated model) and the run's own files:
 trainable-<stage>.safetensors (A, B, S values, head), omega.h5 (Ω, h5py) and
-masks.h5 (masks unpacked with numpy, removed heads via transformers'
-prune_heads):
+masks.h5 (masks unpacked with numpy, removed heads cut out of Q/K/V and
+the attention output as transformers 4's prune_heads did):
     W' = (W + s·(B·A + P_Ω(S))) ⊙ M   (adapted, masked; retune.mask_update)
     W' = W ⊙ M                         (masked only)
     W' = W + s·(B·A + P_Ω(S))          (adapted only)
@@ -71,6 +71,45 @@ def load_base(path):
         path, attn_implementation="eager").eval()
 
 
+def remove_heads(model, pruned):
+    """Removes BERT heads in place, as transformers 4's prune_heads did
+    (transformers 5 dropped it): Q/K/V rows and attention-output columns."""
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    hidden = model.config.hidden_size
+    for layer, heads in pruned.items():
+        keep = torch.tensor([h * head_dim + i for h in range(model.config.num_attention_heads) if h not in heads
+                             for i in range(head_dim)])
+        attention = model.bert.encoder.layer[layer].attention
+        with torch.no_grad():
+            for name in ("query", "key", "value"):
+                old = getattr(attention.self, name)
+                new = torch.nn.Linear(hidden, len(keep))
+                new.weight.copy_(old.weight[keep])
+                new.bias.copy_(old.bias[keep])
+                setattr(attention.self, name, new)
+            new = torch.nn.Linear(len(keep), hidden)
+            new.weight.copy_(attention.output.dense.weight[:, keep])
+            new.bias.copy_(attention.output.dense.bias)
+            attention.output.dense = new
+            attention.self.num_attention_heads = len(keep) // head_dim
+            attention.self.all_head_size = len(keep)
+    return model
+
+
+def load_export(folder):
+    """transformers' model of an hf export; a folder with pruned_heads is
+    shrunk first, then every tensor is loaded strictly."""
+    pruned = {int(k): v for k, v in json.load(open(os.path.join(folder, "config.json"))).get("pruned_heads", {}).items()}
+    if not pruned:
+        return load_base(folder)
+    config = transformers.AutoConfig.from_pretrained(folder)
+    config._attn_implementation = "eager"
+    model = remove_heads(transformers.BertForSequenceClassification(config), pruned).eval()
+    missing, unexpected = model.load_state_dict(load_file(os.path.join(folder, "model.safetensors")), strict=False)
+    expect(not missing and not unexpected, f"{folder}: loads strictly (missing {missing}, unexpected {unexpected})")
+    return model
+
+
 def masks_of(path):
     masks, heads = {}, {}
     with h5py.File(path, "r") as f:
@@ -105,7 +144,7 @@ def reference_model(arm_dir, pretrained):
         if isinstance(module, torch.nn.Linear):
             original_rows[name] = module.weight.shape[0]
     if heads:
-        model.prune_heads(heads)
+        remove_heads(model, heads)
     omega = {}
     if os.path.exists(os.path.join(arm_dir, "omega.h5")):
         with h5py.File(os.path.join(arm_dir, "omega.h5"), "r") as f:
@@ -216,7 +255,7 @@ epochs = 1
         expect(r.returncode == 0, f"{arm}: dsee export --format hf exits 0 ({r.stderr.strip()[-300:]})")
         if r.returncode != 0:
             continue
-        exported = load_base(out)
+        exported = load_export(out)
         with torch.no_grad():
             close(f"{arm}: hf export logits vs reference", exported(input_ids=ids).logits, ref_logits)
         modules = dict(exported.named_modules())

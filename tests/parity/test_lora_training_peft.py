@@ -10,7 +10,8 @@ Both sides take 20 optimizer steps over the same batches in the same order
 with the same hyperparameters:
   torch.optim.AdamW (weight decay 0.01 except biases, transformers' rule),
   transformers.get_linear_schedule_with_warmup (4 warm-up steps),
-  torch.nn.utils.clip_grad_norm_ at 1.0, cross-entropy on the logits.
+  torch.nn.utils.clip_grad_norm_ at 0.1 (it clips: the norms are larger),
+  cross-entropy on the logits.
 Compared: the loss of every step (|dsee - torch| / |torch| <= 1e-5) and the
 final A, B and classifier (max |diff| / max |torch| <= 1e-5).
 
@@ -29,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 TOLERANCE = 1e-5
 STEPS, BATCH, ROWS, SEQ = 20, 4, 40, 8
-LR, WARMUP, MAX_NORM, WEIGHT_DECAY = 5e-3, 4, 1.0, 0.01
+LR, WARMUP, MAX_NORM, WEIGHT_DECAY = 5e-3, 4, 0.1, 0.01
 RANK, ALPHA = 4, 8
 failures = []
 passes = 0
