@@ -311,13 +311,13 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
 nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path& data_dir) {
   const auto start = Clock::now();
   Run run(config, dir);
-  run_dir_claim(dir, config);
   const auto method = tuning_method_from_name(config.get_string("tuning.method"));
   const auto prune_kind = config.get_string("prune.kind");
   DSEE_CHECK(config.get_string("export.format") != "peft" || (method == TuningMethod::lora && prune_kind == "none"),
              "export.format = peft needs tuning.method = lora and prune.kind = none (got {} and {}): PEFT's LoRA has "
              "no sparse residual S, no masks and no removed heads; use export.format = hf",
              config.get_string("tuning.method"), prune_kind);
+  run_dir_claim(dir, config);
 
   // data + model
   run.data = demo_prepare(demo_options_of(config), data_dir);

@@ -88,13 +88,13 @@ def main():
                                    {"params": no_decay, "weight_decay": 0.0}], lr=LR)
     schedule = transformers.get_linear_schedule_with_warmup(optimizer, WARMUP, STEPS)
     peft_model.train()
-    losses = []
+    losses, norms = [], []
     per_epoch = ROWS // BATCH
     for step in range(STEPS):
         rows = slice((step % per_epoch) * BATCH, (step % per_epoch + 1) * BATCH)
         loss = F.cross_entropy(peft_model(input_ids=ids[rows]).logits, labels[rows])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for _, p in named], MAX_NORM)
+        norms.append(float(torch.nn.utils.clip_grad_norm_([p for _, p in named], MAX_NORM)))
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
@@ -114,6 +114,8 @@ def main():
     expect(worst <= TOLERANCE, f"losses of {STEPS} steps: worst relative difference {worst:.2e} "
                                f"(torch {losses[0]:.5f} → {losses[-1]:.5f}, dsee {dsee_losses[0]:.5f} → "
                                f"{dsee_losses[-1]:.5f})")
+    clipped = sum(n > MAX_NORM for n in norms)
+    expect(clipped > 0, f"clipping is active: {clipped} of {STEPS} steps had a gradient norm above {MAX_NORM}")
     expect(losses[-1] < losses[0] - 1e-3 or min(losses) < losses[0], "the loop trains (loss moves down)")
 
     def close(name, actual, expected):
