@@ -111,8 +111,12 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
     spdlog::info("eval step {}/{}: {}", step, total, record.dump());
     if (options_.metric_for_best.empty()) return;
     const auto it = values.find(options_.metric_for_best);
-    DSEE_CHECK(it != values.end(), "metric_for_best '{}' is not among the evaluation's metrics",
-               options_.metric_for_best);
+    if (it == values.end()) {
+      std::vector<std::string> names;
+      for (const auto& [name, value] : values) names.push_back(name);
+      throw Error(fmt::format("metric_for_best '{}' is not among the evaluation's metrics ({})",
+                              options_.metric_for_best, fmt::join(names, ", ")));
+    }
     const double value = it->second;
     const bool better = std::isfinite(value) &&
                         (!result.best_metric ||

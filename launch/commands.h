@@ -26,5 +26,6 @@ Command report_command(CLI::App& app);      // dsee report
 Command count_command(CLI::App& app);       // dsee count
 Command prune_command(CLI::App& app);       // dsee prune
 Command omega_command(CLI::App& app);       // dsee omega
+Command export_command(CLI::App& app);      // dsee export
 
 }  // namespace dsee

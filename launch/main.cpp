@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
       dsee::count_command(app),
       dsee::prune_command(app),
       dsee::omega_command(app),
+      dsee::export_command(app),
   };
 
   try {

@@ -66,6 +66,7 @@
 #include "distributed/fingerprint.h"
 #include "distributed/gradient_sync.h"
 #include "recipes/demo_data.h"
+#include "recipes/export.h"
 #include "recipes/recipe_schema.h"
 
 namespace dsee {
@@ -458,6 +459,12 @@ void data_parallel_options(Run& run, Communicator& comm, std::unique_ptr<Gradien
   comm.set_step(1);
 }
 
+// train.metric_for_best, or the task's main metric (demo: accuracy).
+std::string metric_for_best_of(const Config& c) {
+  const auto& name = c.get_string("train.metric_for_best");
+  return name.empty() ? std::string("accuracy") : name;
+}
+
 // One training stage (train or retune): the trainer over the task's data.
 nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epochs, double lr) {
   const auto& c = run.config;
@@ -474,7 +481,8 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
   options.skip_nonfinite = c.get_bool("train.skip_nonfinite");
   options.eval_every = c.get_int("train.eval_every");
   options.early_stopping_patience = c.get_int("train.early_stopping_patience");
-  if (options.early_stopping_patience > 0) options.metric_for_best = "accuracy";
+  options.metric_for_best = metric_for_best_of(c);
+  options.greater_is_better = c.get_bool("train.greater_is_better");
   if (run.ranks.root()) options.metrics_path = run.dir / "metrics.jsonl";
   options.progress = run.ranks.root();
   const auto micro_batch = c.get_int("train.batch_size") / options.grad_accumulation;
@@ -538,9 +546,13 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
                        const PipelineRanks& ranks) {
   const auto start = Clock::now();
   Run run(config, dir, ranks);
-  run_dir_claim(dir, config, ranks);
   const auto method = tuning_method_from_name(config.get_string("tuning.method"));
   const auto prune_kind = config.get_string("prune.kind");
+  DSEE_CHECK(config.get_string("export.format") != "peft" || (method == TuningMethod::lora && prune_kind == "none"),
+             "export.format = peft needs tuning.method = lora and prune.kind = none (got {} and {}): PEFT's LoRA has "
+             "no sparse residual S, no masks and no removed heads; use export.format = hf",
+             config.get_string("tuning.method"), prune_kind);
+  run_dir_claim(dir, config, ranks);
 
   // data + model: rank 0 writes the demo's data, the others read it back
   root_writes(ranks, [&] { run.data = demo_prepare(demo_options_of(config), data_dir); });
@@ -586,6 +598,15 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   nlohmann::json pretrained = counts_of(run);
   pretrained["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels, ranks);
   run.stages["pretrained"] = pretrained;
+  {
+    const auto metric = metric_for_best_of(config);
+    std::vector<std::string> names;
+    for (const auto& [name, value] : pretrained["dev"].items()) names.push_back(name);
+    DSEE_CHECK(pretrained["dev"].contains(metric),
+               "train.metric_for_best = '{}' is not among the evaluation's metrics ({}); use one of those, or leave it "
+               "empty for the task's main metric",
+               metric, fmt::join(names, ", "));
+  }
 
   // train
   if (stage_done(run, "train"))
@@ -633,12 +654,12 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   stage_record(run, "eval", final_record);
 
   // export
-  if (config.get_string("export.format") == "hf") {
+  if (config.get_string("export.format") != "none") {
     root_writes(ranks, [&] {
-      model_merge(*run.model);
-      model_save(*run.model, dir / "export");
+      export_write(*run.model, *run.tuning, export_format_from_name(config.get_string("export.format")),
+                   dir / "export");
     });
-    stage_record(run, "export", {{"format", "hf"}, {"path", (dir / "export").string()}});
+    stage_record(run, "export", {{"format", config.get_string("export.format")}, {"path", (dir / "export").string()}});
   }
 
   nlohmann::json summary = {{"method", config.get_string("tuning.method")},
@@ -686,6 +707,8 @@ void print_compare_table(const std::vector<std::pair<std::string, nlohmann::json
 }
 
 }  // namespace
+
+TuningOptions recipe_tuning_options(const Config& config) { return tuning_options_of(config); }
 
 nlohmann::json pipeline_run(const Config& config, const PipelineRanks& ranks) {
   const fs::path dir = fs::path(config.get_string("run.out_dir")) / config.get_string("run.name");

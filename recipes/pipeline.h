@@ -32,6 +32,7 @@
 #include <filesystem>
 
 #include "core/communicator.h"
+#include "core/tuning.h"
 #include "data/config.h"
 
 namespace dsee {
@@ -64,5 +65,8 @@ struct CompareArm {
   std::vector<std::string> overrides;
 };
 CompareArm compare_arm_parse(const std::string& text);
+
+// The tuning options a recipe configures (tuning.*, run.seed, retune.mask_update).
+TuningOptions recipe_tuning_options(const Config& config);
 
 }  // namespace dsee

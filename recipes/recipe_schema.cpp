@@ -68,6 +68,10 @@ const ConfigSchema& recipe_schema() {
     s.add({"train.skip_nonfinite", false, "Skip a step with a non-finite loss or gradient instead of stopping"});
     s.add({"train.early_stopping_patience", std::int64_t{0}, "Evaluations without improvement before stopping; 0: off",
            0.0});
+    s.add({"train.metric_for_best", std::string(""),
+           "Dev metric that picks the best evaluation and drives early stopping; empty: the task's main metric "
+           "(demo: accuracy)"});
+    s.add({"train.greater_is_better", true, "Whether a larger train.metric_for_best is better"});
     s.add({"prune.kind", std::string("none"), "Pruning after training", {}, {}, {"none", "unstructured", "heads"}});
     s.add(
         {"prune.p_adapt", 0.3, "unstructured: fraction of the adapted matrices' entries removed (by |ΔW|)", 0.0, 1.0});
@@ -79,10 +83,11 @@ const ConfigSchema& recipe_schema() {
         {"retune.mask_update", true, "Re-tune and deploy (W + ΔW) ⊙ M (true), or the reference's W ⊙ M + ΔW (false)"});
     s.add({"export.format",
            std::string("none"),
-           "Export after the run: hf writes the merged model to export/",
+           "Export after the run to export/: hf the merged model, peft a PEFT LoRA adapter (lora without "
+           "pruning; see dsee export)",
            {},
            {},
-           {"none", "hf"}});
+           {"none", "hf", "peft"}});
     s.add({"ckpt.keep_last", std::int64_t{2}, "Checkpoints kept in ckpt/", 1.0});
     s.add({"ckpt.every", std::int64_t{0}, "Checkpoint every N optimizer steps; 0: at each epoch end", 0.0});
     s.add({"dist.timeout_s", 600.0, "Seconds a collective may take before the job is aborted", 1.0});

@@ -60,6 +60,26 @@ TEST(Pipeline, DemoRunsEveryArmAndPrintsTheTable) {
   std::system(("rm -rf '" + out.string() + "'").c_str());
 }
 
+TEST(Pipeline, MetricForBestMustBeAnEvaluationMetric) {
+  const fs::path out = fs::temp_directory_path() / ("dsee-pipeline-metric-" + std::to_string(getpid()));
+  const auto r = run_dsee("run " + kDemo + small(out) +
+                          " --set run.compare=[] --set tuning.method=lora --set train.metric_for_best=f1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "train.metric_for_best = 'f1' is not among the evaluation's metrics (accuracy)"))
+      << r.output;
+  std::system(("rm -rf '" + out.string() + "'").c_str());
+}
+
+TEST(Pipeline, PeftExportOfADseeRecipeIsRefusedBeforeAnyStage) {
+  const fs::path out = fs::temp_directory_path() / ("dsee-pipeline-peft-" + std::to_string(getpid()));
+  const auto r = run_dsee("run " + kDemo + small(out) + " --set run.compare=[] --set export.format=peft");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "export.format = peft needs tuning.method = lora and prune.kind = none (got dsee"))
+      << r.output;
+  EXPECT_FALSE(fs::exists(out / "demo" / "config.toml"));  // nothing claimed: the fixed recipe may use the directory
+  std::system(("rm -rf '" + out.string() + "'").c_str());
+}
+
 TEST(Pipeline, CompareArmSyntax) {
   const auto arm = compare_arm_parse("lora: tuning.method=lora  tuning.rank=4");
   EXPECT_EQ(arm.name, "lora");

@@ -166,6 +166,46 @@ TEST(Trainer, RejectsBadOptions) {
   EXPECT_TRUE(contains(error_of([&] { Trainer(model.parameters(), options); }), "set metric_for_best"));
 }
 
+TEST(Trainer, MetricForBestNotAmongTheMetricsIsRefusedNamingThem) {
+  Model model;
+  RegressionBatches batches(4, 4);
+  TrainerOptions options = quiet_options();
+  options.eval_every = 2;
+  options.metric_for_best = "f1";
+  Trainer trainer(model.parameters(), options);
+  const auto message = error_of([&] {
+    trainer.run(
+        batches, [&](const TrainBatch& b) { return model.loss(b); },
+        [] {
+          return std::map<std::string, double>{{"accuracy", 0.5}, {"loss", 1.0}};
+        });
+  });
+  EXPECT_TRUE(contains(message, "metric_for_best 'f1' is not among the evaluation's metrics (accuracy, loss)"))
+      << message;
+}
+
+TEST(Trainer, SmallerIsBetterKeepsTheLowestLoss) {
+  Model model;
+  RegressionBatches batches(8, 4);
+  TrainerOptions options = quiet_options();
+  options.eval_every = 2;
+  options.metric_for_best = "loss";
+  options.greater_is_better = false;
+  options.early_stopping_patience = 2;
+  const std::vector<double> losses = {0.9, 0.5, 0.6, 0.55};
+  std::size_t evaluation = 0;
+  Trainer trainer(model.parameters(), options);
+  const TrainResult result = trainer.run(
+      batches, [&](const TrainBatch& b) { return model.loss(b); },
+      [&] {
+        return std::map<std::string, double>{{"loss", losses[evaluation++]}};
+      });
+  EXPECT_TRUE(result.stopped_early);
+  EXPECT_EQ(result.best_step, 4);
+  EXPECT_DOUBLE_EQ(*result.best_metric, 0.5);
+  EXPECT_EQ(result.steps, 8);
+}
+
 }  // namespace
 }  // namespace dsee
 

@@ -1,0 +1,245 @@
+// Exports of a run's final model: see export.h.
+//
+// Note [Rebuilding a run]
+// ~~~~~~~~~~~~~~~~~~~~~~~
+// The run directory holds everything the final model depends on, and
+// export_run replays the pipeline's stages from it in the pipeline's order:
+// the pretrained model (model.path, or the demo's generated model under the
+// run's data folder: <run>/data/pretrained, or <run>/../data/pretrained for
+// an arm of run.compare, whose data the arms share), Ω from omega.h5 (dsee),
+// the tuning attached with the recipe's options, the trained tensors of
+// trainable-train.safetensors, the pruning plan of masks.h5, then the
+// re-tuned tensors of trainable-retune.safetensors. The order matters: head
+// pruning shrinks A, B and Ω, so the train tensors have the unpruned shapes
+// and the retune tensors the pruned ones. stages/eval.json marks a finished
+// run; without it the export is refused (the tensors may be half-trained).
+//
+// Note [The PEFT adapter]
+// ~~~~~~~~~~~~~~~~~~~~~~~
+// PEFT's LoRA computes y = W x + b + (α/r)·B·A·x, the same update as dsee's
+// lora, with lora_A.weight [r, in] and lora_B.weight [out, r] as dsee's A and
+// B. PEFT names the saved tensors "base_model.model.<HF module>.lora_A.weight"
+// (adapter name removed), and the task head, trained through
+// modules_to_save, "base_model.model.<HF tensor name>". target_modules lists
+// the adapted modules' full names, which PEFT matches exactly. GPT-2's c_attn
+// is a Conv1D (stored in×out): fan_in_fan_out = true, the tensors unchanged.
+// What PEFT's LoRA cannot express is refused: S (DSEE), masks and removed
+// heads (pruning), a third of c_attn, and full fine-tuning.
+#include "recipes/export.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <set>
+
+#include "core/adapted.h"
+#include "core/omega_file.h"
+#include "core/pretrained_model.h"
+#include "core/prune_plan.h"
+#include "core/pruning.h"
+#include "core/safetensors.h"
+#include "core/shape_text.h"
+#include "core/tuning.h"
+#include "data/error.h"
+#include "recipes/pipeline.h"
+#include "recipes/recipe_schema.h"
+
+namespace dsee {
+namespace {
+
+namespace fs = std::filesystem;
+
+void export_hf(PretrainedModel& model, const fs::path& out) {
+  model_merge(model);
+  model_save(model, out);
+}
+
+void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& out) {
+  const auto method = tuning.options().method;
+  DSEE_CHECK(method != TuningMethod::dsee,
+             "export --format peft: this is a DSEE run; its sparse residual S (on Ω) has no PEFT equivalent, so "
+             "PEFT's LoRA cannot reproduce the model. Use --format hf (the merged model)");
+  DSEE_CHECK(method == TuningMethod::lora,
+             "export --format peft: this is a full fine-tuning run, which has no adapter. Use --format hf");
+  DSEE_CHECK(model.config().pruned_heads.empty(),
+             "export --format peft: this run removed attention heads (prune.kind = heads); PEFT loads an adapter "
+             "onto the unpruned base model, so it cannot reproduce the pruned model. Use --format hf");
+  for (const auto& [name, linear] : model.linears())
+    DSEE_CHECK(!linear->mask.defined(),
+               "export --format peft: this run pruned weights (prune.kind = unstructured; '{}' has a mask); PEFT "
+               "loads an adapter onto the unpruned base model, so it cannot reproduce the pruned model. Use --format "
+               "hf",
+               name);
+
+  // Where each HF tensor lives (for the family prefix) and which are new.
+  std::map<std::string, bool> in_base_model;
+  for (const auto& slot : model.tensor_slots()) in_base_model[slot.name] = slot.in_base_model;
+  const auto full_name = [&](const std::string& name) {
+    const auto it = in_base_model.find(name);
+    return (it != in_base_model.end() && it->second && model.has_task_head() ? model.family_prefix() : "") + name;
+  };
+
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  std::set<std::string> targets, trained;
+  bool fan_in_fan_out = false;
+  for (const auto* update : tuning.updates()) {
+    const auto& m = update->matrix;
+    DSEE_CHECK(m.row_offset == 0 && m.rows == m.linear->out_features(),
+               "export --format peft: '{}' adapts a third of GPT-2's c_attn; PEFT's LoRA adapts whole modules. Use "
+               "--format hf",
+               m.prefix);
+    const std::string module = full_name(m.module + ".weight");
+    const std::string prefix = "base_model.model." + module.substr(0, module.size() - std::string(".weight").size());
+    targets.insert(prefix.substr(std::string("base_model.model.").size()));
+    tensors.emplace_back(prefix + ".lora_A.weight", update->lora_A.detach().to(at::kFloat).cpu());
+    tensors.emplace_back(prefix + ".lora_B.weight", update->lora_B.detach().to(at::kFloat).cpu());
+    fan_in_fan_out = model.config().family == ModelFamily::gpt2;
+    trained.insert(m.prefix + ".lora_A");
+    trained.insert(m.prefix + ".lora_B");
+  }
+  std::set<std::string> head_modules;
+  for (const auto& [name, tensor] : tuning.trainable_parameters()) {
+    if (trained.count(name) || name.ends_with(".sparse_values")) continue;
+    tensors.emplace_back("base_model.model." + full_name(name), tensor.detach().to(at::kFloat).cpu());
+    head_modules.insert(name.substr(0, name.find('.')));
+  }
+  // A tensor the checkpoint lacked, initialised by dsee and not trained, is
+  // not in the adapter: transformers would initialise it differently.
+  for (const auto& name : model.new_head_tensors()) {
+    const bool saved = std::any_of(tensors.begin(), tensors.end(),
+                                   [&](const auto& t) { return t.first == "base_model.model." + name; });
+    DSEE_CHECK(saved,
+               "export --format peft: '{}' is not in the base model's checkpoint and was not trained, so the base "
+               "model transformers loads would differ from the run's. Use --format hf",
+               name);
+  }
+
+  const auto& options = tuning.options();
+  const bool classifier = !head_modules.empty();
+  const double alpha = options.alpha;
+  nlohmann::json config = {
+      {"peft_type", "LORA"},
+      {"task_type", classifier ? "SEQ_CLS" : "CAUSAL_LM"},
+      {"r", options.rank},
+      {"lora_alpha",
+       alpha == std::floor(alpha) ? nlohmann::json(static_cast<std::int64_t>(alpha)) : nlohmann::json(alpha)},
+      {"lora_dropout", options.dropout},
+      {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
+      {"fan_in_fan_out", fan_in_fan_out},
+      {"bias", "none"},
+      {"modules_to_save",
+       classifier ? nlohmann::json(std::vector<std::string>(head_modules.begin(), head_modules.end())) : nullptr},
+      {"inference_mode", true},
+      {"init_lora_weights", true},
+      {"use_rslora", false},
+      {"use_dora", false},
+      {"base_model_name_or_path", nullptr},
+  };
+  fs::create_directories(out);
+  const auto config_path = out / "adapter_config.json";
+  {
+    std::ofstream file(config_path);
+    file << config.dump(2) << "\n";
+    DSEE_CHECK(file.good(), "cannot write '{}'", config_path.string());
+  }
+  safetensors_save(out / "adapter_model.safetensors", tensors, {{"format", "pt"}});
+}
+
+fs::path require_file(const fs::path& path, const fs::path& run_dir, const std::string& why) {
+  DSEE_CHECK(fs::exists(path),
+             "run directory '{}' is not finished: '{}' ({}) is missing. Run `dsee run` with the run's recipe first",
+             run_dir.string(), path.lexically_relative(run_dir).string(), why);
+  return path;
+}
+
+// The pretrained model the run started from (Note [Rebuilding a run]).
+fs::path run_model_path(const Config& config, const fs::path& run_dir) {
+  if (!config.get_string("model.path").empty()) return config.get_string("model.path");
+  for (const auto& candidate : {run_dir / "data" / "pretrained", run_dir.parent_path() / "data" / "pretrained"})
+    if (fs::exists(candidate / "config.json")) return candidate;
+  throw Error(fmt::format(
+      "run directory '{}': the demo's generated model is in neither '{}' nor '{}' (the data folder of a run or of "
+      "the run.compare arms); run `dsee run` with the run's recipe to regenerate it",
+      run_dir.string(), (run_dir / "data" / "pretrained").string(),
+      (run_dir.parent_path() / "data" / "pretrained").string()));
+}
+
+void trainables_load(ModelTuning& tuning, const fs::path& path) {
+  const auto file = SafetensorsCheckpoint::open(path);
+  at::NoGradGuard no_grad;
+  for (auto& [name, tensor] : tuning.trainable_parameters()) {
+    DSEE_CHECK(file.contains(name), "{}: tensor '{}' is missing; the run directory does not match its config.toml",
+               path.string(), name);
+    const auto saved = file.tensor(name);
+    DSEE_CHECK(saved.sizes() == tensor.sizes(), "{}: tensor '{}' has shape {}, the run expects {}", path.string(), name,
+               shape_text(saved.sizes()), shape_text(tensor.sizes()));
+    tensor.copy_(saved);
+  }
+}
+
+}  // namespace
+
+ExportFormat export_format_from_name(const std::string& name) {
+  if (name == "hf") return ExportFormat::hf;
+  if (name == "peft") return ExportFormat::peft;
+  throw Error(fmt::format("export format '{}' is not known; use hf or peft", name));
+}
+
+void export_write(PretrainedModel& model, ModelTuning& tuning, ExportFormat format, const fs::path& out) {
+  if (format == ExportFormat::hf)
+    export_hf(model, out);
+  else
+    export_peft(model, tuning, out);
+  spdlog::info("export: {} → {}", format == ExportFormat::hf ? "hf" : "peft", out.string());
+}
+
+fs::path export_run(const fs::path& run_dir, ExportFormat format, const fs::path& out_arg) {
+  DSEE_CHECK(fs::is_directory(run_dir), "run directory '{}' does not exist", run_dir.string());
+  const auto config_path = run_dir / "config.toml";
+  DSEE_CHECK(fs::exists(config_path),
+             "'{}' is not a run directory: config.toml is missing (dsee run writes it first). Run `dsee run` with the "
+             "recipe first",
+             run_dir.string());
+  const Config config = Config::load(recipe_schema(), config_path);
+  DSEE_CHECK(config.get_strings("run.compare").empty(),
+             "'{}' holds the arms of run.compare; export one arm's directory ({}/<arm>)", run_dir.string(),
+             run_dir.string());
+  require_file(run_dir / "stages" / "eval.json", run_dir, "written when the run finishes");
+
+  ModelLoadOptions load;
+  load.task = ModelTask::sequence_classification;
+  auto model = model_load(run_model_path(config, run_dir), load);
+
+  const auto options = recipe_tuning_options(config);
+  std::vector<OmegaEntry> omega;
+  if (options.method == TuningMethod::dsee) {
+    const auto matrices =
+        adapted_matrices(*model, options.target_modules.empty() ? default_target_modules(model->config().family)
+                                                                : options.target_modules);
+    std::vector<OmegaExpected> expected;
+    for (const auto& m : matrices) expected.push_back({m.name, m.rows, m.cols()});
+    omega = omega_read(require_file(run_dir / "omega.h5", run_dir, "Ω of the dsee run"), expected);
+  }
+  auto tuning = tuning_attach(*model, options, omega);
+  trainables_load(*tuning, require_file(run_dir / "trainable-train.safetensors", run_dir, "the trained tensors"));
+  if (config.get_string("prune.kind") != "none") {
+    prune_plan_apply(*model, prune_plan_read(require_file(run_dir / "masks.h5", run_dir, "the pruning plan")));
+    if (fs::exists(run_dir / "trainable-retune.safetensors"))
+      trainables_load(*tuning, run_dir / "trainable-retune.safetensors");
+    else
+      DSEE_CHECK(!fs::exists(run_dir / "stages" / "retune.json"),
+                 "run directory '{}': stages/retune.json exists but trainable-retune.safetensors is missing; delete "
+                 "stages/retune.json and run `dsee run` again",
+                 run_dir.string());
+  }
+  const fs::path out = out_arg.empty() ? run_dir / "export" : out_arg;
+  export_write(*model, *tuning, format, out);
+  return out;
+}
+
+}  // namespace dsee

@@ -1,0 +1,42 @@
+// Exporting the final model of a run (`dsee export`, and the pipeline's export
+// stage, which calls export_write so both take one code path).
+//
+//   hf    the merged model (core/tuning.h model_merge: masks applied, heads
+//         removed and listed in config.json's pruned_heads) as a Hugging Face
+//         folder: config.json + model.safetensors.
+//   peft  a LoRA run without pruning as a PEFT adapter folder:
+//         adapter_config.json + adapter_model.safetensors, loadable with
+//         peft.PeftModel.from_pretrained onto the run's base model. DSEE
+//         (S has no PEFT equivalent), full fine-tuning and pruned runs are
+//         refused with dsee::Error saying to use hf.
+//
+// A finished run directory holds config.toml, stages/eval.json, omega.h5
+// (dsee), trainable-train.safetensors, masks.h5 and trainable-retune.safetensors
+// (when pruned / re-tuned); export_run rebuilds the model from those.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "data/config.h"
+
+namespace dsee {
+
+class PretrainedModel;
+class ModelTuning;
+
+enum class ExportFormat { hf, peft };
+
+// "hf" / "peft"; dsee::Error naming the accepted names.
+ExportFormat export_format_from_name(const std::string& name);
+
+// Writes `model` (tuning attached, pruning plan applied) to `out` in
+// `format`. hf merges the model in place (the tuning is unusable afterwards).
+void export_write(PretrainedModel& model, ModelTuning& tuning, ExportFormat format, const std::filesystem::path& out);
+
+// Rebuilds the final model of the finished run in `run_dir` (on the CPU,
+// fp32) and writes it to `out` (empty: run_dir/export). Returns `out`.
+std::filesystem::path export_run(const std::filesystem::path& run_dir, ExportFormat format,
+                                 const std::filesystem::path& out = {});
+
+}  // namespace dsee

@@ -1,0 +1,318 @@
+"""Parity of `dsee export` (recipes/export.h) with transformers and peft.
+
+A tiny demo recipe (128 training / 64 dev sequences, one epoch) runs four arms
+side by side: lora (whose recipe also sets export.format = hf, so the
+pipeline's export stage writes one too), dsee + unstructured pruning, dsee +
+head pruning, and lora + unstructured pruning. For each arm the final model is
+rebuilt here in Python, independently of dsee's export code, from the base
+weights (transformers, the demo's generated model) and the run's own files:
+trainable-<stage>.safetensors (A, B, S values, head), omega.h5 (Ω, h5py) and
+masks.h5 (masks unpacked with numpy, removed heads cut out of Q/K/V and
+the attention output as transformers 4's prune_heads did):
+    W' = (W + s·(B·A + P_Ω(S))) ⊙ M   (adapted, masked; retune.mask_update)
+    W' = W ⊙ M                         (masked only)
+    W' = W + s·(B·A + P_Ω(S))          (adapted only)
+That reference's dev accuracy must equal the one dsee recorded in
+stages/eval.json for its unmerged model, and:
+  hf    transformers' AutoModelForSequenceClassification on `dsee export
+        --format hf` gives the reference's logits within 1e-5 relative
+        (max |diff| / max |ref|); masked entries are exactly zero; a head
+        arm's config.json lists pruned_heads; the pipeline's export stage
+        wrote the same bytes as `dsee export`.
+  peft  lora: peft.PeftModel.from_pretrained(base, export) gives the same
+        logits within 1e-5, keys in PEFT's naming; dsee and pruned lora:
+        refused with the reason.
+  Also refused: a run directory that is not finished, one that does not exist.
+
+Usage: test_export.py DSEE_BINARY WORK_DIR
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+
+import h5py
+import numpy as np
+import torch
+import transformers
+from peft import PeftModel
+from safetensors.torch import load_file
+
+TOLERANCE = 1e-5
+failures = []
+passes = 0
+
+
+def expect(ok, what):
+    global passes
+    print(f"{'ok  ' if ok else 'FAIL'} {what}")
+    if ok:
+        passes += 1
+    else:
+        failures.append(what)
+
+
+def close(name, actual, expected):
+    scale = expected.abs().max().item()
+    err = (actual - expected).abs().max().item() / max(scale, 1e-30)
+    expect(actual.shape == expected.shape and err <= TOLERANCE and scale > 0,
+           f"{name}: relative error {err:.2e} (max |ref| {scale:.2e})")
+    return err
+
+
+def dsee(binary, *args):
+    return subprocess.run([binary, *args], capture_output=True, text=True)
+
+
+def load_base(path):
+    return transformers.AutoModelForSequenceClassification.from_pretrained(
+        path, attn_implementation="eager").eval()
+
+
+def remove_heads(model, pruned):
+    """Removes BERT heads in place, as transformers 4's prune_heads did
+    (transformers 5 dropped it): Q/K/V rows and attention-output columns."""
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    hidden = model.config.hidden_size
+    for layer, heads in pruned.items():
+        keep = torch.tensor([h * head_dim + i for h in range(model.config.num_attention_heads) if h not in heads
+                             for i in range(head_dim)])
+        attention = model.bert.encoder.layer[layer].attention
+        with torch.no_grad():
+            for name in ("query", "key", "value"):
+                old = getattr(attention.self, name)
+                new = torch.nn.Linear(hidden, len(keep))
+                new.weight.copy_(old.weight[keep])
+                new.bias.copy_(old.bias[keep])
+                setattr(attention.self, name, new)
+            new = torch.nn.Linear(len(keep), hidden)
+            new.weight.copy_(attention.output.dense.weight[:, keep])
+            new.bias.copy_(attention.output.dense.bias)
+            attention.output.dense = new
+            attention.self.num_attention_heads = len(keep) // head_dim
+            attention.self.all_head_size = len(keep)
+    return model
+
+
+def load_export(folder):
+    """transformers' model of an hf export; a folder with pruned_heads is
+    shrunk first, then every tensor is loaded strictly."""
+    pruned = {int(k): v for k, v in json.load(open(os.path.join(folder, "config.json"))).get("pruned_heads", {}).items()}
+    if not pruned:
+        return load_base(folder)
+    config = transformers.AutoConfig.from_pretrained(folder)
+    config._attn_implementation = "eager"
+    model = remove_heads(transformers.BertForSequenceClassification(config), pruned).eval()
+    missing, unexpected = model.load_state_dict(load_file(os.path.join(folder, "model.safetensors")), strict=False)
+    expect(not missing and not unexpected, f"{folder}: loads strictly (missing {missing}, unexpected {unexpected})")
+    return model
+
+
+def masks_of(path):
+    masks, heads = {}, {}
+    with h5py.File(path, "r") as f:
+        for name, data in f.get("masks", {}).items():
+            shape = tuple(int(x) for x in data.attrs["shape"])
+            encoding = data.attrs["encoding"]
+            encoding = encoding.decode() if isinstance(encoding, bytes) else str(encoding)
+            if encoding == "bits":
+                flat = np.unpackbits(data[()])[: shape[0] * shape[1]]
+            else:
+                flat = np.ones(shape[0] * shape[1], dtype=np.uint8)
+                flat[data[()]] = 0
+            masks[name] = torch.from_numpy(flat.reshape(shape).astype(np.float32))
+        for layer, ids in f.get("heads", {}).items():
+            heads[int(layer)] = [int(h) for h in ids[()]]
+    return masks, heads
+
+
+def reference_model(arm_dir, pretrained):
+    """The arm's final model rebuilt from base weights and the run's files."""
+    config = tomllib.load(open(os.path.join(arm_dir, "config.toml"), "rb"))
+    scale = config["tuning"]["alpha"] / config["tuning"]["rank"]
+    mask_update = config["retune"]["mask_update"]
+    stage = "retune" if os.path.exists(os.path.join(arm_dir, "trainable-retune.safetensors")) else "train"
+    trained = load_file(os.path.join(arm_dir, f"trainable-{stage}.safetensors"))
+    model = load_base(pretrained)
+    masks, heads = {}, {}
+    if os.path.exists(os.path.join(arm_dir, "masks.h5")):
+        masks, heads = masks_of(os.path.join(arm_dir, "masks.h5"))
+    original_rows = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            original_rows[name] = module.weight.shape[0]
+    if heads:
+        remove_heads(model, heads)
+    omega = {}
+    if os.path.exists(os.path.join(arm_dir, "omega.h5")):
+        with h5py.File(os.path.join(arm_dir, "omega.h5"), "r") as f:
+            omega = {name: torch.from_numpy(data[()]) for name, data in f.items()}
+    prefix = model.base_model_prefix + "."
+    with torch.no_grad():
+        deltas = {}
+        for key in trained:
+            if not key.endswith(".lora_A"):
+                continue
+            module_name = key[: -len(".lora_A")]
+            a, b = trained[key], trained[module_name + ".lora_B"]
+            delta = b @ a
+            values = trained.get(module_name + ".sparse_values")
+            if values is not None and values.numel() > 0:
+                n = a.shape[1]
+                full = omega[module_name + ".weight"]
+                rows, cols = full // n, full % n
+                # Head pruning removed rows; Ω keeps its surviving entries in order.
+                head_dim = model.config.hidden_size // model.config.num_attention_heads
+                layer = int(module_name.split(".")[2])
+                removed = torch.tensor(
+                    [r for h in heads.get(layer, []) for r in range(h * head_dim, (h + 1) * head_dim)]
+                    if ("query" in module_name or "key" in module_name or "value" in module_name) else [],
+                    dtype=torch.long)
+                kept = torch.tensor([r for r in range(original_rows[prefix + module_name])
+                                     if r not in set(removed.tolist())], dtype=torch.long)
+                new_row = torch.full((original_rows[prefix + module_name],), -1, dtype=torch.long)
+                new_row[kept] = torch.arange(kept.numel())
+                survive = new_row[rows] >= 0
+                assert int(survive.sum()) == values.numel(), (module_name, int(survive.sum()), values.numel())
+                delta.view(-1).index_add_(0, new_row[rows[survive]] * n + cols[survive], values)
+            deltas[module_name] = scale * delta
+        for name, module in model.named_modules():
+            if not isinstance(module, torch.nn.Linear) or not name.startswith(prefix):
+                continue
+            short = name[len(prefix):]
+            w = module.weight
+            m = masks.get(short)
+            d = deltas.get(short)
+            if m is not None and d is not None:
+                w.copy_((w + d) * m if mask_update else w * m + d)
+            elif m is not None:
+                w.mul_(m)
+            elif d is not None:
+                w.add_(d)
+        state = model.state_dict()
+        for key, value in trained.items():
+            if ".lora_" not in key and not key.endswith(".sparse_values"):
+                state[key].copy_(value)
+    return model, masks
+
+
+def accuracy(logits, labels):
+    return (logits.argmax(1) == labels).double().mean().item()
+
+
+def main():
+    binary, work = sys.argv[1], sys.argv[2]
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    torch.manual_seed(0)
+    recipe = os.path.join(work, "export.toml")
+    with open(recipe, "w") as f:
+        f.write(f"""[run]
+name = "exp"
+out_dir = "{work}"
+compare = [
+  "lora: tuning.method=lora tuning.rank=4 export.format=hf",
+  "dsee-unstructured: tuning.method=dsee tuning.rank=4 prune.kind=unstructured",
+  "dsee-heads: tuning.method=dsee tuning.rank=4 prune.kind=heads prune.heads_per_layer=2",
+  "lora-unstructured: tuning.method=lora tuning.rank=4 prune.kind=unstructured retune.epochs=0",
+]
+[task]
+train_size = 128
+dev_size = 64
+[omega]
+c = 16
+variant = "tolerance"
+max_rank = 4
+[train]
+lr = 1e-2
+epochs = 1
+batch_size = 32
+[retune]
+epochs = 1
+""")
+    result = dsee(binary, "run", recipe)
+    if result.returncode != 0:
+        print(result.stdout, result.stderr)
+        sys.exit(f"dsee run failed ({result.returncode})")
+    root = os.path.join(work, "exp")
+    pretrained = os.path.join(root, "data", "pretrained")
+    dev = load_file(os.path.join(root, "data", "dev.safetensors"))
+    ids, labels = dev["input_ids"], dev["labels"]
+
+    for arm in ["lora", "dsee-unstructured", "dsee-heads", "lora-unstructured"]:
+        arm_dir = os.path.join(root, arm)
+        reference, masks = reference_model(arm_dir, pretrained)
+        with torch.no_grad():
+            ref_logits = reference(input_ids=ids).logits
+        recorded = json.load(open(os.path.join(arm_dir, "stages", "eval.json")))["dev"]["accuracy"]
+        expect(abs(accuracy(ref_logits, labels) - recorded) < 1e-12,
+               f"{arm}: reference dev accuracy {accuracy(ref_logits, labels):.4f} = dsee's eval.json {recorded:.4f}")
+
+        out = os.path.join(work, arm + "-hf")
+        r = dsee(binary, "export", arm_dir, "--format", "hf", "--out", out)
+        expect(r.returncode == 0, f"{arm}: dsee export --format hf exits 0 ({r.stderr.strip()[-300:]})")
+        if r.returncode != 0:
+            continue
+        exported = load_export(out)
+        with torch.no_grad():
+            close(f"{arm}: hf export logits vs reference", exported(input_ids=ids).logits, ref_logits)
+        modules = dict(exported.named_modules())
+        prefix = exported.base_model_prefix + "."
+        for short, mask in masks.items():
+            weight = modules[prefix + short].weight
+            if not bool((weight[mask == 0] == 0).all()):
+                expect(False, f"{arm}: {short} has non-zero weights where its mask is 0")
+                break
+        else:
+            if masks:
+                zeros = sum(int((m == 0).sum()) for m in masks.values())
+                expect(True, f"{arm}: all {zeros} masked entries of {len(masks)} projections are exactly zero")
+        if arm == "dsee-heads":
+            heads = json.load(open(os.path.join(out, "config.json"))).get("pruned_heads", {})
+            expect(len(heads) == 2 and all(len(h) == 2 for h in heads.values()),
+                   f"{arm}: config.json pruned_heads = {heads}")
+        if arm == "lora":
+            a = open(os.path.join(out, "model.safetensors"), "rb").read()
+            b = open(os.path.join(arm_dir, "export", "model.safetensors"), "rb").read()
+            expect(a == b, f"{arm}: the pipeline's export stage and dsee export wrote identical model.safetensors")
+
+        peft_out = os.path.join(work, arm + "-peft")
+        r = dsee(binary, "export", arm_dir, "--format", "peft", "--out", peft_out)
+        if arm == "lora":
+            expect(r.returncode == 0, f"{arm}: dsee export --format peft exits 0 ({r.stderr.strip()[-300:]})")
+            if r.returncode != 0:
+                continue
+            keys = sorted(load_file(os.path.join(peft_out, "adapter_model.safetensors")))
+            expect("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight" in keys
+                   and "base_model.model.classifier.weight" in keys, f"{arm}: PEFT key names ({len(keys)} tensors)")
+            peft_model = PeftModel.from_pretrained(load_base(pretrained), peft_out).eval()
+            with torch.no_grad():
+                close(f"{arm}: PeftModel.from_pretrained logits vs reference", peft_model(input_ids=ids).logits,
+                      ref_logits)
+        else:
+            reason = "no PEFT equivalent" if arm.startswith("dsee") else "pruned weights"
+            expect(r.returncode == 1 and reason in r.stderr and "--format hf" in r.stderr,
+                   f"{arm}: --format peft refused: {r.stderr.strip()}")
+
+    # Not finished / not a run directory.
+    unfinished = os.path.join(work, "unfinished")
+    os.makedirs(os.path.join(unfinished, "stages"))
+    shutil.copy(os.path.join(root, "lora", "config.toml"), unfinished)
+    r = dsee(binary, "export", unfinished, "--format", "hf")
+    expect(r.returncode == 1 and "eval.json" in r.stderr and "dsee run" in r.stderr,
+           f"unfinished run refused: {r.stderr.strip()}")
+    r = dsee(binary, "export", os.path.join(work, "nowhere"), "--format", "hf")
+    expect(r.returncode == 1 and "does not exist" in r.stderr, f"missing run directory refused: {r.stderr.strip()}")
+    r = dsee(binary, "export", root, "--format", "hf")
+    expect(r.returncode == 1 and "<arm>" in r.stderr, f"a run.compare parent refused: {r.stderr.strip()}")
+
+    print(f"{passes} passed, {len(failures)} failed")
+    for f in failures:
+        print("  " + f)
+    sys.exit(1 if failures or passes == 0 else 0)
+
+
+if __name__ == "__main__":
+    main()
