@@ -60,19 +60,26 @@ void expect_same_results(const fs::path& a, const fs::path& b) {
   }
 }
 
+// One straight run shared by the tests (each test adds its own run folders).
 class PipelineResume : public ::testing::Test {
  protected:
-  void SetUp() override {
-    out_ = fs::temp_directory_path() / ("dsee-resume-" + std::to_string(getpid()));
-    const auto r = run_dsee(one_arm(out_ / "straight"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+  static void SetUpTestSuite() {
+    out_ = new fs::path(fs::temp_directory_path() / ("dsee-pipeline-resume-" + std::to_string(getpid())));
+    const auto r = run_dsee(one_arm(*out_ / "straight"));
+    straight_ok_ = r.exit_code == 0;
+    EXPECT_EQ(r.exit_code, 0) << r.output;
   }
-  void TearDown() override { std::system(("rm -rf '" + out_.string() + "'").c_str()); }
-  fs::path out_;
+  static void TearDownTestSuite() {
+    std::system(("rm -rf '" + out_->string() + "'").c_str());
+    delete out_;
+  }
+  void SetUp() override { ASSERT_TRUE(straight_ok_) << "the straight run failed"; }
+  static inline fs::path* out_ = nullptr;
+  static inline bool straight_ok_ = false;
 };
 
 TEST_F(PipelineResume, SigtermThenRerunsMatchAStraightRun) {
-  const auto dir = out_ / "stopped";
+  const auto dir = *out_ / "stopped";
   const std::string stop = "DSEE_TEST_STOP_AFTER_STEP=3 ";
   // train steps 1-3 | 4-6 | 7-8 then retune 1-3 | retune 4.
   const auto first = run_dsee(one_arm(dir), stop);
@@ -97,11 +104,11 @@ TEST_F(PipelineResume, SigtermThenRerunsMatchAStraightRun) {
   const auto fourth = run_dsee(one_arm(dir), stop);
   ASSERT_EQ(fourth.exit_code, 0) << fourth.output;
   EXPECT_TRUE(contains(fourth.output, "resuming retune from ckpt/retune/step-3.h5 (step 3 of 4)")) << fourth.output;
-  expect_same_results(out_ / "straight" / "demo", dir / "demo");
+  expect_same_results(*out_ / "straight" / "demo", dir / "demo");
 }
 
 TEST_F(PipelineResume, OtherRecipeIsRefusedAndACorruptCheckpointFallsBack) {
-  const auto dir = out_ / "corrupt";
+  const auto dir = *out_ / "corrupt";
   const auto first = run_dsee(one_arm(dir), "DSEE_TEST_STOP_AFTER_STEP=5 ");
   ASSERT_EQ(first.exit_code, 143) << first.output;
   const auto ckpt = dir / "demo" / "ckpt";
@@ -126,7 +133,7 @@ TEST_F(PipelineResume, OtherRecipeIsRefusedAndACorruptCheckpointFallsBack) {
   const auto again = run_dsee(one_arm(dir));
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_TRUE(contains(again.output, "resuming train from ckpt/step-4.h5 (step 4 of 8)")) << again.output;
-  expect_same_results(out_ / "straight" / "demo", dir / "demo");
+  expect_same_results(*out_ / "straight" / "demo", dir / "demo");
 }
 
 }  // namespace

@@ -174,6 +174,7 @@ TEST_P(Resume, InterruptedAndResumedRunIsBitIdenticalToAStraightRun) {
   EXPECT_EQ(file_text(resumed_metrics), file_text(straight_metrics));
   std::filesystem::remove(straight_metrics);
   std::filesystem::remove(resumed_metrics);
+  std::filesystem::remove(dir);
 }
 
 // k = 3 resumes at an epoch boundary, 4 and 5 inside an epoch (4: after the
