@@ -168,7 +168,7 @@ TEST_P(Resume, InterruptedAndResumedRunIsBitIdenticalToAStraightRun) {
 
   EXPECT_EQ(resumed.steps, 9);
   EXPECT_EQ(resumed.best_step, straight_result.best_step);
-  EXPECT_EQ(resumed.best_metric, straight_result.best_metric);
+  EXPECT_TRUE(resumed.best_metric == straight_result.best_metric);
   expect_bit_identical(second.parameters(), straight.parameters());
   expect_bit_identical(second_trainer.optimizer().state_export(), straight_trainer.optimizer().state_export());
   EXPECT_EQ(file_text(resumed_metrics), file_text(straight_metrics));
