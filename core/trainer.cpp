@@ -30,7 +30,7 @@ std::string duration_text(double seconds) {
 // Writes one JSON object per line; flushes so a killed run keeps its lines.
 class MetricsLog {
  public:
-  explicit MetricsLog(const std::filesystem::path& path) {
+  explicit MetricsLog(const std::filesystem::path& path) : path_(path) {
     if (path.empty()) return;
     file_.open(path, std::ios::app);
     DSEE_CHECK(file_, "cannot open metrics file '{}' for appending", path.string());
@@ -38,10 +38,27 @@ class MetricsLog {
   void write(const nlohmann::json& record) {
     if (file_.is_open()) file_ << record.dump() << '\n' << std::flush;
   }
+  // The file's length now (every line is flushed); 0 without a file.
+  std::int64_t bytes() const {
+    return file_.is_open() ? static_cast<std::int64_t>(std::filesystem::file_size(path_)) : 0;
+  }
 
  private:
+  std::filesystem::path path_;
   std::ofstream file_;
 };
+
+// Cuts metrics.jsonl back to what it held at a checkpoint (Note [Resuming]).
+void metrics_truncate(const std::filesystem::path& path, std::int64_t bytes) {
+  if (path.empty()) return;
+  const bool exists = std::filesystem::exists(path);
+  const auto size = exists ? static_cast<std::int64_t>(std::filesystem::file_size(path)) : 0;
+  DSEE_CHECK(size >= bytes,
+             "cannot resume: '{}' holds {} bytes but the checkpoint recorded {}; it was truncated or replaced "
+             "since, restore it or start the run over",
+             path.string(), size, bytes);
+  if (exists && size > bytes) std::filesystem::resize_file(path, static_cast<std::uintmax_t>(bytes));
+}
 
 }  // namespace
 
@@ -89,17 +106,66 @@ std::int64_t Trainer::total_steps(const BatchSource& batches) const {
 //  - should_stop must itself be a collective (stop_requested_on_any_rank).
 // Micro-steps issue no collective; each step issues sum_over_ranks, then
 // sync_gradients, then whatever after_step, evaluate and should_stop issue.
+// Note [Resuming]
+// A checkpoint is taken at a step boundary, after that step's evaluation and
+// stop checks, so resuming continues with the next micro-batch exactly as the
+// straight run would: the schedule is set to the step, the batch source
+// seeks to (epoch, sample_index), the best-metric bookkeeping comes back, and
+// metrics.jsonl is cut to its length at the checkpoint (lines the
+// interrupted process wrote after it are written again). The caller restores
+// the parameters, AdamW's state and the RNG states (dropout), so the
+// continuation is bit-identical on the CPU. metrics.jsonl records hold no
+// wall-clock values for the same reason (samples/s is only in the progress
+// line). Within an epoch the micro-batches consumed are (steps taken in the
+// epoch) × grad_accumulation: only the last step of an epoch holds fewer,
+// and a checkpoint there records the next epoch's start.
 TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, const EvaluateFunction& evaluate,
-                         const std::function<void(std::int64_t)>& on_best) {
+                         const std::function<void(std::int64_t)>& on_best, const TrainerProgress* resume) {
   const std::int64_t total = total_steps(batches);
   LrSchedule schedule(options_.lr, options_.schedule, total);
+  if (resume) metrics_truncate(options_.metrics_path, resume->metrics_bytes);
   MetricsLog metrics(options_.metrics_path);
   const bool tty = isatty(STDERR_FILENO) != 0;
   const std::int64_t per_epoch_batches = batches.batches_per_epoch();
+  const std::int64_t steps_per_epoch =
+      (per_epoch_batches + options_.grad_accumulation - 1) / options_.grad_accumulation;
   TrainResult result;
   std::int64_t evaluations_without_gain = 0;
   std::int64_t samples_total = 0;
+  std::int64_t step = 0, first_epoch = 0, first_sample = 0;
+  if (resume) {
+    DSEE_CHECK(resume->step >= 0 && resume->step <= total && resume->epoch >= 0 && resume->sample_index >= 0,
+               "cannot resume at step {} (epoch {}, sample {}): this run has {} steps", resume->step, resume->epoch,
+               resume->sample_index, total);
+    step = resume->step;
+    first_epoch = resume->epoch;
+    first_sample = resume->sample_index;
+    result.skipped_steps = resume->skipped_steps;
+    result.best_metric = resume->best_metric;
+    result.best_step = resume->best_step;
+    evaluations_without_gain = resume->evaluations_without_gain;
+    schedule.set_step(step);
+    if (options_.early_stopping_patience > 0 && evaluations_without_gain >= options_.early_stopping_patience) {
+      result.stopped_early = true;
+      result.steps = step;
+      return result;
+    }
+  }
+  const std::int64_t steps_at_start = step;
   const auto start = std::chrono::steady_clock::now();
+
+  auto progress_at = [&](std::int64_t epoch, bool epoch_done) {
+    TrainerProgress p;
+    p.step = step;
+    p.epoch = epoch_done ? epoch + 1 : epoch;
+    p.sample_index = epoch_done ? 0 : batches.sample_index();
+    p.skipped_steps = result.skipped_steps;
+    p.best_metric = result.best_metric;
+    p.best_step = result.best_step;
+    p.evaluations_without_gain = evaluations_without_gain;
+    p.metrics_bytes = metrics.bytes();
+    return p;
+  };
 
   auto run_evaluation = [&](std::int64_t step, std::int64_t epoch) {
     if (!evaluate) return;
@@ -131,11 +197,19 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
     }
   };
 
-  std::int64_t step = 0;
-  for (std::int64_t epoch = 0; step < total; ++epoch) {
-    batches.start_epoch(epoch);
-    const std::int64_t steps_before = step;
+  for (std::int64_t epoch = first_epoch; step < total; ++epoch) {
     std::int64_t batches_left = per_epoch_batches;
+    if (epoch == first_epoch && resume) {
+      const std::int64_t consumed = (step - epoch * steps_per_epoch) * options_.grad_accumulation;
+      DSEE_CHECK(consumed >= 0 && consumed < per_epoch_batches,
+                 "cannot resume at step {} in epoch {}: that epoch has {} steps of {} micro-batches", step, epoch + 1,
+                 steps_per_epoch, options_.grad_accumulation);
+      batches.seek(epoch, first_sample);
+      batches_left -= consumed;
+    } else {
+      batches.start_epoch(epoch);
+    }
+    const std::int64_t steps_before = step;
     bool epoch_done = false;
     while (!epoch_done && step < total) {
       // One optimizer step: up to grad_accumulation micro-batches.
@@ -187,7 +261,7 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
 
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double rate = elapsed > 0 ? static_cast<double>(samples_total) / elapsed : 0;
-      const double eta = elapsed / static_cast<double>(step) * static_cast<double>(total - step);
+      const double eta = elapsed / static_cast<double>(step - steps_at_start) * static_cast<double>(total - step);
       const std::string line =
           fmt::format("step {}/{} epoch {} loss {:.4f} lr {:.3e} |g| {:.3f} {:.1f} samples/s ETA {}", step, total,
                       epoch + 1, loss, lr, norm, rate, duration_text(eta));
@@ -201,8 +275,7 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
                      {"epoch", epoch},
                      {"loss", loss},
                      {"lr", lr},
-                     {"grad_norm", std::isfinite(norm) ? nlohmann::json(norm) : nullptr},
-                     {"samples_per_s", rate}});
+                     {"grad_norm", std::isfinite(norm) ? nlohmann::json(norm) : nullptr}});
 
       const bool eval_now =
           options_.eval_every > 0 ? step % options_.eval_every == 0 || step == total : epoch_done || step == total;
@@ -214,6 +287,11 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
       } else if (options_.should_stop && options_.should_stop()) {
         spdlog::info("stop requested at step {}", step);
         result.stopped_early = true;
+        result.stop_requested = true;
+      }
+      if (options_.on_checkpoint) {
+        const bool due = options_.checkpoint_every > 0 ? step % options_.checkpoint_every == 0 : epoch_done;
+        if (due || result.stop_requested) options_.on_checkpoint(progress_at(epoch, epoch_done));
       }
       if (result.stopped_early) {
         if (tty && options_.progress) std::fputc('\n', stderr);

@@ -42,6 +42,26 @@ class BatchSource {
   virtual void start_epoch(std::int64_t epoch) = 0;
   // The next micro-batch of the epoch; nullopt when the epoch is over.
   virtual std::optional<TrainBatch> next() = 0;
+  // Resuming (checkpoints): the global samples of the current epoch consumed
+  // so far (all ranks together, so a position resumes on any rank count) and
+  // seek = start_epoch(epoch) then skip `sample_index` global samples.
+  virtual std::int64_t sample_index() const = 0;
+  virtual void seek(std::int64_t epoch, std::int64_t sample_index) = 0;
+};
+
+// Where a run stands at a step boundary: what a checkpoint must hold besides
+// the trainable tensors, the optimizer state (AdamW::state_export) and the
+// RNG states, to continue bit-exactly. At the end of an epoch the position
+// is (epoch + 1, 0).
+struct TrainerProgress {
+  std::int64_t step = 0;          // optimizer steps taken (the schedule's step)
+  std::int64_t epoch = 0;         // 0-based epoch the next micro-batch belongs to
+  std::int64_t sample_index = 0;  // global samples of `epoch` consumed (BatchSource::sample_index)
+  std::int64_t skipped_steps = 0;
+  std::optional<double> best_metric;
+  std::int64_t best_step = -1;
+  std::int64_t evaluations_without_gain = 0;
+  std::int64_t metrics_bytes = 0;  // length of metrics.jsonl at this boundary; truncated back to it on resume
 };
 
 // Forward + loss of one micro-batch: a 0-dim float tensor with autograd history.
@@ -76,6 +96,12 @@ struct TrainerOptions {
   // Called on every rank after each optimizer step (taken or skipped), before evaluation.
   std::function<void(std::int64_t step)> after_step;
   bool progress = true;  // the progress line on stderr (false on ranks other than 0)
+  // Checkpoint hook (may be empty): called at a step boundary every
+  // `checkpoint_every` optimizer steps (0: at the end of each epoch), and
+  // when the loop stops because should_stop() returned true. Parameters and
+  // optimizer state are those after the step; metrics.jsonl is flushed.
+  std::int64_t checkpoint_every = 0;
+  std::function<void(const TrainerProgress&)> on_checkpoint;
 };
 
 struct TrainResult {
@@ -83,7 +109,8 @@ struct TrainResult {
   std::int64_t skipped_steps = 0;  // non-finite steps skipped
   std::optional<double> best_metric;
   std::int64_t best_step = -1;
-  bool stopped_early = false;  // early stopping or should_stop
+  bool stopped_early = false;   // early stopping or should_stop
+  bool stop_requested = false;  // should_stop() returned true (the loop did not finish)
 };
 
 class Trainer {
@@ -94,8 +121,11 @@ class Trainer {
   // `on_best` (may be empty) runs right after an evaluation that improves
   // metric_for_best (save the best checkpoint there). A non-finite loss or
   // gradient norm throws dsee::Error naming the step unless skip_nonfinite.
+  // With `resume`, the loop continues from that progress: the schedule and
+  // the batch source move to its position, metrics.jsonl is cut back to its
+  // length; the caller has restored parameters, optimizer() state and RNGs.
   TrainResult run(BatchSource& batches, const LossFunction& loss, const EvaluateFunction& evaluate = {},
-                  const std::function<void(std::int64_t step)>& on_best = {});
+                  const std::function<void(std::int64_t step)>& on_best = {}, const TrainerProgress* resume = nullptr);
 
   std::int64_t total_steps(const BatchSource& batches) const;
   AdamW& optimizer() { return optimizer_; }

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "core/stop_signal.h"
 #include "data/env_vars.h"
 #include "data/error.h"
 #include "data/log.h"
@@ -65,6 +66,9 @@ int main(int argc, char** argv) {
     for (const auto& command : commands)
       if (command.app->parsed()) return command.run();
     internal_error("no subcommand was run");
+  } catch (const dsee::StopRequested& e) {
+    std::fprintf(stderr, "dsee: %s\n", e.what());
+    return e.exit_code();
   } catch (const dsee::UsageError& e) {
     std::fprintf(stderr, "dsee: usage error: %s\n", e.what());
     return 2;

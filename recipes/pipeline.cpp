@@ -43,7 +43,11 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "core/checkpoint.h"
@@ -61,6 +65,7 @@
 #include "core/tuning.h"
 #include "core/versions.h"
 #include "data/distributed_sampler.h"
+#include "data/env_vars.h"
 #include "data/error.h"
 #include "distributed/coordinator.h"
 #include "distributed/fingerprint.h"
@@ -231,6 +236,10 @@ OmegaOptions omega_options_of(const Config& c) {
   return o;
 }
 
+OmegaFileInfo omega_info_of(const OmegaOptions& o) {
+  return {omega_method_name(o.method), grebsmo_variant_name(o.grebsmo.variant), o.seed, o.c};
+}
+
 DemoOptions demo_options_of(const Config& c) {
   DemoOptions o;
   o.train_size = c.get_int("task.train_size");
@@ -250,6 +259,7 @@ class TensorBatches final : public BatchSource {
       : ids_(std::move(ids)),
         labels_(std::move(labels)),
         world_size_(world_size),
+        micro_batch_(batch_size),
         sampler_({ids_.size(0), batch_size, seed, true, false}, rank, world_size) {}
   // For the batch next() returned last: local mean loss × this = the piece's
   // share, such that the mean over ranks is the global mean (see
@@ -272,10 +282,16 @@ class TensorBatches final : public BatchSource {
     out.samples = index.size(0);
     return out;
   }
+  std::int64_t sample_index() const override { return sampler_.position().sample; }
+  void seek(std::int64_t epoch, std::int64_t sample_index) override {
+    sampler_.set_position({epoch, sample_index});
+    left_ = sampler_.batches_per_epoch() - (sample_index + micro_batch_ - 1) / micro_batch_;
+  }
 
  private:
   at::Tensor ids_, labels_;
   int world_size_;
+  std::int64_t micro_batch_;  // global: samples of all ranks' pieces together
   DistributedSampler sampler_;
   std::int64_t left_ = 0;
   double loss_scale_ = 1.0;
@@ -316,6 +332,14 @@ struct Run {
   std::shared_ptr<ModelTuning> tuning;
   PrunePlan plan;
   nlohmann::json stages = nlohmann::json::object();
+  fs::path model_path;
+  OmegaFileInfo omega_info;
+  std::optional<std::uint64_t> weights_hash;  // model_weights_hash(model_path), computed once when needed
+
+  std::uint64_t model_hash() {
+    if (!weights_hash) weights_hash = model_weights_hash(model_path);
+    return *weights_hash;
+  }
 };
 
 // Rank 0 decides (its stages/<stage>.json) and tells every rank.
@@ -465,6 +489,54 @@ std::string metric_for_best_of(const Config& c) {
   return name.empty() ? std::string("accuracy") : name;
 }
 
+// Note [Resuming a training stage]
+// The train stage checkpoints into ckpt/, the retune stage into
+// ckpt/retune/ (ckpt.every steps, 0: each epoch end; ckpt.keep_last kept),
+// and on a stop signal when run.checkpoint_on_signal (core/stop_signal.h).
+// A stage that is not finished (no stages/<stage>.json) and finds a readable
+// checkpoint in its folder continues from it: the recipe and the pretrained
+// weights must match (checkpoint_check_compatible), then the trainable
+// tensors, AdamW's state, the RNG states and the trainer's progress (kept
+// in the checkpoint's /scheduler attributes, Note [Resuming] in
+// core/trainer.cpp) come back and the trainer goes on bit-exactly. The
+// stage's seconds count only this process's part.
+constexpr const char* kProgressKeys[] = {
+    "step", "skipped_steps", "best_metric", "best_step", "evaluations_without_gain", "metrics_bytes"};
+
+std::map<std::string, double> progress_to_scheduler(const TrainerProgress& p) {
+  return {{"step", static_cast<double>(p.step)},
+          {"skipped_steps", static_cast<double>(p.skipped_steps)},
+          {"best_metric", p.best_metric ? *p.best_metric : std::numeric_limits<double>::quiet_NaN()},
+          {"best_step", static_cast<double>(p.best_step)},
+          {"evaluations_without_gain", static_cast<double>(p.evaluations_without_gain)},
+          {"metrics_bytes", static_cast<double>(p.metrics_bytes)}};
+}
+
+TrainerProgress progress_from_checkpoint(const fs::path& path, const CheckpointState& state) {
+  for (const char* key : kProgressKeys)
+    DSEE_CHECK(state.scheduler.contains(key), "{}: scheduler attribute '{}' is missing; not a `dsee run` checkpoint",
+               path.string(), key);
+  const auto& m = state.scheduler;
+  TrainerProgress p;
+  p.step = state.step;
+  p.epoch = state.epoch;
+  p.sample_index = state.sample_index;
+  p.skipped_steps = static_cast<std::int64_t>(m.at("skipped_steps"));
+  if (!std::isnan(m.at("best_metric"))) p.best_metric = m.at("best_metric");
+  p.best_step = static_cast<std::int64_t>(m.at("best_step"));
+  p.evaluations_without_gain = static_cast<std::int64_t>(m.at("evaluations_without_gain"));
+  p.metrics_bytes = static_cast<std::int64_t>(m.at("metrics_bytes"));
+  DSEE_CHECK(static_cast<std::int64_t>(m.at("step")) == state.step, "{}: scheduler step {} differs from step {}",
+             path.string(), m.at("step"), state.step);
+  return p;
+}
+
+// DSEE_TEST_STOP_AFTER_STEP (tests only): steps of this process before a self-SIGTERM; 0: never.
+std::int64_t test_stop_after_step() {
+  const char* text = std::getenv(env_vars::test_stop_after_step);
+  return text ? std::atoll(text) : 0;
+}
+
 // One training stage (train or retune): the trainer over the task's data.
 nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epochs, double lr) {
   const auto& c = run.config;
@@ -495,7 +567,67 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
   at::manual_seed(static_cast<std::uint64_t>(c.get_int("run.seed")));  // dropout
   std::unique_ptr<GradientSync> sync;
   if (auto* comm = run.ranks.comm) data_parallel_options(run, *comm, sync, options);
+
+  // checkpoints and stop signals (Note [Resuming a training stage])
+  const fs::path ckpt_dir = stage == "train" ? run.dir / "ckpt" : run.dir / "ckpt" / stage;
+  const int keep_last = static_cast<int>(c.get_int("ckpt.keep_last"));
+  const std::string config_text = c.to_toml();
+  Trainer* trainer_of_hook = nullptr;
+  fs::path last_checkpoint;
+  options.checkpoint_every = c.get_int("ckpt.every");
+  options.on_checkpoint = [&](const TrainerProgress& progress) {
+    CheckpointState state;
+    state.step = progress.step;
+    state.epoch = progress.epoch;
+    state.sample_index = progress.sample_index;
+    for (auto& [name, tensor] : run.tuning->trainable_parameters()) state.trainable.push_back({name, tensor.detach()});
+    state.optimizer = trainer_of_hook->optimizer().state_export();
+    state.optimizer_step = progress.step;
+    state.scheduler = progress_to_scheduler(progress);
+    checkpoint_capture_rng(state);
+    state.omega = run.omega;
+    state.omega_info = run.omega_info;
+    state.plan = run.plan;
+    state.config_text = config_text;
+    state.model_path = run.model_path.string();
+    state.model_weights_hash = run.model_hash();
+    // Every rank reaches this hook at the same step (the trainer's branches
+    // agree, Note [The loop on many ranks]); rank 0 writes, then all go on.
+    root_writes(run.ranks, [&] { last_checkpoint = checkpoint_write(ckpt_dir, state, keep_last); });
+    spdlog::debug("{}: checkpoint {}", run.dir.filename().string(), last_checkpoint.string());
+  };
+  if (c.get_bool("run.checkpoint_on_signal")) {
+    install_stop_handlers();
+    // With ranks the stop is agreed by all (a collective), so every rank leaves at the same step.
+    options.should_stop = [steps = std::int64_t{0}, limit = test_stop_after_step(), comm = run.ranks.comm]() mutable {
+      if (limit > 0 && ++steps == limit) std::raise(SIGTERM);
+      return comm != nullptr ? stop_requested_on_any_rank(*comm) : stop_requested();
+    };
+  }
+
   Trainer trainer(run.tuning->trainable_parameters(), options);
+  trainer_of_hook = &trainer;
+  const std::int64_t total = trainer.total_steps(batches);
+  std::optional<TrainerProgress> resume;
+  if (auto loaded = checkpoint_load_latest(ckpt_dir)) {
+    checkpoint_check_compatible(loaded->path, loaded->state, config_text, run.model_hash());
+    resume = progress_from_checkpoint(loaded->path, loaded->state);
+    at::NoGradGuard no_grad;
+    std::map<std::string, at::Tensor> saved;
+    for (const auto& [name, tensor] : loaded->state.trainable) saved[name] = tensor;
+    for (auto& [name, tensor] : run.tuning->trainable_parameters()) {
+      const auto it = saved.find(name);
+      DSEE_CHECK(it != saved.end(), "{}: trainable tensor '{}' is missing", loaded->path.string(), name);
+      DSEE_CHECK(it->second.sizes() == tensor.sizes(), "{}: trainable tensor '{}' has shape {}, the run expects {}",
+                 loaded->path.string(), name, shape_text(it->second.sizes()), shape_text(tensor.sizes()));
+      tensor.copy_(it->second);
+    }
+    trainer.optimizer().state_import(loaded->state.optimizer);
+    checkpoint_restore_rng(loaded->state);
+    spdlog::info("{}: resuming {} from {} (step {} of {})", run.dir.filename().string(), stage,
+                 fs::relative(loaded->path, run.dir).string(), resume->step, total);
+  }
+
   auto* model = run.model.get();
   auto* tuning = run.tuning.get();
   const auto loss = [&](const TrainBatch& batch) {
@@ -514,7 +646,16 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
     return evaluate_accuracy(*model, tuning, run.data.dev_ids, run.data.dev_labels, run.ranks);
   };
   spdlog::info("{}: {} ({} epochs, lr {})", run.dir.filename().string(), stage, epochs, lr);
-  const auto result = trainer.run(batches, loss, evaluate);
+  const auto result = trainer.run(batches, loss, evaluate, {}, resume ? &*resume : nullptr);
+  if (result.stop_requested) {
+    const int signal = stop_signal();
+    throw StopRequested(signal, fmt::format("stopped by {} at step {} of {}; checkpoint {}; run the same command "
+                                            "again to resume",
+                                            signal == SIGINT    ? "SIGINT"
+                                            : signal == SIGTERM ? "SIGTERM"
+                                                                : fmt::format("signal {}", signal),
+                                            result.steps, total, last_checkpoint.string()));
+  }
   trainables_save(run, run.dir / fmt::format("trainable-{}.safetensors", stage));
   nlohmann::json record = counts_of(run);
   record["dev"] = evaluate();
@@ -533,7 +674,7 @@ void model_and_data_verify(Run& run, const fs::path& model_path) {
     shapes += fmt::format("{} {} {}\n", slot.name, shape_text(slot.tensor->sizes()),
                           c10::toString(slot.tensor->scalar_type()));
   fingerprint_verify_text(comm, "model's tensor shapes", shapes);
-  fingerprint_verify(comm, fmt::format("pretrained weights ({})", model_path.string()), model_weights_hash(model_path));
+  fingerprint_verify(comm, fmt::format("pretrained weights ({})", model_path.string()), run.model_hash());
   fingerprint_verify(comm, "training and dev data",
                      fingerprint(NamedTensors{{"train_ids", run.data.train_ids},
                                               {"train_labels", run.data.train_labels},
@@ -563,10 +704,12 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   load.task = ModelTask::sequence_classification;
   load.dtype = model_dtype_of_precision(config.get_string("run.precision"));
   run.model = model_load(model_path, load);
+  run.model_path = model_path;
   if (ranks.comm != nullptr) model_and_data_verify(run, model_path);
 
   // omega
   if (method == TuningMethod::dsee) {
+    run.omega_info = omega_info_of(omega_options_of(config));
     const auto options = tuning_options_of(config);
     const auto matrices =
         adapted_matrices(*run.model, options.target_modules.empty() ? default_target_modules(run.model->config().family)
@@ -586,9 +729,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
         for (const auto& m : matrices) named.push_back({m.name, m.weight()});
         const auto omega_options = omega_options_of(config);
         run.omega = omega_select(named, omega_options);
-        omega_write(dir / "omega.h5", run.omega,
-                    {omega_method_name(omega_options.method), grebsmo_variant_name(omega_options.grebsmo.variant),
-                     omega_options.seed, omega_options.c});
+        omega_write(dir / "omega.h5", run.omega, omega_info_of(omega_options));
       });
       run.omega = omega_from_named(from_root(ranks, omega_to_named(run.omega), "Ω"));
       stage_record(run, "omega", {{"matrices", run.omega.size()}, {"seconds", seconds_since(t)}});

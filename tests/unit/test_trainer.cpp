@@ -33,6 +33,8 @@ class RegressionBatches : public BatchSource {
     const std::int64_t begin = next_++ * size_;
     return TrainBatch{{{"x", x_.narrow(0, begin, size_)}, {"y", y_.narrow(0, begin, size_)}}, size_};
   }
+  std::int64_t sample_index() const override { return next_ * size_; }
+  void seek(std::int64_t, std::int64_t sample_index) override { next_ = sample_index / size_; }
 
  private:
   at::Tensor x_, y_;

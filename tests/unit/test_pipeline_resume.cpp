@@ -1,0 +1,140 @@
+// `dsee run` resuming interrupted training stages (issue 6), end to end on a
+// shrunken one-arm demo recipe (DSEE with unstructured pruning, so both the
+// train and the retune stage run; dropout and gradient accumulation on):
+//   - a run stopped by SIGTERM (DSEE_TEST_STOP_AFTER_STEP makes the process
+//     signal itself) exits 143 naming the checkpoint; re-running the same
+//     command resumes; after several interruptions in both stages the
+//     trainable tensors, metrics.jsonl and the stages' dev metrics are bit
+//     for bit those of a straight run;
+//   - a checkpoint is refused under a different recipe, listing the key;
+//   - a corrupted newest checkpoint falls back to the previous one, and the
+//     metrics lines written after that one are cut away.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "error_of.h"
+#include "run_dsee.h"
+
+namespace dsee {
+namespace {
+
+namespace fs = std::filesystem;
+using dsee_test::run_dsee;
+
+const std::string kDemo = std::string(DSEE_SOURCE_DIR) + "/recipes/demo.toml";
+
+// 128 training examples in micro-batches of 16, 2 per step: 4 steps per
+// epoch, 8 train steps, 4 retune steps.
+std::string one_arm(const fs::path& out) {
+  return "run " + kDemo + " --set run.out_dir=" + out.string() +
+         " --set 'run.compare=[]' --set tuning.method=dsee --set tuning.rank=4 --set tuning.dropout=0.2"
+         " --set prune.kind=unstructured --set prune.p_adapt=0.3 --set prune.p_rest=0.3"
+         " --set task.train_size=128 --set task.dev_size=64 --set train.epochs=2 --set retune.epochs=1"
+         " --set train.grad_accumulation=2 --set train.eval_every=3 --set ckpt.every=2 --set ckpt.keep_last=2";
+}
+
+std::string file_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << path;
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+nlohmann::json json_of(const fs::path& path) { return nlohmann::json::parse(file_text(path)); }
+
+// What must match bit for bit between two run folders.
+void expect_same_results(const fs::path& a, const fs::path& b) {
+  for (const char* file : {"trainable-train.safetensors", "trainable-retune.safetensors", "metrics.jsonl"})
+    EXPECT_EQ(file_text(a / file), file_text(b / file)) << file;
+  for (const char* stage : {"train", "prune", "retune", "eval"}) {
+    const auto x = json_of(a / "stages" / (std::string(stage) + ".json"));
+    const auto y = json_of(b / "stages" / (std::string(stage) + ".json"));
+    EXPECT_EQ(x["dev"], y["dev"]) << stage;  // doubles compared exactly
+    EXPECT_EQ(x.value("steps", -1), y.value("steps", -1)) << stage;
+  }
+}
+
+// One straight run shared by the tests (each test adds its own run folders).
+class PipelineResume : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    out_ = new fs::path(fs::temp_directory_path() / ("dsee-pipeline-resume-" + std::to_string(getpid())));
+    const auto r = run_dsee(one_arm(*out_ / "straight"));
+    straight_ok_ = r.exit_code == 0;
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+  }
+  static void TearDownTestSuite() {
+    std::system(("rm -rf '" + out_->string() + "'").c_str());
+    delete out_;
+  }
+  void SetUp() override { ASSERT_TRUE(straight_ok_) << "the straight run failed"; }
+  static inline fs::path* out_ = nullptr;
+  static inline bool straight_ok_ = false;
+};
+
+TEST_F(PipelineResume, SigtermThenRerunsMatchAStraightRun) {
+  const auto dir = *out_ / "stopped";
+  const std::string stop = "DSEE_TEST_STOP_AFTER_STEP=3 ";
+  // train steps 1-3 | 4-6 | 7-8 then retune 1-3 | retune 4.
+  const auto first = run_dsee(one_arm(dir), stop);
+  ASSERT_EQ(first.exit_code, 143) << first.output;
+  EXPECT_TRUE(contains(first.output, "stopped by SIGTERM at step 3 of 8; checkpoint " +
+                                         (dir / "demo" / "ckpt" / "step-3.h5").string() +
+                                         "; run the same command again to resume"))
+      << first.output;
+  const auto second = run_dsee(one_arm(dir), stop);
+  ASSERT_EQ(second.exit_code, 143) << second.output;
+  EXPECT_TRUE(contains(second.output, "resuming train from ckpt/step-3.h5 (step 3 of 8)")) << second.output;
+  EXPECT_TRUE(contains(second.output, "stopped by SIGTERM at step 6 of 8")) << second.output;
+  const auto third = run_dsee(one_arm(dir), stop);
+  ASSERT_EQ(third.exit_code, 143) << third.output;
+  EXPECT_TRUE(contains(third.output, "resuming train from ckpt/step-6.h5 (step 6 of 8)")) << third.output;
+  EXPECT_TRUE(contains(third.output, "stopped by SIGTERM at step 3 of 4")) << third.output;
+  // keep_last = 2: of train's checkpoints 2, 3, 4, 6, 8 the last two remain.
+  for (const char* name : {"step-2.h5", "step-3.h5", "step-4.h5"})
+    EXPECT_FALSE(fs::exists(dir / "demo" / "ckpt" / name)) << name;
+  for (const char* name : {"step-6.h5", "step-8.h5", "retune/step-3.h5"})
+    EXPECT_TRUE(fs::exists(dir / "demo" / "ckpt" / name)) << name;
+  const auto fourth = run_dsee(one_arm(dir), stop);
+  ASSERT_EQ(fourth.exit_code, 0) << fourth.output;
+  EXPECT_TRUE(contains(fourth.output, "resuming retune from ckpt/retune/step-3.h5 (step 3 of 4)")) << fourth.output;
+  expect_same_results(*out_ / "straight" / "demo", dir / "demo");
+}
+
+TEST_F(PipelineResume, OtherRecipeIsRefusedAndACorruptCheckpointFallsBack) {
+  const auto dir = *out_ / "corrupt";
+  const auto first = run_dsee(one_arm(dir), "DSEE_TEST_STOP_AFTER_STEP=5 ");
+  ASSERT_EQ(first.exit_code, 143) << first.output;
+  const auto ckpt = dir / "demo" / "ckpt";
+  ASSERT_TRUE(fs::exists(ckpt / "step-4.h5"));
+  ASSERT_TRUE(fs::exists(ckpt / "step-5.h5"));
+
+  // The run folder's config.toml gone, another recipe still meets the checkpoint's.
+  const std::string recorded = file_text(dir / "demo" / "config.toml");
+  fs::remove(dir / "demo" / "config.toml");
+  const auto other = run_dsee(one_arm(dir) + " --set train.weight_decay=0.5");
+  EXPECT_EQ(other.exit_code, 1) << other.output;
+  EXPECT_TRUE(contains(other.output, "was written by a different recipe")) << other.output;
+  EXPECT_TRUE(contains(other.output, "train.weight_decay")) << other.output;
+  std::ofstream(dir / "demo" / "config.toml") << recorded;
+
+  // Flip bytes in the middle of the newest checkpoint.
+  {
+    std::fstream file(ckpt / "step-5.h5", std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(static_cast<std::streamoff>(fs::file_size(ckpt / "step-5.h5") / 2));
+    file.write("corrupt!", 8);
+  }
+  const auto again = run_dsee(one_arm(dir));
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_TRUE(contains(again.output, "resuming train from ckpt/step-4.h5 (step 4 of 8)")) << again.output;
+  expect_same_results(*out_ / "straight" / "demo", dir / "demo");
+}
+
+}  // namespace
+}  // namespace dsee
