@@ -35,6 +35,7 @@
 #include "data/error.h"
 #include "recipes/demo_data.h"
 #include "recipes/recipe_schema.h"
+#include "recipes/task_data.h"
 
 namespace dsee {
 namespace {
@@ -149,60 +150,12 @@ DemoOptions demo_options_of(const Config& c) {
   return o;
 }
 
-// Micro-batches of (input_ids, labels) in the sampler's order.
-class TensorBatches final : public BatchSource {
- public:
-  TensorBatches(at::Tensor ids, at::Tensor labels, std::int64_t batch_size, std::uint64_t seed)
-      : ids_(std::move(ids)),
-        labels_(std::move(labels)),
-        sampler_({ids_.size(0), batch_size, seed, true, false}, 0, 1) {}
-  std::int64_t batches_per_epoch() const override { return sampler_.batches_per_epoch(); }
-  void start_epoch(std::int64_t epoch) override {
-    sampler_.set_position({epoch, 0});
-    left_ = sampler_.batches_per_epoch();
-  }
-  std::optional<TrainBatch> next() override {
-    if (left_ <= 0) return std::nullopt;
-    --left_;
-    const auto batch = sampler_.next();
-    const auto index = at::tensor(batch.indices, at::kLong);
-    TrainBatch out;
-    out.tensors["input_ids"] = ids_.index_select(0, index);
-    out.tensors["labels"] = labels_.index_select(0, index);
-    out.samples = index.size(0);
-    return out;
-  }
-
- private:
-  at::Tensor ids_, labels_;
-  DistributedSampler sampler_;
-  std::int64_t left_ = 0;
-};
-
-// Accuracy of the model on (ids, labels), evaluation mode, batches of 256.
-std::map<std::string, double> evaluate_accuracy(PretrainedModel& model, ModelTuning* tuning, const at::Tensor& ids,
-                                                const at::Tensor& labels) {
-  at::NoGradGuard no_grad;
-  if (tuning) tuning->set_training(false);
-  std::vector<at::Tensor> logits;
-  for (std::int64_t start = 0; start < ids.size(0); start += 256) {
-    ModelInput input;
-    input.input_ids = ids.narrow(0, start, std::min<std::int64_t>(256, ids.size(0) - start));
-    logits.push_back(model.forward(input).logits);
-  }
-  const auto predictions = at::cat(logits).argmax(1).contiguous();
-  const auto truth = labels.contiguous();
-  const std::span<const std::int64_t> p(predictions.data_ptr<std::int64_t>(), predictions.numel());
-  const std::span<const std::int64_t> t(truth.data_ptr<std::int64_t>(), truth.numel());
-  return {{"accuracy", accuracy(p, t)}};
-}
-
 // The state one arm builds up, stage by stage.
 struct Run {
   Run(const Config& c, fs::path d) : config(c), dir(std::move(d)) {}
   const Config& config;
   fs::path dir;
-  DemoData data;
+  TaskData data;
   std::unique_ptr<PretrainedModel> model;
   std::vector<OmegaEntry> omega;
   std::shared_ptr<ModelTuning> tuning;
@@ -225,7 +178,7 @@ void stage_record(Run& run, const std::string& stage, nlohmann::json record) {
 
 // Counts of the model as it would deploy now, FLOPs at the task's sequence length.
 nlohmann::json counts_of(Run& run) {
-  const auto count = model_count(*run.model, run.data.train_ids.size(1));
+  const auto count = model_count(*run.model, run.data.seq_len());
   return {{"trainable_parameters", trainable_parameter_count(*run.tuning)},
           {"parameters", count.parameters},
           {"nonzero_parameters", count.nonzero_parameters},
@@ -269,25 +222,23 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
   options.skip_nonfinite = c.get_bool("train.skip_nonfinite");
   options.eval_every = c.get_int("train.eval_every");
   options.early_stopping_patience = c.get_int("train.early_stopping_patience");
-  if (options.early_stopping_patience > 0) options.metric_for_best = "accuracy";
+  if (options.early_stopping_patience > 0) options.metric_for_best = task_main_metric(run.data.task);
   options.metrics_path = run.dir / "metrics.jsonl";
   const auto micro_batch = c.get_int("train.batch_size") / options.grad_accumulation;
   DSEE_CHECK(micro_batch >= 1 && micro_batch * options.grad_accumulation == c.get_int("train.batch_size"),
              "train.batch_size ({}) must be a multiple of train.grad_accumulation ({})", c.get_int("train.batch_size"),
              options.grad_accumulation);
-  TensorBatches batches(run.data.train_ids, run.data.train_labels, micro_batch,
-                        static_cast<std::uint64_t>(c.get_int("run.seed")) + (stage == "train" ? 0 : 1));
+  TaskBatches batches(run.data.train, micro_batch,
+                      static_cast<std::uint64_t>(c.get_int("run.seed")) + (stage == "train" ? 0 : 1));
   at::manual_seed(static_cast<std::uint64_t>(c.get_int("run.seed")));  // dropout
   Trainer trainer(run.tuning->trainable_parameters(), options);
   auto* model = run.model.get();
   auto* tuning = run.tuning.get();
   const auto loss = [&](const TrainBatch& batch) {
     tuning->set_training(true);
-    ModelInput input;
-    input.input_ids = batch.tensors.at("input_ids");
-    return sequence_classification_loss(model->forward(input).logits, batch.tensors.at("labels"));
+    return task_loss(*model, batch);
   };
-  const auto evaluate = [&] { return evaluate_accuracy(*model, tuning, run.data.dev_ids, run.data.dev_labels); };
+  const auto evaluate = [&] { return task_evaluate(*model, tuning, run.data); };
   spdlog::info("{}: {} ({} epochs, lr {})", run.dir.filename().string(), stage, epochs, lr);
   const auto result = trainer.run(batches, loss, evaluate);
   trainables_save(run, run.dir / fmt::format("trainable-{}.safetensors", stage));
@@ -308,11 +259,15 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   const auto prune_kind = config.get_string("prune.kind");
 
   // data + model
-  run.data = demo_prepare(demo_options_of(config), data_dir);
+  run.data = task_data_prepare(config, demo_options_of(config), data_dir);
   const auto model_path =
       config.get_string("model.path").empty() ? run.data.pretrained_dir : fs::path(config.get_string("model.path"));
   ModelLoadOptions load;
   load.task = ModelTask::sequence_classification;
+  if (run.data.task != "demo") {  // a new head of the task's size, seeded by the run
+    load.num_labels = run.data.num_labels;
+    load.head_seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  }
   run.model = model_load(model_path, load);
 
   // omega
@@ -339,7 +294,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   }
   run.tuning = tuning_attach(*run.model, tuning_options_of(config), run.omega);
   nlohmann::json pretrained = counts_of(run);
-  pretrained["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels);
+  pretrained["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data);
   run.stages["pretrained"] = pretrained;
 
   // train
@@ -362,7 +317,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
       prune_plan_write(dir / "masks.h5", run.plan);
       prune_plan_apply(*run.model, run.plan);
       nlohmann::json record = counts_of(run);
-      record["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels);
+      record["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data);
       record["seconds"] = seconds_since(t);
       stage_record(run, "prune", record);
     }
@@ -379,7 +334,8 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
 
   // eval
   nlohmann::json final_record = counts_of(run);
-  final_record["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels);
+  final_record["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data);
+  task_write_predictions(*run.model, run.tuning.get(), run.data, dir / "predictions-dev.safetensors");
   stage_record(run, "eval", final_record);
 
   // export
@@ -403,7 +359,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
 }
 
 std::string accuracy_cell(const nlohmann::json& stages, const std::string& stage) {
-  if (!stages.contains(stage)) return "-";
+  if (!stages.contains(stage) || !stages[stage]["dev"].contains("accuracy")) return "-";
   return fmt::format("{:.3f}", stages[stage]["dev"]["accuracy"].get<double>());
 }
 
