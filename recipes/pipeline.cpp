@@ -73,6 +73,7 @@
 #include "recipes/demo_data.h"
 #include "recipes/export.h"
 #include "recipes/recipe_schema.h"
+#include "recipes/task_data.h"
 
 namespace dsee {
 namespace {
@@ -250,83 +251,13 @@ DemoOptions demo_options_of(const Config& c) {
   return o;
 }
 
-// Micro-batches of (input_ids, labels) in the sampler's order: this rank's
-// piece of each global micro-batch of `batch_size` samples.
-class TensorBatches final : public BatchSource {
- public:
-  TensorBatches(at::Tensor ids, at::Tensor labels, std::int64_t batch_size, std::uint64_t seed, int rank = 0,
-                int world_size = 1)
-      : ids_(std::move(ids)),
-        labels_(std::move(labels)),
-        world_size_(world_size),
-        micro_batch_(batch_size),
-        sampler_({ids_.size(0), batch_size, seed, true, false}, rank, world_size) {}
-  // For the batch next() returned last: local mean loss × this = the piece's
-  // share, such that the mean over ranks is the global mean (see
-  // data/distributed_sampler.h).
-  double loss_scale() const { return loss_scale_; }
-  std::int64_t batches_per_epoch() const override { return sampler_.batches_per_epoch(); }
-  void start_epoch(std::int64_t epoch) override {
-    sampler_.set_position({epoch, 0});
-    left_ = sampler_.batches_per_epoch();
-  }
-  std::optional<TrainBatch> next() override {
-    if (left_ <= 0) return std::nullopt;
-    --left_;
-    const auto batch = sampler_.next();
-    loss_scale_ = static_cast<double>(batch.indices.size()) * world_size_ / static_cast<double>(batch.global_size);
-    const auto index = at::tensor(batch.indices, at::kLong);
-    TrainBatch out;
-    out.tensors["input_ids"] = ids_.index_select(0, index);
-    out.tensors["labels"] = labels_.index_select(0, index);
-    out.samples = index.size(0);
-    return out;
-  }
-  std::int64_t sample_index() const override { return sampler_.position().sample; }
-  void seek(std::int64_t epoch, std::int64_t sample_index) override {
-    sampler_.set_position({epoch, sample_index});
-    left_ = sampler_.batches_per_epoch() - (sample_index + micro_batch_ - 1) / micro_batch_;
-  }
-
- private:
-  at::Tensor ids_, labels_;
-  int world_size_;
-  std::int64_t micro_batch_;  // global: samples of all ranks' pieces together
-  DistributedSampler sampler_;
-  std::int64_t left_ = 0;
-  double loss_scale_ = 1.0;
-};
-
-// Accuracy of the model on (ids, labels), evaluation mode, batches of 256.
-// With ranks each predicts its shard_range and the predictions are gathered
-// in rank order, so every rank gets the 1-rank metrics.
-std::map<std::string, double> evaluate_accuracy(PretrainedModel& model, ModelTuning* tuning, const at::Tensor& ids,
-                                                const at::Tensor& labels, const PipelineRanks& ranks) {
-  at::NoGradGuard no_grad;
-  if (tuning) tuning->set_training(false);
-  const auto [begin, end] = shard_range(ids.size(0), ranks.rank, ranks.world_size);
-  std::vector<at::Tensor> predicted = {at::empty({0}, at::kLong)};
-  for (std::int64_t start = begin; start < end; start += 256) {
-    ModelInput input;
-    input.input_ids = ids.narrow(0, start, std::min<std::int64_t>(256, end - start));
-    predicted.push_back(model.forward(input).logits.argmax(1));
-  }
-  at::Tensor predictions = at::cat(predicted).contiguous();
-  if (ranks.comm != nullptr)
-    predictions = all_gather_rows(*ranks.comm, predictions.to(ranks.comm->device())).cpu().contiguous();
-  const auto truth = labels.contiguous();
-  const std::span<const std::int64_t> p(predictions.data_ptr<std::int64_t>(), predictions.numel());
-  const std::span<const std::int64_t> t(truth.data_ptr<std::int64_t>(), truth.numel());
-  return {{"accuracy", accuracy(p, t)}};
-}
-
 // The state one arm builds up, stage by stage.
 struct Run {
   Run(const Config& c, fs::path d, const PipelineRanks& r) : config(c), dir(std::move(d)), ranks(r) {}
   const Config& config;
   fs::path dir;
   const PipelineRanks& ranks;
-  DemoData data;
+  TaskData data;
   std::unique_ptr<PretrainedModel> model;
   std::vector<OmegaEntry> omega;
   std::shared_ptr<ModelTuning> tuning;
@@ -360,7 +291,7 @@ void stage_record(Run& run, const std::string& stage, nlohmann::json record) {
 
 // Counts of the model as it would deploy now, FLOPs at the task's sequence length.
 nlohmann::json counts_of(Run& run) {
-  const auto count = model_count(*run.model, run.data.train_ids.size(1));
+  const auto count = model_count(*run.model, run.data.seq_len());
   return {{"trainable_parameters", trainable_parameter_count(*run.tuning)},
           {"parameters", count.parameters},
           {"nonzero_parameters", count.nonzero_parameters},
@@ -486,7 +417,7 @@ void data_parallel_options(Run& run, Communicator& comm, std::unique_ptr<Gradien
 // train.metric_for_best, or the task's main metric (demo: accuracy).
 std::string metric_for_best_of(const Config& c) {
   const auto& name = c.get_string("train.metric_for_best");
-  return name.empty() ? std::string("accuracy") : name;
+  return name.empty() ? task_main_metric(c.get_string("task.name")) : name;
 }
 
 // Note [Resuming a training stage]
@@ -561,9 +492,9 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
   DSEE_CHECK(micro_batch >= 1 && micro_batch * options.grad_accumulation == c.get_int("train.batch_size"),
              "train.batch_size ({}) must be a multiple of train.grad_accumulation ({})", c.get_int("train.batch_size"),
              options.grad_accumulation);
-  TensorBatches batches(run.data.train_ids, run.data.train_labels, micro_batch,
-                        static_cast<std::uint64_t>(c.get_int("run.seed")) + (stage == "train" ? 0 : 1), run.ranks.rank,
-                        run.ranks.world_size);
+  TaskBatches batches(run.data.train, micro_batch,
+                      static_cast<std::uint64_t>(c.get_int("run.seed")) + (stage == "train" ? 0 : 1), run.ranks.rank,
+                      run.ranks.world_size);
   at::manual_seed(static_cast<std::uint64_t>(c.get_int("run.seed")));  // dropout
   std::unique_ptr<GradientSync> sync;
   if (auto* comm = run.ranks.comm) data_parallel_options(run, *comm, sync, options);
@@ -637,14 +568,10 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
       for (auto& [name, tensor] : tuning->trainable_parameters()) zero = zero + tensor.sum() * 0;
       return zero;
     }
-    ModelInput input;
-    input.input_ids = batch.tensors.at("input_ids");
-    const auto mean = sequence_classification_loss(model->forward(input).logits, batch.tensors.at("labels"));
+    const auto mean = task_loss(*model, batch);
     return run.ranks.comm != nullptr ? mean * batches.loss_scale() : mean;
   };
-  const auto evaluate = [&] {
-    return evaluate_accuracy(*model, tuning, run.data.dev_ids, run.data.dev_labels, run.ranks);
-  };
+  const auto evaluate = [&] { return task_evaluate(*model, tuning, run.data, run.ranks.comm); };
   spdlog::info("{}: {} ({} epochs, lr {})", run.dir.filename().string(), stage, epochs, lr);
   const auto result = trainer.run(batches, loss, evaluate, {}, resume ? &*resume : nullptr);
   if (result.stop_requested) {
@@ -675,11 +602,15 @@ void model_and_data_verify(Run& run, const fs::path& model_path) {
                           c10::toString(slot.tensor->scalar_type()));
   fingerprint_verify_text(comm, "model's tensor shapes", shapes);
   fingerprint_verify(comm, fmt::format("pretrained weights ({})", model_path.string()), run.model_hash());
-  fingerprint_verify(comm, "training and dev data",
-                     fingerprint(NamedTensors{{"train_ids", run.data.train_ids},
-                                              {"train_labels", run.data.train_labels},
-                                              {"dev_ids", run.data.dev_ids},
-                                              {"dev_labels", run.data.dev_labels}}));
+  fingerprint_verify(comm, "training and dev data", fingerprint([&] {
+                       NamedTensors tensors;
+                       for (const auto& [name, tensor] : run.data.train.tensors)
+                         tensors.emplace_back("train." + name, tensor);
+                       for (const auto& split : run.data.dev)
+                         for (const auto& [name, tensor] : split.tensors)
+                           tensors.emplace_back(split.name + "." + name, tensor);
+                       return tensors;
+                     }()));
 }
 
 // One arm of the recipe in `dir`, data in `data_dir`.
@@ -696,13 +627,17 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   run_dir_claim(dir, config, ranks);
 
   // data + model: rank 0 writes the demo's data, the others read it back
-  root_writes(ranks, [&] { run.data = demo_prepare(demo_options_of(config), data_dir); });
-  if (!ranks.root()) run.data = demo_prepare(demo_options_of(config), data_dir);
+  root_writes(ranks, [&] { run.data = task_data_prepare(config, demo_options_of(config), data_dir); });
+  if (!ranks.root()) run.data = task_data_prepare(config, demo_options_of(config), data_dir);
   const auto model_path =
       config.get_string("model.path").empty() ? run.data.pretrained_dir : fs::path(config.get_string("model.path"));
   ModelLoadOptions load;
   load.task = ModelTask::sequence_classification;
   load.dtype = model_dtype_of_precision(config.get_string("run.precision"));
+  if (run.data.task != "demo") {  // a new head of the task's size, seeded by the run
+    load.num_labels = run.data.num_labels;
+    load.head_seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  }
   run.model = model_load(model_path, load);
   run.model_path = model_path;
   if (ranks.comm != nullptr) model_and_data_verify(run, model_path);
@@ -737,7 +672,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   }
   run.tuning = tuning_attach(*run.model, tuning_options_of(config), run.omega);
   nlohmann::json pretrained = counts_of(run);
-  pretrained["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels, ranks);
+  pretrained["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data, ranks.comm);
   run.stages["pretrained"] = pretrained;
   {
     const auto metric = metric_for_best_of(config);
@@ -774,7 +709,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
       run.plan = prune_plan_from_named(from_root(ranks, prune_plan_to_named(run.plan), "pruning plan"));
       prune_plan_apply(*run.model, run.plan);
       nlohmann::json record = counts_of(run);
-      record["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels, ranks);
+      record["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data, ranks.comm);
       record["seconds"] = seconds_since(t);
       stage_record(run, "prune", record);
     }
@@ -791,7 +726,10 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
 
   // eval
   nlohmann::json final_record = counts_of(run);
-  final_record["dev"] = evaluate_accuracy(*run.model, run.tuning.get(), run.data.dev_ids, run.data.dev_labels, ranks);
+  final_record["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data, ranks.comm);
+  root_writes(ranks, [&] {
+    task_write_predictions(*run.model, run.tuning.get(), run.data, dir / "predictions-dev.safetensors");
+  });
   stage_record(run, "eval", final_record);
 
   // export
@@ -817,7 +755,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
 }
 
 std::string accuracy_cell(const nlohmann::json& stages, const std::string& stage) {
-  if (!stages.contains(stage)) return "-";
+  if (!stages.contains(stage) || !stages[stage]["dev"].contains("accuracy")) return "-";
   return fmt::format("{:.3f}", stages[stage]["dev"]["accuracy"].get<double>());
 }
 

@@ -5,12 +5,15 @@
 // Stages (each skipped when the recipe does not configure it):
 //   data     task.name = demo: the synthetic model, teacher and labels
 //            (recipes/demo_data.h) in <run>/data (shared by the arms)
+//            GLUE tasks: task.data_dir's TSV files encoded with model.path's
+//            tokenizer (recipes/task_data.h)
 //   omega    tuning.method = dsee: Ω of every adapted matrix → omega.h5
 //   train    the tuning method on the training set → ckpt/, metrics.jsonl
 //   prune    prune.kind = unstructured | heads: the plan from the trained
 //            update (|ΔW| pools or head scores) → masks.h5
 //   retune   retune.epochs > 0 after pruning: train again with the plan fixed
-//   eval     dev metrics of the final model
+//   eval     dev metrics of the final model (the task's, core/metrics.h),
+//            dev outputs → predictions-dev.safetensors
 //   export   export.format = hf | peft → export/
 // The run directory records the resolved config.toml first; a run directory
 // holding another recipe is refused with the differing keys. Each finished

@@ -30,10 +30,15 @@ const ConfigSchema& recipe_schema() {
            "generated model"});
     s.add({"task.name",
            std::string("demo"),
-           "The task; demo is the built-in synthetic task (data/demo_task.h)",
+           "The task; demo is the built-in synthetic task (data/demo_task.h), the others GLUE tasks read from "
+           "task.data_dir (data/glue.h)",
            {},
            {},
-           {"demo"}});
+           {"demo", "cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}});
+    s.add({"task.data_dir", std::string(""),
+           "GLUE: the task's folder (train.tsv, dev.tsv; MNLI dev_matched.tsv, dev_mismatched.tsv)"});
+    s.add({"task.max_seq_length", std::int64_t{128},
+           "GLUE: tokens per input, special tokens included; pairs are truncated longest first", 4.0});
     s.add({"task.train_size", std::int64_t{2048}, "demo: training sequences", 1.0});
     s.add({"task.dev_size", std::int64_t{512}, "demo: dev sequences", 1.0});
     s.add({"tuning.method",
