@@ -48,6 +48,8 @@ class RowBatches final : public dsee::BatchSource {
     ++next_;
     return out;
   }
+  std::int64_t sample_index() const override { return next_ * batch_; }
+  void seek(std::int64_t, std::int64_t sample_index) override { next_ = sample_index / batch_; }
 
  private:
   at::Tensor ids_, labels_;

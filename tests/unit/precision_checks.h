@@ -126,6 +126,10 @@ class RepeatedBatch final : public BatchSource {
     --left_;
     return batch_;
   }
+  std::int64_t sample_index() const override { return (batches_ - left_) * batch_.samples; }
+  void seek(std::int64_t, std::int64_t sample_index) override {
+    left_ = batches_ - sample_index / std::max<std::int64_t>(batch_.samples, 1);
+  }
 
  private:
   TrainBatch batch_;
