@@ -12,6 +12,13 @@ Usage: test_run_ranks.py SCENARIO MPIEXEC DSEE
                ranks and the key, before anything is written.
   killed_rank  a rank killed with SIGKILL mid-training: every process ends
                non-zero within dist.timeout_s + a margin.
+  sigterm_resume  a 2-rank run stopped by SIGTERM (the test hook
+               DSEE_TEST_STOP_AFTER_STEP raises it on every rank at step 3)
+               exits non-zero after writing ckpt/step-3.h5; the same recipe
+               resumed on 1 rank continues the same global data order and
+               ends where a straight 1-rank run ends (trainable tensors within
+               1e-6 / re-tuned 1e-5, identical dev metrics and step counts,
+               the same logged losses within 1e-5).
 """
 import json
 import os
@@ -233,12 +240,74 @@ def killed_rank(tmp, recipe):
             fail(f"process {pid} of the job is still running")
 
 
+def compare_runs(base, other, label):
+    for stage_file in ("train", "retune"):
+        a = load_file(os.path.join(base, f"trainable-{stage_file}.safetensors"))
+        b = load_file(os.path.join(other, f"trainable-{stage_file}.safetensors"))
+        worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+        print(f"    {label}: trainable-{stage_file}.safetensors max |difference| {worst:.2e}")
+        if worst > (1e-6 if stage_file == "train" else 1e-5):
+            fail(f"{label}: trainable-{stage_file} differs by {worst}")
+    for stage in ("train", "prune", "retune", "eval"):
+        a = json.load(open(os.path.join(base, "stages", f"{stage}.json")))
+        b = json.load(open(os.path.join(other, "stages", f"{stage}.json")))
+        if a["dev"] != b["dev"]:
+            fail(f"{label}: stages/{stage}.json dev metrics {b['dev']} != {a['dev']}")
+        if stage in ("train", "retune") and a["steps"] != b["steps"]:
+            fail(f"{label}: {stage} took {b['steps']} steps, the straight run {a['steps']}")
+    la = [json.loads(l) for l in open(os.path.join(base, "metrics.jsonl"))]
+    lb = [json.loads(l) for l in open(os.path.join(other, "metrics.jsonl"))]
+    if [x["kind"] for x in la] != [y["kind"] for y in lb]:
+        fail(f"{label}: metrics.jsonl records differ in kind or number ({len(lb)} vs {len(la)})")
+    for x, y in zip(la, lb):
+        if x["kind"] == "train" and abs(x["loss"] - y["loss"]) > 1e-5 * max(1.0, abs(x["loss"])):
+            fail(f"{label}: step {x['step']} loss {y['loss']} != straight run's {x['loss']}")
+    print(f"    {label}: dev metrics, steps and {len(la)} metrics.jsonl records agree with the straight run")
+
+
+def sigterm_resume(tmp, recipe):
+    extra = ["--set", "ckpt.every=2"]
+    straight = os.path.join(tmp, "straight")
+    rc, text, _ = run([DSEE, "run", recipe, "--set", f"run.out_dir={straight}"] + extra, 120)
+    if rc != 0:
+        print(text)
+        fail(f"straight 1-rank run: exit {rc}")
+    out = os.path.join(tmp, "out")
+    command = mpirun(2) + ["-x", "DSEE_TEST_STOP_AFTER_STEP", DSEE, "run", recipe, "--set",
+                           f"run.out_dir={out}"] + extra
+    start = time.monotonic()
+    p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+                       env=dict(os.environ, DSEE_TEST_STOP_AFTER_STEP="3"))
+    print(f"--- 2 ranks with SIGTERM at step 3: exit {p.returncode} after {time.monotonic() - start:.1f} s")
+    if p.returncode == 0:
+        print(p.stdout)
+        fail("the stopped 2-rank run exited 0")
+    if "stopped by SIGTERM at step 3" not in p.stdout:
+        print(p.stdout)
+        fail("no 'stopped by SIGTERM at step 3' message")
+    run_dir = os.path.join(out, "tiny")
+    if not os.path.exists(os.path.join(run_dir, "ckpt", "step-3.h5")):
+        fail(f"no ckpt/step-3.h5 after the stop: {sorted(files_under(run_dir))}")
+    if os.path.exists(os.path.join(run_dir, "stages", "train.json")):
+        fail("the stopped run recorded the train stage as finished")
+    rc, text, seconds = run([DSEE, "run", recipe, "--set", f"run.out_dir={out}"] + extra, 120)
+    print(f"--- resumed on 1 rank: exit {rc} after {seconds:.1f} s")
+    if rc != 0:
+        print(text)
+        fail(f"resume on 1 rank: exit {rc}")
+    if not re.search(r"resuming train from ckpt/step-3\.h5", text):
+        print(text)
+        fail("the 1-rank run did not resume from ckpt/step-3.h5")
+    compare_runs(os.path.join(straight, "tiny"), run_dir, "2 ranks stopped, resumed on 1")
+
+
 tmp = tempfile.mkdtemp(prefix="dsee-run-ranks-")
 try:
     recipe = os.path.join(tmp, "tiny.toml")
     with open(recipe, "w") as f:
         f.write(RECIPE)
-    {"same_result": same_result, "config_mismatch": config_mismatch, "killed_rank": killed_rank}[SCENARIO](tmp, recipe)
+    {"same_result": same_result, "config_mismatch": config_mismatch, "killed_rank": killed_rank,
+     "sigterm_resume": sigterm_resume}[SCENARIO](tmp, recipe)
     print("ok")
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
