@@ -113,16 +113,16 @@ def main():
           f"load average {load:.2f} at start)")
     print(f"model: BERT-style, {args.layers} layers, hidden {args.hidden}, seq {args.seq}, micro-batch {args.batch} "
           f"per rank, r = {args.r}, c = {args.c}; {args.steps} timed steps after {args.warmup}\n")
-    print("| ranks | method | trainable | bytes / step | compute s | sync s | sync share | "
+    print("| ranks | method | trainable | bytes / step | full-model bytes | compute s | sync s | sync share | "
           "full-model all-reduce s | share if full-model | dsee step s | python DDP+PEFT step s | python / dsee |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for world in [int(x) for x in args.ranks.split(",")]:
         python = run_python(world, args)
         for method in ("lora", "dsee"):
             d = run_dsee(world, method, args)
             ratio = f"{python['step_s_slowest_rank'] / d['step_s_slowest_rank']:.2f}x" if method == "lora" else "-"
             py_step = f"{python['step_s_slowest_rank']:.4f}" if method == "lora" else "-"
-            print(f"| {world} | {method} | {d['trainable_parameters']} | {d['bytes_per_step']} | {d['compute_s']:.4f} | "
+            print(f"| {world} | {method} | {d['trainable_parameters']} | {d['bytes_per_step']} | {d['full_model_bytes_per_step']} | {d['compute_s']:.4f} | "
                   f"{d['sync_s']:.5f} | {100 * d['sync_share']:.1f}% | {d['full_model_allreduce_s']:.4f} | "
                   f"{100 * d['full_model_share']:.1f}% | {d['step_s_slowest_rank']:.4f} | {py_step} | {ratio} |",
                   flush=True)
