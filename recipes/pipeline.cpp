@@ -430,7 +430,11 @@ std::string metric_for_best_of(const Config& c) {
 // tensors, AdamW's state, the RNG states and the trainer's progress (kept
 // in the checkpoint's /scheduler attributes, Note [Resuming] in
 // core/trainer.cpp) come back and the trainer goes on bit-exactly. The
-// stage's seconds count only this process's part.
+// stage's seconds count only this process's part. Under data parallelism
+// rank 0 picks, verifies and reads the checkpoint and broadcasts what a
+// resume needs (checkpoint_state_from_root); checkpoints are written by rank
+// 0 inside root_writes, which every rank enters at the same step. The data
+// position is global, so a run resumes on any number of ranks.
 constexpr const char* kProgressKeys[] = {
     "step", "skipped_steps", "best_metric", "best_step", "evaluations_without_gain", "metrics_bytes"};
 
@@ -460,6 +464,53 @@ TrainerProgress progress_from_checkpoint(const fs::path& path, const CheckpointS
   DSEE_CHECK(static_cast<std::int64_t>(m.at("step")) == state.step, "{}: scheduler step {} differs from step {}",
              path.string(), m.at("step"), state.step);
   return p;
+}
+
+// Resume under data parallelism (Note [Resuming a training stage]): rank 0
+// read the checkpoint into `state`; every other rank receives the parts a
+// resume uses (trainable tensors, AdamW state, the trainer's progress, the
+// CPU generator's state) by broadcast. One rank: nothing to do.
+void checkpoint_state_from_root(const PipelineRanks& ranks, CheckpointState& state) {
+  if (ranks.comm == nullptr) return;
+  NamedTensors named;
+  std::string keys;
+  if (ranks.root()) {
+    for (const auto& [name, tensor] : state.trainable) named.emplace_back("trainable:" + name, tensor);
+    for (const auto& [name, tensor] : state.optimizer) named.emplace_back("optimizer:" + name, tensor);
+    std::vector<double> values;
+    for (const auto& [key, value] : state.scheduler) {
+      keys += key + "\n";
+      values.push_back(value);
+    }
+    named.emplace_back("scheduler", at::tensor(values, at::kDouble));
+    named.emplace_back("position", at::tensor(std::vector<std::int64_t>{state.step, state.epoch, state.sample_index,
+                                                                        state.optimizer_step},
+                                              at::kLong));
+    if (state.rng_cpu.defined()) named.emplace_back("rng_cpu", state.rng_cpu);
+  }
+  keys = text_broadcast(ranks, keys);
+  const NamedTensors got = from_root(ranks, named, "checkpoint state read by rank 0");
+  if (ranks.root()) return;
+  state = CheckpointState();
+  for (const auto& [name, tensor] : got) {
+    const auto cpu = tensor.cpu();
+    if (name.starts_with("trainable:")) {
+      state.trainable.push_back({name.substr(10), cpu});
+    } else if (name.starts_with("optimizer:")) {
+      state.optimizer.push_back({name.substr(10), cpu});
+    } else if (name == "scheduler") {
+      std::istringstream lines(keys);
+      std::string key;
+      for (std::int64_t i = 0; std::getline(lines, key); ++i) state.scheduler[key] = cpu[i].item<double>();
+    } else if (name == "position") {
+      state.step = cpu[0].item<std::int64_t>();
+      state.epoch = cpu[1].item<std::int64_t>();
+      state.sample_index = cpu[2].item<std::int64_t>();
+      state.optimizer_step = cpu[3].item<std::int64_t>();
+    } else if (name == "rng_cpu") {
+      state.rng_cpu = cpu;
+    }
+  }
 }
 
 // DSEE_TEST_STOP_AFTER_STEP (tests only): steps of this process before a self-SIGTERM; 0: never.
@@ -540,8 +591,18 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
   trainer_of_hook = &trainer;
   const std::int64_t total = trainer.total_steps(batches);
   std::optional<TrainerProgress> resume;
-  if (auto loaded = checkpoint_load_latest(ckpt_dir)) {
+  // Rank 0 picks and reads the checkpoint; the others receive what they need.
+  std::optional<LoadedCheckpoint> loaded;
+  const std::string loaded_path = root_does(run.ranks, [&] {
+    loaded = checkpoint_load_latest(ckpt_dir);
+    if (!loaded) return std::string();
     checkpoint_check_compatible(loaded->path, loaded->state, config_text, run.model_hash());
+    return loaded->path.string();
+  });
+  if (!loaded_path.empty()) {
+    if (!run.ranks.root()) loaded.emplace();
+    loaded->path = loaded_path;
+    checkpoint_state_from_root(run.ranks, loaded->state);
     resume = progress_from_checkpoint(loaded->path, loaded->state);
     at::NoGradGuard no_grad;
     std::map<std::string, at::Tensor> saved;

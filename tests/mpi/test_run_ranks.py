@@ -15,8 +15,10 @@ Usage: test_run_ranks.py SCENARIO MPIEXEC DSEE
   sigterm_resume  a 2-rank run stopped by SIGTERM (the test hook
                DSEE_TEST_STOP_AFTER_STEP raises it on every rank at step 3)
                exits non-zero after writing ckpt/step-3.h5; the same recipe
-               resumed on 1 rank continues the same global data order and
-               ends where a straight 1-rank run ends (trainable tensors within
+               resumed on 3 ranks (rank 0 reads the checkpoint, broadcasts
+               it) and stopped at step 5, then resumed on 1 rank, continues
+               the same global data order and ends where a straight 1-rank
+               run ends (trainable tensors within
                1e-6 / re-tuned 1e-5, identical dev metrics and step counts,
                the same logged losses within 1e-5).
 """
@@ -290,15 +292,26 @@ def sigterm_resume(tmp, recipe):
         fail(f"no ckpt/step-3.h5 after the stop: {sorted(files_under(run_dir))}")
     if os.path.exists(os.path.join(run_dir, "stages", "train.json")):
         fail("the stopped run recorded the train stage as finished")
+    # Resumed on 3 ranks (rank 0 reads the checkpoint and broadcasts it), stopped again 2 steps later.
+    command = mpirun(3) + ["-x", "DSEE_TEST_STOP_AFTER_STEP", DSEE, "run", recipe, "--set",
+                           f"run.out_dir={out}"] + extra
+    start = time.monotonic()
+    p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+                       env=dict(os.environ, DSEE_TEST_STOP_AFTER_STEP="2"))
+    print(f"--- resumed on 3 ranks, SIGTERM 2 steps later: exit {p.returncode} after {time.monotonic() - start:.1f} s")
+    if p.returncode == 0 or "resuming train from ckpt/step-3.h5" not in p.stdout or \
+            "stopped by SIGTERM at step 5" not in p.stdout:
+        print(p.stdout)
+        fail("the 3-rank run did not resume from ckpt/step-3.h5 and stop at step 5")
     rc, text, seconds = run([DSEE, "run", recipe, "--set", f"run.out_dir={out}"] + extra, 120)
     print(f"--- resumed on 1 rank: exit {rc} after {seconds:.1f} s")
     if rc != 0:
         print(text)
         fail(f"resume on 1 rank: exit {rc}")
-    if not re.search(r"resuming train from ckpt/step-3\.h5", text):
+    if not re.search(r"resuming train from ckpt/step-5\.h5", text):
         print(text)
-        fail("the 1-rank run did not resume from ckpt/step-3.h5")
-    compare_runs(os.path.join(straight, "tiny"), run_dir, "2 ranks stopped, resumed on 1")
+        fail("the 1-rank run did not resume from ckpt/step-5.h5")
+    compare_runs(os.path.join(straight, "tiny"), run_dir, "2 ranks, then 3, then 1")
 
 
 tmp = tempfile.mkdtemp(prefix="dsee-run-ranks-")
