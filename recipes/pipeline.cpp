@@ -685,6 +685,9 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
              "export.format = peft needs tuning.method = lora and prune.kind = none (got {} and {}): PEFT's LoRA has "
              "no sparse residual S, no masks and no removed heads; use export.format = hf",
              config.get_string("tuning.method"), prune_kind);
+  DSEE_CHECK(config.get_string("run.device") != "cuda",
+             "run.device = cuda: dsee run trains on the CPU in this version (the models, Ω, mixed precision and the "
+             "NCCL communicator run on CUDA, the pipeline does not yet); set run.device = cpu or auto");
   run_dir_claim(dir, config, ranks);
 
   // data + model: rank 0 writes the demo's data, the others read it back

@@ -8,7 +8,13 @@ const ConfigSchema& recipe_schema() {
     s.add({"run.name", std::string("run"), "Name of the run; the run directory is run.out_dir/run.name"});
     s.add({"run.out_dir", std::string("runs"), "Where run directories are created"});
     s.add({"run.seed", std::int64_t{42}, "Seed for model init, dropout and data order", 0.0});
-    s.add({"run.device", std::string("auto"), "auto: CUDA when available, else CPU", {}, {}, {"auto", "cpu", "cuda"}});
+    s.add({"run.device",
+           std::string("auto"),
+           "Where dsee run trains. This version trains on the CPU: auto and cpu mean the CPU; cuda is refused "
+           "with an error until the pipeline runs on CUDA (models, Ω and NCCL already do: README \"GPU machine\")",
+           {},
+           {},
+           {"auto", "cpu", "cuda"}});
     s.add({"run.precision",
            std::string("fp32"),
            "bf16: frozen pretrained weights stored and multiplied in bf16, trainable tensors and AdamW state in fp32 "

@@ -80,6 +80,17 @@ TEST(Pipeline, PeftExportOfADseeRecipeIsRefusedBeforeAnyStage) {
   std::system(("rm -rf '" + out.string() + "'").c_str());
 }
 
+// dsee run trains on the CPU in this version: run.device = cuda must say so
+// instead of silently training on the CPU.
+TEST(Pipeline, CudaDeviceIsRefusedBeforeAnyStage) {
+  const fs::path out = fs::temp_directory_path() / ("dsee-pipeline-cuda-" + std::to_string(getpid()));
+  const auto r = run_dsee("run " + kDemo + small(out) + " --set run.compare=[] --set run.device=cuda");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "run.device = cuda: dsee run trains on the CPU in this version")) << r.output;
+  EXPECT_FALSE(fs::exists(out / "demo" / "config.toml"));
+  std::system(("rm -rf '" + out.string() + "'").c_str());
+}
+
 TEST(Pipeline, CompareArmSyntax) {
   const auto arm = compare_arm_parse("lora: tuning.method=lora  tuning.rank=4");
   EXPECT_EQ(arm.name, "lora");
