@@ -6,15 +6,16 @@
 
 namespace dsee {
 
-c10::Device device_choose(const std::string& request, int local_rank) {
+c10::Device device_choose(const std::string& request, int local_rank, const std::string& setting) {
   if (request == "cpu") return c10::Device(c10::kCPU);
   if (request != "auto" && request != "cuda")
-    throw Error(fmt::format("unknown device '{}': use auto, cpu or cuda", request));
+    throw Error(fmt::format("{}: unknown device '{}': use auto, cpu or cuda", setting, request));
   const bool cuda = torch::cuda::is_available();
   if (!cuda) {
     DSEE_CHECK(request != "cuda",
-               "device 'cuda' requested, but no CUDA device is usable here (torch::cuda::is_available() "
-               "is false); use --device cpu or run on a GPU machine");
+               "{} = cuda, but no CUDA device is usable here (torch::cuda::is_available() is false); set {} to cpu "
+               "or auto, or run on a GPU machine",
+               setting, setting);
     return c10::Device(c10::kCPU);
   }
   const auto count = static_cast<int>(torch::cuda::device_count());

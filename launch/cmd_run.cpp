@@ -12,6 +12,7 @@
 
 #include <cstdio>
 
+#include "core/device.h"
 #include "data/config.h"
 #include "distributed/bootstrap.h"
 #include "distributed/communicator_factory.h"
@@ -38,8 +39,8 @@ Command run_command(CLI::App& app) {
               const Config config = Config::load(recipe_schema(), options->recipe, options->overrides);
               CommunicatorOptions comm_options;
               comm_options.backend = config.get_string("dist.backend");
-              // The pipeline trains on the CPU today; the backend follows the model's device.
-              comm_options.device = at::Device(at::kCPU);
+              // The communicator lives where the model trains (NCCL for CUDA under dist.backend = auto).
+              comm_options.device = device_choose(config.get_string("run.device"), place.local_rank, "run.device");
               comm_options.local_rank = place.local_rank;
               comm_options.timeout_s = config.get_float("dist.timeout_s");
               const auto comm = make_communicator(comm_options);
@@ -47,10 +48,11 @@ Command run_command(CLI::App& app) {
               ranks.comm = comm.get();
               ranks.rank = place.rank;
               ranks.world_size = place.world_size;
+              ranks.local_rank = place.local_rank;
               ranks.mpi_library = session.mpi_library_version();
               if (place.world_size > 1)
-                spdlog::info("dsee run on {} ranks ({} backend, dist.timeout_s = {})", place.world_size,
-                             comm->backend(), comm_options.timeout_s);
+                spdlog::info("dsee run on {} ranks ({} backend on {}, dist.timeout_s = {})", place.world_size,
+                             comm->backend(), comm_options.device.str(), comm_options.timeout_s);
               pipeline_run(config, ranks);
             } catch (const FingerprintMismatch&) {
               throw;  // every rank saw it

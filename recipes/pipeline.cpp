@@ -36,6 +36,23 @@
 //    1-rank metrics on every rank.
 // Dropout draws differ between 1 and N ranks (each rank draws for its piece
 // only), so bit-for-bit agreement with 1 rank holds only without dropout.
+//
+// Note [The pipeline on CUDA]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// run.device picks where an arm computes (core/device.h: auto is CUDA when a
+// GPU is usable; rank r takes GPU local_rank % count). The model is loaded
+// onto that device (frozen weights in bf16 with run.precision = bf16), so the
+// tuning's A, B, S values and the head are created there, Ω is computed there
+// by rank 0, and AdamW's moments live there. The task's data stays on the
+// CPU: task_loss copies each micro-batch to the model's device, and
+// evaluation copies each batch there and its logits back. Everything written
+// (safetensors, checkpoints, masks, predictions, the export) is copied to the
+// CPU by the writer. `dsee run` builds the communicator for the same device
+// (NCCL for CUDA under dist.backend = auto), and pipeline_device checks the
+// two agree. Checkpoints carry the CUDA generators' states and a resume
+// restores them; a CUDA run is deterministic only up to the kernels'
+// reduction order (index_add's atomics in S's backward, cuBLAS algorithms),
+// so bit-for-bit resume is a CPU guarantee, on CUDA it holds to round-off.
 #include "recipes/pipeline.h"
 
 #include <ATen/ATen.h>
@@ -52,6 +69,7 @@
 
 #include "core/checkpoint.h"
 #include "core/counting.h"
+#include "core/device.h"
 #include "core/losses.h"
 #include "core/metrics.h"
 #include "core/omega_file.h"
@@ -115,52 +133,6 @@ std::string library_versions_text(const PipelineRanks& ranks) {
   const BuildInfo info = build_info();
   return fmt::format("dsee {}\ntorch {}\nhdf5 {}\nmpi {}\n", info.dsee_version, info.torch_version, info.hdf5_loaded,
                      ranks.mpi_library);
-}
-
-// Rank 0's text on every rank (a collective); one process: `text` itself.
-std::string text_broadcast(const PipelineRanks& ranks, const std::string& text) {
-  if (ranks.comm == nullptr) return text;
-  auto& comm = *ranks.comm;
-  at::Tensor length = at::full({1}, static_cast<std::int64_t>(text.size()), at::kLong).to(comm.device());
-  comm.broadcast(length, 0);
-  const auto size = length.cpu().item<std::int64_t>();
-  if (size == 0) return {};
-  at::Tensor bytes = at::empty({size}, at::kByte);
-  if (ranks.root()) std::memcpy(bytes.data_ptr(), text.data(), text.size());
-  bytes = bytes.to(comm.device());
-  comm.broadcast(bytes, 0);
-  bytes = bytes.cpu();
-  return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(size));
-}
-
-// Runs `action` on rank 0 only (every write under the run directory goes
-// through here) and returns its text on every rank. A collective, hence a
-// barrier: no rank goes on before rank 0 has finished. When rank 0 fails,
-// every rank throws ErrorOnEveryRank with rank 0's message.
-std::string root_does(const PipelineRanks& ranks, const std::function<std::string()>& action) {
-  if (ranks.comm == nullptr) return action();
-  std::string status = "ok", text;
-  if (ranks.root()) {
-    try {
-      text = action();
-    } catch (const Error& e) {
-      status = std::string("error") + e.what();
-    }
-  }
-  status = text_broadcast(ranks, status);
-  if (status != "ok") {
-    const std::string message = status.substr(5);
-    if (ranks.root()) throw ErrorOnEveryRank(message);
-    throw ErrorOnEveryRank(fmt::format("rank 0 failed: {}", message));
-  }
-  return text_broadcast(ranks, text);
-}
-
-void root_writes(const PipelineRanks& ranks, const std::function<void()>& write) {
-  root_does(ranks, [&] {
-    write();
-    return std::string();
-  });
 }
 
 void run_dir_claim_root(const fs::path& run_dir, const Config& config);
@@ -333,61 +305,6 @@ void trainables_save(Run& run, const fs::path& path) {
   root_writes(run.ranks, [&] { safetensors_save(path, trainables_of(run)); });
 }
 
-// Ω as named tensors, for broadcast_from_root: per matrix its indices and
-// [rows, cols, sparse_nonzeros].
-NamedTensors omega_to_named(const std::vector<OmegaEntry>& omega) {
-  NamedTensors out;
-  for (const auto& e : omega) {
-    out.emplace_back(e.name + "#indices", e.indices.contiguous());
-    out.emplace_back(e.name + "#shape", at::tensor(std::vector<std::int64_t>{e.rows, e.cols, e.sparse_nonzeros}));
-  }
-  return out;
-}
-
-std::vector<OmegaEntry> omega_from_named(const NamedTensors& named) {
-  std::vector<OmegaEntry> out;
-  for (std::size_t i = 0; i + 1 < named.size(); i += 2) {
-    OmegaEntry e;
-    e.name = named[i].first.substr(0, named[i].first.rfind('#'));
-    e.indices = named[i].second.cpu().contiguous();
-    const auto shape = named[i + 1].second.cpu();
-    e.rows = shape[0].item<std::int64_t>();
-    e.cols = shape[1].item<std::int64_t>();
-    e.sparse_nonzeros = shape[2].item<std::int64_t>();
-    out.push_back(std::move(e));
-  }
-  return out;
-}
-
-// A pruning plan as named tensors: "mask:<module>" [out, in] and "heads:<layer>" [k] int64.
-NamedTensors prune_plan_to_named(const PrunePlan& plan) {
-  NamedTensors out;
-  for (const auto& m : plan.masks) out.emplace_back("mask:" + m.module, m.mask.contiguous());
-  for (const auto& [layer, heads] : plan.heads) out.emplace_back(fmt::format("heads:{}", layer), at::tensor(heads));
-  return out;
-}
-
-PrunePlan prune_plan_from_named(const NamedTensors& named) {
-  PrunePlan plan;
-  for (const auto& [name, tensor] : named) {
-    if (name.starts_with("mask:")) {
-      plan.masks.push_back({name.substr(5), tensor.cpu()});
-    } else {
-      DSEE_ASSERT(name.starts_with("heads:"), "unexpected pruning-plan tensor '{}'", name);
-      const auto ids = tensor.cpu().contiguous();
-      plan.heads[std::stoll(name.substr(6))] =
-          std::vector<std::int64_t>(ids.data_ptr<std::int64_t>(), ids.data_ptr<std::int64_t>() + ids.numel());
-    }
-  }
-  return plan;
-}
-
-// Rank 0's value of `on_root` on every rank (checked by fingerprint).
-NamedTensors from_root(const PipelineRanks& ranks, const NamedTensors& on_root, const std::string& label) {
-  if (ranks.comm == nullptr) return on_root;
-  return broadcast_from_root(*ranks.comm, on_root, label);
-}
-
 // The trainer's hooks for data parallelism (Note [The loop on many ranks] in
 // core/trainer.cpp): gradient averaging, the global loss, agreed stops, the
 // watchdog's step and the periodic fingerprint of the trainable tensors.
@@ -464,53 +381,6 @@ TrainerProgress progress_from_checkpoint(const fs::path& path, const CheckpointS
   DSEE_CHECK(static_cast<std::int64_t>(m.at("step")) == state.step, "{}: scheduler step {} differs from step {}",
              path.string(), m.at("step"), state.step);
   return p;
-}
-
-// Resume under data parallelism (Note [Resuming a training stage]): rank 0
-// read the checkpoint into `state`; every other rank receives the parts a
-// resume uses (trainable tensors, AdamW state, the trainer's progress, the
-// CPU generator's state) by broadcast. One rank: nothing to do.
-void checkpoint_state_from_root(const PipelineRanks& ranks, CheckpointState& state) {
-  if (ranks.comm == nullptr) return;
-  NamedTensors named;
-  std::string keys;
-  if (ranks.root()) {
-    for (const auto& [name, tensor] : state.trainable) named.emplace_back("trainable:" + name, tensor);
-    for (const auto& [name, tensor] : state.optimizer) named.emplace_back("optimizer:" + name, tensor);
-    std::vector<double> values;
-    for (const auto& [key, value] : state.scheduler) {
-      keys += key + "\n";
-      values.push_back(value);
-    }
-    named.emplace_back("scheduler", at::tensor(values, at::kDouble));
-    named.emplace_back("position", at::tensor(std::vector<std::int64_t>{state.step, state.epoch, state.sample_index,
-                                                                        state.optimizer_step},
-                                              at::kLong));
-    if (state.rng_cpu.defined()) named.emplace_back("rng_cpu", state.rng_cpu);
-  }
-  keys = text_broadcast(ranks, keys);
-  const NamedTensors got = from_root(ranks, named, "checkpoint state read by rank 0");
-  if (ranks.root()) return;
-  state = CheckpointState();
-  for (const auto& [name, tensor] : got) {
-    const auto cpu = tensor.cpu();
-    if (name.starts_with("trainable:")) {
-      state.trainable.push_back({name.substr(10), cpu});
-    } else if (name.starts_with("optimizer:")) {
-      state.optimizer.push_back({name.substr(10), cpu});
-    } else if (name == "scheduler") {
-      std::istringstream lines(keys);
-      std::string key;
-      for (std::int64_t i = 0; std::getline(lines, key); ++i) state.scheduler[key] = cpu[i].item<double>();
-    } else if (name == "position") {
-      state.step = cpu[0].item<std::int64_t>();
-      state.epoch = cpu[1].item<std::int64_t>();
-      state.sample_index = cpu[2].item<std::int64_t>();
-      state.optimizer_step = cpu[3].item<std::int64_t>();
-    } else if (name == "rng_cpu") {
-      state.rng_cpu = cpu;
-    }
-  }
 }
 
 // DSEE_TEST_STOP_AFTER_STEP (tests only): steps of this process before a self-SIGTERM; 0: never.
@@ -625,7 +495,7 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
   const auto loss = [&](const TrainBatch& batch) {
     tuning->set_training(true);
     if (batch.samples == 0) {  // an empty piece of a short global batch: zero loss, zero gradients
-      at::Tensor zero = at::zeros({});
+      at::Tensor zero = at::zeros({}, at::TensorOptions().device(model->device()));
       for (auto& [name, tensor] : tuning->trainable_parameters()) zero = zero + tensor.sum() * 0;
       return zero;
     }
@@ -633,7 +503,8 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
     return run.ranks.comm != nullptr ? mean * batches.loss_scale() : mean;
   };
   const auto evaluate = [&] { return task_evaluate(*model, tuning, run.data, run.ranks.comm); };
-  spdlog::info("{}: {} ({} epochs, lr {})", run.dir.filename().string(), stage, epochs, lr);
+  spdlog::info("{}: {} ({} epochs, lr {}, on {})", run.dir.filename().string(), stage, epochs, lr,
+               model->device().str());
   const auto result = trainer.run(batches, loss, evaluate, {}, resume ? &*resume : nullptr);
   if (result.stop_requested) {
     const int signal = stop_signal();
@@ -674,6 +545,18 @@ void model_and_data_verify(Run& run, const fs::path& model_path) {
                      }()));
 }
 
+// Where the arm computes (Note [The pipeline on CUDA]): run.device on this
+// rank's GPU, the device the communicator was built for.
+c10::Device pipeline_device(const Config& config, const PipelineRanks& ranks) {
+  const c10::Device device = device_choose(config.get_string("run.device"), ranks.local_rank, "run.device");
+  if (ranks.comm != nullptr)
+    DSEE_CHECK(ranks.comm->device().type() == device.type(),
+               "run.device = {} computes on {}, but the communicator ({}) was built for {}; dsee run builds both from "
+               "run.device",
+               config.get_string("run.device"), device.str(), ranks.comm->backend(), ranks.comm->device().str());
+  return device;
+}
+
 // One arm of the recipe in `dir`, data in `data_dir`.
 nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path& data_dir,
                        const PipelineRanks& ranks) {
@@ -685,9 +568,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
              "export.format = peft needs tuning.method = lora and prune.kind = none (got {} and {}): PEFT's LoRA has "
              "no sparse residual S, no masks and no removed heads; use export.format = hf",
              config.get_string("tuning.method"), prune_kind);
-  DSEE_CHECK(config.get_string("run.device") != "cuda",
-             "run.device = cuda: dsee run trains on the CPU in this version (the models, Ω, mixed precision and the "
-             "NCCL communicator run on CUDA, the pipeline does not yet); set run.device = cpu or auto");
+  const c10::Device device = pipeline_device(config, ranks);
   run_dir_claim(dir, config, ranks);
 
   // data + model: rank 0 writes the demo's data, the others read it back
@@ -698,6 +579,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   ModelLoadOptions load;
   load.task = ModelTask::sequence_classification;
   load.dtype = model_dtype_of_precision(config.get_string("run.precision"));
+  load.device = device;
   if (run.data.task != "demo") {  // a new head of the task's size, seeded by the run
     load.num_labels = run.data.num_labels;
     load.head_seed = static_cast<std::uint64_t>(config.get_int("run.seed"));

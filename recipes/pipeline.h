@@ -37,25 +37,9 @@
 #include "core/communicator.h"
 #include "core/tuning.h"
 #include "data/config.h"
+#include "recipes/ranks.h"
 
 namespace dsee {
-
-// Where this process sits in a data-parallel run. The default, no
-// communicator, is one process without collectives.
-struct PipelineRanks {
-  Communicator* comm = nullptr;  // not owned; every rank of the job holds one
-  int rank = 0;
-  int world_size = 1;
-  std::string mpi_library;  // compared across ranks with the other library versions
-  bool root() const { return rank == 0; }
-};
-
-// Thrown at the same point on every rank (rank 0 failed to write or refused
-// the run directory and told the others): the ranks may exit normally.
-class ErrorOnEveryRank : public Error {
- public:
-  using Error::Error;
-};
 
 // Runs the recipe (every arm of run.compare, or the one run) and returns the
 // summary written to summary.json (on every rank). A collective when

@@ -10,8 +10,8 @@ const ConfigSchema& recipe_schema() {
     s.add({"run.seed", std::int64_t{42}, "Seed for model init, dropout and data order", 0.0});
     s.add({"run.device",
            std::string("auto"),
-           "Where dsee run trains. This version trains on the CPU: auto and cpu mean the CPU; cuda is refused "
-           "with an error until the pipeline runs on CUDA (models, Ω and NCCL already do: README \"GPU machine\")",
+           "Where dsee run trains: auto (a GPU when one is usable, else the CPU), cpu or cuda (an error without "
+           "a GPU). Under mpirun each rank takes GPU local_rank % GPUs per node",
            {},
            {},
            {"auto", "cpu", "cuda"}});

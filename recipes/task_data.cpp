@@ -80,7 +80,6 @@ TaskData demo_of(DemoData demo) {
   return data;
 }
 
-// The model's outputs on every row of `split`, batches of 256.
 // Logits of rows [begin, end) of the split, fp32 on the CPU, in batches of 256.
 at::Tensor logits_of(PretrainedModel& model, const TaskSplit& split, std::int64_t begin, std::int64_t end,
                      std::int64_t num_labels) {
@@ -88,7 +87,8 @@ at::Tensor logits_of(PretrainedModel& model, const TaskSplit& split, std::int64_
   for (std::int64_t start = begin; start < end; start += 256) {
     std::map<std::string, at::Tensor> rows;
     for (const auto& [name, tensor] : split.tensors)
-      if (name != "labels") rows[name] = tensor.narrow(0, start, std::min<std::int64_t>(256, end - start));
+      if (name != "labels")
+        rows[name] = tensor.narrow(0, start, std::min<std::int64_t>(256, end - start)).to(model.device());
     logits.push_back(model.forward(task_model_input(rows)).logits.to(at::kCPU, at::kFloat));
   }
   return at::cat(logits);
@@ -165,8 +165,9 @@ ModelInput task_model_input(const std::map<std::string, at::Tensor>& tensors) {
 }
 
 at::Tensor task_loss(PretrainedModel& model, const TrainBatch& batch) {
-  return sequence_classification_loss(model.forward(task_model_input(batch.tensors)).logits,
-                                      batch.tensors.at("labels"));
+  std::map<std::string, at::Tensor> on_device;  // the batch where the model is (a no-op on the CPU)
+  for (const auto& [name, tensor] : batch.tensors) on_device[name] = tensor.to(model.device());
+  return sequence_classification_loss(model.forward(task_model_input(on_device)).logits, on_device.at("labels"));
 }
 
 std::map<std::string, double> task_evaluate(PretrainedModel& model, ModelTuning* tuning, const TaskData& data,

@@ -93,11 +93,12 @@ class TaskBatches final : public BatchSource {
 // attention_mask and token_type_ids).
 ModelInput task_model_input(const std::map<std::string, at::Tensor>& tensors);
 
-// Cross-entropy, or MSE on the single output for regression, of a batch.
+// Cross-entropy, or MSE on the single output for regression, of a batch
+// (CPU tensors; copied to the model's device).
 at::Tensor task_loss(PretrainedModel& model, const TrainBatch& batch);
 
 // The task's dev metrics, evaluation mode (tuning->set_training(false) when
-// given), no gradients, batches of 256.
+// given), no gradients, batches of 256 copied to the model's device.
 // With `comm` (data parallelism) each rank computes the logits of its
 // shard_range of every split and the rows are gathered in rank order, so
 // every rank gets the 1-rank metrics.

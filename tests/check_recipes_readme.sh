@@ -4,7 +4,8 @@
 set -euo pipefail
 dsee=$1 readme=$2
 table=$("$dsee" config --schema)
-if ! grep -qF -- "$table" "$readme"; then
+# The whole table, as one block (grep -F would accept any single line of it).
+if [[ "$(cat "$readme")" != *"$table"* ]]; then
   echo "FAILED: $readme is out of date; paste the output of 'dsee config --schema' into it:"
   echo "$table"
   exit 1

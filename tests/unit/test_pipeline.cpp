@@ -2,6 +2,7 @@
 // skipped on a re-run, and a run directory that refuses another recipe.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <torch/cuda.h>
 
 #include <filesystem>
 #include <fstream>
@@ -82,11 +83,15 @@ TEST(Pipeline, PeftExportOfADseeRecipeIsRefusedBeforeAnyStage) {
 
 // dsee run trains on the CPU in this version: run.device = cuda must say so
 // instead of silently training on the CPU.
-TEST(Pipeline, CudaDeviceIsRefusedBeforeAnyStage) {
+// Where no GPU is usable, run.device = cuda is an error before anything is
+// written (on a GPU machine the pipeline trains there: gpu_run_cuda).
+TEST(Pipeline, CudaWithoutGpuIsRefusedBeforeAnyStage) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is usable here; tests/gpu/test_run_cuda.py covers it";
   const fs::path out = fs::temp_directory_path() / ("dsee-pipeline-cuda-" + std::to_string(getpid()));
   const auto r = run_dsee("run " + kDemo + small(out) + " --set run.compare=[] --set run.device=cuda");
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_TRUE(contains(r.output, "run.device = cuda: dsee run trains on the CPU in this version")) << r.output;
+  EXPECT_TRUE(contains(r.output, "run.device = cuda, but no CUDA device is usable here")) << r.output;
+  EXPECT_TRUE(contains(r.output, "set run.device to cpu or auto")) << r.output;
   EXPECT_FALSE(fs::exists(out / "demo" / "config.toml"));
   std::system(("rm -rf '" + out.string() + "'").c_str());
 }
