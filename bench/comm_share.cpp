@@ -12,15 +12,21 @@
 // Rank 0 prints one JSON line with the means over the timed steps (the first
 // --warmup steps are not timed) and the maxima over ranks, since the slowest
 // rank sets the pace: its `sync` includes the wait for the others.
+// --device cuda puts the model, the batch and the buffers on GPU local_rank
+// (one rank per GPU) with the NCCL communicator, and synchronises the device
+// before each clock reading so every phase is timed to its end; TF32 stays
+// off (LibTorch's default for matmuls), so the step is the fp32 step.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <torch/cuda.h>
 
 #include <chrono>
 #include <cstdio>
 
 #include "core/bert.h"
+#include "core/device.h"
 #include "core/losses.h"
 #include "core/model_config.h"
 #include "core/omega.h"
@@ -40,7 +46,7 @@ double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 int main(int argc, char** argv) {
   CLI::App app("bench_comm_share: communication share of a data-parallel DSEE step (run under mpirun)");
   std::int64_t layers = 4, hidden = 256, heads = 4, seq = 64, batch = 8, steps = 20, warmup = 3, rank_r = 8, c = 16;
-  std::string method = "dsee";
+  std::string method = "dsee", device_name = "cpu", backend = "auto";
   int threads = 1;
   app.add_option("--layers", layers, "encoder layers");
   app.add_option("--hidden", hidden, "hidden size (intermediate = 4x)");
@@ -53,13 +59,22 @@ int main(int argc, char** argv) {
   app.add_option("--r", rank_r, "LoRA rank r");
   app.add_option("--c", c, "Ω size per matrix (dsee)");
   app.add_option("--threads", threads, "intra-op threads per rank");
+  app.add_option("--device", device_name, "cpu or cuda (GPU local_rank of the node)");
+  app.add_option("--backend", backend, "communicator: auto (mpi on cpu, nccl on cuda), mpi or nccl");
   CLI11_PARSE(app, argc, argv);
 
   try {
     dsee::MpiSession mpi;
     at::set_num_threads(threads);
+    const c10::Device device = dsee::device_choose(device_name, mpi.place().local_rank);
+    const bool cuda = device.is_cuda();
+    const auto settle = [cuda] {  // the device's queued work is part of the phase that queued it
+      if (cuda) torch::cuda::synchronize();
+    };
     dsee::CommunicatorOptions comm_options;
-    comm_options.backend = "mpi";
+    comm_options.backend = backend;
+    comm_options.device = device;
+    comm_options.local_rank = mpi.place().local_rank;
     comm_options.timeout_s = 300;
     auto comm = dsee::make_communicator(comm_options);
 
@@ -74,7 +89,7 @@ int main(int argc, char** argv) {
                                  {"hidden_act", "gelu"},
                                  {"layer_norm_eps", 1e-12},
                                  {"architectures", {"BertForSequenceClassification"}}};
-    dsee::EncoderModel model(dsee::model_config_parse(json, "bench/config.json"), true, at::kFloat, at::kCPU);
+    dsee::EncoderModel model(dsee::model_config_parse(json, "bench/config.json"), true, at::kFloat, device);
     at::manual_seed(0);
     for (const auto& slot : model.tensor_slots()) {
       at::NoGradGuard no_grad;
@@ -109,9 +124,9 @@ int main(int argc, char** argv) {
 
     at::manual_seed(1000 + comm->rank());  // each rank its own batch
     dsee::ModelInput input;
-    input.input_ids = at::randint(0, 8000, {batch, seq}, at::kLong);
-    const auto labels = at::randint(0, 2, {batch}, at::kLong);
-    at::Tensor full_buffer = at::zeros({model_numel}, at::kFloat);
+    input.input_ids = at::randint(0, 8000, {batch, seq}, at::kLong).to(device);
+    const auto labels = at::randint(0, 2, {batch}, at::kLong).to(device);
+    at::Tensor full_buffer = at::zeros({model_numel}, at::TensorOptions().dtype(at::kFloat).device(device));
 
     double compute = 0, sync_s = 0, update = 0, full = 0;
     for (std::int64_t step = 0; step < warmup + steps; ++step) {
@@ -119,14 +134,18 @@ int main(int argc, char** argv) {
       const auto t0 = Clock::now();
       optimizer.zero_grad();
       dsee::sequence_classification_loss(model.forward(input).logits, labels).backward();
+      settle();
       const auto t1 = Clock::now();
       sync.average_gradients();
+      settle();
       const auto t2 = Clock::now();
       optimizer.step(1e-4);
+      settle();
       const auto t3 = Clock::now();
       comm->barrier();
       const auto t4 = Clock::now();
       comm->all_reduce_average(full_buffer);
+      settle();
       const auto t5 = Clock::now();
       if (step < warmup) continue;
       compute += seconds(t0, t1);
@@ -135,8 +154,8 @@ int main(int argc, char** argv) {
       full += seconds(t4, t5);
     }
     const double n = static_cast<double>(steps);
-    at::Tensor means = at::tensor({compute / n, sync_s / n, update / n, full / n}, at::kDouble);
-    const at::Tensor all = comm->all_gather(means);  // [world, 4]
+    at::Tensor means = at::tensor({compute / n, sync_s / n, update / n, full / n}, at::kDouble).to(device);
+    const at::Tensor all = comm->all_gather(means).cpu();  // [world, 4]
     const at::Tensor worst = std::get<0>(all.max(0));
     const at::Tensor mean = all.mean(0);
     if (comm->rank() == 0) {
@@ -144,6 +163,8 @@ int main(int argc, char** argv) {
       const nlohmann::json out = {
           {"ranks", comm->world_size()},
           {"method", method},
+          {"device", device.str()},
+          {"backend", comm->backend()},
           {"model_parameters", model_numel},
           {"trainable_parameters", sync.numel()},
           {"bytes_per_step", sync.bytes_per_step()},
@@ -152,11 +173,11 @@ int main(int argc, char** argv) {
           {"sync_s", mean[1].item<double>()},
           {"update_s", mean[2].item<double>()},
           {"step_s_slowest_rank", step_s},
-          {"sync_share", mean[1].item<double>() / (mean[0].item<double>() + mean[1].item<double>() +
-                                                   mean[2].item<double>())},
+          {"sync_share",
+           mean[1].item<double>() / (mean[0].item<double>() + mean[1].item<double>() + mean[2].item<double>())},
           {"full_model_allreduce_s", mean[3].item<double>()},
-          {"full_model_share", mean[3].item<double>() / (mean[0].item<double>() + mean[3].item<double>() +
-                                                         mean[2].item<double>())}};
+          {"full_model_share",
+           mean[3].item<double>() / (mean[0].item<double>() + mean[3].item<double>() + mean[2].item<double>())}};
       std::printf("%s\n", out.dump().c_str());
     }
   } catch (const std::exception& e) {

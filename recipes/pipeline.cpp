@@ -519,6 +519,8 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
   nlohmann::json record = counts_of(run);
   record["dev"] = evaluate();
   record["steps"] = result.steps;
+  record["device"] = model->device().str();
+  if (run.ranks.comm != nullptr) record["communicator"] = run.ranks.comm->backend();
   if (sync) record["allreduce_bytes_per_step"] = sync->bytes_per_step();
   record["skipped_steps"] = result.skipped_steps;
   record["seconds"] = seconds_since(start);
