@@ -119,6 +119,11 @@ std::vector<OmegaEntry> omega_select(const std::vector<NamedMatrix>& matrices, c
     tasks.push_back(std::move(task));
   }
 
+  // Only [first, first + count) are computed; every draw above was made.
+  const std::size_t first = std::min(options.first, tasks.size());
+  tasks.erase(tasks.begin(), tasks.begin() + static_cast<std::ptrdiff_t>(first));
+  if (options.count < tasks.size()) tasks.resize(options.count);
+
   // Workers take matrices in order from a shared counter (Note [Ω and worker threads]).
   std::vector<OmegaEntry> entries(tasks.size());
   std::vector<std::exception_ptr> errors(tasks.size());
@@ -133,7 +138,7 @@ std::vector<OmegaEntry> omega_select(const std::vector<NamedMatrix>& matrices, c
         if (options.on_matrix) {
           const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
           const std::lock_guard<std::mutex> lock(report);
-          options.on_matrix(i, entries[i], seconds);
+          options.on_matrix(first + i, entries[i], seconds);
         }
       } catch (...) {
         errors[i] = std::current_exception();

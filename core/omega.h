@@ -46,6 +46,12 @@ struct OmegaOptions {
   // position in the input, its entry and the seconds it took; calls come from
   // the worker threads but never two at once. Does not change the result.
   std::function<void(std::size_t index, const OmegaEntry& entry, double seconds)> on_matrix;
+  // Compute only matrices [first, first + count) of the input and return
+  // their entries (the pipeline splits the matrices across ranks this way).
+  // The draws are still made for every matrix, so each entry equals the one a
+  // call over all matrices returns. Default: all of them.
+  std::size_t first = 0;
+  std::size_t count = static_cast<std::size_t>(-1);
 };
 
 struct NamedMatrix {

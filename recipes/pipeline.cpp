@@ -25,6 +25,9 @@
 //    every rank; whether a stage is finished is rank 0's answer, broadcast;
 //  - Ω, the pruning plan and saved trainable tensors: rank 0 computes or
 //    reads them, broadcast_from_root sends them (checked by fingerprint);
+//    with omega.split_across_ranks each rank computes Ω of its share of the
+//    matrices first and all_gather_rows assembles them
+//    (omega_select_across_ranks), then the same broadcast and check follow;
 //  - training: each rank takes its contiguous piece of every global
 //    micro-batch (DistributedSampler); its loss is the piece's mean scaled
 //    by pieces/ranks so that the average of the ranks' gradients is the
@@ -607,11 +610,14 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
       run.omega = omega_from_named(from_root(ranks, omega_to_named(run.omega), "Ω read from omega.h5"));
     } else {
       const auto t = Clock::now();
+      std::vector<NamedMatrix> named;
+      for (const auto& m : matrices) named.push_back({m.name, m.weight()});
+      const auto omega_options = omega_options_of(config);
+      // Every rank computes its share of the matrices, or rank 0 all of them.
+      const bool split = config.get_bool("omega.split_across_ranks");
+      if (split) run.omega = omega_select_across_ranks(ranks, named, omega_options);
       root_writes(ranks, [&] {
-        std::vector<NamedMatrix> named;
-        for (const auto& m : matrices) named.push_back({m.name, m.weight()});
-        const auto omega_options = omega_options_of(config);
-        run.omega = omega_select(named, omega_options);
+        if (!split) run.omega = omega_select(named, omega_options);
         omega_write(dir / "omega.h5", run.omega, omega_info_of(omega_options));
       });
       run.omega = omega_from_named(from_root(ranks, omega_to_named(run.omega), "Ω"));

@@ -3,10 +3,12 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <cstring>
 #include <sstream>
 
+#include "data/distributed_sampler.h"
 #include "distributed/coordinator.h"
 
 namespace dsee {
@@ -104,6 +106,40 @@ PrunePlan prune_plan_from_named(const NamedTensors& named) {
     }
   }
   return plan;
+}
+
+std::vector<OmegaEntry> omega_select_across_ranks(const PipelineRanks& ranks, const std::vector<NamedMatrix>& matrices,
+                                                  OmegaOptions options) {
+  if (ranks.comm == nullptr || ranks.world_size == 1) return omega_select(matrices, options);
+  auto& comm = *ranks.comm;
+  const auto [begin, end] = shard_range(static_cast<std::int64_t>(matrices.size()), ranks.rank, ranks.world_size);
+  options.first = static_cast<std::size_t>(begin);
+  options.count = static_cast<std::size_t>(end - begin);
+  if (ranks.root())
+    spdlog::info("Ω: {} matrices split across {} ranks ({} on rank 0)", matrices.size(), ranks.world_size, end - begin);
+  const std::vector<OmegaEntry> mine = omega_select(matrices, options);
+  // One row per matrix: rows, cols, sparse_nonzeros, then the c indices.
+  at::Tensor packed = at::empty({static_cast<std::int64_t>(mine.size()), 3 + options.c}, at::kLong);
+  for (std::size_t i = 0; i < mine.size(); ++i) {
+    const auto row = packed[static_cast<std::int64_t>(i)];
+    row[0] = mine[i].rows;
+    row[1] = mine[i].cols;
+    row[2] = mine[i].sparse_nonzeros;
+    row.narrow(0, 3, options.c).copy_(mine[i].indices.to(at::kCPU));
+  }
+  const at::Tensor all = all_gather_rows(comm, packed.to(comm.device())).cpu();
+  DSEE_ASSERT(all.size(0) == static_cast<std::int64_t>(matrices.size()), "Ω across ranks: {} entries for {} matrices",
+              all.size(0), matrices.size());
+  std::vector<OmegaEntry> out(matrices.size());
+  for (std::size_t i = 0; i < matrices.size(); ++i) {
+    const auto row = all[static_cast<std::int64_t>(i)];
+    out[i].name = matrices[i].name;
+    out[i].rows = row[0].item<std::int64_t>();
+    out[i].cols = row[1].item<std::int64_t>();
+    out[i].sparse_nonzeros = row[2].item<std::int64_t>();
+    out[i].indices = row.narrow(0, 3, options.c).clone();
+  }
+  return out;
 }
 
 // Rank 0's value of `on_root` on every rank (checked by fingerprint).

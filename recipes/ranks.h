@@ -54,6 +54,13 @@ void root_writes(const PipelineRanks& ranks, const std::function<void()>& write)
 // (checked by fingerprint, labelled `label`).
 NamedTensors from_root(const PipelineRanks& ranks, const NamedTensors& on_root, const std::string& label);
 
+// Ω of `matrices` with the matrices split across the ranks (omega.split_across_ranks):
+// rank r computes its contiguous shard_range of them (OmegaOptions::first,
+// count) and every rank receives all entries, in the input's order — the
+// same entries one process computes. One process: omega_select.
+std::vector<OmegaEntry> omega_select_across_ranks(const PipelineRanks& ranks, const std::vector<NamedMatrix>& matrices,
+                                                  OmegaOptions options);
+
 // Ω and a pruning plan as named tensors, for from_root, and back (on the CPU).
 NamedTensors omega_to_named(const std::vector<OmegaEntry>& omega);
 std::vector<OmegaEntry> omega_from_named(const NamedTensors& named);

@@ -65,6 +65,9 @@ const ConfigSchema& recipe_schema() {
     s.add({"omega.tol", 1e-3, "tolerance variant: relative change of the residual that stops it", 0.0});
     s.add({"omega.seed", std::int64_t{0}, "Seed of Ω's own generator", 0.0});
     s.add({"omega.workers", std::int64_t{1}, "Matrices computed concurrently", 1.0});
+    s.add({"omega.split_across_ranks", false,
+           "Under mpirun: every rank computes Ω of its share of the matrices and all are gathered (same Ω as one "
+           "process); false: rank 0 computes all of them"});
     s.add({"train.lr", 2e-4, "Peak learning rate", 0.0, 1.0});
     s.add({"train.epochs", std::int64_t{5}, "Training epochs", 0.0});
     s.add({"train.max_steps", std::int64_t{0}, "Optimizer steps; > 0 overrides train.epochs", 0.0});

@@ -12,6 +12,9 @@ Usage: test_run_ranks.py SCENARIO MPIEXEC DSEE
                ranks and the key, before anything is written.
   killed_rank  a rank killed with SIGKILL mid-training: every process ends
                non-zero within dist.timeout_s + a margin.
+  omega_split  omega.split_across_ranks = true on 3 ranks (4 matrices: shares
+               of 2, 1 and 1) and on 5 (one rank computes none): omega.h5
+               holds exactly the datasets of a 1-process run.
   sigterm_resume  a 2-rank run stopped by SIGTERM (the test hook
                DSEE_TEST_STOP_AFTER_STEP raises it on every rank at step 3)
                exits non-zero after writing ckpt/step-3.h5; the same recipe
@@ -267,6 +270,40 @@ def compare_runs(base, other, label):
     print(f"    {label}: dev metrics, steps and {len(la)} metrics.jsonl records agree with the straight run")
 
 
+def omega_split(tmp, recipe):
+    base = os.path.join(tmp, "one")
+    rc, text, _ = run([DSEE, "run", recipe, "--set", f"run.out_dir={base}", "--set", "train.max_steps=1",
+                       "--set", "prune.kind=none"], 120)
+    if rc != 0:
+        print(text)
+        fail(f"1 process: exit {rc}")
+    expected = h5_datasets(os.path.join(base, "tiny", "omega.h5"))
+    for n in (3, 5):
+        out = os.path.join(tmp, f"split{n}")
+        rc, text, seconds = run(mpirun(n) + [DSEE, "run", recipe, "--set", f"run.out_dir={out}", "--set",
+                                             "train.max_steps=1", "--set", "prune.kind=none", "--set",
+                                             "omega.split_across_ranks=true"], 120)
+        print(f"--- {n} ranks, Ω split across ranks: exit {rc} after {seconds:.1f} s")
+        if rc != 0:
+            print(text)
+            fail(f"{n} ranks: exit {rc}")
+        line = re.search(r"Ω: (\d+) matrices split across (\d+) ranks \((\d+) on rank 0\)", text)
+        if not line or int(line.group(2)) != n:
+            print(text)
+            fail(f"{n} ranks: no 'Ω: ... matrices split across {n} ranks' line")
+        print(f"    {line.group(0)}")
+        got = h5_datasets(os.path.join(out, "tiny", "omega.h5"))
+        if got.keys() != expected.keys() or any(not np.array_equal(got[k], expected[k]) for k in expected):
+            fail(f"{n} ranks: omega.h5 differs from the 1-process Ω")
+        with h5py.File(os.path.join(out, "tiny", "omega.h5"), "r") as f, \
+                h5py.File(os.path.join(base, "tiny", "omega.h5"), "r") as g:
+            for name in expected:
+                if dict(f[name].attrs).keys() != dict(g[name].attrs).keys() or \
+                        any(not np.array_equal(f[name].attrs[a], g[name].attrs[a]) for a in g[name].attrs):
+                    fail(f"{n} ranks: omega.h5 attributes of {name} differ")
+        print(f"    {n} ranks: omega.h5 identical to 1 process ({len(expected)} datasets and their attributes)")
+
+
 def sigterm_resume(tmp, recipe):
     extra = ["--set", "ckpt.every=2"]
     straight = os.path.join(tmp, "straight")
@@ -320,7 +357,7 @@ try:
     with open(recipe, "w") as f:
         f.write(RECIPE)
     {"same_result": same_result, "config_mismatch": config_mismatch, "killed_rank": killed_rank,
-     "sigterm_resume": sigterm_resume}[SCENARIO](tmp, recipe)
+     "sigterm_resume": sigterm_resume, "omega_split": omega_split}[SCENARIO](tmp, recipe)
     print("ok")
 finally:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -85,6 +85,38 @@ TEST(OmegaSelect, WorkerCountDoesNotChangeTheResult) {
   }
 }
 
+// The pipeline's split across ranks: each share computed alone equals its
+// part of the full selection (GreBsmo's draws are made for every matrix).
+TEST(OmegaSelect, ARangeOfMatricesEqualsItsPartOfTheFullSelection) {
+  const auto matrices = small_matrices();
+  for (const OmegaMethod method : {OmegaMethod::grebsmo, OmegaMethod::random}) {
+    OmegaOptions options;
+    options.method = method;
+    options.grebsmo = grebsmo_default_options(GrebsmoVariant::tolerance);
+    options.grebsmo.outer = 6;
+    options.seed = 5;
+    const auto all = omega_select(matrices, options);
+    std::vector<std::size_t> reported;
+    options.on_matrix = [&](std::size_t index, const OmegaEntry&, double) { reported.push_back(index); };
+    for (const auto& [first, count] :
+         std::vector<std::pair<std::size_t, std::size_t>>{{0, 1}, {1, 2}, {3, 5}, {4, 1}}) {
+      options.first = first;
+      options.count = count;
+      reported.clear();
+      const auto part = omega_select(matrices, options);
+      const std::size_t expected = first >= all.size() ? 0 : std::min(count, all.size() - first);
+      ASSERT_EQ(part.size(), expected) << first << "+" << count;
+      ASSERT_EQ(reported.size(), expected);
+      for (std::size_t i = 0; i < part.size(); ++i) {
+        EXPECT_EQ(reported[i], first + i);
+        EXPECT_EQ(part[i].name, all[first + i].name);
+        EXPECT_EQ(part[i].sparse_nonzeros, all[first + i].sparse_nonzeros);
+        EXPECT_TRUE(at::equal(part[i].indices, all[first + i].indices)) << part[i].name;
+      }
+    }
+  }
+}
+
 TEST(OmegaSelect, CZeroGivesEmptyOmegaForEveryMatrix) {
   OmegaOptions options;
   options.c = 0;
