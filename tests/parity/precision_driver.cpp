@@ -11,12 +11,12 @@
 #include <ATen/ATen.h>
 
 #include <cstdio>
-#include <sstream>
 
 #include "core/pretrained_model.h"
 #include "core/safetensors.h"
 #include "core/tuning.h"
 #include "data/error.h"
+#include "lora_from_file.h"
 
 int main(int argc, char** argv) {
   if (argc != 7) {
@@ -26,22 +26,8 @@ int main(int argc, char** argv) {
   try {
     dsee::ModelLoadOptions load;
     load.dtype = dsee::model_dtype_of_precision("bf16");
-    auto model = dsee::model_load(argv[1], load);
-    const auto in = dsee::SafetensorsFile::open(argv[2]);
-    dsee::TuningOptions options;
-    options.method = dsee::TuningMethod::lora;
-    options.rank = std::stoll(argv[4]);
-    options.alpha = std::stod(argv[5]);
-    std::stringstream targets(argv[6]);
-    for (std::string t; std::getline(targets, t, ',');) options.target_modules.push_back(t);
-    auto tuning = dsee::tuning_attach(*model, options);
-    {
-      at::NoGradGuard no_grad;
-      for (auto* u : tuning->updates()) {
-        u->lora_A.copy_(in->tensor(u->matrix.prefix + ".lora_A"));
-        u->lora_B.copy_(in->tensor(u->matrix.prefix + ".lora_B"));
-      }
-    }
+    const auto [model, tuning, in] =
+        dsee::lora_from_file(argv[1], argv[2], std::stoll(argv[4]), std::stod(argv[5]), argv[6], load);
     dsee::ModelInput input;
     input.input_ids = in->tensor("input_ids").clone();
     if (in->contains("attention_mask")) input.attention_mask = in->tensor("attention_mask").clone();

@@ -40,26 +40,16 @@ import transformers
 from peft import PeftModel
 from safetensors.torch import load_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tiny_peft  # noqa: E402
+
 TOLERANCE = 1e-5
-failures = []
-passes = 0
-
-
-def expect(ok, what):
-    global passes
-    print(f"{'ok  ' if ok else 'FAIL'} {what}")
-    if ok:
-        passes += 1
-    else:
-        failures.append(what)
+checks = tiny_peft.Checks()
+expect = checks.expect
 
 
 def close(name, actual, expected):
-    scale = expected.abs().max().item()
-    err = (actual - expected).abs().max().item() / max(scale, 1e-30)
-    expect(actual.shape == expected.shape and err <= TOLERANCE and scale > 0,
-           f"{name}: relative error {err:.2e} (max |ref| {scale:.2e})")
-    return err
+    checks.close(name, actual, expected, TOLERANCE, "ref")
 
 
 def dsee(binary, *args):
@@ -308,10 +298,7 @@ epochs = 1
     r = dsee(binary, "export", root, "--format", "hf")
     expect(r.returncode == 1 and "<arm>" in r.stderr, f"a run.compare parent refused: {r.stderr.strip()}")
 
-    print(f"{passes} passed, {len(failures)} failed")
-    for f in failures:
-        print("  " + f)
-    sys.exit(1 if failures or passes == 0 else 0)
+    checks.finish()
 
 
 if __name__ == "__main__":

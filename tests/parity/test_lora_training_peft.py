@@ -28,21 +28,15 @@ import transformers
 from peft import LoraConfig, TaskType, get_peft_model
 from safetensors.torch import load_file, save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tiny_peft  # noqa: E402
+
 TOLERANCE = 1e-5
 STEPS, BATCH, ROWS, SEQ = 20, 4, 40, 8
 LR, WARMUP, MAX_NORM, WEIGHT_DECAY = 5e-3, 4, 0.1, 0.01
 RANK, ALPHA = 4, 8
-failures = []
-passes = 0
-
-
-def expect(ok, what):
-    global passes
-    print(f"{'ok  ' if ok else 'FAIL'} {what}")
-    if ok:
-        passes += 1
-    else:
-        failures.append(what)
+checks = tiny_peft.Checks()
+expect = checks.expect
 
 
 def main():
@@ -50,10 +44,7 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
-        max_position_embeddings=24, num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-        classifier_dropout=0.0, attn_implementation="eager")
+    config = tiny_peft.bert_config(classifier_dropout=0.0, attn_implementation="eager")
     model = transformers.BertForSequenceClassification(config)
     folder = os.path.join(work, "bert")
     model.save_pretrained(folder)
@@ -67,14 +58,12 @@ def main():
     tensors = {"input_ids": ids, "labels": labels}
     lora = {}
     with torch.no_grad():
-        for name, module in peft_model.named_modules():
-            if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
-                a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
-                a.copy_(torch.randn(a.shape, generator=generator) * 0.3)
-                prefix = name.split("bert.", 1)[1]
-                tensors[prefix + ".lora_A"] = a.detach().clone().contiguous()
-                tensors[prefix + ".lora_B"] = b.detach().clone().contiguous()  # zeros, PEFT's init
-                lora[prefix] = (a, b)
+        for prefix, a_module, b_module in tiny_peft.lora_modules(peft_model, "bert."):
+            a, b = a_module.weight, b_module.weight
+            a.copy_(torch.randn(a.shape, generator=generator) * 0.3)
+            tensors[prefix + ".lora_A"] = a.detach().clone().contiguous()
+            tensors[prefix + ".lora_B"] = b.detach().clone().contiguous()  # zeros, PEFT's init
+            lora[prefix] = (a, b)
     expect(len(lora) == 4 and all(float(b.detach().abs().max()) == 0 for _, b in lora.values()),
            f"PEFT adapted {len(lora)} modules, B starts at zero")
     input_path, output_path = os.path.join(work, "in.safetensors"), os.path.join(work, "out.safetensors")
@@ -119,22 +108,17 @@ def main():
     expect(losses[-1] < losses[0] - 1e-3 or min(losses) < losses[0], "the loop trains (loss moves down)")
 
     def close(name, actual, expected):
-        scale = expected.abs().max().item()
-        err = (actual - expected).abs().max().item() / max(scale, 1e-30)
-        expect(err <= TOLERANCE and scale > 0, f"final {name}: relative error {err:.2e} (max |torch| {scale:.2e})")
+        checks.close(f"final {name}", actual, expected, TOLERANCE, "torch")
 
     for prefix, (a, b) in lora.items():
         close(prefix + ".lora_A", out[prefix + ".lora_A"], a.detach())
         close(prefix + ".lora_B", out[prefix + ".lora_B"], b.detach())
     for name, p in named:
         if "modules_to_save" in name:
-            head = name.split("model.", 2)[-1].replace("modules_to_save.default.", "")
+            head = tiny_peft.head_name(name)
             close(head, out[head], p.detach())
 
-    print(f"{passes} passed, {len(failures)} failed")
-    for f in failures:
-        print("  " + f)
-    sys.exit(1 if failures or passes == 0 else 0)
+    checks.finish()
 
 
 if __name__ == "__main__":

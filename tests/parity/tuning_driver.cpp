@@ -4,8 +4,9 @@
 // tuning_driver MODEL_DIR IN.safetensors OUT.safetensors RANK ALPHA TARGETS
 // loads the HF folder, attaches lora (r = RANK, alpha = ALPHA, TARGETS
 // comma-separated adapted.h patterns), overwrites every A and B with
-// "<prefix>.lora_A" / "<prefix>.lora_B" from IN, runs the model on IN's
-// "input_ids" (and "attention_mask" when present), takes
+// "<prefix>.lora_A" / "<prefix>.lora_B" from IN (lora_from_file.h, shared
+// with precision_driver), runs the model on IN's "input_ids" (and
+// "attention_mask" when present), takes
 // loss = (logits · IN's "loss_weights").sum() and backpropagates. OUT holds
 // "logits" and "<name>.grad" for every trainable tensor (tuning.h names).
 //
@@ -21,7 +22,6 @@
 #include <ATen/ATen.h>
 
 #include <cstdio>
-#include <sstream>
 
 #include "core/losses.h"
 #include "core/pretrained_model.h"
@@ -29,6 +29,7 @@
 #include "core/trainer.h"
 #include "core/tuning.h"
 #include "data/error.h"
+#include "lora_from_file.h"
 
 namespace {
 
@@ -57,22 +58,8 @@ class RowBatches final : public dsee::BatchSource {
 };
 
 int train(char** argv) {
-  auto model = dsee::model_load(argv[2]);
-  const auto in = dsee::SafetensorsFile::open(argv[3]);
-  dsee::TuningOptions options;
-  options.method = dsee::TuningMethod::lora;
-  options.rank = std::stoll(argv[5]);
-  options.alpha = std::stod(argv[6]);
-  std::stringstream targets(argv[7]);
-  for (std::string t; std::getline(targets, t, ',');) options.target_modules.push_back(t);
-  auto tuning = dsee::tuning_attach(*model, options);
-  {
-    at::NoGradGuard no_grad;
-    for (auto* u : tuning->updates()) {
-      u->lora_A.copy_(in->tensor(u->matrix.prefix + ".lora_A"));
-      u->lora_B.copy_(in->tensor(u->matrix.prefix + ".lora_B"));
-    }
-  }
+  const auto [model, tuning, in] =
+      dsee::lora_from_file(argv[2], argv[3], std::stoll(argv[5]), std::stod(argv[6]), argv[7]);
   dsee::TrainerOptions trainer_options;
   trainer_options.max_steps = std::stoll(argv[8]);
   trainer_options.lr = std::stod(argv[10]);
@@ -123,22 +110,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    auto model = dsee::model_load(argv[1]);
-    const auto in = dsee::SafetensorsFile::open(argv[2]);
-    dsee::TuningOptions options;
-    options.method = dsee::TuningMethod::lora;
-    options.rank = std::stoll(argv[4]);
-    options.alpha = std::stod(argv[5]);
-    std::stringstream targets(argv[6]);
-    for (std::string t; std::getline(targets, t, ',');) options.target_modules.push_back(t);
-    auto tuning = dsee::tuning_attach(*model, options);
-    {
-      at::NoGradGuard no_grad;
-      for (auto* u : tuning->updates()) {
-        u->lora_A.copy_(in->tensor(u->matrix.prefix + ".lora_A"));
-        u->lora_B.copy_(in->tensor(u->matrix.prefix + ".lora_B"));
-      }
-    }
+    const auto [model, tuning, in] =
+        dsee::lora_from_file(argv[1], argv[2], std::stoll(argv[4]), std::stod(argv[5]), argv[6]);
     dsee::ModelInput input;
     input.input_ids = in->tensor("input_ids").clone();
     if (in->contains("attention_mask")) input.attention_mask = in->tensor("attention_mask").clone();
