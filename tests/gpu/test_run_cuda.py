@@ -36,42 +36,13 @@ import h5py
 import numpy as np
 from safetensors.numpy import load_file
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tiny_run import fail, h5_datasets, tiny_recipe  # noqa: E402
+
 SCENARIO, DSEE = sys.argv[1:3]
 DEVICE = sys.argv[3] if len(sys.argv) > 3 else "cuda"
 
-RECIPE = """
-[run]
-name = "tiny"
-[task]
-name = "demo"
-train_size = 100
-dev_size = 48
-[tuning]
-method = "dsee"
-rank = 4
-[omega]
-c = 8
-variant = "tolerance"
-max_rank = 4
-[train]
-lr = 1e-2
-epochs = 2
-batch_size = 16
-grad_accumulation = 2
-max_grad_norm = 0.5
-warmup_ratio = 0.1
-[prune]
-kind = "unstructured"
-[retune]
-epochs = 1
-[dist]
-timeout_s = 60.0
-"""
-
-
-def fail(message):
-    print("FAILED:", message)
-    sys.exit(1)
+RECIPE = tiny_recipe(prune='kind = "unstructured"', dist="timeout_s = 60.0")
 
 
 def run(arguments, env=None, timeout=300):
@@ -90,13 +61,6 @@ def run_ok(label, arguments, env=None):
     return text
 
 
-def h5_datasets(path):
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
-
-
 def stage(run_dir, name):
     return json.load(open(os.path.join(run_dir, "stages", f"{name}.json")))
 
@@ -113,6 +77,16 @@ def relative_difference(a, b, label):
     if scale == 0:
         fail(f"{label}: every value is zero: nothing was trained")
     return worst / scale
+
+
+def compare_trainables(base, other, base_label, other_label, bound):
+    """The trained and re-tuned tensors of two run directories, relative to the base's largest value."""
+    for name in ("trainable-train", "trainable-retune"):
+        d = relative_difference(load_file(os.path.join(base, f"{name}.safetensors")),
+                                load_file(os.path.join(other, f"{name}.safetensors")), name)
+        print(f"    {name}.safetensors: max |{base_label} - {other_label}| / max |{base_label}| = {d:.2e}")
+        if d > bound:
+            fail(f"{name}: {other_label} differs from {base_label} by {d:.2e} of the largest value (bound {bound})")
 
 
 def check_device_record(run_dir, device):
@@ -146,12 +120,7 @@ def matches_cpu(tmp, recipe):
         if a.keys() != b.keys() or differing:
             fail(f"{h5} differs between cpu and {DEVICE}: {differing[:5]}")
         print(f"    {h5} identical ({len(a)} datasets)")
-    for name in ("trainable-train", "trainable-retune"):
-        d = relative_difference(load_file(os.path.join(cpu, f"{name}.safetensors")),
-                                load_file(os.path.join(other, f"{name}.safetensors")), name)
-        print(f"    {name}.safetensors: max |cpu - {DEVICE}| / max |cpu| = {d:.2e}")
-        if d > 1e-4:
-            fail(f"{name}: {DEVICE} differs from cpu by {d:.2e} of the largest value (bound 1e-4)")
+    compare_trainables(cpu, other, "cpu", DEVICE, 1e-4)
     d = relative_difference(load_file(os.path.join(cpu, "export", "model.safetensors")),
                             load_file(os.path.join(other, "export", "model.safetensors")), "export")
     print(f"    export/model.safetensors: max |cpu - {DEVICE}| / max |cpu| = {d:.2e}")
@@ -202,12 +171,7 @@ def resume(tmp, recipe):
         print(text)
         fail("the run did not resume from ckpt/step-3.h5")
     base = os.path.join(straight, "tiny")
-    for name in ("trainable-train", "trainable-retune"):
-        d = relative_difference(load_file(os.path.join(base, f"{name}.safetensors")),
-                                load_file(os.path.join(run_dir, f"{name}.safetensors")), name)
-        print(f"    {name}.safetensors: max |straight - resumed| / max |straight| = {d:.2e}")
-        if d > 1e-5:
-            fail(f"{name}: the resumed run differs from the straight run by {d:.2e} (bound 1e-5)")
+    compare_trainables(base, run_dir, "straight", "resumed", 1e-5)
     for name in ("train", "retune"):
         a, b = stage(base, name), stage(run_dir, name)
         if a["steps"] != b["steps"] or abs(a["dev"]["accuracy"] - b["dev"]["accuracy"]) > 1.0 / 48 + 1e-12:

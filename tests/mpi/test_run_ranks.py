@@ -39,44 +39,12 @@ import h5py
 import numpy as np
 from safetensors.numpy import load_file
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tiny_run import fail, h5_datasets, tiny_recipe  # noqa: E402
+
 SCENARIO, MPIEXEC, DSEE = sys.argv[1:4]
 
-RECIPE = """
-[run]
-name = "tiny"
-[task]
-name = "demo"
-train_size = 100
-dev_size = 48
-[tuning]
-method = "dsee"
-rank = 4
-[omega]
-c = 8
-variant = "tolerance"
-max_rank = 4
-workers = 2
-[train]
-lr = 1e-2
-epochs = 2
-batch_size = 16
-grad_accumulation = 2
-max_grad_norm = 0.5
-warmup_ratio = 0.1
-[prune]
-kind = "heads"
-heads_per_layer = 1
-[retune]
-epochs = 1
-[dist]
-timeout_s = 30.0
-fingerprint_every = 3
-"""
-
-
-def fail(message):
-    print("FAILED:", message)
-    sys.exit(1)
+RECIPE = tiny_recipe(prune='kind = "heads"\nheads_per_layer = 1', dist="timeout_s = 30.0\nfingerprint_every = 3")
 
 
 def run(command, timeout):
@@ -94,13 +62,6 @@ def files_under(root):
     for d, _, names in os.walk(root):
         for name in names:
             out.add(os.path.relpath(os.path.join(d, name), root))
-    return out
-
-
-def h5_datasets(path):
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
     return out
 
 
