@@ -10,6 +10,10 @@
 // /config               scalar UTF-8 string dataset: the resolved TOML;
 //                       attribute "hash" (uint64, hash64 of the text).
 // /trainable/<name>     one dataset per trainable tensor, its own shape;
+// /best/<name>          the trainable tensors at the best evaluation so far
+//                       (train.metric_for_best), the same layout; the group
+//                       is empty before the first evaluation (and absent in
+//                       files from before it existed: read as empty);
 // /optimizer/<name>     attribute "dtype" names the torch dtype:
 //                       float32 → IEEE f32 LE, float64 → f64, int64/int32/
 //                       int16/int8 → signed LE, uint8 → u8, bool → u8 (0/1),
@@ -440,6 +444,7 @@ void write_checkpoint_file(hid_t file, const CheckpointState& state, const std::
     hdf5::write_uint64_attribute(config.get(), "hash", config_hash(state.config_text), source + ", dataset 'config'");
   }
   write_tensors(file, "trainable", state.trainable, source);
+  write_tensors(file, "best", state.best, source);
   write_tensors(file, "optimizer", state.optimizer, source);
   {
     Handle optimizer(H5Gopen2(file, "optimizer", H5P_DEFAULT), H5Gclose);
@@ -504,6 +509,7 @@ CheckpointState read_checkpoint_file(hid_t file, const std::string& source) {
                source, state.config_hash, config_hash(state.config_text));
   }
   state.trainable = read_tensors(file, "trainable", source);
+  if (H5Lexists(file, "best", H5P_DEFAULT) > 0) state.best = read_tensors(file, "best", source);
   state.optimizer = read_tensors(file, "optimizer", source);
   {
     Handle optimizer(H5Gopen2(file, "optimizer", H5P_DEFAULT), H5Gclose);

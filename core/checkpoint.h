@@ -35,6 +35,7 @@ struct CheckpointState {
   std::int64_t sample_index = 0;  // global samples consumed in this epoch (any number of ranks)
 
   std::vector<NamedTensor> trainable;  // by name, any dtype/shape, CPU or CUDA (read back on CPU)
+  std::vector<NamedTensor> best;       // the trainable tensors at the best evaluation so far; empty: none
   std::vector<NamedTensor> optimizer;  // optimizer state tensors by name ("exp_avg.<param>", …)
   std::int64_t optimizer_step = 0;
   std::map<std::string, double> scheduler;  // scheduler state ("last_epoch", "base_lr", …)

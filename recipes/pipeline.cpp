@@ -386,6 +386,15 @@ TrainerProgress progress_from_checkpoint(const fs::path& path, const CheckpointS
   return p;
 }
 
+// Note [The best evaluation]
+// Every evaluation that improves train.metric_for_best (the trainer's
+// on_best, on every rank at the same step) keeps a copy of the trainable
+// tensors in memory; checkpoints carry that copy (/best), so a resumed stage
+// has the same best as an uninterrupted one. At the stage's end the copy is
+// written to trainable-<stage>-best.safetensors (metadata "step") and, with
+// train.load_best_at_end, copied back into the model, so pruning, re-tuning,
+// evaluation and export continue from the best evaluation instead of the
+// last step. stages/<stage>.json records it under "best".
 // DSEE_TEST_STOP_AFTER_STEP (tests only): steps of this process before a self-SIGTERM; 0: never.
 std::int64_t test_stop_after_step() {
   const char* text = std::getenv(env_vars::test_stop_after_step);
@@ -429,6 +438,14 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
   const std::string config_text = c.to_toml();
   Trainer* trainer_of_hook = nullptr;
   fs::path last_checkpoint;
+  // The trainable tensors at the best evaluation so far (Note [The best evaluation]).
+  std::vector<NamedTensor> best;
+  std::int64_t best_step = -1;
+  const auto on_best = [&](std::int64_t step) {
+    best.clear();
+    for (auto& [name, tensor] : run.tuning->trainable_parameters()) best.push_back({name, tensor.detach().clone()});
+    best_step = step;
+  };
   options.checkpoint_every = c.get_int("ckpt.every");
   options.on_checkpoint = [&](const TrainerProgress& progress) {
     CheckpointState state;
@@ -436,6 +453,7 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
     state.epoch = progress.epoch;
     state.sample_index = progress.sample_index;
     for (auto& [name, tensor] : run.tuning->trainable_parameters()) state.trainable.push_back({name, tensor.detach()});
+    state.best = best;
     state.optimizer = trainer_of_hook->optimizer().state_export();
     state.optimizer_step = progress.step;
     state.scheduler = progress_to_scheduler(progress);
@@ -489,6 +507,8 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
     }
     trainer.optimizer().state_import(loaded->state.optimizer);
     checkpoint_restore_rng(loaded->state);
+    best = loaded->state.best;
+    best_step = best.empty() ? -1 : resume->best_step;
     spdlog::info("{}: resuming {} from {} (step {} of {})", run.dir.filename().string(), stage,
                  fs::relative(loaded->path, run.dir).string(), resume->step, total);
   }
@@ -508,7 +528,7 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
   const auto evaluate = [&] { return task_evaluate(*model, tuning, run.data, run.ranks.comm); };
   spdlog::info("{}: {} ({} epochs, lr {}, on {})", run.dir.filename().string(), stage, epochs, lr,
                model->device().str());
-  const auto result = trainer.run(batches, loss, evaluate, {}, resume ? &*resume : nullptr);
+  const auto result = trainer.run(batches, loss, evaluate, on_best, resume ? &*resume : nullptr);
   if (result.stop_requested) {
     const int signal = stop_signal();
     throw StopRequested(signal, fmt::format("stopped by {} at step {} of {}; checkpoint {}; run the same command "
@@ -518,8 +538,41 @@ nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epoc
                                                                 : fmt::format("signal {}", signal),
                                             result.steps, total, last_checkpoint.string()));
   }
+  nlohmann::json best_record;
+  if (result.best_step >= 0 && best_step != result.best_step) {
+    // Resumed from a checkpoint written before checkpoints carried /best.
+    DSEE_CHECK(!c.get_bool("train.load_best_at_end"),
+               "{}: the best evaluation (step {}) came before the checkpoint this stage resumed from, and that "
+               "checkpoint holds no /best tensors (an older dsee wrote it); set train.load_best_at_end = false or "
+               "delete {} to train the stage again",
+               stage, result.best_step, ckpt_dir.string());
+    spdlog::warn(
+        "{}: the tensors of the best evaluation (step {}) are not in the checkpoint this stage resumed from; "
+        "trainable-{}-best.safetensors is not written",
+        stage, result.best_step, stage);
+  } else if (result.best_step >= 0) {
+    NamedTensors tensors;
+    for (const auto& [name, tensor] : best) tensors.emplace_back(name, tensor);
+    root_writes(run.ranks, [&] {
+      safetensors_save(run.dir / fmt::format("trainable-{}-best.safetensors", stage), tensors,
+                       {{"format", "pt"}, {"step", std::to_string(result.best_step)}});
+    });
+    best_record = {{"step", result.best_step}, {"metric", options.metric_for_best}, {"value", *result.best_metric}};
+    if (c.get_bool("train.load_best_at_end")) {
+      at::NoGradGuard no_grad;
+      std::size_t i = 0;
+      for (auto& [name, tensor] : run.tuning->trainable_parameters()) {
+        DSEE_ASSERT(best.at(i).name == name, "best tensor {} is '{}', the run's is '{}'", i, best.at(i).name, name);
+        tensor.copy_(best.at(i++).tensor);
+      }
+      spdlog::info("{}: {} ends with the tensors of its best evaluation (step {}, {} = {})",
+                   run.dir.filename().string(), stage, result.best_step, options.metric_for_best, *result.best_metric);
+    }
+    best_record["loaded"] = c.get_bool("train.load_best_at_end");
+  }
   trainables_save(run, run.dir / fmt::format("trainable-{}.safetensors", stage));
   nlohmann::json record = counts_of(run);
+  if (!best_record.is_null()) record["best"] = best_record;
   record["dev"] = evaluate();
   record["steps"] = result.steps;
   record["device"] = model->device().str();

@@ -159,6 +159,7 @@ void checkpoint_state_from_root(const PipelineRanks& ranks, CheckpointState& sta
   if (ranks.root()) {
     for (const auto& [name, tensor] : state.trainable) named.emplace_back("trainable:" + name, tensor);
     for (const auto& [name, tensor] : state.optimizer) named.emplace_back("optimizer:" + name, tensor);
+    for (const auto& [name, tensor] : state.best) named.emplace_back("best:" + name, tensor);
     std::vector<double> values;
     for (const auto& [key, value] : state.scheduler) {
       keys += key + "\n";
@@ -182,6 +183,8 @@ void checkpoint_state_from_root(const PipelineRanks& ranks, CheckpointState& sta
       state.trainable.push_back({name.substr(10), cpu});
     } else if (name.starts_with("optimizer:")) {
       state.optimizer.push_back({name.substr(10), cpu});
+    } else if (name.starts_with("best:")) {
+      state.best.push_back({name.substr(5), cpu});
     } else if (name == "scheduler") {
       std::istringstream lines(keys);
       std::string key;

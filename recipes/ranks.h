@@ -68,8 +68,9 @@ NamedTensors prune_plan_to_named(const PrunePlan& plan);
 PrunePlan prune_plan_from_named(const NamedTensors& named);
 
 // Resume under data parallelism: rank 0 read the checkpoint into `state`;
-// every other rank receives the parts a resume uses (trainable tensors,
-// AdamW state, the trainer's progress, the generators' states), on the CPU.
+// every other rank receives the parts a resume uses (trainable tensors, the
+// best evaluation's tensors, AdamW state, the trainer's progress, the
+// generators' states), on the CPU.
 void checkpoint_state_from_root(const PipelineRanks& ranks, CheckpointState& state);
 
 }  // namespace dsee

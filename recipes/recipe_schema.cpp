@@ -86,6 +86,9 @@ const ConfigSchema& recipe_schema() {
            "Dev metric that picks the best evaluation and drives early stopping; empty: the task's main metric "
            "(demo: accuracy)"});
     s.add({"train.greater_is_better", true, "Whether a larger train.metric_for_best is better"});
+    s.add({"train.load_best_at_end", false,
+           "End train and retune with the trainable tensors of their best evaluation (train.metric_for_best) instead "
+           "of the last step's; either way trainable-<stage>-best.safetensors holds the best"});
     s.add({"prune.kind", std::string("none"), "Pruning after training", {}, {}, {"none", "unstructured", "heads"}});
     s.add(
         {"prune.p_adapt", 0.3, "unstructured: fraction of the adapted matrices' entries removed (by |ΔW|)", 0.0, 1.0});

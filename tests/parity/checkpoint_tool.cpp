@@ -4,8 +4,8 @@
 //
 //   checkpoint_tool TENSORS.safetensors CKPT_DIR CONFIG.toml MODEL_DIR STEP
 //
-// Tensor name prefixes in TENSORS: "trainable." → trainable, "optimizer." →
-// optimizer state, "omega.<name>" → Ω entry (int64 indices; its [rows, cols]
+// Tensor name prefixes in TENSORS: "trainable." → trainable, "best." → the
+// best evaluation's tensors, "optimizer." → optimizer state, "omega.<name>" → Ω entry (int64 indices; its [rows, cols]
 // from "omega_shape.<name>"), "mask.<module>" → a prune-plan mask.
 #include <ATen/ATen.h>
 
@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
       const at::Tensor tensor = tensors.tensor(name).clone();
       if (name.starts_with("trainable."))
         state.trainable.push_back({name.substr(10), tensor});
+      else if (name.starts_with("best."))
+        state.best.push_back({name.substr(5), tensor});
       else if (name.starts_with("optimizer."))
         state.optimizer.push_back({name.substr(10), tensor});
       else if (name.starts_with("mask."))

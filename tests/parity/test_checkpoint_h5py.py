@@ -6,7 +6,7 @@ safetensors file and a tiny model folder; checkpoint_tool writes a checkpoint
 from them. Then, using only h5py / numpy / hashlib:
   - root attributes, the config text and its hash64 (reimplemented here from
     the documented algorithm), the model weights hash (same), versions;
-  - every trainable / optimizer dataset by name, with its dtype attribute and
+  - every trainable / best / optimizer dataset by name, with its dtype attribute and
     HDF5 type, bit-exact (bf16 as uint16 raw bits), Fletcher-32 on;
   - Ω (int64 + shape), the prune-plan masks (numpy.unpackbits), heads;
   - the sidecar: SHA-256 of the file in `sha256sum` format, and `latest`;
@@ -84,6 +84,8 @@ trainable = {
     "step_counts": torch.randint(-5, 5, (3, 2), generator=g),
 }
 optimizer = {"exp_avg.classifier.weight": torch.randn(2, 24, generator=g)}
+best = {"encoder.layer.0.attention.self.query.lora_A": torch.randn(4, 24, generator=g),
+        "classifier.weight": torch.randn(2, 24, generator=g).to(torch.bfloat16)}
 omega = {"bert.encoder.layer.0.attention.self.query.weight": (torch.tensor([3, 50, 575]), (24, 24))}
 masks = {"encoder.layer.0.attention.self.query": torch.rand(24, 24, generator=g) > 0.4,
          "encoder.layer.0.attention.self.value": torch.ones(8, 40, dtype=torch.bool)}
@@ -94,6 +96,7 @@ folder = tempfile.mkdtemp(prefix="dsee-ckpt-parity-")
 try:
     tensors = {"trainable." + k: v for k, v in trainable.items()}
     tensors.update({"optimizer." + k: v for k, v in optimizer.items()})
+    tensors.update({"best." + k: v for k, v in best.items()})
     for name, (indices, shape) in omega.items():
         tensors["omega." + name] = indices
         tensors["omega_shape." + name] = torch.tensor(shape)
@@ -138,7 +141,7 @@ try:
         check(config == CONFIG, "config text")
         check(int(f["config"].attrs["hash"]) == hash64(CONFIG.encode()), "config hash = Python hash64 of the text")
 
-        for group, expected in (("trainable", trainable), ("optimizer", optimizer)):
+        for group, expected in (("trainable", trainable), ("best", best), ("optimizer", optimizer)):
             check(sorted(f[group].keys()) == sorted(expected), f"{group} names")
             for name, tensor in expected.items():
                 dataset = f[group][name]

@@ -72,6 +72,8 @@ CheckpointState sample_state(std::int64_t step) {
                      {"flags", at::rand({5}, generator) > 0.5},
                      {"half", at::randn({3}, generator).to(at::kHalf)},
                      {"counts", at::randint(-1000, 1000, {3, 2}, generator, at::kLong)}};
+  state.best = {{"encoder.layer.0.attention.self.query.lora_A", at::randn({4, 24}, generator)},
+                {"classifier.weight", at::randn({2, 24}, generator).to(at::kBFloat16)}};
   state.optimizer = {{"exp_avg.classifier.weight", at::randn({2, 24}, generator)},
                      {"exp_avg_sq.classifier.weight", at::rand({2, 24}, generator)}};
   state.optimizer_step = step;
@@ -133,6 +135,7 @@ TEST_F(Checkpoint, RoundTripsEveryPartBitExactly) {
   EXPECT_EQ(read.epoch, 12);
   EXPECT_EQ(read.sample_index, 120 * 32 + 7);
   expect_bit_exact(read.trainable, state.trainable);
+  expect_bit_exact(read.best, state.best);
   expect_bit_exact(read.optimizer, state.optimizer);
   EXPECT_EQ(read.optimizer_step, 120);
   EXPECT_EQ(read.scheduler, state.scheduler);

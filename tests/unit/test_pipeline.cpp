@@ -1,5 +1,6 @@
 // dsee run: the demo recipe end to end at a reduced size, finished stages
 // skipped on a re-run, and a run directory that refuses another recipe.
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
@@ -7,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/safetensors.h"
 #include "error_of.h"
 #include "recipes/pipeline.h"
 #include "run_dsee.h"
@@ -93,6 +95,81 @@ TEST(Pipeline, CudaWithoutGpuIsRefusedBeforeAnyStage) {
   EXPECT_TRUE(contains(r.output, "run.device = cuda, but no CUDA device is usable here")) << r.output;
   EXPECT_TRUE(contains(r.output, "set run.device to cpu or auto")) << r.output;
   EXPECT_FALSE(fs::exists(out / "demo" / "config.toml"));
+  std::system(("rm -rf '" + out.string() + "'").c_str());
+}
+
+nlohmann::json json_file(const fs::path& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+// The __metadata__ of a safetensors file (8-byte little-endian header length, then the JSON header).
+nlohmann::json safetensors_metadata(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::uint64_t length = 0;
+  in.read(reinterpret_cast<char*>(&length), sizeof length);
+  std::string header(length, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(length));
+  return nlohmann::json::parse(header).value("__metadata__", nlohmann::json::object());
+}
+
+bool same_tensors(const fs::path& a, const fs::path& b) {
+  const auto x = SafetensorsCheckpoint::open(a), y = SafetensorsCheckpoint::open(b);
+  if (x.names() != y.names()) return false;
+  for (const auto& name : x.names())
+    if (!at::equal(x.tensor(name), y.tensor(name))) return false;
+  return true;
+}
+
+// Note [The best evaluation] in pipeline.cpp: the best evaluation's tensors
+// are written next to the last step's, and train.load_best_at_end ends the
+// stage with them. The best is found independently here, from the eval
+// records of metrics.jsonl (the first of the highest accuracies).
+TEST(Pipeline, KeepsTheBestEvaluationAndCanEndWithIt) {
+  const fs::path out = fs::temp_directory_path() / ("dsee-pipeline-best-" + std::to_string(getpid()));
+  const std::string arm = "run " + kDemo + small(out) +
+                          " --set run.compare=[] --set tuning.method=lora --set tuning.rank=4 --set train.epochs=2"
+                          " --set train.lr=3e-3 --set train.eval_every=1 --set prune.kind=none";
+  std::map<bool, fs::path> dirs;
+  for (const bool load : {false, true}) {
+    const auto r = run_dsee(arm + " --set run.name=" + (load ? "best" : "last") +
+                            " --set train.load_best_at_end=" + (load ? "true" : "false"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    dirs[load] = out / (load ? "best" : "last");
+  }
+  // The best eval record of metrics.jsonl (one run; the other trains the same steps).
+  std::int64_t best_step = -1, last_step = -1;
+  double best_value = -1;
+  std::ifstream metrics(dirs[false] / "metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) {
+    const auto record = nlohmann::json::parse(line);
+    if (record["kind"] != "eval") continue;
+    last_step = record["step"].get<std::int64_t>();
+    if (record["accuracy"].get<double>() > best_value) {
+      best_value = record["accuracy"].get<double>();
+      best_step = last_step;
+    }
+  }
+  ASSERT_GT(best_step, 0);
+  // These settings make the best evaluation an earlier one, so the two runs must end differently.
+  ASSERT_LT(best_step, last_step) << "pick settings whose best evaluation is not the last";
+  for (const bool load : {false, true}) {
+    const auto& dir = dirs[load];
+    const auto train = json_file(dir / "stages" / "train.json");
+    ASSERT_TRUE(train.contains("best")) << train.dump();
+    EXPECT_EQ(train["best"]["step"], best_step);
+    EXPECT_EQ(train["best"]["metric"], "accuracy");
+    EXPECT_EQ(train["best"]["value"].get<double>(), best_value);
+    EXPECT_EQ(train["best"]["loaded"], load);
+    EXPECT_EQ(safetensors_metadata(dir / "trainable-train-best.safetensors")["step"], std::to_string(best_step));
+    const bool ends_best = same_tensors(dir / "trainable-train.safetensors", dir / "trainable-train-best.safetensors");
+    EXPECT_EQ(ends_best, load);
+    if (load) {
+      EXPECT_EQ(train["dev"]["accuracy"].get<double>(), best_value);  // the best evaluation, evaluated again
+    }
+  }
+  EXPECT_TRUE(
+      same_tensors(dirs[false] / "trainable-train-best.safetensors", dirs[true] / "trainable-train-best.safetensors"));
   std::system(("rm -rf '" + out.string() + "'").c_str());
 }
 

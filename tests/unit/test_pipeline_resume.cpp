@@ -50,13 +50,15 @@ nlohmann::json json_of(const fs::path& path) { return nlohmann::json::parse(file
 
 // What must match bit for bit between two run folders.
 void expect_same_results(const fs::path& a, const fs::path& b) {
-  for (const char* file : {"trainable-train.safetensors", "trainable-retune.safetensors", "metrics.jsonl"})
+  for (const char* file : {"trainable-train.safetensors", "trainable-retune.safetensors",
+                           "trainable-train-best.safetensors", "trainable-retune-best.safetensors", "metrics.jsonl"})
     EXPECT_EQ(file_text(a / file), file_text(b / file)) << file;
   for (const char* stage : {"train", "prune", "retune", "eval"}) {
     const auto x = json_of(a / "stages" / (std::string(stage) + ".json"));
     const auto y = json_of(b / "stages" / (std::string(stage) + ".json"));
     EXPECT_EQ(x["dev"], y["dev"]) << stage;  // doubles compared exactly
     EXPECT_EQ(x.value("steps", -1), y.value("steps", -1)) << stage;
+    EXPECT_EQ(x.value("best", nlohmann::json()), y.value("best", nlohmann::json())) << stage;  // carried by /best
   }
 }
 
