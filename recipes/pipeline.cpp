@@ -340,6 +340,38 @@ std::string metric_for_best_of(const Config& c) {
   return name.empty() ? task_main_metric(c.get_string("task.name")) : name;
 }
 
+}  // namespace
+
+TrainerOptions recipe_trainer_options(const Config& c, const std::string& stage) {
+  DSEE_ASSERT(stage == "train" || stage == "retune", "no training stage '{}'", stage);
+  TrainerOptions options;
+  const bool train = stage == "train";
+  options.epochs = c.get_int(train ? "train.epochs" : "retune.epochs");
+  options.max_steps = train ? c.get_int("train.max_steps") : 0;
+  options.lr = !train && c.get_float("retune.lr") > 0 ? c.get_float("retune.lr") : c.get_float("train.lr");
+  options.grad_accumulation = c.get_int("train.grad_accumulation");
+  options.adamw.weight_decay = c.get_float("train.weight_decay");
+  options.adamw.exclude_bias_and_norm = c.get_bool("train.decay_exclude_bias_norm");
+  options.adamw.beta1 = c.get_float("train.adam_beta1");
+  options.adamw.beta2 = c.get_float("train.adam_beta2");
+  options.adamw.eps = c.get_float("train.adam_epsilon");
+  options.schedule.kind = lr_schedule_kind_from_name(c.get_string("train.schedule"));
+  options.schedule.warmup_ratio = c.get_float("train.warmup_ratio");
+  options.schedule.warmup_steps = c.get_int("train.warmup_steps");
+  DSEE_CHECK(options.schedule.warmup_ratio == 0 || options.schedule.warmup_steps == 0,
+             "train.warmup_ratio ({}) and train.warmup_steps ({}) are both set; give the warm-up one way",
+             options.schedule.warmup_ratio, options.schedule.warmup_steps);
+  options.max_grad_norm = c.get_float("train.max_grad_norm");
+  options.skip_nonfinite = c.get_bool("train.skip_nonfinite");
+  options.eval_every = c.get_int("train.eval_every");
+  options.early_stopping_patience = c.get_int("train.early_stopping_patience");
+  options.metric_for_best = metric_for_best_of(c);
+  options.greater_is_better = c.get_bool("train.greater_is_better");
+  return options;
+}
+
+namespace {
+
 // Note [Resuming a training stage]
 // The train stage checkpoints into ckpt/, the retune stage into
 // ckpt/retune/ (ckpt.every steps, 0: each epoch end; ckpt.keep_last kept),
@@ -402,23 +434,12 @@ std::int64_t test_stop_after_step() {
 }
 
 // One training stage (train or retune): the trainer over the task's data.
-nlohmann::json train_stage(Run& run, const std::string& stage, std::int64_t epochs, double lr) {
+nlohmann::json train_stage(Run& run, const std::string& stage) {
   const auto& c = run.config;
   const auto start = Clock::now();
-  TrainerOptions options;
-  options.epochs = epochs;
-  options.max_steps = stage == "train" ? c.get_int("train.max_steps") : 0;
-  options.grad_accumulation = c.get_int("train.grad_accumulation");
-  options.lr = lr;
-  options.adamw.weight_decay = c.get_float("train.weight_decay");
-  options.schedule.kind = lr_schedule_kind_from_name(c.get_string("train.schedule"));
-  options.schedule.warmup_ratio = c.get_float("train.warmup_ratio");
-  options.max_grad_norm = c.get_float("train.max_grad_norm");
-  options.skip_nonfinite = c.get_bool("train.skip_nonfinite");
-  options.eval_every = c.get_int("train.eval_every");
-  options.early_stopping_patience = c.get_int("train.early_stopping_patience");
-  options.metric_for_best = metric_for_best_of(c);
-  options.greater_is_better = c.get_bool("train.greater_is_better");
+  TrainerOptions options = recipe_trainer_options(c, stage);
+  const std::int64_t epochs = options.epochs;
+  const double lr = options.lr;
   if (run.ranks.root()) options.metrics_path = run.dir / "metrics.jsonl";
   options.progress = run.ranks.root();
   const auto micro_batch = c.get_int("train.batch_size") / options.grad_accumulation;
@@ -695,7 +716,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   if (stage_done(run, "train"))
     trainables_load(run, dir / "trainable-train.safetensors");
   else
-    stage_record(run, "train", train_stage(run, "train", config.get_int("train.epochs"), config.get_float("train.lr")));
+    stage_record(run, "train", train_stage(run, "train"));
 
   // prune + retune
   if (prune_kind != "none") {
@@ -724,10 +745,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
       if (stage_done(run, "retune"))
         trainables_load(run, dir / "trainable-retune.safetensors");
       else
-        stage_record(run, "retune",
-                     train_stage(run, "retune", config.get_int("retune.epochs"),
-                                 config.get_float("retune.lr") > 0 ? config.get_float("retune.lr")
-                                                                   : config.get_float("train.lr")));
+        stage_record(run, "retune", train_stage(run, "retune"));
     }
   }
 

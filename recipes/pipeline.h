@@ -35,6 +35,7 @@
 #include <filesystem>
 
 #include "core/communicator.h"
+#include "core/trainer.h"
 #include "core/tuning.h"
 #include "data/config.h"
 #include "recipes/ranks.h"
@@ -55,5 +56,13 @@ CompareArm compare_arm_parse(const std::string& text);
 
 // The tuning options a recipe configures (tuning.*, run.seed, retune.mask_update).
 TuningOptions recipe_tuning_options(const Config& config);
+
+// The trainer's options for training stage `stage` ("train" or "retune"):
+// epochs, steps, lr (retune.lr, else train.lr), accumulation, AdamW
+// (train.weight_decay, decay_exclude_bias_norm, adam_beta1/2, adam_epsilon),
+// the schedule and its warm-up, clipping, evaluation, best metric and early
+// stopping. dsee::Error when both warm-up keys are set. The pipeline adds
+// the run's hooks (metrics file, checkpoints, ranks).
+TrainerOptions recipe_trainer_options(const Config& config, const std::string& stage);
 
 }  // namespace dsee

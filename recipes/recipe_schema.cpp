@@ -74,9 +74,17 @@ const ConfigSchema& recipe_schema() {
     s.add({"train.batch_size", std::int64_t{32}, "Global batch size (over all ranks)", 1.0});
     s.add({"train.grad_accumulation", std::int64_t{1}, "Micro-batches per optimizer step", 1.0});
     s.add({"train.weight_decay", 0.0, "AdamW decoupled weight decay", 0.0});
+    s.add({"train.decay_exclude_bias_norm", true,
+           "Keep biases and normalisation weights out of weight decay (the transformers Trainer's rule)"});
+    s.add({"train.adam_beta1", 0.9, "AdamW β1", 0.0, 1.0});
+    s.add({"train.adam_beta2", 0.999, "AdamW β2", 0.0, 1.0});
+    s.add({"train.adam_epsilon", 1e-8, "AdamW ε, added to the root of the second moment (LoRA's GPT-2 recipes: 1e-6)",
+           0.0});
     s.add(
         {"train.schedule", std::string("linear"), "Learning-rate schedule", {}, {}, {"linear", "constant", "cosine"}});
-    s.add({"train.warmup_ratio", 0.0, "Warm-up as a fraction of the optimizer steps", 0.0, 1.0});
+    s.add({"train.warmup_ratio", 0.0, "Warm-up as a fraction of the optimizer steps (not with train.warmup_steps)", 0.0,
+           1.0});
+    s.add({"train.warmup_steps", std::int64_t{0}, "Warm-up in optimizer steps (not with train.warmup_ratio)", 0.0});
     s.add({"train.max_grad_norm", 1.0, "Global gradient-norm clipping; 0: none", 0.0});
     s.add({"train.eval_every", std::int64_t{0}, "Evaluate every N optimizer steps; 0: at each epoch end", 0.0});
     s.add({"train.skip_nonfinite", false, "Skip a step with a non-finite loss or gradient instead of stopping"});

@@ -11,6 +11,7 @@
 #include "core/safetensors.h"
 #include "error_of.h"
 #include "recipes/pipeline.h"
+#include "recipes/recipe_schema.h"
 #include "run_dsee.h"
 
 namespace dsee {
@@ -170,6 +171,78 @@ TEST(Pipeline, KeepsTheBestEvaluationAndCanEndWithIt) {
   }
   EXPECT_TRUE(
       same_tensors(dirs[false] / "trainable-train-best.safetensors", dirs[true] / "trainable-train-best.safetensors"));
+  std::system(("rm -rf '" + out.string() + "'").c_str());
+}
+
+// Every training key reaches the trainer's options (recipe_trainer_options,
+// what train_stage uses); retune takes retune.epochs and retune.lr, else train.lr.
+TEST(Pipeline, TrainingKeysReachTheTrainerOptions) {
+  const auto config = Config::defaults(
+      recipe_schema(),
+      {"train.epochs=7", "train.max_steps=11", "train.lr=3e-4", "train.grad_accumulation=4", "train.weight_decay=0.01",
+       "train.decay_exclude_bias_norm=false", "train.adam_beta1=0.8", "train.adam_beta2=0.98",
+       "train.adam_epsilon=1e-6", "train.schedule=cosine", "train.warmup_steps=5", "train.max_grad_norm=0.5",
+       "train.skip_nonfinite=true", "train.eval_every=9", "train.early_stopping_patience=2",
+       "train.metric_for_best=loss", "train.greater_is_better=false", "retune.epochs=2"});
+  const auto train = recipe_trainer_options(config, "train");
+  EXPECT_EQ(train.epochs, 7);
+  EXPECT_EQ(train.max_steps, 11);
+  EXPECT_EQ(train.lr, 3e-4);
+  EXPECT_EQ(train.grad_accumulation, 4);
+  EXPECT_EQ(train.adamw.weight_decay, 0.01);
+  EXPECT_FALSE(train.adamw.exclude_bias_and_norm);
+  EXPECT_EQ(train.adamw.beta1, 0.8);
+  EXPECT_EQ(train.adamw.beta2, 0.98);
+  EXPECT_EQ(train.adamw.eps, 1e-6);
+  EXPECT_EQ(train.schedule.kind, LrScheduleKind::cosine);
+  EXPECT_EQ(train.schedule.warmup_steps, 5);
+  EXPECT_EQ(train.schedule.warmup_ratio, 0.0);
+  EXPECT_EQ(train.max_grad_norm, 0.5);
+  EXPECT_TRUE(train.skip_nonfinite);
+  EXPECT_EQ(train.eval_every, 9);
+  EXPECT_EQ(train.early_stopping_patience, 2);
+  EXPECT_EQ(train.metric_for_best, "loss");
+  EXPECT_FALSE(train.greater_is_better);
+  const auto retune = recipe_trainer_options(config, "retune");
+  EXPECT_EQ(retune.epochs, 2);
+  EXPECT_EQ(retune.max_steps, 0);
+  EXPECT_EQ(retune.lr, 3e-4);  // retune.lr = 0: train.lr
+  EXPECT_EQ(recipe_trainer_options(Config::defaults(recipe_schema(), {"retune.lr=1e-5"}), "retune").lr, 1e-5);
+  // The defaults are the Python stack's (torch.optim.AdamW, transformers' Trainer).
+  const auto defaults = recipe_trainer_options(Config::defaults(recipe_schema()), "train");
+  EXPECT_EQ(defaults.adamw.beta1, 0.9);
+  EXPECT_EQ(defaults.adamw.beta2, 0.999);
+  EXPECT_EQ(defaults.adamw.eps, 1e-8);
+  EXPECT_TRUE(defaults.adamw.exclude_bias_and_norm);
+  EXPECT_TRUE(contains(error_of([] {
+                         recipe_trainer_options(
+                             Config::defaults(recipe_schema(), {"train.warmup_steps=3", "train.warmup_ratio=0.1"}),
+                             "train");
+                       }),
+                       "train.warmup_ratio (0.1) and train.warmup_steps (3) are both set"));
+}
+
+// End to end: a warm-up of 2 steps given as steps or as a ratio of the 8
+// steps trains the same tensors, bit for bit; 3 steps trains others.
+TEST(Pipeline, WarmupStepsEqualTheSameWarmupAsARatio) {
+  const fs::path out = fs::temp_directory_path() / ("dsee-pipeline-warmup-" + std::to_string(getpid()));
+  const std::string arm = "run " + kDemo + small(out) +
+                          " --set run.compare=[] --set tuning.method=lora --set tuning.rank=4 --set train.epochs=2"
+                          " --set train.lr=3e-3 --set prune.kind=none";
+  std::map<std::string, fs::path> dirs;
+  for (const auto& [name, warmup] : std::vector<std::pair<std::string, std::string>>{
+           {"ratio", "train.warmup_ratio=0.25"},
+           {"steps2", "train.warmup_ratio=0 --set train.warmup_steps=2"},
+           {"steps3", "train.warmup_ratio=0 --set train.warmup_steps=3"}}) {
+    const auto r = run_dsee(arm + " --set run.name=" + name + " --set " + warmup);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    dirs[name] = out / name;
+    EXPECT_EQ(json_file(dirs[name] / "stages" / "train.json")["steps"], 8);
+  }
+  EXPECT_TRUE(
+      same_tensors(dirs["ratio"] / "trainable-train.safetensors", dirs["steps2"] / "trainable-train.safetensors"));
+  EXPECT_FALSE(
+      same_tensors(dirs["ratio"] / "trainable-train.safetensors", dirs["steps3"] / "trainable-train.safetensors"));
   std::system(("rm -rf '" + out.string() + "'").c_str());
 }
 
