@@ -140,6 +140,13 @@ std::string library_versions_text(const PipelineRanks& ranks) {
 
 void run_dir_claim_root(const fs::path& run_dir, const Config& config);
 
+// The recipe as the run directory and its checkpoints record it: the
+// resolved config without run.stages, which says what one invocation runs,
+// not what the run is (Note [Choosing stages]).
+std::string recipe_identity(const Config& config) {
+  return Config::parse(recipe_schema(), config.to_toml(), config.source(), {"run.stages=[]"}).to_toml();
+}
+
 // "key = value" lines of a resolved config (sections folded into the key).
 std::map<std::string, std::string> config_lines(const std::string& text) {
   std::map<std::string, std::string> out;
@@ -166,7 +173,7 @@ void run_dir_claim(const fs::path& run_dir, const Config& config, const Pipeline
 void run_dir_claim_root(const fs::path& run_dir, const Config& config) {
   fs::create_directories(run_dir / "stages");
   const auto path = run_dir / "config.toml";
-  const std::string text = config.to_toml();
+  const std::string text = recipe_identity(config);
   if (fs::exists(path)) {
     const std::string recorded = read_text(path);
     if (recorded == text) return;
@@ -456,7 +463,7 @@ nlohmann::json train_stage(Run& run, const std::string& stage) {
   // checkpoints and stop signals (Note [Resuming a training stage])
   const fs::path ckpt_dir = stage == "train" ? run.dir / "ckpt" : run.dir / "ckpt" / stage;
   const int keep_last = static_cast<int>(c.get_int("ckpt.keep_last"));
-  const std::string config_text = c.to_toml();
+  const std::string config_text = recipe_identity(c);
   Trainer* trainer_of_hook = nullptr;
   fs::path last_checkpoint;
   // The trainable tensors at the best evaluation so far (Note [The best evaluation]).
@@ -636,6 +643,72 @@ c10::Device pipeline_device(const Config& config, const PipelineRanks& ranks) {
   return device;
 }
 
+// Note [Choosing stages]
+// ~~~~~~~~~~~~~~~~~~~~~~~
+// run.stages lists the stages one invocation runs, in pipeline order; empty:
+// all the recipe configures. The pipeline still walks every stage in order:
+// a finished stage is loaded from its files as always, a listed one runs,
+// and an unlisted one that has not run stops the invocation with an error
+// (a later listed stage needs it). After the last listed stage the arm
+// returns a partial summary ("stopped_after"); summary.json is written only
+// when eval runs. run.stages is left out of the run directory's recorded
+// recipe and of checkpoints (recipe_identity), so the same run directory can
+// be driven stage by stage: run.stages = ["omega"], then ["train"], then the
+// rest.
+constexpr const char* kStageOrder[] = {"omega", "train", "prune", "retune", "eval", "export"};
+
+struct StagePlan {
+  std::vector<std::string> listed;  // empty: every configured stage
+  bool runs(const std::string& stage) const {
+    return listed.empty() || std::find(listed.begin(), listed.end(), stage) != listed.end();
+  }
+  bool ends_with(const std::string& stage) const { return !listed.empty() && listed.back() == stage; }
+};
+
+StagePlan stage_plan_of(const Config& c) {
+  StagePlan plan{c.get_strings("run.stages")};
+  const auto order = [](const std::string& stage) {
+    return std::find(std::begin(kStageOrder), std::end(kStageOrder), stage) - std::begin(kStageOrder);
+  };
+  for (std::size_t i = 0; i < plan.listed.size(); ++i) {
+    const auto& stage = plan.listed[i];
+    DSEE_CHECK(order(stage) < std::ssize(kStageOrder), "run.stages: '{}' is not a stage; the stages are {}", stage,
+               fmt::join(kStageOrder, ", "));
+    DSEE_CHECK(i == 0 || order(plan.listed[i - 1]) < order(stage),
+               "run.stages: '{}' comes after '{}'; list each stage once, in pipeline order ({})", stage,
+               plan.listed[i - 1], fmt::join(kStageOrder, ", "));
+  }
+  const auto configured = [&](const std::string& stage, bool yes, const std::string& why) {
+    DSEE_CHECK(!plan.runs(stage) || plan.listed.empty() || yes, "run.stages lists {}, but {}", stage, why);
+  };
+  configured("omega", c.get_string("tuning.method") == "dsee",
+             fmt::format("tuning.method = {} has no Ω (only dsee does)", c.get_string("tuning.method")));
+  configured("prune", c.get_string("prune.kind") != "none", "prune.kind = none");
+  configured("retune", c.get_string("prune.kind") != "none" && c.get_int("retune.epochs") > 0,
+             "re-tuning needs prune.kind other than none and retune.epochs > 0");
+  configured("export", c.get_string("export.format") != "none", "export.format = none");
+  return plan;
+}
+
+// A stage that has not run in the directory and is not listed, before a listed one.
+void stage_required(const Run& run, const StagePlan& plan, const std::string& stage) {
+  DSEE_CHECK(plan.runs(stage),
+             "run.stages = [{}] leaves out stage {}, which has not run in '{}' and a listed stage needs; add it to "
+             "run.stages",
+             fmt::join(plan.listed, ", "), stage, run.dir.string());
+}
+
+// What an arm returns when run.stages ends before eval (Note [Choosing stages]).
+nlohmann::json partial_summary(Run& run, const std::string& stage, Clock::time_point start) {
+  spdlog::info("{}: run.stages ends with {}; run the recipe again (other run.stages, or none) to go on",
+               run.dir.filename().string(), stage);
+  return {{"method", run.config.get_string("tuning.method")},
+          {"prune", run.config.get_string("prune.kind")},
+          {"stopped_after", stage},
+          {"stages", run.stages},
+          {"seconds", seconds_since(start)}};
+}
+
 // One arm of the recipe in `dir`, data in `data_dir`.
 nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path& data_dir,
                        const PipelineRanks& ranks) {
@@ -648,6 +721,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
              "no sparse residual S, no masks and no removed heads; use export.format = hf",
              config.get_string("tuning.method"), prune_kind);
   const c10::Device device = pipeline_device(config, ranks);
+  const StagePlan plan = stage_plan_of(config);
   run_dir_claim(dir, config, ranks);
 
   // data + model: rank 0 writes the demo's data, the others read it back
@@ -683,6 +757,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
       });
       run.omega = omega_from_named(from_root(ranks, omega_to_named(run.omega), "Ω read from omega.h5"));
     } else {
+      stage_required(run, plan, "omega");
       const auto t = Clock::now();
       std::vector<NamedMatrix> named;
       for (const auto& m : matrices) named.push_back({m.name, m.weight()});
@@ -697,6 +772,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
       run.omega = omega_from_named(from_root(ranks, omega_to_named(run.omega), "Ω"));
       stage_record(run, "omega", {{"matrices", run.omega.size()}, {"seconds", seconds_since(t)}});
     }
+    if (plan.ends_with("omega")) return partial_summary(run, "omega", start);
   }
   run.tuning = tuning_attach(*run.model, tuning_options_of(config), run.omega);
   nlohmann::json pretrained = counts_of(run);
@@ -713,10 +789,13 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   }
 
   // train
-  if (stage_done(run, "train"))
+  if (stage_done(run, "train")) {
     trainables_load(run, dir / "trainable-train.safetensors");
-  else
+  } else {
+    stage_required(run, plan, "train");
     stage_record(run, "train", train_stage(run, "train"));
+  }
+  if (plan.ends_with("train")) return partial_summary(run, "train", start);
 
   // prune + retune
   if (prune_kind != "none") {
@@ -726,6 +805,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
       run.plan = prune_plan_from_named(from_root(ranks, prune_plan_to_named(run.plan), "pruning plan from masks.h5"));
       prune_plan_apply(*run.model, run.plan);
     } else {
+      stage_required(run, plan, "prune");
       const auto t = Clock::now();
       root_writes(ranks, [&] {
         run.plan = prune_kind == "heads"
@@ -741,24 +821,31 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
       record["seconds"] = seconds_since(t);
       stage_record(run, "prune", record);
     }
+    if (plan.ends_with("prune")) return partial_summary(run, "prune", start);
     if (config.get_int("retune.epochs") > 0) {
-      if (stage_done(run, "retune"))
+      if (stage_done(run, "retune")) {
         trainables_load(run, dir / "trainable-retune.safetensors");
-      else
+      } else {
+        stage_required(run, plan, "retune");
         stage_record(run, "retune", train_stage(run, "retune"));
+      }
+      if (plan.ends_with("retune")) return partial_summary(run, "retune", start);
     }
   }
 
-  // eval
-  nlohmann::json final_record = counts_of(run);
-  final_record["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data, ranks.comm);
-  root_writes(ranks, [&] {
-    task_write_predictions(*run.model, run.tuning.get(), run.data, dir / "predictions-dev.safetensors");
-  });
-  stage_record(run, "eval", final_record);
+  // eval (re-run whenever listed: it is cheap and reflects the files as they are)
+  nlohmann::json final_record;
+  if (plan.runs("eval")) {
+    final_record = counts_of(run);
+    final_record["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data, ranks.comm);
+    root_writes(ranks, [&] {
+      task_write_predictions(*run.model, run.tuning.get(), run.data, dir / "predictions-dev.safetensors");
+    });
+    stage_record(run, "eval", final_record);
+  }
 
   // export
-  if (config.get_string("export.format") != "none") {
+  if (config.get_string("export.format") != "none" && plan.runs("export")) {
     root_writes(ranks, [&] {
       export_write(*run.model, *run.tuning, export_format_from_name(config.get_string("export.format")),
                    dir / "export");
@@ -766,6 +853,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
     stage_record(run, "export", {{"format", config.get_string("export.format")}, {"path", (dir / "export").string()}});
   }
 
+  if (final_record.is_null()) return partial_summary(run, "export", start);
   nlohmann::json summary = {{"method", config.get_string("tuning.method")},
                             {"prune", prune_kind},
                             {"trainable_parameters", final_record["trainable_parameters"]},
@@ -837,7 +925,9 @@ nlohmann::json pipeline_run(const Config& config, const PipelineRanks& ranks) {
         Config::parse(recipe_schema(), config.to_toml(), config.source() + " arm " + arm.name, overrides);
     arms.emplace_back(arm.name, run_arm(arm_config, dir / arm.name, data_dir, ranks));
   }
-  if (ranks.root()) print_compare_table(arms);
+  const bool partial =
+      std::any_of(arms.begin(), arms.end(), [](const auto& arm) { return arm.second.contains("stopped_after"); });
+  if (ranks.root() && !partial) print_compare_table(arms);
   nlohmann::json summary = {{"arms", nlohmann::json::array()}};
   for (const auto& [name, s] : arms) summary["arms"].push_back({{"name", name}, {"summary", s}});
   root_writes(ranks, [&] { write_json_atomic(dir / "summary.json", summary); });

@@ -26,8 +26,9 @@ const ConfigSchema& recipe_schema() {
         {"run.checkpoint_on_signal", true,
          "On SIGTERM/SIGINT/SIGUSR1 (Slurm pre-emption) write a checkpoint before exiting, so a requeued job resumes"});
     s.add({"run.stages", std::vector<std::string>{},
-           "Stages to run, in this order, from omega, train, prune, retune, eval, export; empty: every stage the "
-           "recipe configures"});
+           "Stages this invocation runs, in pipeline order (omega, train, prune, retune, eval, export); earlier "
+           "stages must have run in the run directory; not part of the recorded recipe, so a run can go stage by "
+           "stage; empty: every stage the recipe configures"});
     s.add({"run.compare", std::vector<std::string>{},
            "Arms run side by side and tabulated, each \"name: key=value key=value ...\" over this recipe "
            "(recipes/demo.toml); empty: one run"});
