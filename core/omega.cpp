@@ -22,10 +22,12 @@
 #include <exception>
 #include <iterator>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <thread>
 
 #include "data/error.h"
+#include "data/log.h"
 
 namespace dsee {
 
@@ -152,6 +154,33 @@ std::vector<OmegaEntry> omega_select(const std::vector<NamedMatrix>& matrices, c
   for (const std::exception_ptr& error : errors)
     if (error) std::rethrow_exception(error);
   return entries;
+}
+
+namespace {
+
+std::string duration_text(double seconds) {
+  if (seconds < 90) return fmt::format("{:.0f} s", seconds);
+  if (seconds < 5400) return fmt::format("{:.1f} min", seconds / 60);
+  return fmt::format("{:.1f} h", seconds / 3600);
+}
+
+}  // namespace
+
+std::function<void(std::size_t, const OmegaEntry&, double)> omega_progress_log(const std::string& label,
+                                                                               std::size_t total) {
+  const auto start = std::chrono::steady_clock::now();
+  auto done = std::make_shared<std::size_t>(0);
+  return [label, total, start, done](std::size_t, const OmegaEntry& entry, double seconds) {
+    ++*done;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double left = elapsed / double(*done) * double(total - *done);
+    const std::string nonzeros =
+        entry.sparse_nonzeros >= 0 ? fmt::format(", S non-zeros {}", entry.sparse_nonzeros) : std::string();
+    spdlog::info("omega{}: [{}/{}] {} ({}×{}): {:.2f} s{}; {}", label, *done, total, entry.name, entry.rows, entry.cols,
+                 seconds, nonzeros,
+                 *done == total ? fmt::format("done in {}", duration_text(elapsed))
+                                : fmt::format("about {} left", duration_text(left)));
+  };
 }
 
 std::vector<OmegaStability> omega_stability(const std::vector<NamedMatrix>& matrices, const OmegaOptions& options,

@@ -24,32 +24,6 @@
 namespace dsee {
 namespace {
 
-std::string duration_text(double seconds) {
-  if (seconds < 90) return fmt::format("{:.0f} s", seconds);
-  if (seconds < 5400) return fmt::format("{:.1f} min", seconds / 60);
-  return fmt::format("{:.1f} h", seconds / 3600);
-}
-
-// Logs each finished matrix: "[3/24] name (768×768): 91.2 s, S non-zeros 120345; about 31 min left".
-// The estimate is the wall-clock time per finished matrix so far, so it
-// accounts for the workers running side by side.
-std::function<void(std::size_t, const OmegaEntry&, double)> progress_reporter(const std::string& stage,
-                                                                              std::size_t total) {
-  const auto start = std::chrono::steady_clock::now();
-  auto done = std::make_shared<std::size_t>(0);
-  return [stage, total, start, done](std::size_t, const OmegaEntry& entry, double seconds) {
-    ++*done;
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double left = elapsed / double(*done) * double(total - *done);
-    const std::string nonzeros =
-        entry.sparse_nonzeros >= 0 ? fmt::format(", S non-zeros {}", entry.sparse_nonzeros) : std::string();
-    spdlog::info("omega{}: [{}/{}] {} ({}×{}): {:.2f} s{}; {}", stage, *done, total, entry.name, entry.rows, entry.cols,
-                 seconds, nonzeros,
-                 *done == total ? fmt::format("done in {}", duration_text(elapsed))
-                                : fmt::format("about {} left", duration_text(left)));
-  };
-}
-
 void print_stability(const std::vector<OmegaStability>& kept) {
   std::size_t width = std::string("total").size();
   for (const auto& item : kept) width = std::max(width, item.name.size());
@@ -144,7 +118,7 @@ Command omega_command(CLI::App& app) {
                          ? "; the reference variant takes seconds to minutes per 768×768 matrix (100 outer steps, rank "
                            "up to 496)"
                          : "");
-        omega.on_matrix = progress_reporter("", matrices.size());
+        omega.on_matrix = omega_progress_log("", matrices.size());
         const std::vector<OmegaEntry> entries = omega_select(matrices, omega);
         omega_write(out, entries,
                     {omega_method_name(omega.method), grebsmo_variant_name(variant), omega.seed, omega.c});
@@ -152,7 +126,7 @@ Command omega_command(CLI::App& app) {
 
         if (options->stability) {
           spdlog::info("omega: stability: Ω again with every entry of W moved one ulp up or down");
-          omega.on_matrix = progress_reporter(" stability", matrices.size());
+          omega.on_matrix = omega_progress_log(" stability", matrices.size());
           print_stability(omega_stability(matrices, omega, entries));
         }
         return 0;

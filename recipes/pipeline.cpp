@@ -761,9 +761,12 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
       const auto t = Clock::now();
       std::vector<NamedMatrix> named;
       for (const auto& m : matrices) named.push_back({m.name, m.weight()});
-      const auto omega_options = omega_options_of(config);
+      auto omega_options = omega_options_of(config);
       // Every rank computes its share of the matrices, or rank 0 all of them.
       const bool split = config.get_bool("omega.split_across_ranks");
+      const auto share = split ? shard_range(static_cast<std::int64_t>(named.size()), ranks.rank, ranks.world_size)
+                               : std::pair<std::int64_t, std::int64_t>{0, static_cast<std::int64_t>(named.size())};
+      omega_options.on_matrix = omega_progress_log("", static_cast<std::size_t>(share.second - share.first));
       if (split) run.omega = omega_select_across_ranks(ranks, named, omega_options);
       root_writes(ranks, [&] {
         if (!split) run.omega = omega_select(named, omega_options);
