@@ -693,8 +693,8 @@ StagePlan stage_plan_of(const Config& c) {
 // A stage that has not run in the directory and is not listed, before a listed one.
 void stage_required(const Run& run, const StagePlan& plan, const std::string& stage) {
   DSEE_CHECK(plan.runs(stage),
-             "run.stages = [{}] leaves out stage {}, which has not run in '{}' and a listed stage needs; add it to "
-             "run.stages",
+             "run.stages = [{}] leaves out stage {}, which a listed stage needs and which has not run in '{}'; add "
+             "it to run.stages",
              fmt::join(plan.listed, ", "), stage, run.dir.string());
 }
 
@@ -931,6 +931,9 @@ nlohmann::json pipeline_run(const Config& config, const PipelineRanks& ranks) {
   const bool partial =
       std::any_of(arms.begin(), arms.end(), [](const auto& arm) { return arm.second.contains("stopped_after"); });
   if (ranks.root() && !partial) print_compare_table(arms);
+  if (partial)
+    spdlog::info("{}: run.stages stopped the arms before eval; the comparison table is printed when they finish",
+                 dir.filename().string());
   nlohmann::json summary = {{"arms", nlohmann::json::array()}};
   for (const auto& [name, s] : arms) summary["arms"].push_back({{"name", name}, {"summary", s}});
   root_writes(ranks, [&] { write_json_atomic(dir / "summary.json", summary); });

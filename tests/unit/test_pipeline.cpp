@@ -275,7 +275,7 @@ TEST(Pipeline, RunStagesGoStageByStageToTheStraightResult) {
   // prune needs train, which has not run and is not listed
   r = step("'run.stages=[\"prune\"]'");
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_TRUE(contains(r.output, "leaves out stage train, which has not run")) << r.output;
+  EXPECT_TRUE(contains(r.output, "leaves out stage train, which a listed stage needs and which has not run")) << r.output;
 
   r = step("'run.stages=[\"train\", \"prune\"]'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
