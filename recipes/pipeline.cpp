@@ -665,7 +665,11 @@ struct StagePlan {
   bool ends_with(const std::string& stage) const { return !listed.empty() && listed.back() == stage; }
 };
 
-StagePlan stage_plan_of(const Config& c) {
+// Checks run.stages: known names, pipeline order and, for a single run,
+// that each listed stage is configured. Arms of run.compare skip a listed
+// stage they do not configure (a lora arm has no omega) but still stop at
+// its place.
+StagePlan stage_plan_of(const Config& c, bool arm) {
   StagePlan plan{c.get_strings("run.stages")};
   const auto order = [](const std::string& stage) {
     return std::find(std::begin(kStageOrder), std::end(kStageOrder), stage) - std::begin(kStageOrder);
@@ -679,7 +683,7 @@ StagePlan stage_plan_of(const Config& c) {
                plan.listed[i - 1], fmt::join(kStageOrder, ", "));
   }
   const auto configured = [&](const std::string& stage, bool yes, const std::string& why) {
-    DSEE_CHECK(!plan.runs(stage) || plan.listed.empty() || yes, "run.stages lists {}, but {}", stage, why);
+    DSEE_CHECK(arm || !plan.runs(stage) || plan.listed.empty() || yes, "run.stages lists {}, but {}", stage, why);
   };
   configured("omega", c.get_string("tuning.method") == "dsee",
              fmt::format("tuning.method = {} has no Ω (only dsee does)", c.get_string("tuning.method")));
@@ -709,9 +713,9 @@ nlohmann::json partial_summary(Run& run, const std::string& stage, Clock::time_p
           {"seconds", seconds_since(start)}};
 }
 
-// One arm of the recipe in `dir`, data in `data_dir`.
-nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path& data_dir,
-                       const PipelineRanks& ranks) {
+// One arm of the recipe in `dir`, data in `data_dir` (`arm`: one of run.compare's).
+nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path& data_dir, const PipelineRanks& ranks,
+                       bool arm) {
   const auto start = Clock::now();
   Run run(config, dir, ranks);
   const auto method = tuning_method_from_name(config.get_string("tuning.method"));
@@ -721,7 +725,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
              "no sparse residual S, no masks and no removed heads; use export.format = hf",
              config.get_string("tuning.method"), prune_kind);
   const c10::Device device = pipeline_device(config, ranks);
-  const StagePlan plan = stage_plan_of(config);
+  const StagePlan plan = stage_plan_of(config, arm);
   run_dir_claim(dir, config, ranks);
 
   // data + model: rank 0 writes the demo's data, the others read it back
@@ -775,8 +779,8 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
       run.omega = omega_from_named(from_root(ranks, omega_to_named(run.omega), "Ω"));
       stage_record(run, "omega", {{"matrices", run.omega.size()}, {"seconds", seconds_since(t)}});
     }
-    if (plan.ends_with("omega")) return partial_summary(run, "omega", start);
   }
+  if (plan.ends_with("omega")) return partial_summary(run, "omega", start);
   run.tuning = tuning_attach(*run.model, tuning_options_of(config), run.omega);
   nlohmann::json pretrained = counts_of(run);
   pretrained["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data, ranks.comm);
@@ -824,17 +828,17 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
       record["seconds"] = seconds_since(t);
       stage_record(run, "prune", record);
     }
-    if (plan.ends_with("prune")) return partial_summary(run, "prune", start);
-    if (config.get_int("retune.epochs") > 0) {
-      if (stage_done(run, "retune")) {
-        trainables_load(run, dir / "trainable-retune.safetensors");
-      } else {
-        stage_required(run, plan, "retune");
-        stage_record(run, "retune", train_stage(run, "retune"));
-      }
-      if (plan.ends_with("retune")) return partial_summary(run, "retune", start);
+  }
+  if (plan.ends_with("prune")) return partial_summary(run, "prune", start);
+  if (prune_kind != "none" && config.get_int("retune.epochs") > 0) {
+    if (stage_done(run, "retune")) {
+      trainables_load(run, dir / "trainable-retune.safetensors");
+    } else {
+      stage_required(run, plan, "retune");
+      stage_record(run, "retune", train_stage(run, "retune"));
     }
   }
+  if (plan.ends_with("retune")) return partial_summary(run, "retune", start);
 
   // eval (re-run whenever listed: it is cheap and reflects the files as they are)
   nlohmann::json final_record;
@@ -916,7 +920,8 @@ nlohmann::json pipeline_run(const Config& config, const PipelineRanks& ranks) {
     fingerprint_verify_text(*ranks.comm, "library versions", library_versions_text(ranks));
   }
   const auto& compare = config.get_strings("run.compare");
-  if (compare.empty()) return run_arm(config, dir, data_dir, ranks);
+  if (compare.empty()) return run_arm(config, dir, data_dir, ranks, false);
+  stage_plan_of(config, true);  // names and order, before the run directory is claimed
 
   run_dir_claim(dir, config, ranks);
   std::vector<std::pair<std::string, nlohmann::json>> arms;
@@ -926,7 +931,7 @@ nlohmann::json pipeline_run(const Config& config, const PipelineRanks& ranks) {
     overrides.push_back("run.compare=[]");
     const Config arm_config =
         Config::parse(recipe_schema(), config.to_toml(), config.source() + " arm " + arm.name, overrides);
-    arms.emplace_back(arm.name, run_arm(arm_config, dir / arm.name, data_dir, ranks));
+    arms.emplace_back(arm.name, run_arm(arm_config, dir / arm.name, data_dir, ranks, true));
   }
   const bool partial =
       std::any_of(arms.begin(), arms.end(), [](const auto& arm) { return arm.second.contains("stopped_after"); });

@@ -275,7 +275,8 @@ TEST(Pipeline, RunStagesGoStageByStageToTheStraightResult) {
   // prune needs train, which has not run and is not listed
   r = step("'run.stages=[\"prune\"]'");
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_TRUE(contains(r.output, "leaves out stage train, which a listed stage needs and which has not run")) << r.output;
+  EXPECT_TRUE(contains(r.output, "leaves out stage train, which a listed stage needs and which has not run"))
+      << r.output;
 
   r = step("'run.stages=[\"train\", \"prune\"]'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -292,6 +293,22 @@ TEST(Pipeline, RunStagesGoStageByStageToTheStraightResult) {
                            "export/model.safetensors"})
     EXPECT_TRUE(same_bytes(out / "straight" / file, dir / file)) << file;
   EXPECT_EQ(json_file(out / "straight" / "summary.json")["dev"], json_file(dir / "summary.json")["dev"]);
+  std::system(("rm -rf '" + out.string() + "'").c_str());
+}
+
+// Arms of run.compare skip a listed stage they do not configure but stop
+// at its place: with ["omega"] the dsee arms compute Ω, no arm trains.
+TEST(Pipeline, RunStagesStopEveryArmAtTheSamePlace) {
+  const fs::path out = fs::temp_directory_path() / ("dsee-pipeline-stages-arms-" + std::to_string(getpid()));
+  const auto r = run_dsee("run " + kDemo + small(out) + " --set 'run.stages=[\"omega\"]'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "the comparison table is printed when they finish")) << r.output;
+  for (const char* arm : {"full", "lora", "dsee", "dsee-unstructured-30", "dsee-heads-3"}) {
+    const bool dsee = std::string(arm).starts_with("dsee");
+    EXPECT_EQ(fs::exists(out / "demo" / arm / "omega.h5"), dsee) << arm;
+    EXPECT_FALSE(fs::exists(out / "demo" / arm / "stages" / "train.json")) << arm;
+  }
+  EXPECT_EQ(json_file(out / "demo" / "summary.json")["arms"][0]["summary"]["stopped_after"], "omega");
   std::system(("rm -rf '" + out.string() + "'").c_str());
 }
 
