@@ -195,7 +195,8 @@ Command report_command(CLI::App& app) {
       ->capture_default_str();
   return {
       sub, [options] {
-        // Runs: DIR itself and its subfolders, two levels deep, with a summary.json.
+        // Runs: DIR itself and its subfolders, two levels deep, with a summary.json
+        // (a run.compare folder's own summary.json only lists its arms, which are rows of their own).
         std::vector<std::filesystem::path> runs;
         const std::filesystem::path root(options->dir);
         if (std::filesystem::exists(root / "summary.json")) runs.push_back(root);
@@ -219,6 +220,8 @@ Command report_command(CLI::App& app) {
           } catch (const nlohmann::json::exception& e) {
             throw Error(fmt::format("{}: not valid JSON ({}); delete it to re-run that run", file.string(), e.what()));
           }
+          // A run.compare index (its arms' list) is not a run: its arms are, in their own folders.
+          if (summary.is_object() && summary.contains("arms")) continue;
           std::map<std::string, std::string> row;
           row["run"] = std::filesystem::relative(dir, root).string();
           if (row["run"] == ".") row["run"] = dir.filename().string();
@@ -232,6 +235,8 @@ Command report_command(CLI::App& app) {
           rows.push_back(row);
           all.push_back({{"run", row["run"]}, {"summary", summary}});
         }
+        DSEE_CHECK(!rows.empty(), "no run under '{}' has a summary.json of a finished run (is it finished?)",
+                   options->dir);
         if (options->format == "json") {
           std::cout << all.dump(2) << "\n";
           return 0;

@@ -131,6 +131,13 @@ TEST_F(SweepTest, ReportTabulatesSummaries) {
   const auto r = run_dsee("report --format tsv " + (dir_ / "sw").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, "run\tdev.accuracy\ttrainable_parameters\n000-lr=0.1\t0.75\t1000\n001-lr=0.2\t0.5\t1000\n");
+  // A run.compare folder: its summary.json lists the arms, which are rows of their own.
+  fs::create_directories(dir_ / "cmp" / "lora");
+  write("cmp/summary.json", R"({"arms": [{"name": "lora", "summary": {"dev": {"accuracy": 0.5}}}]})");
+  write("cmp/lora/summary.json", R"({"dev": {"accuracy": 0.5}})");
+  const auto compare = run_dsee("report --format tsv " + (dir_ / "cmp").string());
+  ASSERT_EQ(compare.exit_code, 0) << compare.output;
+  EXPECT_EQ(compare.output, "run\tdev.accuracy\nlora\t0.5\n");
   write("sw/002-lr=0.3/summary.json", "{not json");
   EXPECT_TRUE(contains(run_dsee("report " + (dir_ / "sw").string()).output, "002-lr=0.3/summary.json: not valid JSON"));
 }
