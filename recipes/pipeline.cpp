@@ -445,8 +445,6 @@ nlohmann::json train_stage(Run& run, const std::string& stage) {
   const auto& c = run.config;
   const auto start = Clock::now();
   TrainerOptions options = recipe_trainer_options(c, stage);
-  const std::int64_t epochs = options.epochs;
-  const double lr = options.lr;
   if (run.ranks.root()) options.metrics_path = run.dir / "metrics.jsonl";
   options.progress = run.ranks.root();
   const auto micro_batch = c.get_int("train.batch_size") / options.grad_accumulation;
@@ -554,7 +552,7 @@ nlohmann::json train_stage(Run& run, const std::string& stage) {
     return run.ranks.comm != nullptr ? mean * batches.loss_scale() : mean;
   };
   const auto evaluate = [&] { return task_evaluate(*model, tuning, run.data, run.ranks.comm); };
-  spdlog::info("{}: {} ({} epochs, lr {}, on {})", run.dir.filename().string(), stage, epochs, lr,
+  spdlog::info("{}: {} ({} epochs, lr {}, on {})", run.dir.filename().string(), stage, options.epochs, options.lr,
                model->device().str());
   const auto result = trainer.run(batches, loss, evaluate, on_best, resume ? &*resume : nullptr);
   if (result.stop_requested) {
@@ -702,6 +700,17 @@ void stage_required(const Run& run, const StagePlan& plan, const std::string& st
              fmt::join(plan.listed, ", "), stage, run.dir.string());
 }
 
+// A training stage (train or retune): its saved tensors when it finished
+// before, else the trainer (when run.stages allows it).
+void training_stage(Run& run, const StagePlan& plan, const std::string& stage) {
+  if (stage_done(run, stage)) {
+    trainables_load(run, run.dir / fmt::format("trainable-{}.safetensors", stage));
+    return;
+  }
+  stage_required(run, plan, stage);
+  stage_record(run, stage, train_stage(run, stage));
+}
+
 // What an arm returns when run.stages ends before eval (Note [Choosing stages]).
 nlohmann::json partial_summary(Run& run, const std::string& stage, Clock::time_point start) {
   spdlog::info("{}: run.stages ends with {}; run the recipe again (other run.stages, or none) to go on",
@@ -796,12 +805,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   }
 
   // train
-  if (stage_done(run, "train")) {
-    trainables_load(run, dir / "trainable-train.safetensors");
-  } else {
-    stage_required(run, plan, "train");
-    stage_record(run, "train", train_stage(run, "train"));
-  }
+  training_stage(run, plan, "train");
   if (plan.ends_with("train")) return partial_summary(run, "train", start);
 
   // prune + retune
@@ -830,14 +834,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
     }
   }
   if (plan.ends_with("prune")) return partial_summary(run, "prune", start);
-  if (prune_kind != "none" && config.get_int("retune.epochs") > 0) {
-    if (stage_done(run, "retune")) {
-      trainables_load(run, dir / "trainable-retune.safetensors");
-    } else {
-      stage_required(run, plan, "retune");
-      stage_record(run, "retune", train_stage(run, "retune"));
-    }
-  }
+  if (prune_kind != "none" && config.get_int("retune.epochs") > 0) training_stage(run, plan, "retune");
   if (plan.ends_with("retune")) return partial_summary(run, "retune", start);
 
   // eval (re-run whenever listed: it is cheap and reflects the files as they are)

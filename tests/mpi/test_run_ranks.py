@@ -265,6 +265,17 @@ def omega_split(tmp, recipe):
         print(f"    {n} ranks: omega.h5 identical to 1 process ({len(expected)} datasets and their attributes)")
 
 
+def stopped_run(n, steps, recipe, out, extra, label):
+    """`dsee run` on n ranks whose test hook raises SIGTERM after `steps` steps; the finished process."""
+    command = mpirun(n) + ["-x", "DSEE_TEST_STOP_AFTER_STEP", DSEE, "run", recipe, "--set",
+                           f"run.out_dir={out}"] + extra
+    start = time.monotonic()
+    p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+                       env=dict(os.environ, DSEE_TEST_STOP_AFTER_STEP=str(steps)))
+    print(f"--- {label}: exit {p.returncode} after {time.monotonic() - start:.1f} s")
+    return p
+
+
 def sigterm_resume(tmp, recipe):
     extra = ["--set", "ckpt.every=2"]
     straight = os.path.join(tmp, "straight")
@@ -273,12 +284,7 @@ def sigterm_resume(tmp, recipe):
         print(text)
         fail(f"straight 1-rank run: exit {rc}")
     out = os.path.join(tmp, "out")
-    command = mpirun(2) + ["-x", "DSEE_TEST_STOP_AFTER_STEP", DSEE, "run", recipe, "--set",
-                           f"run.out_dir={out}"] + extra
-    start = time.monotonic()
-    p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
-                       env=dict(os.environ, DSEE_TEST_STOP_AFTER_STEP="3"))
-    print(f"--- 2 ranks with SIGTERM at step 3: exit {p.returncode} after {time.monotonic() - start:.1f} s")
+    p = stopped_run(2, 3, recipe, out, extra, "2 ranks with SIGTERM at step 3")
     if p.returncode == 0:
         print(p.stdout)
         fail("the stopped 2-rank run exited 0")
@@ -291,12 +297,7 @@ def sigterm_resume(tmp, recipe):
     if os.path.exists(os.path.join(run_dir, "stages", "train.json")):
         fail("the stopped run recorded the train stage as finished")
     # Resumed on 3 ranks (rank 0 reads the checkpoint and broadcasts it), stopped again 2 steps later.
-    command = mpirun(3) + ["-x", "DSEE_TEST_STOP_AFTER_STEP", DSEE, "run", recipe, "--set",
-                           f"run.out_dir={out}"] + extra
-    start = time.monotonic()
-    p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
-                       env=dict(os.environ, DSEE_TEST_STOP_AFTER_STEP="2"))
-    print(f"--- resumed on 3 ranks, SIGTERM 2 steps later: exit {p.returncode} after {time.monotonic() - start:.1f} s")
+    p = stopped_run(3, 2, recipe, out, extra, "resumed on 3 ranks, SIGTERM 2 steps later")
     if p.returncode == 0 or "resuming train from ckpt/step-3.h5" not in p.stdout or \
             "stopped by SIGTERM at step 5" not in p.stdout:
         print(p.stdout)
