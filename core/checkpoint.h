@@ -36,7 +36,7 @@ struct CheckpointState {
 
   std::vector<NamedTensor> trainable;  // by name, any dtype/shape, CPU or CUDA (read back on CPU)
   std::vector<NamedTensor> best;       // the trainable tensors at the best evaluation so far; empty: none
-  std::vector<NamedTensor> optimizer;  // optimizer state tensors by name ("exp_avg.<param>", …)
+  std::vector<NamedTensor> optimizer;  // optimizer state by name ("<param>.exp_avg", "<param>.exp_avg_sq", "<param>.step")
   std::int64_t optimizer_step = 0;
   std::map<std::string, double> scheduler;  // scheduler state ("last_epoch", "base_lr", …)
 

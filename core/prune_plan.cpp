@@ -2,8 +2,10 @@
 //
 // Note [masks.h5 layout]
 // ~~~~~~~~~~~~~~~~~~~~~~
-// A mask is mostly ones after unstructured pruning at moderate sparsity and
-// mostly ones with a handful of zeros at very low sparsity, so two encodings:
+// A mask is a mix of ones and zeros after unstructured pruning at moderate
+// sparsity, mostly ones with a handful of zeros at very low sparsity, and
+// mostly zeros with a handful of ones at very high sparsity, so three
+// encodings:
 //
 //   "bits"          uint8 [ceil(numel / 8)]: the flat row-major mask, 8
 //                   entries per byte, the first entry in the most significant
@@ -14,6 +16,11 @@
 //                   fewer than numel/64 entries are zero. We switch at 1/32
 //                   (the threshold): below it the index list is at
 //                   most twice the bit string and is readable by eye.
+//   "one_indices"   int64 [ones]: the ascending flat indices of the ones,
+//                   used when fewer than numel/32 entries are one (the mask
+//                   itself is sparser than 1/32), by the same reasoning.
+// Zeros and ones cannot both be under 1/32 of the entries; a mask with no
+// zeros is an empty "zero_indices", one with no ones an empty "one_indices".
 //
 // Every mask dataset carries "shape" (int64 [2], [out, in]), "encoding" and
 // "numel" (int64, out·in), checked against each other and the data on read;
@@ -66,13 +73,15 @@ void write_mask(hid_t group, const std::string& module, const at::Tensor& mask, 
   std::int64_t zeros = 0;
   for (std::int64_t i = 0; i < numel; ++i) zeros += on[i] ? 0 : 1;
 
-  const bool sparse_zeros = zeros * 32 < numel;
+  const std::int64_t ones = numel - zeros;
+  const char* encoding = zeros * 32 < numel ? "zero_indices" : ones * 32 < numel ? "one_indices" : "bits";
   const auto write_data = [&]() -> hid_t {
-    if (sparse_zeros) {
+    if (encoding[0] != 'b') {
+      const bool listed = encoding[0] == 'o';  // the value whose positions are listed
       std::vector<std::int64_t> indices;
-      indices.reserve(static_cast<std::size_t>(zeros));
+      indices.reserve(static_cast<std::size_t>(listed ? ones : zeros));
       for (std::int64_t i = 0; i < numel; ++i)
-        if (!on[i]) indices.push_back(i);
+        if (on[i] == listed) indices.push_back(i);
       return hdf5::write_dataset(group, module, H5T_STD_I64LE, H5T_NATIVE_INT64, {indices.size()}, indices.data(), true,
                                  where);
     }
@@ -83,7 +92,7 @@ void write_mask(hid_t group, const std::string& module, const at::Tensor& mask, 
   };
   Handle dataset(write_data(), H5Dclose);
   hdf5::write_int64_attribute(dataset.get(), "shape", {rows, cols}, false, where);
-  hdf5::write_string_attribute(dataset.get(), "encoding", sparse_zeros ? "zero_indices" : "bits", where);
+  hdf5::write_string_attribute(dataset.get(), "encoding", encoding, where);
   hdf5::write_int64_attribute(dataset.get(), "numel", {numel}, true, where);
 }
 
@@ -129,18 +138,23 @@ PrunePlan::Mask read_mask(hid_t group, const std::string& module, const std::str
     for (std::int64_t i = 0; i < numel; ++i) on[i] = (bits[static_cast<std::size_t>(i / 8)] & (0x80u >> (i % 8))) != 0;
     if (numel % 8 != 0)
       DSEE_CHECK((bits.back() & (0xFFu >> (numel % 8))) == 0, "{}: padding bits of the last byte are not zero", where);
-  } else if (encoding == "zero_indices") {
-    const auto zeros = read_vector<std::int64_t>(dataset.get(), H5T_NATIVE_INT64, 8, true, where, "the zero indices");
-    for (std::size_t i = 0; i < zeros.size(); ++i) {
-      DSEE_CHECK(zeros[i] >= 0 && zeros[i] < numel, "{}: index {} at position {} is outside [0, {}) for shape [{}, {}]",
-                 where, zeros[i], i, numel, shape[0], shape[1]);
-      DSEE_CHECK(i == 0 || zeros[i] > zeros[i - 1],
-                 "{}: indices are not strictly ascending at position {} ({} after {})", where, i, zeros[i],
-                 zeros[i - 1]);
-      on[zeros[i]] = false;
+  } else if (encoding == "zero_indices" || encoding == "one_indices") {
+    const bool listed = encoding == "one_indices";  // the value at the listed positions
+    const auto indices = read_vector<std::int64_t>(dataset.get(), H5T_NATIVE_INT64, 8, true, where,
+                                                   listed ? "the one indices" : "the zero indices");
+    if (listed) mask.fill_(false);
+    for (std::size_t i = 0; i < indices.size(); ++i) {
+      DSEE_CHECK(indices[i] >= 0 && indices[i] < numel,
+                 "{}: index {} at position {} is outside [0, {}) for shape [{}, {}]", where, indices[i], i, numel,
+                 shape[0], shape[1]);
+      DSEE_CHECK(i == 0 || indices[i] > indices[i - 1],
+                 "{}: indices are not strictly ascending at position {} ({} after {})", where, i, indices[i],
+                 indices[i - 1]);
+      on[indices[i]] = listed;
     }
   } else {
-    DSEE_CHECK(false, "{}: attribute 'encoding' is '{}'; expected 'bits' or 'zero_indices'", where, encoding);
+    DSEE_CHECK(false, "{}: attribute 'encoding' is '{}'; expected 'bits', 'zero_indices' or 'one_indices'", where,
+               encoding);
   }
   return {module, mask};
 }

@@ -9,9 +9,9 @@
 //                     ("encoder.layer.0.attention.self.query"), holding the
 //                     [out, in] 0/1 mask either bit-packed (uint8, row-major,
 //                     most significant bit first) or, when fewer than 1/32 of
-//                     the entries are zero, as the ascending int64 flat
-//                     indices of the zeros; attributes "shape" [out, in],
-//                     "encoding" ("bits" | "zero_indices"), "numel".
+//                     the entries are zero (one), as the ascending int64 flat
+//                     indices of the zeros (ones); attributes "shape" [out, in],
+//                     "encoding" ("bits" | "zero_indices" | "one_indices"), "numel".
 //   /heads/<layer>    int64 [k] original head ids removed from that layer
 //                     (HF `pruned_heads`), ascending.
 //   attributes        "format_version", "kind" ("unstructured" | "heads").

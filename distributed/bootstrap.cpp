@@ -1,7 +1,12 @@
 #include "distributed/bootstrap.h"
 
+#include <fmt/format.h>
 #include <mpi.h>
 #include <unistd.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <string_view>
 
 #include "data/error.h"
 #include "data/log.h"
@@ -30,10 +35,18 @@ MpiSession::MpiSession() {
   gethostname(host, sizeof host - 1);
   place_.host = host;
   log_set_rank(place_.rank, place_.world_size);
+  if (const std::string mismatch =
+          launch_mismatch(place_.world_size, [](const char* name) { return std::getenv(name); });
+      !mismatch.empty()) {
+    // Before anything is written: end MPI here, since no session will.
+    MPI_Finalize();
+    throw Error(mismatch);
+  }
   if (provided < MPI_THREAD_MULTIPLE)
-    spdlog::warn("this MPI library gives thread level {} < MPI_THREAD_MULTIPLE; the watchdog's abort "
-                 "from a second thread is not guaranteed",
-                 provided);
+    spdlog::warn(
+        "this MPI library gives thread level {} < MPI_THREAD_MULTIPLE; the watchdog's abort "
+        "from a second thread is not guaranteed",
+        provided);
 }
 
 MpiSession::~MpiSession() {
@@ -53,6 +66,22 @@ std::string MpiSession::mpi_library_version() const {
   return version;
 }
 
+std::string launch_mismatch(int world_size, const std::function<const char*(const char*)>& getenv) {
+  if (world_size != 1 || getenv("OMPI_COMM_WORLD_SIZE") != nullptr || getenv("SLURM_PROCID") == nullptr) return {};
+  const char* tasks_text = getenv("SLURM_STEP_NUM_TASKS");
+  if (tasks_text == nullptr) return {};
+  const std::string_view text(tasks_text);
+  int tasks = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), tasks);
+  if (error != std::errc{} || end != text.data() + text.size() || tasks <= 1) return {};
+  return fmt::format(
+      "srun started {} tasks (SLURM_STEP_NUM_TASKS), but MPI sees this process as a world of 1 (task {}): srun's MPI "
+      "plugin does not connect Open MPI's ranks, so each task would run the whole job alone. Start the ranks with "
+      "`srun --mpi=pmix` (launch/slurm.sbatch does; `srun --mpi=list` shows the plugins), or ask the cluster's admins "
+      "for MpiDefault=pmix",
+      tasks, getenv("SLURM_PROCID"));
+}
+
 std::vector<std::string> gather_strings_to_root(const std::string& text) {
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -64,8 +93,8 @@ std::vector<std::string> gather_strings_to_root(const std::string& text) {
   int total = 0;
   for (int r = 0; r < size; ++r) offsets[r] = total, total += lengths[r];
   std::string all(static_cast<std::size_t>(rank == 0 ? total : 0), '\0');
-  mpi_check(MPI_Gatherv(text.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR,
-                        0, MPI_COMM_WORLD),
+  mpi_check(MPI_Gatherv(text.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR, 0,
+                        MPI_COMM_WORLD),
             "MPI_Gatherv");
   std::vector<std::string> out;
   if (rank == 0)

@@ -6,6 +6,7 @@
 // environment variables, so every launcher gives the same answer.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,6 +37,14 @@ class MpiSession {
  private:
   ProcessPlace place_;
 };
+
+// The message for a process that srun started as one of several tasks but
+// that MPI sees as a world of one (srun's MPI plugin does not match Open
+// MPI's, so every task would run the whole job alone and write the same run
+// directory), or "" when the launch is consistent. `getenv` reads the
+// environment (std::getenv in the program; a map in tests). Processes that
+// mpirun started (OMPI_COMM_WORLD_SIZE set) are never flagged.
+std::string launch_mismatch(int world_size, const std::function<const char*(const char*)>& getenv);
 
 // Rank 0 receives every rank's text, in rank order; other ranks get {}.
 std::vector<std::string> gather_strings_to_root(const std::string& text);

@@ -9,8 +9,8 @@
 //   ΔW_teacher = B_t·A_t + Σ_{(i,j) ∈ Ω} ±sparse_scale·e_i e_jᵀ,
 // a rank-`teacher_rank` part plus `c` large entries on the positions the Ω
 // stage will find. Full fine-tuning can represent it, LoRA only its low-rank
-// part, DSEE both (if Ω is right). Which fits best on 2048 examples is what
-// the demo measures.
+// part, DSEE both (if Ω is right). Which fits best on the demo's 4096
+// training examples (recipes/demo.toml) is what the demo measures.
 //
 // Labels: the pretrained classifier's bias is shifted so that the pretrained
 // model splits the training sequences in half (the median of its logit

@@ -91,6 +91,7 @@
 #include "distributed/coordinator.h"
 #include "distributed/fingerprint.h"
 #include "distributed/gradient_sync.h"
+#include "distributed/nccl_info.h"
 #include "recipes/demo_data.h"
 #include "recipes/export.h"
 #include "recipes/recipe_schema.h"
@@ -134,8 +135,10 @@ std::string read_text(const fs::path& path) {
 // One line per library whose version changes results, compared across ranks.
 std::string library_versions_text(const PipelineRanks& ranks) {
   const BuildInfo info = build_info();
-  return fmt::format("dsee {}\ntorch {}\nhdf5 {}\nmpi {}\n", info.dsee_version, info.torch_version, info.hdf5_loaded,
-                     ranks.mpi_library);
+  const NcclInfo nccl = nccl_info();
+  return fmt::format("dsee {}\ntorch {}\ncuda {}\nnccl {}\nhdf5 {}\nmpi {}\n", info.dsee_version, info.torch_version,
+                     info.cuda_runtime.empty() ? "none" : info.cuda_runtime, nccl.enabled ? nccl.loaded : "none",
+                     info.hdf5_loaded, ranks.mpi_library);
 }
 
 void run_dir_claim_root(const fs::path& run_dir, const Config& config);
@@ -848,8 +851,8 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
     stage_record(run, "eval", final_record);
   }
 
-  // export
-  if (config.get_string("export.format") != "none" && plan.runs("export")) {
+  // export (skipped once done, like the training stages: `dsee export RUN_DIR` writes another copy)
+  if (config.get_string("export.format") != "none" && plan.runs("export") && !stage_done(run, "export")) {
     root_writes(ranks, [&] {
       export_write(*run.model, *run.tuning, export_format_from_name(config.get_string("export.format")),
                    dir / "export");

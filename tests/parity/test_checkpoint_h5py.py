@@ -11,8 +11,13 @@ from them. Then, using only h5py / numpy / hashlib:
   - Ω (int64 + shape), the prune-plan masks (numpy.unpackbits), heads;
   - the sidecar: SHA-256 of the file in `sha256sum` format, and `latest`;
   - h5dump lists the datasets.
+Then the same reader opens a checkpoint that `dsee run` wrote (a tiny demo
+DSEE run): the documented optimizer names (`<param>.exp_avg`,
+`<param>.exp_avg_sq` fp32 of the parameter's shape, `<param>.step` int64
+scalars equal to the checkpoint's step), exactly the documented /scheduler
+keys, and /rng/cpu accepted by torch.set_rng_state.
 
-usage: test_checkpoint_h5py.py path/to/checkpoint_tool
+usage: test_checkpoint_h5py.py path/to/checkpoint_tool path/to/dsee
 """
 import hashlib
 import os
@@ -28,6 +33,7 @@ import torch
 from safetensors.torch import save_file
 
 TOOL = sys.argv[1]
+DSEE = sys.argv[2]
 failures = []
 MASK64 = (1 << 64) - 1
 
@@ -172,17 +178,91 @@ try:
         for name, mask in masks.items():
             d = p["masks"][name]
             numel = int(d.attrs["numel"])
-            if text(d.attrs["encoding"]) == "bits":
+            encoding = text(d.attrs["encoding"])
+            if encoding == "bits":
                 got = np.unpackbits(d[()])[:numel].astype(bool)
             else:
-                got = np.ones(numel, bool)
-                got[d[()]] = False
+                got = np.full(numel, encoding == "zero_indices")
+                got[d[()]] = encoding == "one_indices"
             check(np.array_equal(got.reshape(mask.shape), mask.numpy()), f"plan/masks/{name} ({text(d.attrs['encoding'])})")
         check(p["heads"]["3"][()].tolist() == [1, 2], "plan/heads/3")
 
     listing = subprocess.run(["h5dump", "-H", path], capture_output=True, text=True)
     check(listing.returncode == 0 and 'DATASET "classifier.weight"' in listing.stdout
           and 'ATTRIBUTE "model_weights_hash"' in listing.stdout, "h5dump -H lists datasets and attributes")
+finally:
+    shutil.rmtree(folder)
+
+
+# The schema as `dsee run` writes it (README.md "Checkpoints"). The table's
+# /scheduler row lists the keys; the run's trainer writes exactly those.
+SCHEDULER_KEYS = {"step", "skipped_steps", "best_metric", "best_step", "evaluations_without_gain", "metrics_bytes"}
+RUN_RECIPE = """
+[run]
+name = "ck"
+device = "cpu"
+[task]
+name = "demo"
+train_size = 32
+dev_size = 16
+[tuning]
+method = "dsee"
+rank = 2
+[omega]
+c = 4
+variant = "tolerance"
+max_rank = 2
+[train]
+epochs = 1
+batch_size = 8
+[ckpt]
+every = 2
+"""
+
+folder = tempfile.mkdtemp()
+try:
+    recipe = os.path.join(folder, "r.toml")
+    with open(recipe, "w") as f:
+        f.write(RUN_RECIPE.replace('name = "ck"', f'name = "ck"\nout_dir = "{folder}/runs"'))
+    subprocess.run([DSEE, "run", recipe], check=True, capture_output=True)
+    run_dir = os.path.join(folder, "runs", "ck")
+    path = os.path.join(run_dir, "ckpt", "step-2.h5")
+    with h5py.File(path, "r") as f:
+        step = int(f.attrs["step"])
+        check(step == 2 and text(f.attrs["kind"]) == "dsee-checkpoint", f"dsee run: step-2.h5 has step {step}")
+        trainable = {name: f["trainable"][name][()] for name in f["trainable"]}
+        check(len(trainable) > 2, f"dsee run: {len(trainable)} trainable tensors")
+        expected = set()
+        for name, value in trainable.items():
+            expected |= {f"{name}.exp_avg", f"{name}.exp_avg_sq", f"{name}.step"}
+        optimizer = f["optimizer"]
+        check(set(optimizer) == expected, f"dsee run: /optimizer names are <param>.exp_avg/.exp_avg_sq/.step "
+                                          f"(extra {sorted(set(optimizer) - expected)[:3]}, missing {sorted(expected - set(optimizer))[:3]})")
+        for name, value in trainable.items():
+            for moment in ("exp_avg", "exp_avg_sq"):
+                d = optimizer.get(f"{name}.{moment}")
+                ok = d is not None and d.dtype == np.float32 and d.shape == value.shape and text(d.attrs["dtype"]) == "float32"
+                check(ok, f"dsee run: /optimizer/{name}.{moment} float32 of shape {value.shape}")
+            d = optimizer.get(f"{name}.step")
+            check(d is not None and d.dtype == np.int64 and d.shape == () and int(d[()]) == step,
+                  f"dsee run: /optimizer/{name}.step is an int64 scalar = {step}")
+        check(bool((optimizer[next(iter(trainable)) + ".exp_avg_sq"][()] >= 0).all()), "dsee run: exp_avg_sq >= 0")
+        scheduler = f["scheduler"]
+        check(set(scheduler.attrs) == SCHEDULER_KEYS, f"dsee run: /scheduler keys {sorted(scheduler.attrs)}")
+        check(all(np.asarray(scheduler.attrs[k]).dtype == np.float64 for k in scheduler.attrs),
+              "dsee run: /scheduler values are float64")
+        check(int(scheduler.attrs["step"]) == step, "dsee run: /scheduler step equals the checkpoint's")
+        metrics_bytes = int(scheduler.attrs["metrics_bytes"])
+        with open(os.path.join(run_dir, "metrics.jsonl"), "rb") as m:
+            metrics = m.read()
+        check(0 < metrics_bytes <= len(metrics) and metrics[metrics_bytes - 1:metrics_bytes] == b"\n",
+              f"dsee run: metrics_bytes {metrics_bytes} ends a line of metrics.jsonl")
+        rng = torch.from_numpy(f["rng"]["cpu"][()].copy())
+        saved = torch.get_rng_state()
+        torch.set_rng_state(rng)
+        torch.rand(3)
+        torch.set_rng_state(saved)
+        check(rng.dtype == torch.uint8, "dsee run: /rng/cpu is accepted by torch.set_rng_state")
 finally:
     shutil.rmtree(folder)
 

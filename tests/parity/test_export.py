@@ -15,7 +15,8 @@ the attention output as transformers 4's prune_heads did):
 That reference's dev accuracy must equal the one dsee recorded in
 stages/eval.json for its unmerged model, and:
   hf    transformers' AutoModelForSequenceClassification on `dsee export
-        --format hf` gives the reference's logits within 1e-5 relative
+        --format hf` gives the reference's logits and dsee's own (the eval
+        stage's predictions-dev.safetensors) within 1e-5 relative
         (max |diff| / max |ref|); masked entries are exactly zero; a head
         arm's config.json lists pruned_heads; the pipeline's export stage
         wrote the same bytes as `dsee export`.
@@ -110,8 +111,9 @@ def masks_of(path):
             if encoding == "bits":
                 flat = np.unpackbits(data[()])[: shape[0] * shape[1]]
             else:
-                flat = np.ones(shape[0] * shape[1], dtype=np.uint8)
-                flat[data[()]] = 0
+                listed = 1 if encoding == "one_indices" else 0
+                flat = np.full(shape[0] * shape[1], 1 - listed, dtype=np.uint8)
+                flat[data[()]] = listed
             masks[name] = torch.from_numpy(flat.reshape(shape).astype(np.float32))
         for layer, ids in f.get("heads", {}).items():
             heads[int(layer)] = [int(h) for h in ids[()]]
@@ -247,7 +249,12 @@ epochs = 1
             continue
         exported = load_export(out)
         with torch.no_grad():
-            close(f"{arm}: hf export logits vs reference", exported(input_ids=ids).logits, ref_logits)
+            exported_logits = exported(input_ids=ids).logits
+        close(f"{arm}: hf export logits vs reference", exported_logits, ref_logits)
+        # dsee's own logits: the eval stage's, from the unmerged model (Ω, A, B,
+        # S and the masks applied on the fly), in predictions-dev.safetensors.
+        own = load_file(os.path.join(arm_dir, "predictions-dev.safetensors"))["dev.logits"]
+        close(f"{arm}: hf export logits vs dsee's own eval logits", exported_logits, own)
         modules = dict(exported.named_modules())
         prefix = exported.base_model_prefix + "."
         for short, mask in masks.items():

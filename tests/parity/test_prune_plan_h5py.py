@@ -1,11 +1,11 @@
 """Parity: masks.h5 (core/prune_plan.h) read and written by h5py + numpy.
 
 1. Python makes masks (dense-zero ones → "bits", nearly-all-ones → "zero_indices",
-   odd sizes for the padding) and head ids, prune_plan_tool writes masks.h5 from
+   nearly-all-zeros → "one_indices", odd sizes for the padding) and head ids, prune_plan_tool writes masks.h5 from
    them, and h5py reads the file by the documented layout: bits unpacked with
    numpy.unpackbits (MSB first) and cut to numel, zero indices scattered into
-   ones; compared exactly with the masks Python generated.
-2. h5py writes a masks.h5 of its own (no creation order, both encodings) and
+   ones, one indices into zeros; compared exactly with the masks Python generated.
+2. h5py writes a masks.h5 of its own (no creation order, every encoding) and
    prune_plan_tool reads it back; compared exactly.
 
 usage: test_prune_plan_h5py.py path/to/prune_plan_tool
@@ -34,11 +34,17 @@ def expected_masks():
     sparse = np.ones((48, 50), np.uint8)                           # 3 zeros in 2400 → zero_indices
     sparse.flat[[0, 1234, 2399]] = 0
     all_ones = np.ones((3, 5), np.uint8)                            # no zeros → zero_indices, empty
-    all_zeros = np.zeros((2, 3), np.uint8)                          # bits, 6 entries: padding
+    all_zeros = np.zeros((2, 3), np.uint8)                          # no ones → one_indices, empty
+    few_ones = np.zeros((41, 30), np.uint8)                         # 2 ones in 1230 → one_indices
+    few_ones.flat[[7, 1229]] = 1
+    half = np.zeros((2, 3), np.uint8)                               # bits, 6 entries: padding
+    half.flat[[0, 4, 5]] = 1
     return {"encoder.layer.0.attention.self.query": (dense, "bits"),
             "encoder.layer.0.attention.self.value": (sparse, "zero_indices"),
             "encoder.layer.1.attention.self.query": (all_ones, "zero_indices"),
-            "h.0.attn.c_attn": (all_zeros, "bits")}
+            "h.0.attn.c_attn": (all_zeros, "one_indices"),
+            "h.1.attn.c_attn": (few_ones, "one_indices"),
+            "h.2.attn.c_attn": (half, "bits")}
 
 
 def decode(dataset):
@@ -51,9 +57,10 @@ def decode(dataset):
         assert data.dtype == np.uint8, data.dtype
         flat = np.unpackbits(data)[:numel]
     else:
-        assert data.dtype == np.int64, data.dtype
-        flat = np.ones(numel, np.uint8)
-        flat[data] = 0
+        assert data.dtype == np.int64 and encoding in ("zero_indices", "one_indices"), (data.dtype, encoding)
+        listed = 1 if encoding == "one_indices" else 0
+        flat = np.full(numel, 1 - listed, np.uint8)
+        flat[data] = listed
     return flat.reshape(rows, cols), encoding, numel
 
 
@@ -79,7 +86,7 @@ def dsee_writes_h5py_reads(folder):
             got, got_encoding, numel = decode(dataset)
             check(got_encoding == encoding, f"{name}: encoding {got_encoding}")
             check(numel == mask.size and list(dataset.attrs["shape"]) == list(mask.shape), f"{name}: shape/numel")
-            # Empty datasets (no zeros to list) stay contiguous: nothing to checksum.
+            # Empty datasets (no positions to list) stay contiguous: nothing to checksum.
             check(dataset.fletcher32 == (dataset.size > 0), f"{name}: Fletcher-32 on unless empty")
             check(np.array_equal(got, mask), f"{name}: unpacked mask equals the generated one")
         check(sorted(int(k) for k in f["heads"].keys()) == sorted(heads), "head layers")
@@ -99,7 +106,8 @@ def h5py_writes_dsee_reads(folder):
             if encoding == "bits":
                 data = np.packbits(mask.reshape(-1))
             else:
-                data = np.flatnonzero(mask.reshape(-1) == 0).astype(np.int64)
+                listed = 1 if encoding == "one_indices" else 0
+                data = np.flatnonzero(mask.reshape(-1) == listed).astype(np.int64)
             dataset = group.create_dataset(name, data=data)
             dataset.attrs["shape"] = np.array(mask.shape, np.int64)
             dataset.attrs["encoding"] = encoding

@@ -293,6 +293,13 @@ TEST(Pipeline, RunStagesGoStageByStageToTheStraightResult) {
                            "export/model.safetensors"})
     EXPECT_TRUE(same_bytes(out / "straight" / file, dir / file)) << file;
   EXPECT_EQ(json_file(out / "straight" / "summary.json")["dev"], json_file(dir / "summary.json")["dev"]);
+
+  // Once finished, export is skipped like the other stages (eval re-runs: it only reads).
+  const auto exported_at = fs::last_write_time(dir / "export" / "model.safetensors");
+  r = step("run.stages=[]");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "stage export finished before, skipped")) << r.output;
+  EXPECT_EQ(fs::last_write_time(dir / "export" / "model.safetensors"), exported_at);
   std::system(("rm -rf '" + out.string() + "'").c_str());
 }
 

@@ -66,14 +66,20 @@ std::string encoding_of(const fs::path& file, const std::string& dataset_name) {
   return value;
 }
 
-TEST_F(PrunePlanFile, RoundTripsBothEncodingsAndHeads) {
+TEST_F(PrunePlanFile, RoundTripsEveryEncodingAndHeads) {
   PrunePlan plan;
-  // 50% zeros → bits; 1 zero in 13·11 = 143 (< 1/32) → zero_indices; odd sizes exercise the padding.
+  // 50% zeros → bits; 1 zero in 13·11 = 143 (< 1/32) → zero_indices; 2 ones in
+  // 9·10 = 90 (< 1/32) → one_indices; odd sizes exercise the padding.
   plan.masks.push_back({"encoder.layer.1.attention.self.query", random_mask(7, 9, 0.5, 1)});
   at::Tensor few_zeros = at::ones({13, 11}, at::kFloat);
   few_zeros.view({-1})[77] = 0;
   plan.masks.push_back({"encoder.layer.0.attention.self.value", few_zeros});
   plan.masks.push_back({"encoder.layer.0.output.dense", at::ones({4, 6}, at::kBool)});
+  at::Tensor few_ones = at::zeros({9, 10}, at::kBool);
+  few_ones.view({-1})[5] = true;
+  few_ones.view({-1})[89] = true;
+  plan.masks.push_back({"encoder.layer.1.attention.self.value", few_ones});
+  plan.masks.push_back({"encoder.layer.1.output.dense", at::zeros({3, 3}, at::kBool)});
   plan.heads[0] = {1, 3};
   plan.heads[11] = {0};
   prune_plan_write(path("masks.h5"), plan);
@@ -81,10 +87,12 @@ TEST_F(PrunePlanFile, RoundTripsBothEncodingsAndHeads) {
   EXPECT_EQ(encoding_of(path("masks.h5"), "masks/encoder.layer.1.attention.self.query"), "bits");
   EXPECT_EQ(encoding_of(path("masks.h5"), "masks/encoder.layer.0.attention.self.value"), "zero_indices");
   EXPECT_EQ(encoding_of(path("masks.h5"), "masks/encoder.layer.0.output.dense"), "zero_indices");
+  EXPECT_EQ(encoding_of(path("masks.h5"), "masks/encoder.layer.1.attention.self.value"), "one_indices");
+  EXPECT_EQ(encoding_of(path("masks.h5"), "masks/encoder.layer.1.output.dense"), "one_indices");
 
   const PrunePlan read = prune_plan_read(path("masks.h5"));
-  ASSERT_EQ(read.masks.size(), 3u);
-  for (std::size_t i = 0; i < 3; ++i) {
+  ASSERT_EQ(read.masks.size(), plan.masks.size());
+  for (std::size_t i = 0; i < plan.masks.size(); ++i) {
     EXPECT_EQ(read.masks[i].module, plan.masks[i].module) << "written order is kept";
     EXPECT_EQ(read.masks[i].mask.scalar_type(), at::kBool);
     EXPECT_TRUE(at::equal(read.masks[i].mask, plan.masks[i].mask.to(at::kBool))) << plan.masks[i].module;
@@ -106,6 +114,15 @@ TEST_F(PrunePlanFile, EncodingSwitchesAtOneZeroInThirtyTwo) {
   const PrunePlan read = prune_plan_read(path("masks.h5"));
   EXPECT_TRUE(at::equal(read.masks[0].mask, one));
   EXPECT_TRUE(at::equal(read.masks[1].mask, two));
+
+  // The same at the other end: 1 one → one_indices; 2 ones → bits.
+  plan.masks = {{"a", one.logical_not()}, {"b", two.logical_not()}};
+  prune_plan_write(path("masks.h5"), plan);
+  EXPECT_EQ(encoding_of(path("masks.h5"), "masks/a"), "one_indices");
+  EXPECT_EQ(encoding_of(path("masks.h5"), "masks/b"), "bits");
+  const PrunePlan inverse = prune_plan_read(path("masks.h5"));
+  EXPECT_TRUE(at::equal(inverse.masks[0].mask, one.logical_not()));
+  EXPECT_TRUE(at::equal(inverse.masks[1].mask, two.logical_not()));
 }
 
 TEST_F(PrunePlanFile, HeadsOnlyAndEmptyPlans) {
@@ -205,6 +222,11 @@ TEST_F(PrunePlanFile, ErrorsNameFileAndDataset) {
   const std::vector<std::int64_t> descending = {5, 2};
   write_raw_mask(file, H5T_STD_I64LE, H5T_NATIVE_INT64, descending.data(), 2, {3, 4}, 12, "zero_indices");
   EXPECT_TRUE(contains(error_of([&] { prune_plan_read(file); }), where + ": indices are not strictly ascending"));
+  write_raw_mask(file, H5T_STD_I64LE, H5T_NATIVE_INT64, zeros.data(), 2, {3, 4}, 12, "one_indices");
+  ASSERT_EQ(prune_plan_read(file).masks.at(0).mask.sum().item<std::int64_t>(), 2);
+  write_raw_mask(file, H5T_STD_I64LE, H5T_NATIVE_INT64, out_of_range.data(), 2, {3, 4}, 12, "one_indices");
+  EXPECT_TRUE(contains(error_of([&] { prune_plan_read(file); }),
+                       where + ": index 12 at position 1 is outside [0, 12) for shape [3, 4]"));
 
   EXPECT_TRUE(contains(error_of([&] { prune_plan_read(path("missing.h5")); }), "does not exist"));
   std::ofstream(path("text.h5")) << "not hdf5";
