@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "core/losses.h"
 #include "core/shape_text.h"
 #include "data/error.h"
 
@@ -27,15 +28,17 @@ std::string duration_text(double seconds) {
   return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, s % 3600 / 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
 }
 
-// Writes one JSON object per line; flushes so a killed run keeps its lines.
+// Writes one JSON object per line, with "stage" when given; flushes so a
+// killed run keeps its lines.
 class MetricsLog {
  public:
-  explicit MetricsLog(const std::filesystem::path& path) : path_(path) {
+  MetricsLog(const std::filesystem::path& path, std::string stage) : path_(path), stage_(std::move(stage)) {
     if (path.empty()) return;
     file_.open(path, std::ios::app);
     DSEE_CHECK(file_, "cannot open metrics file '{}' for appending", path.string());
   }
-  void write(const nlohmann::json& record) {
+  void write(nlohmann::json record) {
+    if (!stage_.empty()) record["stage"] = stage_;
     if (file_.is_open()) file_ << record.dump() << '\n' << std::flush;
   }
   // The file's length now (every line is flushed); 0 without a file.
@@ -45,6 +48,7 @@ class MetricsLog {
 
  private:
   std::filesystem::path path_;
+  std::string stage_;
   std::ofstream file_;
 };
 
@@ -60,6 +64,37 @@ void metrics_truncate(const std::filesystem::path& path, std::int64_t bytes) {
   if (exists && size > bytes) std::filesystem::resize_file(path, static_cast<std::uintmax_t>(bytes));
 }
 
+// A fresh start of `stage`: drops metrics.jsonl's lines from the stage's
+// first record on (Note [Resuming]). Lines that are not JSON (a line torn by
+// a kill) are passed over.
+void metrics_drop_stage(const std::filesystem::path& path, const std::string& stage) {
+  if (path.empty() || stage.empty() || !std::filesystem::exists(path)) return;
+  std::ifstream in(path, std::ios::binary);
+  DSEE_CHECK(in, "cannot read metrics file '{}'", path.string());
+  std::int64_t offset = 0;
+  for (std::string line; std::getline(in, line); offset += static_cast<std::int64_t>(line.size()) + 1) {
+    const auto record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_discarded() || !record.is_object()) continue;
+    const auto it = record.find("stage");
+    if (it == record.end() || !it->is_string() || it->get<std::string>() != stage) continue;
+    in.close();
+    const auto size = static_cast<std::int64_t>(std::filesystem::file_size(path));
+    spdlog::info(
+        "{}: {} starts afresh (no checkpoint to resume from); dropping the {} bytes an earlier attempt "
+        "wrote from byte {} on",
+        path.filename().string(), stage, size - offset, offset);
+    std::filesystem::resize_file(path, static_cast<std::uintmax_t>(offset));
+    return;
+  }
+}
+
+// The "labels" of a causal LM micro-batch.
+const at::Tensor& lm_labels(const TrainBatch& batch) {
+  const auto it = batch.tensors.find("labels");
+  DSEE_CHECK(it != batch.tensors.end(), "causal LM training: a micro-batch has no \"labels\" tensor [batch, seq]");
+  return it->second;
+}
+
 }  // namespace
 
 Trainer::Trainer(std::vector<NamedTensor> parameters, TrainerOptions options)
@@ -72,6 +107,12 @@ Trainer::Trainer(std::vector<NamedTensor> parameters, TrainerOptions options)
   DSEE_CHECK(options_.max_grad_norm >= 0, "train.max_grad_norm must be >= 0, got {}", options_.max_grad_norm);
   DSEE_CHECK(options_.early_stopping_patience == 0 || !options_.metric_for_best.empty(),
              "early stopping needs a metric to watch: set metric_for_best");
+  DSEE_CHECK(options_.label_smoothing >= 0 && options_.label_smoothing <= 1,
+             "label smoothing must lie in [0, 1], got {}", options_.label_smoothing);
+  DSEE_CHECK(options_.label_smoothing == 0 || options_.causal_lm,
+             "label smoothing ({}) applies to causal LM training only (TrainerOptions::causal_lm); the "
+             "classification and regression losses take none",
+             options_.label_smoothing);
 }
 
 std::int64_t Trainer::total_steps(const BatchSource& batches) const {
@@ -89,7 +130,24 @@ std::int64_t Trainer::total_steps(const BatchSource& batches) const {
 // moments for good. Default: stop with an error naming the step, so the user
 // can lower the learning rate or inspect the data. With skip_nonfinite the
 // gradients are dropped and the step counts as taken (the schedule moves on,
-// so the total stays as planned); the moments are untouched.
+// so the total stays as planned); the moments are untouched. Each skip is
+// logged with the running count ("skipped N of M steps so far") and the run
+// ends with the total, so a run that skipped much is visible in its log.
+// Note [Token-weighted accumulation]
+// For classification every micro-batch's mean loss counts alike (a mean of
+// means). For language modelling the examples differ in how many completion
+// tokens they hold, and the loss the user means is the mean over the tokens
+// of the whole step: transformers' Trainer counts the step's target tokens
+// first (num_items_in_batch, summed over ranks too) and backpropagates each
+// micro-batch's summed loss divided by that count. So does this loop with
+// causal_lm: it fetches the step's micro-batches before the first forward,
+// counts labels[:, 1:] != -100 (causal_lm_target_count), backpropagates
+// causal_lm_loss(logits, labels, label_smoothing, sum) / count, and reports
+// the sum of those as the step's loss. Under data parallelism the count is
+// summed over the ranks (one more sum_over_ranks, before the micro-steps)
+// and each rank divides by count / ranks, so that sync_gradients' mean is the
+// global token mean. A step whose micro-batches hold no target token is an
+// error (0/0): the data's completion masks are wrong.
 // Note [The loop on many ranks]
 // Under data parallelism every rank runs this loop over its piece of each
 // global micro-batch, and every rank must take the same branches at the same
@@ -105,7 +163,9 @@ std::int64_t Trainer::total_steps(const BatchSource& batches) const {
 //    so every rank gets the same metrics and early stopping agrees);
 //  - should_stop must itself be a collective (stop_requested_on_any_rank).
 // Micro-steps issue no collective; each step issues sum_over_ranks, then
-// sync_gradients, then whatever after_step, evaluate and should_stop issue.
+// sync_gradients, then whatever after_step, evaluate and should_stop issue
+// (causal_lm adds one sum_over_ranks before the micro-steps: the step's
+// token count, Note [Token-weighted accumulation]).
 // Note [Resuming]
 // A checkpoint is taken at a step boundary, after that step's evaluation and
 // stop checks, so resuming continues with the next micro-batch exactly as the
@@ -119,12 +179,22 @@ std::int64_t Trainer::total_steps(const BatchSource& batches) const {
 // line). Within an epoch the micro-batches consumed are (steps taken in the
 // epoch) × grad_accumulation: only the last step of an epoch holds fewer,
 // and a checkpoint there records the next epoch's start.
+// A stage killed before its first checkpoint (SIGKILL, out of memory, or no
+// checkpoint on signals) starts afresh on the next run, and the lines it had
+// written would be written again. So every record carries the stage's name
+// (metrics_stage) and a fresh start first cuts the file where that stage's
+// first record begins (with whatever followed it): the file then equals a
+// straight run's byte for byte.
 TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, const EvaluateFunction& evaluate,
                          const std::function<void(std::int64_t)>& on_best, const TrainerProgress* resume) {
   const std::int64_t total = total_steps(batches);
   LrSchedule schedule(options_.lr, options_.schedule, total);
-  if (resume) metrics_truncate(options_.metrics_path, resume->metrics_bytes);
-  MetricsLog metrics(options_.metrics_path);
+  if (resume) {
+    metrics_truncate(options_.metrics_path, resume->metrics_bytes);
+  } else {
+    metrics_drop_stage(options_.metrics_path, options_.metrics_stage);
+  }
+  MetricsLog metrics(options_.metrics_path, options_.metrics_stage);
   const bool tty = isatty(STDERR_FILENO) != 0;
   const std::int64_t per_epoch_batches = batches.batches_per_epoch();
   const std::int64_t steps_per_epoch =
@@ -197,6 +267,14 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
     }
   };
 
+  auto finish = [&] {
+    if (tty && options_.progress) std::fputc('\n', stderr);
+    result.steps = step;
+    if (result.skipped_steps > 0)
+      spdlog::warn("{} of {} steps were skipped for a non-finite loss or gradient norm", result.skipped_steps, step);
+    return result;
+  };
+
   for (std::int64_t epoch = first_epoch; step < total; ++epoch) {
     std::int64_t batches_left = per_epoch_batches;
     if (epoch == first_epoch && resume) {
@@ -214,25 +292,50 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
     while (!epoch_done && step < total) {
       // One optimizer step: up to grad_accumulation micro-batches.
       const std::int64_t in_step = std::min(options_.grad_accumulation, std::max<std::int64_t>(batches_left, 1));
-      double loss_sum = 0;
-      std::int64_t micro = 0, samples = 0;
-      optimizer_.zero_grad();
-      for (; micro < in_step; ++micro) {
+      std::vector<TrainBatch> micro_batches;  // fetched first (Note [Token-weighted accumulation])
+      while (static_cast<std::int64_t>(micro_batches.size()) < in_step) {
         std::optional<TrainBatch> batch = batches.next();
         if (!batch) {
           epoch_done = true;
           break;
         }
-        at::Tensor loss = loss_of(*batch);
-        DSEE_CHECK(loss.defined() && loss.numel() == 1, "the loss function must return one value, got {}",
-                   loss.defined() ? fmt::format("{}", shape_text(loss.sizes())) : std::string("an undefined tensor"));
-        (loss / static_cast<double>(in_step)).backward();
-        loss_sum += loss.item<double>();
-        samples += batch->samples;
+        micro_batches.push_back(std::move(*batch));
       }
+      const auto micro = static_cast<std::int64_t>(micro_batches.size());
       batches_left -= micro;
       if (micro == 0) break;  // the source ended the epoch on a step boundary
       if (batches_left <= 0) epoch_done = true;
+      // What each micro-batch's loss is divided by before backward.
+      double divisor = static_cast<double>(in_step);
+      if (options_.causal_lm) {
+        std::int64_t tokens = 0;
+        for (const auto& batch : micro_batches) tokens += causal_lm_target_count(lm_labels(batch));
+        std::vector<double> counts = {static_cast<double>(tokens), 1.0};
+        if (options_.sum_over_ranks) options_.sum_over_ranks(counts);  // Note [The loop on many ranks]
+        DSEE_CHECK(counts[0] > 0,
+                   "causal LM training: the micro-batches of step {} hold no target token (every label after the "
+                   "first position is {}); check the data's completion masks",
+                   step + 1, kIgnoreLabel);
+        divisor = counts[0] / counts[1];  // tokens per rank: sync_gradients' mean is the global token mean
+      }
+      double loss_sum = 0;
+      std::int64_t samples = 0;
+      optimizer_.zero_grad();
+      for (const auto& batch : micro_batches) {
+        at::Tensor loss = loss_of(batch);
+        if (options_.causal_lm) {
+          DSEE_CHECK(loss.defined(),
+                     "causal LM training: the loss function must return logits [batch, seq, vocab], "
+                     "got an undefined tensor");
+          const at::Tensor& labels = lm_labels(batch);
+          loss = causal_lm_loss(loss, labels.to(loss.device()), options_.label_smoothing, LossReduction::sum);
+        }
+        DSEE_CHECK(loss.defined() && loss.numel() == 1, "the loss function must return one value, got {}",
+                   loss.defined() ? fmt::format("{}", shape_text(loss.sizes())) : std::string("an undefined tensor"));
+        (loss / divisor).backward();
+        loss_sum += options_.causal_lm ? loss.item<double>() / divisor : loss.item<double>();
+        samples += batch.samples;
+      }
       if (options_.sum_over_ranks) {  // Note [The loop on many ranks]
         std::vector<double> sums = {loss_sum, static_cast<double>(samples), 1.0};
         options_.sum_over_ranks(sums);
@@ -240,7 +343,7 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
         samples = static_cast<std::int64_t>(sums[1]);
       }
       if (options_.sync_gradients) options_.sync_gradients();
-      const double loss = loss_sum / static_cast<double>(micro);
+      const double loss = options_.causal_lm ? loss_sum : loss_sum / static_cast<double>(micro);
       const double norm = grad_clip_norm(parameters_, options_.max_grad_norm);
       const double lr = schedule.lr();
       ++step;
@@ -249,9 +352,10 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
                    "non-finite training at step {} of {} (loss {}, gradient norm {}): lower the learning rate, "
                    "check the data, or set train.skip_nonfinite = true to skip such steps",
                    step, total, loss, norm);
-        spdlog::warn("step {}: non-finite loss {} or gradient norm {}; step skipped", step, loss, norm);
         optimizer_.zero_grad();
         ++result.skipped_steps;
+        spdlog::warn("step {}: non-finite loss {} or gradient norm {}; step skipped (skipped {} of {} steps so far)",
+                     step, loss, norm, result.skipped_steps, step);
       } else {
         optimizer_.step(lr);
       }
@@ -277,8 +381,7 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
                      {"lr", lr},
                      {"grad_norm", std::isfinite(norm) ? nlohmann::json(norm) : nullptr}});
 
-      const bool eval_now =
-          options_.eval_every > 0 ? step % options_.eval_every == 0 || step == total : epoch_done || step == total;
+      const bool eval_now = (options_.eval_every > 0 && step % options_.eval_every == 0) || epoch_done || step == total;
       if (eval_now) run_evaluation(step, epoch);
       if (options_.early_stopping_patience > 0 && evaluations_without_gain >= options_.early_stopping_patience) {
         spdlog::info("early stopping at step {}: {} evaluations without a better {}", step, evaluations_without_gain,
@@ -293,17 +396,11 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
         const bool due = options_.checkpoint_every > 0 ? step % options_.checkpoint_every == 0 : epoch_done;
         if (due || result.stop_requested) options_.on_checkpoint(progress_at(epoch, epoch_done));
       }
-      if (result.stopped_early) {
-        if (tty && options_.progress) std::fputc('\n', stderr);
-        result.steps = step;
-        return result;
-      }
+      if (result.stopped_early) return finish();
     }
     DSEE_CHECK(step > steps_before, "epoch {} of the training set yielded no batches", epoch + 1);
   }
-  if (tty && options_.progress) std::fputc('\n', stderr);
-  result.steps = step;
-  return result;
+  return finish();
 }
 
 }  // namespace dsee

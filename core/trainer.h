@@ -1,13 +1,16 @@
 // The training loop: epochs or steps of micro-batches with gradient
 // accumulation, global-norm clipping, AdamW on a schedule, a non-finite
-// guard, evaluation every N steps with best-metric tracking and early
-// stopping, a progress line and metrics.jsonl. It knows nothing about models
+// guard, evaluation every N steps and at epoch ends with best-metric
+// tracking and early stopping, a progress line and metrics.jsonl. It knows nothing about models
 // or data: the caller hands it the trainable tensors (ModelTuning::
 // trainable_parameters()), a source of batches and a loss function.
 //
 // One optimizer step = `grad_accumulation` micro-batches; each micro-batch's
 // loss is divided by the number of micro-batches in its step before
 // backward (a mean of means; the last step of an epoch may hold fewer).
+// Causal LM training (`causal_lm`) weighs tokens instead: the step's loss is
+// the summed loss of the counted target tokens of all its micro-batches
+// divided by their number (Note [Token-weighted accumulation]).
 // Steps per epoch = ceil(batches_per_epoch / grad_accumulation).
 #pragma once
 
@@ -64,7 +67,9 @@ struct TrainerProgress {
   std::int64_t metrics_bytes = 0;  // length of metrics.jsonl at this boundary; truncated back to it on resume
 };
 
-// Forward + loss of one micro-batch: a 0-dim float tensor with autograd history.
+// Forward + loss of one micro-batch: a 0-dim float tensor with autograd
+// history. With TrainerOptions::causal_lm, the forward alone: the model's
+// logits [batch, seq, vocab] (the trainer takes the loss).
 using LossFunction = std::function<at::Tensor(const TrainBatch&)>;
 // Evaluates on the dev set: metric name -> value.
 using EvaluateFunction = std::function<std::map<std::string, double>()>;
@@ -77,14 +82,24 @@ struct TrainerOptions {
   AdamWOptions adamw;
   LrScheduleOptions schedule;
   double max_grad_norm = 0.0;   // 0: no clipping
-  bool skip_nonfinite = false;  // train.skip_nonfinite: skip the step instead of stopping
-  std::int64_t eval_every = 0;  // optimizer steps; 0: at the end of each epoch
-  std::string metric_for_best;  // empty: no best tracking
+  bool skip_nonfinite = false;  // train.skip_nonfinite: skip the step instead of stopping (counted in the log)
+  // Language modelling: the loss function returns logits [batch, seq, vocab], every micro-batch holds
+  // "labels" int64 [batch, seq] (kIgnoreLabel on context and padding), and the step's loss is
+  // causal_lm_loss(label_smoothing) summed over the step's counted tokens (all micro-batches, all
+  // ranks) and divided by their number, as transformers' Trainer with num_items_in_batch.
+  bool causal_lm = false;
+  double label_smoothing = 0.0;  // causal_lm only; in [0, 1]
+  std::int64_t eval_every = 0;   // optimizer steps; epoch ends are always evaluated (once per step)
+  std::string metric_for_best;   // empty: no best tracking
   bool greater_is_better = true;
   std::int64_t early_stopping_patience = 0;  // evaluations without improvement; 0: off
   std::int64_t log_every = 10;               // steps between progress lines when stderr is no TTY
   std::filesystem::path metrics_path;        // metrics.jsonl (appended); empty: none
-  std::function<bool()> should_stop;         // polled between steps (stop signals); may be empty
+  // Written as "stage" into every metrics record. A fresh start (run without `resume`) first drops the
+  // file's lines from this stage's first record on: what a stage killed before its first checkpoint
+  // wrote (Note [Resuming]). Empty: no field, nothing dropped.
+  std::string metrics_stage;
+  std::function<bool()> should_stop;  // polled between steps (stop signals); may be empty
 
   // Data parallelism (Note [The loop on many ranks] in trainer.cpp); all empty: one process.
   // Averages the trainable gradients over the ranks: called on every rank once per optimizer step,
@@ -124,6 +139,7 @@ class Trainer {
   // With `resume`, the loop continues from that progress: the schedule and
   // the batch source move to its position, metrics.jsonl is cut back to its
   // length; the caller has restored parameters, optimizer() state and RNGs.
+  // Without it, metrics.jsonl loses the lines of an earlier metrics_stage.
   TrainResult run(BatchSource& batches, const LossFunction& loss, const EvaluateFunction& evaluate = {},
                   const std::function<void(std::int64_t step)>& on_best = {}, const TrainerProgress* resume = nullptr);
 

@@ -449,6 +449,7 @@ nlohmann::json train_stage(Run& run, const std::string& stage) {
   const auto start = Clock::now();
   TrainerOptions options = recipe_trainer_options(c, stage);
   if (run.ranks.root()) options.metrics_path = run.dir / "metrics.jsonl";
+  options.metrics_stage = stage;
   options.progress = run.ranks.root();
   const auto micro_batch = c.get_int("train.batch_size") / options.grad_accumulation;
   DSEE_CHECK(micro_batch >= 1 && micro_batch * options.grad_accumulation == c.get_int("train.batch_size"),

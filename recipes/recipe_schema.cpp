@@ -87,7 +87,8 @@ const ConfigSchema& recipe_schema() {
            1.0});
     s.add({"train.warmup_steps", std::int64_t{0}, "Warm-up in optimizer steps (not with train.warmup_ratio)", 0.0});
     s.add({"train.max_grad_norm", 1.0, "Global gradient-norm clipping; 0: none", 0.0});
-    s.add({"train.eval_every", std::int64_t{0}, "Evaluate every N optimizer steps; 0: at each epoch end", 0.0});
+    s.add({"train.eval_every", std::int64_t{0},
+           "Evaluate every N optimizer steps, and at each epoch end (once a step); 0: at epoch ends only", 0.0});
     s.add({"train.skip_nonfinite", false, "Skip a step with a non-finite loss or gradient instead of stopping"});
     s.add({"train.early_stopping_patience", std::int64_t{0}, "Evaluations without improvement before stopping; 0: off",
            0.0});

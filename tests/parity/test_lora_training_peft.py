@@ -15,8 +15,20 @@ with the same hyperparameters:
 Compared: the loss of every step (|dsee - torch| / |torch| <= 1e-5) and the
 final A, B and classifier (max |diff| / max |torch| <= 1e-5).
 
+Then the same for causal LM training (`tuning_driver train-lm`: the Trainer
+with causal_lm): a small random GPT2LMHeadModel, PEFT LoRA on c_attn
+(fan_in_fan_out), A and B drawn non-zero, 6 optimizer steps of 2
+micro-batches of 2 rows; each row is context + completion + padding, labels
+-100 on context and padding, so the micro-batches count different numbers
+of completion tokens. The torch loop is transformers' Trainer's arithmetic
+with num_items_in_batch: per step, count the targets of both micro-batches,
+then backward cross_entropy(label_smoothing=0.1, reduction="sum") / count
+per micro-batch; the step's loss is the summed loss / count. Compared: the
+trainer's own loss of every step (its metrics.jsonl) and the final A and B.
+
 Usage: test_lora_training_peft.py TUNING_DRIVER WORK_DIR
 """
+import json
 import os
 import shutil
 import subprocess
@@ -39,10 +51,7 @@ checks = tiny_peft.Checks()
 expect = checks.expect
 
 
-def main():
-    driver, work = sys.argv[1], sys.argv[2]
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+def bert_classification(driver, work):
     torch.manual_seed(0)
     config = tiny_peft.bert_config(classifier_dropout=0.0, attn_implementation="eager")
     model = transformers.BertForSequenceClassification(config)
@@ -118,6 +127,114 @@ def main():
             head = tiny_peft.head_name(name)
             close(head, out[head], p.detach())
 
+
+LM_STEPS, LM_BATCH, LM_ACCUMULATION, LM_SEQ, SMOOTHING = 6, 2, 2, 10, 0.1
+LM_MAX_NORM = 1.0
+
+
+def lm_data(generator, rows, vocab):
+    """input_ids, attention_mask, labels [rows, LM_SEQ]: context 2-4 tokens,
+    completion 1-5, padding (id 0, mask 0) after; labels the ids on the
+    completion, -100 on context and padding."""
+    ids = torch.randint(1, vocab, (rows, LM_SEQ), generator=generator)
+    mask = torch.zeros(rows, LM_SEQ, dtype=torch.long)
+    labels = torch.full((rows, LM_SEQ), -100, dtype=torch.long)
+    for r in range(rows):
+        context = int(torch.randint(2, 5, (1,), generator=generator))
+        completion = int(torch.randint(1, 6, (1,), generator=generator))
+        end = context + completion
+        mask[r, :end] = 1
+        ids[r, end:] = 0
+        labels[r, context:end] = ids[r, context:end]
+    return ids, mask, labels
+
+
+def gpt2_causal_lm(driver, work):
+    torch.manual_seed(1)
+    model = transformers.GPT2LMHeadModel(tiny_peft.gpt2_config(attn_implementation="eager"))
+    folder = os.path.join(work, "gpt2")
+    model.save_pretrained(folder)
+    rows = LM_STEPS * LM_ACCUMULATION * LM_BATCH
+    generator = torch.Generator().manual_seed(7)
+    ids, mask, labels = lm_data(generator, rows, model.config.vocab_size)
+    peft_model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=RANK, lora_alpha=ALPHA,
+                                                  target_modules=["c_attn"], fan_in_fan_out=True,
+                                                  lora_dropout=0.0))
+    ab = tiny_peft.draw_lora(peft_model, "transformer.", generator)
+    lora = tiny_peft.copy_lora(peft_model, "transformer.", ab)
+    tensors = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    for prefix, (a, b) in ab.items():
+        tensors[prefix + ".lora_A"] = a.contiguous()
+        tensors[prefix + ".lora_B"] = b.contiguous()
+    input_path, output_path = os.path.join(work, "lm_in.safetensors"), os.path.join(work, "lm_out.safetensors")
+    save_file(tensors, input_path)
+
+    def targets(rows):
+        return int((labels[rows, 1:] != -100).sum())
+
+    # The PyTorch loop: transformers' Trainer's token-weighted accumulation.
+    named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
+    expect(len(named) == 2 * len(lora) and all("lora_" in n for n, _ in named),
+           f"PEFT trains the {2 * len(lora)} adapter tensors only")
+    optimizer = torch.optim.AdamW([p for _, p in named], lr=LR, weight_decay=WEIGHT_DECAY)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, 2, LM_STEPS)
+    peft_model.train()
+    losses, counts = [], []
+    for step in range(LM_STEPS):
+        micro = [slice((step * LM_ACCUMULATION + m) * LM_BATCH, (step * LM_ACCUMULATION + m + 1) * LM_BATCH)
+                 for m in range(LM_ACCUMULATION)]
+        counts.append([targets(rows) for rows in micro])
+        items = sum(counts[-1])
+        total, means = 0.0, []
+        for rows in micro:
+            logits = peft_model(input_ids=ids[rows], attention_mask=mask[rows]).logits
+            vocab = logits.shape[-1]
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, vocab), labels[rows, 1:].reshape(-1),
+                                   ignore_index=-100, label_smoothing=SMOOTHING, reduction="sum")
+            (loss / items).backward()
+            total += loss.item()
+            means.append(loss.item() / targets(rows))
+        torch.nn.utils.clip_grad_norm_([p for _, p in named], LM_MAX_NORM)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        losses.append(total / items)
+        if step == 0:  # what a mean of micro-batch means would log instead: the comparison tells them apart
+            gap = abs(sum(means) / len(means) - losses[0]) / losses[0]
+            expect(gap > 1e-3, f"step 1: the mean of micro-batch means differs from the token mean by {gap:.1e}")
+    uneven = sum(a != b for a, b in counts)
+    expect(uneven >= LM_STEPS // 2, f"micro-batches of a step count different completion tokens in {uneven} of "
+                                    f"{LM_STEPS} steps ({counts})")
+
+    cmd = [driver, "train-lm", folder, input_path, output_path, str(RANK), str(ALPHA), "c_attn", str(LM_STEPS),
+           str(LM_BATCH), str(LR), "2", str(LM_MAX_NORM), str(WEIGHT_DECAY), str(LM_ACCUMULATION), str(SMOOTHING)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(result.stdout, result.stderr)
+        checks.expect(False, "tuning_driver train-lm failed")
+        return
+    out = load_file(output_path)
+    with open(output_path + ".jsonl") as f:
+        records = [json.loads(line) for line in f]
+    dsee_losses = [r["loss"] for r in records if r["kind"] == "train"]
+    expect(len(dsee_losses) == LM_STEPS, f"causal LM: dsee took {len(dsee_losses)} steps")
+    worst = max(abs(d - t) / abs(t) for d, t in zip(dsee_losses, losses))
+    expect(worst <= TOLERANCE, f"causal LM losses of {LM_STEPS} steps (token-weighted, label smoothing "
+                               f"{SMOOTHING}): worst relative difference {worst:.2e} (torch {losses[0]:.5f} → "
+                               f"{losses[-1]:.5f}, dsee {dsee_losses[0]:.5f} → {dsee_losses[-1]:.5f})")
+    for prefix, (a, b) in lora.items():
+        for name, module in ((prefix + ".lora_A", a), (prefix + ".lora_B", b)):
+            checks.close(f"causal LM final {name}", out[name], module.weight.detach(), TOLERANCE, "torch")
+            expect(not torch.equal(module.weight.detach(), ab[prefix][0 if name.endswith("A") else 1]),
+                   f"causal LM {name} moved")
+
+
+def main():
+    driver, work = sys.argv[1], sys.argv[2]
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    bert_classification(driver, work)
+    gpt2_causal_lm(driver, work)
     checks.finish()
 
 

@@ -19,6 +19,15 @@
 // (wrapping around each epoch), A and B first copied from IN as above. OUT
 // holds "loss" (float64 [STEPS], per step) and every trainable tensor after
 // training under its tuning.h name.
+//
+// tuning_driver train-lm MODEL_DIR IN OUT RANK ALPHA TARGETS STEPS BATCH LR
+//                        WARMUP MAX_NORM WEIGHT_DECAY ACCUMULATION SMOOTHING
+// the same for causal LM training (test_lora_training_peft.py's GPT-2 case):
+// IN's "input_ids", "attention_mask" and "labels" are [N, seq] (labels -100
+// on context and padding), ACCUMULATION micro-batches of BATCH rows a step,
+// the Trainer in causal_lm mode with label_smoothing SMOOTHING (token-weighted
+// accumulation). The per-step losses are the trainer's own, in OUT.jsonl
+// (its metrics.jsonl); OUT holds the trainable tensors.
 #include <ATen/ATen.h>
 
 #include <cstdio>
@@ -36,8 +45,8 @@ namespace {
 // Consecutive rows, no shuffling: the order the Python loop uses.
 class RowBatches final : public dsee::BatchSource {
  public:
-  RowBatches(at::Tensor ids, at::Tensor labels, std::int64_t batch)
-      : ids_(std::move(ids)), labels_(std::move(labels)), batch_(batch) {}
+  RowBatches(at::Tensor ids, at::Tensor labels, std::int64_t batch, at::Tensor mask = {})
+      : ids_(std::move(ids)), labels_(std::move(labels)), mask_(std::move(mask)), batch_(batch) {}
   std::int64_t batches_per_epoch() const override { return ids_.size(0) / batch_; }
   void start_epoch(std::int64_t) override { next_ = 0; }
   std::optional<dsee::TrainBatch> next() override {
@@ -45,6 +54,7 @@ class RowBatches final : public dsee::BatchSource {
     dsee::TrainBatch out;
     out.tensors["input_ids"] = ids_.narrow(0, next_ * batch_, batch_);
     out.tensors["labels"] = labels_.narrow(0, next_ * batch_, batch_);
+    if (mask_.defined()) out.tensors["attention_mask"] = mask_.narrow(0, next_ * batch_, batch_);
     out.samples = batch_;
     ++next_;
     return out;
@@ -53,14 +63,20 @@ class RowBatches final : public dsee::BatchSource {
   void seek(std::int64_t, std::int64_t sample_index) override { next_ = sample_index / batch_; }
 
  private:
-  at::Tensor ids_, labels_;
+  at::Tensor ids_, labels_, mask_;
   std::int64_t batch_, next_ = 0;
 };
 
-int train(char** argv) {
+int train(char** argv, bool lm) {
   const auto [model, tuning, in] =
       dsee::lora_from_file(argv[2], argv[3], std::stoll(argv[5]), std::stod(argv[6]), argv[7]);
   dsee::TrainerOptions trainer_options;
+  if (lm) {
+    trainer_options.causal_lm = true;
+    trainer_options.grad_accumulation = std::stoll(argv[14]);
+    trainer_options.label_smoothing = std::stod(argv[15]);
+    trainer_options.metrics_path = std::string(argv[4]) + ".jsonl";
+  }
   trainer_options.max_steps = std::stoll(argv[8]);
   trainer_options.lr = std::stod(argv[10]);
   trainer_options.schedule.kind = dsee::LrScheduleKind::linear;
@@ -68,7 +84,8 @@ int train(char** argv) {
   trainer_options.max_grad_norm = std::stod(argv[12]);
   trainer_options.adamw.weight_decay = std::stod(argv[13]);
   trainer_options.log_every = 0;
-  RowBatches batches(in->tensor("input_ids").clone(), in->tensor("labels").clone(), std::stoll(argv[9]));
+  RowBatches batches(in->tensor("input_ids").clone(), in->tensor("labels").clone(), std::stoll(argv[9]),
+                     lm ? in->tensor("attention_mask").clone() : at::Tensor());
   std::vector<double> losses;
   auto* m = model.get();
   auto* t = tuning.get();
@@ -76,6 +93,10 @@ int train(char** argv) {
     t->set_training(true);
     dsee::ModelInput input;
     input.input_ids = batch.tensors.at("input_ids");
+    if (lm) {
+      input.attention_mask = batch.tensors.at("attention_mask");
+      return m->forward(input).logits;  // the trainer takes the loss
+    }
     auto value = dsee::sequence_classification_loss(m->forward(input).logits, batch.tensors.at("labels"));
     losses.push_back(value.item<double>());
     return value;
@@ -84,7 +105,8 @@ int train(char** argv) {
   const auto result = trainer.run(batches, loss);
   DSEE_CHECK(result.steps == trainer_options.max_steps, "trained {} steps, expected {}", result.steps,
              trainer_options.max_steps);
-  std::vector<std::pair<std::string, at::Tensor>> out{{"loss", at::tensor(losses, at::kDouble)}};
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  if (!lm) out.emplace_back("loss", at::tensor(losses, at::kDouble));
   for (const auto& [name, tensor] : tuning->trainable_parameters())
     if (tensor.numel() > 0) out.emplace_back(name, tensor.detach());
   dsee::safetensors_save(argv[4], out);
@@ -94,9 +116,10 @@ int train(char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 14 && std::string(argv[1]) == "train") {
+  const bool lm = argc == 16 && std::string(argv[1]) == "train-lm";
+  if ((argc == 14 && std::string(argv[1]) == "train") || lm) {
     try {
-      return train(argv);
+      return train(argv, lm);
     } catch (const dsee::Error& e) {
       std::fprintf(stderr, "tuning_driver: %s\n", e.what());
       return 1;
@@ -106,7 +129,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: tuning_driver MODEL_DIR IN.safetensors OUT.safetensors RANK ALPHA TARGETS\n"
                  "       tuning_driver train MODEL_DIR IN OUT RANK ALPHA TARGETS STEPS BATCH LR WARMUP MAX_NORM "
-                 "WEIGHT_DECAY\n");
+                 "WEIGHT_DECAY\n"
+                 "       tuning_driver train-lm MODEL_DIR IN OUT RANK ALPHA TARGETS STEPS BATCH LR WARMUP MAX_NORM "
+                 "WEIGHT_DECAY ACCUMULATION SMOOTHING\n");
     return 2;
   }
   try {

@@ -8,7 +8,9 @@
 //     for bit those of a straight run;
 //   - a checkpoint is refused under a different recipe, listing the key;
 //   - a corrupted newest checkpoint falls back to the previous one, and the
-//     metrics lines written after that one are cut away.
+//     metrics lines written after that one are cut away;
+//   - a stage killed before its first checkpoint starts afresh on the next
+//     run without leaving its earlier metrics lines twice.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -136,6 +138,33 @@ TEST_F(PipelineResume, OtherRecipeIsRefusedAndACorruptCheckpointFallsBack) {
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_TRUE(contains(again.output, "resuming train from ckpt/step-4.h5 (step 4 of 8)")) << again.output;
   expect_same_results(*out_ / "straight" / "demo", dir / "demo");
+}
+
+// A kill before a stage's first checkpoint (SIGKILL, out of memory, or
+// run.checkpoint_on_signal = false) leaves metrics lines, no checkpoint and
+// no stages/<stage>.json: mimicked by a SIGTERM stop whose checkpoints are
+// then deleted (train), and by deleting a finished retune's checkpoints and
+// records (retune, with the eval after it). The re-runs start each stage
+// afresh, and metrics.jsonl must equal the straight run's byte for byte.
+TEST_F(PipelineResume, AStageKilledBeforeItsFirstCheckpointRerunsToAStraightRun) {
+  const auto dir = *out_ / "killed";
+  const auto run_dir = dir / "demo";
+  const auto first = run_dsee(one_arm(dir), "DSEE_TEST_STOP_AFTER_STEP=3 ");
+  ASSERT_EQ(first.exit_code, 143) << first.output;
+  ASSERT_FALSE(fs::exists(run_dir / "stages" / "train.json"));
+  std::system(("rm -rf '" + (run_dir / "ckpt").string() + "'").c_str());
+  const auto second = run_dsee(one_arm(dir));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_FALSE(contains(second.output, "resuming train")) << second.output;
+  EXPECT_TRUE(contains(second.output, "train starts afresh")) << second.output;
+  expect_same_results(*out_ / "straight" / "demo", run_dir);
+
+  std::system(("rm -rf '" + (run_dir / "ckpt" / "retune").string() + "'").c_str());
+  for (const char* stage : {"retune", "eval"}) fs::remove(run_dir / "stages" / (std::string(stage) + ".json"));
+  const auto third = run_dsee(one_arm(dir));
+  ASSERT_EQ(third.exit_code, 0) << third.output;
+  EXPECT_TRUE(contains(third.output, "retune starts afresh")) << third.output;
+  expect_same_results(*out_ / "straight" / "demo", run_dir);
 }
 
 }  // namespace
