@@ -381,7 +381,7 @@ def mpmd(recipe, out, *contexts):
     """mpirun with one rank per (working directory, extra --set arguments) context."""
     command = [MPIEXEC, "--oversubscribe", "--bind-to", "none"]
     for i, (wdir, sets) in enumerate(contexts):
-        command += ([":"] if i else []) + ["-n", "1", "-wdir", wdir, DSEE, "run", recipe, "--set",
+        command += ([":"] if i else []) + ["-n", "1", "-wdir", wdir, os.path.abspath(DSEE), "run", recipe, "--set",
                                            f"run.out_dir={out}"] + sets
     return command
 
@@ -417,7 +417,7 @@ def model_mismatch(tmp, recipe):
     if rc != 0:
         print(text)
         fail(f"1 process: exit {rc}")
-    pretrained = os.path.join(first, "data", "pretrained")
+    pretrained = os.path.join(first, "tiny", "data", "pretrained")
     dirs = {name: os.path.join(tmp, name) for name in ("same", "weight", "shape")}
     for name, d in dirs.items():
         shutil.copytree(pretrained, os.path.join(d, "model"))
