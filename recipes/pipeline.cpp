@@ -136,7 +136,6 @@ std::string read_text(const fs::path& path) {
   return text.str();
 }
 
-// One line per library whose version changes results, compared across ranks.
 // DSEE_TEST_PERTURB_RANK=RANK:WHAT (tests only): that rank perturbs what
 // the ranks compare, so the fingerprint checks have a divergence to catch.
 // WHAT is an optimizer step (after it, the rank adds 1 to the first value
@@ -157,6 +156,7 @@ std::optional<TestPerturb> test_perturb_rank() {
   return TestPerturb{std::atoi(value.substr(0, colon).c_str()), value.substr(colon + 1)};
 }
 
+// One line per library whose version changes results, compared across ranks.
 std::string library_versions_text(const PipelineRanks& ranks) {
   const BuildInfo info = build_info();
   std::string text = fmt::format("dsee {}\ntorch {}\nhdf5 {}\nmpi {}\n", info.dsee_version, info.torch_version,
