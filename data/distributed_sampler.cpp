@@ -39,6 +39,13 @@ std::pair<std::int64_t, std::int64_t> shard_range(std::int64_t n, int rank, int 
   return {begin, begin + base + (rank < extra ? 1 : 0)};
 }
 
+std::pair<std::int64_t, std::int64_t> batch_shard_range(std::int64_t n, std::int64_t batch_size, int rank,
+                                                        int world_size) {
+  DSEE_ASSERT(batch_size > 0 && n >= 0, "{} rows in batches of {}", n, batch_size);
+  const auto [first, last] = shard_range((n + batch_size - 1) / batch_size, rank, world_size);
+  return {std::min(first * batch_size, n), std::min(last * batch_size, n)};
+}
+
 DistributedSampler::DistributedSampler(const SamplerOptions& options, int rank, int world_size)
     : options_(options), rank_(rank), world_size_(world_size) {
   DSEE_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "sampler for rank {} of {} ranks", rank, world_size);

@@ -80,4 +80,12 @@ class DistributedSampler {
 // the 1-rank order.
 std::pair<std::int64_t, std::int64_t> shard_range(std::int64_t n, int rank, int world_size);
 
+// Rank r's contiguous rows [begin, end) of n rows cut into batches of
+// batch_size (the last one short), split by whole batches: shard_range over
+// the batches. So each rank's batches are exactly batches of the 1-rank
+// sequence (evaluation: the same forward passes, so the same logits bit for
+// bit), and gathering the shards in rank order restores the 1-rank order.
+std::pair<std::int64_t, std::int64_t> batch_shard_range(std::int64_t n, std::int64_t batch_size, int rank,
+                                                        int world_size);
+
 }  // namespace dsee

@@ -9,5 +9,9 @@ inline constexpr const char* log_level = "DSEE_LOG_LEVEL";
 // Tests only: `dsee run` raises SIGTERM on itself after this many optimizer
 // steps of a training stage in this process (the resume tests' interruption).
 inline constexpr const char* test_stop_after_step = "DSEE_TEST_STOP_AFTER_STEP";
+// Tests only: RANK:STEP (that rank perturbs a trainable tensor after that
+// optimizer step) or RANK:versions (its library versions text differs): the
+// fingerprint checks' tests.
+inline constexpr const char* test_perturb_rank = "DSEE_TEST_PERTURB_RANK";
 
 }  // namespace dsee::env_vars

@@ -24,14 +24,19 @@ std::string rank_list(const std::vector<int>& ranks) {
   return text;
 }
 
-// The ranks' values, the same on every rank.
-std::vector<std::uint64_t> gather_values(Communicator& comm, std::uint64_t value) {
-  at::Tensor mine = at::empty({1}, at::kLong);
-  std::memcpy(mine.data_ptr(), &value, sizeof value);
+// The ranks' values, rank after rank, the same on every rank (each rank
+// gives values.size() of them).
+std::vector<std::uint64_t> gather_values(Communicator& comm, const std::vector<std::uint64_t>& values) {
+  at::Tensor mine = at::empty({static_cast<std::int64_t>(values.size())}, at::kLong);
+  std::memcpy(mine.data_ptr(), values.data(), values.size() * sizeof(std::uint64_t));
   const at::Tensor all = comm.all_gather(mine.to(comm.device())).cpu().contiguous();
-  std::vector<std::uint64_t> values(static_cast<std::size_t>(comm.world_size()));
-  std::memcpy(values.data(), all.data_ptr(), values.size() * sizeof(std::uint64_t));
-  return values;
+  std::vector<std::uint64_t> out(values.size() * static_cast<std::size_t>(comm.world_size()));
+  std::memcpy(out.data(), all.data_ptr(), out.size() * sizeof(std::uint64_t));
+  return out;
+}
+
+std::vector<std::uint64_t> gather_values(Communicator& comm, std::uint64_t value) {
+  return gather_values(comm, std::vector<std::uint64_t>{value});
 }
 
 // "" when all agree, else which ranks hold which value (rank 0's group first).
@@ -105,6 +110,65 @@ void fingerprint_verify(Communicator& comm, const std::string& label, std::uint6
         fmt::format("ranks disagree on the {}: {}. Every rank must start from the same "
                     "recipe, files and library versions",
                     label, mismatch));
+}
+
+void fingerprint_verify_items(Communicator& comm, const std::string& label, const NamedFingerprints& items) {
+  // Note [Naming what differed]: the common case costs one all-gather of
+  // two values (the items' combined fingerprint, with their names, and
+  // their count); only a mismatch gathers every item's value, so a check
+  // over hundreds of tensors stays cheap and its message still points at
+  // the tensor (or the collective order) that went astray.
+  std::uint64_t combined = kFingerprintSeed;
+  std::vector<std::uint64_t> mine;
+  for (const auto& [name, value] : items) {
+    combined = fingerprint_bytes(name.data(), name.size() + 1, combined);
+    combined = fingerprint_value(value, combined);
+    mine.push_back(value);
+  }
+  const std::size_t world = static_cast<std::size_t>(comm.world_size());
+  const auto heads = gather_values(comm, {combined, static_cast<std::uint64_t>(items.size())});
+  std::vector<std::uint64_t> combined_of(world);
+  bool same_count = true;
+  for (std::size_t r = 0; r < world; ++r) {
+    combined_of[r] = heads[2 * r];
+    same_count = same_count && heads[2 * r + 1] == heads[1];
+  }
+  const std::string mismatch = describe_mismatch(combined_of);
+  if (mismatch.empty()) return;
+  const auto fail = [&](const std::string& what) {
+    throw FingerprintMismatch(fmt::format(
+        "ranks disagree on the {}: {}. Every rank must start from the same recipe, files and library versions", label,
+        what));
+  };
+  if (!same_count) {
+    std::string counts;
+    for (std::size_t r = 0; r < world; ++r) counts += fmt::format("{}rank {} {}", r ? ", " : "", r, heads[2 * r + 1]);
+    fail(fmt::format("{}; they hold different numbers of items ({})", mismatch, counts));
+  }
+  const auto all = gather_values(comm, mine);  // rank r's item i at r * size + i
+  std::vector<std::string> differing;
+  std::string first;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    std::vector<std::uint64_t> values(world);
+    for (std::size_t r = 0; r < world; ++r) values[r] = all[r * items.size() + i];
+    const std::string text = describe_mismatch(values);
+    if (text.empty()) continue;
+    if (differing.empty()) first = text;
+    differing.push_back(items[i].first);
+  }
+  if (differing.empty())  // equal values under other names: the lists differ
+    fail(fmt::format("{}; the ranks' lists of items differ in their names or order", mismatch));
+  std::string more;
+  for (std::size_t i = 1; i < differing.size() && i < 3; ++i) more += (i > 1 ? ", " : "") + differing[i];
+  if (differing.size() > 3) more += fmt::format(" and {} more", differing.size() - 3);
+  fail(fmt::format("{} differs ({}){}", differing.front(), first,
+                   more.empty() ? "" : fmt::format("; also differ: {}", more)));
+}
+
+void fingerprint_verify_state(Communicator& comm, const std::string& label, const NamedTensors& tensors) {
+  NamedFingerprints items = {{"collective order", comm.stats().sequence}};
+  for (const auto& [name, tensor] : tensors) items.emplace_back(fmt::format("tensor '{}'", name), fingerprint(tensor));
+  fingerprint_verify_items(comm, label, items);
 }
 
 void fingerprint_verify_text(Communicator& comm, const std::string& label, const std::string& text) {

@@ -9,7 +9,9 @@
 //
 // fingerprint_verify all-gathers one fingerprint per rank (a collective:
 // every rank calls it, in the same order) and throws FingerprintMismatch
-// naming the label and which ranks hold which value.
+// naming the label and which ranks hold which value; fingerprint_verify_items
+// and fingerprint_verify_state also name which of several things differed
+// (a tensor, the collective order).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -50,5 +52,17 @@ void fingerprint_verify(Communicator& comm, const std::string& label, std::uint6
 // message also quotes the first line where a differing rank's text departs
 // from rank 0's.
 void fingerprint_verify_text(Communicator& comm, const std::string& label, const std::string& text);
+
+using NamedFingerprints = std::vector<std::pair<std::string, std::uint64_t>>;
+// The same for named things, e.g. {"tensor 'x'", fingerprint(x)}: one
+// all-gather when the ranks agree; on a mismatch a second one of every
+// item's value, and the message names the first items that differ (up to
+// three) with the ranks and values of the first. Every rank passes the same
+// names in the same order (else the message says the lists differ).
+void fingerprint_verify_items(Communicator& comm, const std::string& label, const NamedFingerprints& items);
+// The periodic check of `dsee run`: the order of the collectives issued so
+// far (comm.stats().sequence, as "collective order") and one fingerprint
+// per tensor ("tensor '<name>'").
+void fingerprint_verify_state(Communicator& comm, const std::string& label, const NamedTensors& tensors);
 
 }  // namespace dsee

@@ -33,10 +33,14 @@
 //    by pieces/ranks so that the average of the ranks' gradients is the
 //    1-rank gradient even when pieces differ in size; GradientSync averages
 //    the trainable gradients once per optimizer step; every
-//    dist.fingerprint_every steps the ranks compare their trainable tensors;
-//  - evaluation: each rank predicts its shard_range of the dev set and
-//    all_gather_rows restores the 1-rank order, so the metrics are the
-//    1-rank metrics on every rank.
+//    dist.fingerprint_every steps the ranks compare their trainable tensors
+//    and the order of their collectives (fingerprint_verify_state: a
+//    mismatch names the tensor or "collective order");
+//  - evaluation: each rank predicts its batch_shard_range of the dev set
+//    (whole eval.batch_size batches of the 1-rank run: the same forward
+//    passes, so the same logits bit for bit) and all_gather_rows restores
+//    the 1-rank order, so the metrics and predictions are the 1-rank ones
+//    on every rank.
 // Dropout draws differ between 1 and N ranks (each rank draws for its piece
 // only), so bit-for-bit agreement with 1 rank holds only without dropout.
 //
@@ -68,6 +72,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include "core/checkpoint.h"
@@ -132,13 +137,36 @@ std::string read_text(const fs::path& path) {
   return text.str();
 }
 
+// DSEE_TEST_PERTURB_RANK=RANK:WHAT (tests only): that rank perturbs what
+// the ranks compare, so the fingerprint checks have a divergence to catch.
+// WHAT is an optimizer step (after it, the rank adds 1 to the first value
+// of its first trainable tensor) or "versions" (the rank's library versions
+// text gets a line more).
+struct TestPerturb {
+  int rank = -1;
+  std::string what;
+};
+
+std::optional<TestPerturb> test_perturb_rank() {
+  const char* text = std::getenv(env_vars::test_perturb_rank);
+  if (text == nullptr || *text == 0) return std::nullopt;
+  const std::string value = text;
+  const auto colon = value.find(':');
+  DSEE_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < value.size(),
+             "{}='{}': expected RANK:STEP or RANK:versions", env_vars::test_perturb_rank, value);
+  return TestPerturb{std::atoi(value.substr(0, colon).c_str()), value.substr(colon + 1)};
+}
+
 // One line per library whose version changes results, compared across ranks.
 std::string library_versions_text(const PipelineRanks& ranks) {
   const BuildInfo info = build_info();
   const NcclInfo nccl = nccl_info();
-  return fmt::format("dsee {}\ntorch {}\ncuda {}\nnccl {}\nhdf5 {}\nmpi {}\n", info.dsee_version, info.torch_version,
-                     info.cuda_runtime.empty() ? "none" : info.cuda_runtime, nccl.enabled ? nccl.loaded : "none",
-                     info.hdf5_loaded, ranks.mpi_library);
+  std::string text = fmt::format("dsee {}\ntorch {}\ncuda {}\nnccl {}\nhdf5 {}\nmpi {}\n", info.dsee_version,
+                                 info.torch_version, info.cuda_runtime.empty() ? "none" : info.cuda_runtime,
+                                 nccl.enabled ? nccl.loaded : "none", info.hdf5_loaded, ranks.mpi_library);
+  if (const auto perturb = test_perturb_rank(); perturb && perturb->rank == ranks.rank && perturb->what == "versions")
+    text += fmt::format("perturbed by {}\n", env_vars::test_perturb_rank);
+  return text;
 }
 
 void run_dir_claim_root(const fs::path& run_dir, const Config& config);
@@ -318,6 +346,15 @@ void trainables_save(Run& run, const fs::path& path) {
   root_writes(run.ranks, [&] { safetensors_save(path, trainables_of(run)); });
 }
 
+// DSEE_TEST_PERTURB_RANK=RANK:STEP on that rank after that step.
+void test_perturb(Run& run, std::int64_t step) {
+  auto [name, tensor] = run.tuning->trainable_parameters().front();
+  spdlog::warn("{}: rank {} adds 1 to tensor '{}' after step {}", env_vars::test_perturb_rank, run.ranks.rank, name,
+               step);
+  at::NoGradGuard no_grad;
+  tensor.view({-1})[0].add_(1.0);
+}
+
 // The trainer's hooks for data parallelism (Note [The loop on many ranks] in
 // core/trainer.cpp): gradient averaging, the global loss, agreed stops, the
 // watchdog's step and the periodic fingerprint of the trainable tensors.
@@ -335,11 +372,12 @@ void data_parallel_options(Run& run, Communicator& comm, std::unique_ptr<Gradien
   };
   options.should_stop = [&comm] { return stop_requested_on_any_rank(comm); };
   const std::int64_t every = run.config.get_int("dist.fingerprint_every");
-  options.after_step = [&run, &comm, every](std::int64_t step) {
+  const auto perturb = test_perturb_rank();
+  options.after_step = [&run, &comm, every, perturb](std::int64_t step) {
     comm.set_step(step + 1);
+    if (perturb && perturb->rank == comm.rank() && perturb->what == std::to_string(step)) test_perturb(run, step);
     if (every > 0 && step % every == 0)
-      fingerprint_verify(comm, fmt::format("trainable parameters after step {}", step),
-                         fingerprint(trainables_of(run)));
+      fingerprint_verify_state(comm, fmt::format("trainable parameters after step {}", step), trainables_of(run));
   };
   comm.set_step(1);
 }
@@ -845,10 +883,9 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   nlohmann::json final_record;
   if (plan.runs("eval")) {
     final_record = counts_of(run);
-    final_record["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data, ranks.comm);
-    root_writes(ranks, [&] {
-      task_write_predictions(*run.model, run.tuning.get(), run.data, dir / "predictions-dev.safetensors");
-    });
+    const auto logits = task_dev_logits(*run.model, run.tuning.get(), run.data, ranks.comm);
+    final_record["dev"] = task_metrics(run.data, logits);
+    root_writes(ranks, [&] { task_write_predictions(run.data, logits, dir / "predictions-dev.safetensors"); });
     stage_record(run, "eval", final_record);
   }
 

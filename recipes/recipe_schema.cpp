@@ -108,6 +108,10 @@ const ConfigSchema& recipe_schema() {
     s.add({"retune.lr", 0.0, "Re-tuning learning rate; 0: train.lr", 0.0, 1.0});
     s.add(
         {"retune.mask_update", true, "Re-tune and deploy (W + ΔW) ⊙ M (true), or the reference's W ⊙ M + ΔW (false)"});
+    s.add({"eval.batch_size", std::int64_t{256},
+           "Dev examples per evaluation forward pass; under data parallelism each rank evaluates whole batches of "
+           "the 1-rank run, so metrics and predictions equal the 1-rank ones exactly",
+           1.0});
     s.add({"export.format",
            std::string("none"),
            "Export after the run to export/: hf the merged model, peft a PEFT LoRA adapter (lora without "

@@ -80,35 +80,28 @@ TaskData demo_of(DemoData demo) {
   return data;
 }
 
-// Logits of rows [begin, end) of the split, fp32 on the CPU, in batches of 256.
+// Logits of rows [begin, end) of the split, fp32 on the CPU, in batches of
+// `batch` from `begin`.
 at::Tensor logits_of(PretrainedModel& model, const TaskSplit& split, std::int64_t begin, std::int64_t end,
-                     std::int64_t num_labels) {
+                     std::int64_t num_labels, std::int64_t batch) {
   std::vector<at::Tensor> logits = {at::empty({0, num_labels}, at::kFloat)};
-  for (std::int64_t start = begin; start < end; start += 256) {
+  for (std::int64_t start = begin; start < end; start += batch) {
     std::map<std::string, at::Tensor> rows;
     for (const auto& [name, tensor] : split.tensors)
       if (name != "labels")
-        rows[name] = tensor.narrow(0, start, std::min<std::int64_t>(256, end - start)).to(model.device());
+        rows[name] = tensor.narrow(0, start, std::min<std::int64_t>(batch, end - start)).to(model.device());
     logits.push_back(model.forward(task_model_input(rows)).logits.to(at::kCPU, at::kFloat));
   }
   return at::cat(logits);
-}
-
-// All rows of the split; with `comm`, each rank its shard_range, gathered in rank order.
-at::Tensor logits_of(PretrainedModel& model, const TaskSplit& split, std::int64_t num_labels,
-                     Communicator* comm = nullptr) {
-  if (comm == nullptr) return logits_of(model, split, 0, split.size(), num_labels);
-  const auto [begin, end] = shard_range(split.size(), comm->rank(), comm->world_size());
-  const at::Tensor mine = logits_of(model, split, begin, end, num_labels).contiguous();
-  return all_gather_rows(*comm, mine.to(comm->device())).cpu();
 }
 
 }  // namespace
 
 TaskData task_data_prepare(const Config& config, const DemoOptions& demo, const fs::path& demo_dir) {
   const auto name = config.get_string("task.name");
-  if (name == "demo") return demo_of(demo_prepare(demo, demo_dir));
-  return glue_prepare(config);
+  TaskData data = name == "demo" ? demo_of(demo_prepare(demo, demo_dir)) : glue_prepare(config);
+  data.eval_batch_size = config.get_int("eval.batch_size");
+  return data;
 }
 
 std::string task_main_metric(const std::string& task_name) {
@@ -170,36 +163,56 @@ at::Tensor task_loss(PretrainedModel& model, const TrainBatch& batch) {
   return sequence_classification_loss(model.forward(task_model_input(on_device)).logits, on_device.at("labels"));
 }
 
-std::map<std::string, double> task_evaluate(PretrainedModel& model, ModelTuning* tuning, const TaskData& data,
-                                            Communicator* comm) {
+std::vector<at::Tensor> task_dev_logits(PretrainedModel& model, ModelTuning* tuning, const TaskData& data,
+                                        Communicator* comm) {
+  DSEE_CHECK(data.eval_batch_size >= 1, "eval.batch_size = {}: give at least 1", data.eval_batch_size);
   at::NoGradGuard no_grad;
   if (tuning) tuning->set_training(false);
+  std::vector<at::Tensor> out;
+  for (const auto& split : data.dev) {
+    const auto batch = data.eval_batch_size;
+    if (comm == nullptr) {
+      out.push_back(logits_of(model, split, 0, split.size(), data.num_labels, batch));
+      continue;
+    }
+    const auto [begin, end] = batch_shard_range(split.size(), batch, comm->rank(), comm->world_size());
+    const at::Tensor mine = logits_of(model, split, begin, end, data.num_labels, batch).contiguous();
+    out.push_back(all_gather_rows(*comm, mine.to(comm->device())).cpu());
+  }
+  return out;
+}
+
+std::map<std::string, double> task_metrics(const TaskData& data, const std::vector<at::Tensor>& logits) {
+  DSEE_ASSERT(logits.size() == data.dev.size(), "{} logits for {} dev splits", logits.size(), data.dev.size());
   std::map<std::string, double> out;
   for (std::size_t i = 0; i < data.dev.size(); ++i) {
-    const auto& split = data.dev[i];
-    const auto logits = logits_of(model, split, data.num_labels, comm);
-    const auto labels = split.tensors.at("labels").to(at::kCPU);
+    const auto labels = data.dev[i].tensors.at("labels").to(at::kCPU);
     std::map<std::string, double> metrics;
     if (data.task == "demo") {
-      const auto predictions = logits.argmax(1).contiguous();
+      const auto predictions = logits[i].argmax(1).contiguous();
       const auto truth = labels.contiguous();
       metrics["accuracy"] =
           accuracy({predictions.data_ptr<std::int64_t>(), static_cast<std::size_t>(predictions.numel())},
                    {truth.data_ptr<std::int64_t>(), static_cast<std::size_t>(truth.numel())});
     } else {
-      metrics = glue_metrics(glue_task_from_name(data.task), logits, labels);
+      metrics = glue_metrics(glue_task_from_name(data.task), logits[i], labels);
     }
     for (const auto& [name, value] : metrics) out[i == 0 ? name : name + "_mismatched"] = value;
   }
   return out;
 }
 
-void task_write_predictions(PretrainedModel& model, ModelTuning* tuning, const TaskData& data, const fs::path& path) {
-  at::NoGradGuard no_grad;
-  if (tuning) tuning->set_training(false);
+std::map<std::string, double> task_evaluate(PretrainedModel& model, ModelTuning* tuning, const TaskData& data,
+                                            Communicator* comm) {
+  return task_metrics(data, task_dev_logits(model, tuning, data, comm));
+}
+
+void task_write_predictions(const TaskData& data, const std::vector<at::Tensor>& logits, const fs::path& path) {
+  DSEE_ASSERT(logits.size() == data.dev.size(), "{} logits for {} dev splits", logits.size(), data.dev.size());
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& split : data.dev) {
-    tensors.emplace_back(split.name + ".logits", logits_of(model, split, data.num_labels).contiguous());
+  for (std::size_t i = 0; i < data.dev.size(); ++i) {
+    const auto& split = data.dev[i];
+    tensors.emplace_back(split.name + ".logits", logits[i].contiguous());
     tensors.emplace_back(split.name + ".labels", split.tensors.at("labels").to(at::kCPU).contiguous());
   }
   safetensors_save(path, tensors);

@@ -46,6 +46,7 @@ struct TaskData {
   std::vector<TaskSplit> dev;
   std::int64_t num_labels = 2;  // 1: regression (STS-B, MSE loss)
   bool regression = false;
+  std::int64_t eval_batch_size = 256;  // eval.batch_size: dev rows per forward pass
   std::int64_t seq_len() const { return train.tensors.at("input_ids").size(1); }
 };
 
@@ -97,18 +98,28 @@ ModelInput task_model_input(const std::map<std::string, at::Tensor>& tensors);
 // (CPU tensors; copied to the model's device).
 at::Tensor task_loss(PretrainedModel& model, const TrainBatch& batch);
 
-// The task's dev metrics, evaluation mode (tuning->set_training(false) when
-// given), no gradients, batches of 256 copied to the model's device.
-// With `comm` (data parallelism) each rank computes the logits of its
-// shard_range of every split and the rows are gathered in rank order, so
-// every rank gets the 1-rank metrics.
+// The model's dev logits, one [n, num_labels] fp32 CPU tensor per dev
+// split, evaluation mode (tuning->set_training(false) when given), no
+// gradients, in batches of data.eval_batch_size copied to the model's
+// device. With `comm` (data parallelism) rank r computes its
+// batch_shard_range of each split — whole batches of the 1-rank sequence,
+// so the very same forward passes — and the rows are gathered in rank
+// order: every rank gets the 1-rank logits bit for bit.
+std::vector<at::Tensor> task_dev_logits(PretrainedModel& model, ModelTuning* tuning, const TaskData& data,
+                                        Communicator* comm = nullptr);
+
+// The task's dev metrics from task_dev_logits' logits.
+std::map<std::string, double> task_metrics(const TaskData& data, const std::vector<at::Tensor>& logits);
+
+// task_metrics of task_dev_logits.
 std::map<std::string, double> task_evaluate(PretrainedModel& model, ModelTuning* tuning, const TaskData& data,
                                             Communicator* comm = nullptr);
 
-// Writes the model's dev outputs to `path` (safetensors): for every dev split
-// "<split>.logits" [n, num_labels] fp32 and "<split>.labels" [n], so metrics
-// can be recomputed outside dsee (tests/parity/test_glue.py does).
-void task_write_predictions(PretrainedModel& model, ModelTuning* tuning, const TaskData& data,
+// Writes dev outputs to `path` (safetensors): for every dev split
+// "<split>.logits" [n, num_labels] fp32 (task_dev_logits') and
+// "<split>.labels" [n], so metrics can be recomputed outside dsee
+// (tests/parity/test_glue.py does).
+void task_write_predictions(const TaskData& data, const std::vector<at::Tensor>& logits,
                             const std::filesystem::path& path);
 
 }  // namespace dsee

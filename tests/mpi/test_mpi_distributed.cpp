@@ -111,6 +111,44 @@ void fingerprint_mismatch_is_caught(dsee::Communicator& comm) {
   } catch (const dsee::FingerprintMismatch& error) {
     expect(std::string(error.what()).find("trainable parameters at step 100") != std::string::npos, error.what());
   }
+  // Per-tensor state (dsee run's periodic check): equal, then one of three
+  // tensors off on the last rank; the message names that tensor.
+  const auto state = [&](bool odd) {
+    at::Tensor b = at::linspace(0, 1, 5, at::kFloat);
+    if (odd) b[2] = 0.75f;
+    return dsee::NamedTensors{{"layer.0.A", at::ones({2, 3})}, {"layer.0.B", b}, {"head", at::zeros({4})}};
+  };
+  dsee::fingerprint_verify_state(comm, "trainable parameters after step 6", state(false));
+  const std::string odd_rank = "rank " + std::to_string(n - 1);
+  try {
+    dsee::fingerprint_verify_state(comm, "trainable parameters after step 9", state(r == n - 1));
+    expect(false, "a different tensor on rank n-1 throws");
+  } catch (const dsee::FingerprintMismatch& error) {
+    const std::string text = error.what();
+    expect(text.find("ranks disagree on the trainable parameters after step 9: tensor 'layer.0.B' differs (") !=
+               std::string::npos,
+           "names the step and the tensor: " + text);
+    expect(text.find("but " + odd_rank + " 0x") != std::string::npos, "names the odd rank: " + text);
+    expect(text.find("layer.0.A") == std::string::npos && text.find("'head'") == std::string::npos &&
+               text.find("collective order") == std::string::npos,
+           "names only the differing tensor: " + text);
+    if (r == 0) std::printf("caught as expected: %s\n", text.c_str());
+  }
+  // Collective order: the last rank's all-reduce is of another dtype (same
+  // byte count, so MPI completes it); the next state check names it.
+  at::Tensor value = r == n - 1 ? at::ones({1}, at::kLong) : at::ones({1}, at::kDouble);
+  comm.all_reduce_sum(value);
+  try {
+    dsee::fingerprint_verify_state(comm, "trainable parameters after step 12", state(false));
+    expect(false, "a different collective order on rank n-1 throws");
+  } catch (const dsee::FingerprintMismatch& error) {
+    const std::string text = error.what();
+    expect(text.find("after step 12: collective order differs (") != std::string::npos,
+           "names the collective order: " + text);
+    expect(text.find("but " + odd_rank + " 0x") != std::string::npos, "names the odd rank: " + text);
+    expect(text.find("tensor") == std::string::npos, "no tensor differs: " + text);
+    if (r == 0) std::printf("caught as expected: %s\n", text.c_str());
+  }
 }
 
 void coordinator_broadcasts_rank0_set(dsee::Communicator& comm) {

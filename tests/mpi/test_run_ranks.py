@@ -24,6 +24,25 @@ Usage: test_run_ranks.py SCENARIO MPIEXEC DSEE
                run ends (trainable tensors within
                1e-6 / re-tuned 1e-5, identical dev metrics and step counts,
                the same logged losses within 1e-5).
+  eval_shards  a tiny STS-B task (float metrics: Pearson, Spearman) whose
+               23 dev rows make 5 evaluation batches of eval.batch_size = 5
+               (the last of 3), one step with train.lr = 0 (so the
+               parameters are the same everywhere): on 2 and 3 ranks the
+               predictions file equals 1 rank's bit for bit and the dev
+               metrics of every evaluation are identical.
+  model_mismatch  MPMD, each rank in its own working directory with
+               model.path = "model" (so the resolved configs agree): rank 1's
+               model with one weight changed stops the job with a message
+               naming the pretrained weights and the ranks; rank 1's model
+               with another intermediate size, naming the tensor shapes and
+               the first differing tensor.
+  versions_mismatch  rank 1's library versions text differs (the test
+               hook DSEE_TEST_PERTURB_RANK=1:versions): the job stops with
+               a message naming the library versions, the ranks and the line.
+  perturbed_rank  rank 1 changes a trainable tensor after step 3 (the test
+               hook DSEE_TEST_PERTURB_RANK=1:3) with dist.fingerprint_every =
+               2: the job stops at the check after step 4 with a message
+               naming the step, the ranks and that tensor.
 """
 import json
 import os
@@ -40,16 +59,17 @@ import numpy as np
 from safetensors.numpy import load_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from tiny_run import fail, h5_datasets, tiny_recipe  # noqa: E402
+from tiny_run import fail, h5_datasets, tiny_recipe, tiny_stsb  # noqa: E402
 
 SCENARIO, MPIEXEC, DSEE = sys.argv[1:4]
 
 RECIPE = tiny_recipe(prune='kind = "heads"\nheads_per_layer = 1', dist="timeout_s = 30.0\nfingerprint_every = 3")
 
 
-def run(command, timeout):
+def run(command, timeout, env=None):
     start = time.monotonic()
-    p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                       env=env)
     return p.returncode, p.stdout, time.monotonic() - start
 
 
@@ -313,13 +333,161 @@ def sigterm_resume(tmp, recipe):
     compare_runs(os.path.join(straight, "tiny"), run_dir, "2 ranks, then 3, then 1")
 
 
+def eval_shards(tmp, _recipe):
+    model, data = tiny_stsb(os.path.join(tmp, "stsb"), n_train=16, n_dev=23)
+    recipe = os.path.join(tmp, "stsb.toml")
+    with open(recipe, "w") as f:
+        f.write(f'[run]\nname = "stsb"\nseed = 1\n[model]\npath = "{model}"\n'
+                f'[task]\nname = "stsb"\ndata_dir = "{data}"\nmax_seq_length = 24\n'
+                '[tuning]\nmethod = "lora"\nrank = 4\n[train]\nlr = 0.0\nmax_steps = 1\nbatch_size = 8\n'
+                '[eval]\nbatch_size = 5\n[dist]\ntimeout_s = 30.0\n')
+    # One thread per process everywhere: a matmul's rounding may depend on
+    # how many threads split it, and under mpirun each rank gets one.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs = {}
+    for n in (1, 2, 3):
+        out = os.path.join(tmp, f"out{n}")
+        command = ([DSEE] if n == 1 else mpirun(n) + ["-x", "OMP_NUM_THREADS", DSEE]) + [
+            "run", recipe, "--set", f"run.out_dir={out}"]
+        rc, text, seconds = run(command, 120, env)
+        print(f"--- {n} rank(s): exit {rc} after {seconds:.1f} s")
+        if rc != 0:
+            print(text)
+            fail(f"{n} ranks: exit {rc}")
+        runs[n] = os.path.join(out, "stsb")
+    base = load_file(os.path.join(runs[1], "predictions-dev.safetensors"))
+    logits = base["dev.logits"]
+    if logits.shape != (23, 1) or len(np.unique(logits)) < 20:
+        fail(f"1 rank: dev logits of shape {logits.shape} with {len(np.unique(logits))} distinct values")
+    summary = json.load(open(os.path.join(runs[1], "summary.json")))
+    print(f"    1 rank: dev metrics {summary['dev']}")
+    if sorted(summary["dev"]) != ["pearson", "spearman"]:
+        fail(f"1 rank: dev metrics {summary['dev']}")
+    for n in (2, 3):
+        got = load_file(os.path.join(runs[n], "predictions-dev.safetensors"))
+        if got.keys() != base.keys() or any(got[k].dtype != base[k].dtype or got[k].tobytes() != base[k].tobytes()
+                                            for k in base):
+            worst = float(np.max(np.abs(got["dev.logits"] - logits)))
+            fail(f"{n} ranks: predictions-dev.safetensors differs from 1 rank's (max |difference| {worst:.3e})")
+        other = json.load(open(os.path.join(runs[n], "summary.json")))
+        for where in ("pretrained", "train", "eval"):
+            if other["stages"][where]["dev"] != summary["stages"][where]["dev"]:
+                fail(f"{n} ranks: {where} dev metrics {other['stages'][where]['dev']} != 1 rank's "
+                     f"{summary['stages'][where]['dev']}")
+        print(f"    {n} ranks: predictions bit for bit and dev metrics of every evaluation equal to 1 rank's")
+
+
+def mpmd(recipe, out, *contexts):
+    """mpirun with one rank per (working directory, extra --set arguments) context."""
+    command = [MPIEXEC, "--oversubscribe", "--bind-to", "none"]
+    for i, (wdir, sets) in enumerate(contexts):
+        command += ([":"] if i else []) + ["-n", "1", "-wdir", wdir, os.path.abspath(DSEE), "run", recipe, "--set",
+                                           f"run.out_dir={out}"] + sets
+    return command
+
+
+def expect_startup_error(command, env, label, patterns):
+    start = time.monotonic()
+    p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=90, env=env)
+    seconds = time.monotonic() - start
+    print(p.stdout[-4000:])
+    print(f"--- {label}: exit {p.returncode} after {seconds:.1f} s")
+    if p.returncode == 0:
+        fail(f"{label}: the job exited 0")
+    if seconds > 60:
+        fail(f"{label}: took {seconds:.1f} s to fail")
+    lines = [l for l in p.stdout.splitlines() if "dsee: error: ranks disagree on the " in l]
+    if not lines:
+        fail(f"{label}: no rank printed a mismatch")
+    for l in lines:
+        for pattern in patterns:
+            if not re.search(pattern, l):
+                fail(f"{label}: the message does not match {pattern!r}: {l}")
+    return lines[0]
+
+
+def model_mismatch(tmp, recipe):
+    import torch
+    from safetensors.numpy import save_file
+    from safetensors import safe_open
+    from transformers import AutoConfig, BertForSequenceClassification
+    # The demo's generated model, from a 1-process run of the omega stage.
+    first = os.path.join(tmp, "first")
+    rc, text, _ = run([DSEE, "run", recipe, "--set", f"run.out_dir={first}", "--set", 'run.stages=["omega"]'], 120)
+    if rc != 0:
+        print(text)
+        fail(f"1 process: exit {rc}")
+    pretrained = os.path.join(first, "tiny", "data", "pretrained")
+    dirs = {name: os.path.join(tmp, name) for name in ("same", "weight", "shape")}
+    for name, d in dirs.items():
+        shutil.copytree(pretrained, os.path.join(d, "model"))
+    # One weight off by 1e-3: the same shapes, another hash.
+    path = os.path.join(dirs["weight"], "model", "model.safetensors")
+    with safe_open(path, "np") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    name = sorted(k for k in tensors if k.endswith("query.weight"))[0]
+    tensors[name] = tensors[name].copy()
+    tensors[name][0, 0] += 1e-3
+    save_file(tensors, path, metadata=metadata)
+    # Another intermediate size: the same config keys, other shapes.
+    config = AutoConfig.from_pretrained(pretrained)
+    config.intermediate_size += 4
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(os.path.join(dirs["shape"], "model"),
+                                                           safe_serialization=True)
+    out = os.path.join(tmp, "out")
+    sets = ["--set", "model.path=model"]
+    expect_startup_error(mpmd(recipe, out, (dirs["same"], sets), (dirs["weight"], sets)), None, "one weight changed",
+                         [r"ranks disagree on the pretrained weights \(model\): rank 0 0x[0-9a-f]{16}, "
+                          r"but rank 1 0x[0-9a-f]{16}"])
+    expect_startup_error(mpmd(recipe, out, (dirs["same"], sets), (dirs["shape"], sets)), None, "another intermediate size",
+                         [r"ranks disagree on the model's tensor shapes: rank 0 0x[0-9a-f]{16}, "
+                          r"but rank 1 0x[0-9a-f]{16}",
+                          r'rank 0 has "[^"]*intermediate[^"]*", rank 1 has "[^"]*intermediate[^"]*"'])
+
+
+def versions_mismatch(tmp, recipe):
+    out = os.path.join(tmp, "out")
+    command = mpirun(2) + ["-x", "DSEE_TEST_PERTURB_RANK", DSEE, "run", recipe, "--set", f"run.out_dir={out}"]
+    expect_startup_error(command, dict(os.environ, DSEE_TEST_PERTURB_RANK="1:versions"), "rank 1's versions",
+                         [r"ranks disagree on the library versions: rank 0 0x[0-9a-f]{16}, but rank 1 0x[0-9a-f]{16}",
+                          r'rank 0 has "<end>", rank 1 has "perturbed by DSEE_TEST_PERTURB_RANK"'])
+
+
+def perturbed_rank(tmp, recipe):
+    out = os.path.join(tmp, "out")
+    command = mpirun(2) + ["-x", "DSEE_TEST_PERTURB_RANK", DSEE, "run", recipe, "--set", f"run.out_dir={out}",
+                           "--set", "prune.kind=none", "--set", "dist.fingerprint_every=2"]
+    start = time.monotonic()
+    p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=90,
+                       env=dict(os.environ, DSEE_TEST_PERTURB_RANK="1:3"))
+    print(p.stdout[-4000:])
+    print(f"--- rank 1 perturbed after step 3: exit {p.returncode} after {time.monotonic() - start:.1f} s")
+    if p.returncode == 0:
+        fail("the job exited 0")
+    hook = re.search(r"DSEE_TEST_PERTURB_RANK: rank 1 adds 1 to tensor '([^']+)' after step 3", p.stdout)
+    if not hook:
+        fail("rank 1 did not log the perturbation")
+    lines = [l for l in p.stdout.splitlines() if "dsee: error: ranks disagree on the trainable parameters" in l]
+    if not lines:
+        fail("no rank printed the mismatch")
+    for l in lines:
+        expected = (f"ranks disagree on the trainable parameters after step 4: tensor '{hook.group(1)}' differs "
+                    f"(rank 0 0x")
+        if expected not in l or not re.search(r"but rank 1 0x[0-9a-f]{16}\)", l) or "collective order" in l:
+            fail(f"the message does not name step 4, the ranks and tensor '{hook.group(1)}': {l}")
+
+
 tmp = tempfile.mkdtemp(prefix="dsee-run-ranks-")
 try:
     recipe = os.path.join(tmp, "tiny.toml")
     with open(recipe, "w") as f:
         f.write(RECIPE)
     {"same_result": same_result, "config_mismatch": config_mismatch, "killed_rank": killed_rank,
-     "sigterm_resume": sigterm_resume, "omega_split": omega_split}[SCENARIO](tmp, recipe)
+     "sigterm_resume": sigterm_resume, "omega_split": omega_split, "eval_shards": eval_shards,
+     "model_mismatch": model_mismatch, "versions_mismatch": versions_mismatch,
+     "perturbed_rank": perturbed_rank}[SCENARIO](tmp, recipe)
     print("ok")
 finally:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -1,5 +1,5 @@
 // One-process checks of the distributed pieces: fingerprints, the watchdog,
-// the stop signal and the backend choice.
+// the stop signal, the backend choice and GradientSync's flat buffer.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -11,6 +11,7 @@
 #include "core/stop_signal.h"
 #include "distributed/communicator_factory.h"
 #include "distributed/fingerprint.h"
+#include "distributed/gradient_sync.h"
 #include "distributed/watchdog.h"
 
 namespace {
@@ -49,6 +50,80 @@ TEST(Fingerprint, CollectiveSequenceSeesOperationDtypeCountRootAndOrder) {
   EXPECT_NE(reference, after({{"all_reduce", i, -1}, {"broadcast", f, 0}}));               // dtype
   EXPECT_NE(reference, after({{"all_reduce", at::zeros({5}), -1}, {"broadcast", f, 0}}));  // count
   EXPECT_NE(reference, after({{"all_reduce", f, -1}, {"broadcast", f, 1}}));               // root
+}
+
+// A communicator of one rank: every collective leaves its tensor as it is;
+// all_reduce calls remember the storage they were given.
+class OneRank final : public dsee::Communicator {
+ public:
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  std::string backend() const override { return "one rank"; }
+  at::Device device() const override { return at::kCPU; }
+  void all_reduce_sum(at::Tensor& tensor) override { reduced(tensor); }
+  void all_reduce_average(at::Tensor& tensor) override { reduced(tensor); }
+  void broadcast(at::Tensor&, int) override { ++stats_.calls; }
+  at::Tensor all_gather(const at::Tensor& tensor) override {
+    ++stats_.calls;
+    return tensor.unsqueeze(0).clone();
+  }
+  void barrier() override { ++stats_.calls; }
+  void set_step(std::int64_t) override {}
+  dsee::CollectiveStats stats() const override { return stats_; }
+  std::vector<std::pair<const void*, std::int64_t>> all_reduced;  // data pointer and numel of each all-reduce
+
+ private:
+  void reduced(const at::Tensor& tensor) {
+    ++stats_.calls;
+    all_reduced.emplace_back(tensor.data_ptr(), tensor.numel());
+  }
+  dsee::CollectiveStats stats_;
+};
+
+// gradient_sync.h: one flat fp32 buffer allocated once; each step copies the
+// gradients in, all-reduces the whole buffer once and copies the averages
+// back into the same gradient tensors.
+TEST(GradientSync, OneBufferAllocatedOnceOneAllReducePerStep) {
+  OneRank comm;
+  at::Tensor w = at::zeros({3, 4}).requires_grad_(true), b = at::zeros({3}).requires_grad_(true);
+  at::Tensor h = at::zeros({2}, at::kBFloat16).requires_grad_(true);  // a bf16 gradient, copied in and out
+  at::Tensor unused = at::zeros({5}).requires_grad_(true);            // no gradient on this rank
+  dsee::GradientSync sync(comm, {w, b, h, unused});
+  ASSERT_EQ(sync.numel(), 12 + 3 + 2 + 5);
+  const void* buffer = sync.buffer().data_ptr();
+  std::vector<const void*> gradients;
+  for (int step = 1; step <= 4; ++step) {
+    const auto calls = comm.stats().calls;
+    // This step's gradients, written into the gradient tensors the previous step left.
+    const auto set_grad = [](at::Tensor& p, const at::Tensor& value) {
+      if (p.grad().defined())
+        p.mutable_grad().copy_(value);
+      else
+        p.mutable_grad() = value.clone();
+    };
+    set_grad(w, at::arange(12, at::kFloat).reshape({3, 4}) * step);
+    set_grad(b, at::full({3}, -1.5 * step));
+    set_grad(h, at::full({2}, step * 0.5, at::kBFloat16));
+    sync.average_gradients();
+    EXPECT_EQ(comm.stats().calls, calls + 1) << "step " << step << ": one collective per optimizer step";
+    ASSERT_EQ(comm.all_reduced.size(), static_cast<std::size_t>(step));
+    EXPECT_EQ(comm.all_reduced.back(), std::make_pair(buffer, sync.numel()))
+        << "step " << step << ": the all-reduce gets the whole buffer allocated at construction";
+    EXPECT_EQ(sync.buffer().data_ptr(), buffer) << "step " << step << ": the buffer was reallocated";
+    // The buffer holds the gradients parameter after parameter; a missing one is zeros.
+    const at::Tensor expected = at::cat({w.grad().reshape({-1}), b.grad(), h.grad().to(at::kFloat), at::zeros({5})});
+    EXPECT_TRUE(at::equal(sync.buffer(), expected)) << "step " << step;
+    ASSERT_TRUE(unused.grad().defined()) << "a missing gradient receives the average";
+    EXPECT_TRUE(at::equal(unused.grad(), at::zeros({5})));
+    // Averages go back into the same gradient tensors, step after step.
+    const std::vector<const void*> now = {w.grad().data_ptr(), b.grad().data_ptr(), h.grad().data_ptr(),
+                                          unused.grad().data_ptr()};
+    if (step > 1) {
+      EXPECT_EQ(now, gradients) << "step " << step << ": gradients were rebound";
+    }
+    gradients = now;
+    for (const auto& p : {w, b, h, unused}) EXPECT_FALSE(p.grad().data_ptr() == buffer) << "copies, not views";
+  }
 }
 
 TEST(Watchdog, FiresOnceNamingOperationAndStep) {

@@ -122,4 +122,34 @@ TEST(ShardRange, CoversEverythingInRankOrder) {
   EXPECT_EQ(dsee::shard_range(1, 2, 3), std::make_pair(std::int64_t{1}, std::int64_t{1}));
 }
 
+// Evaluation shards: whole batches of the 1-rank sequence, in rank order.
+TEST(BatchShardRange, RanksGetWholeBatchesOfTheOneRankSequence) {
+  using Range = std::pair<std::int64_t, std::int64_t>;
+  // 23 rows in batches of 5: 5 5 5 5 3; 2 ranks: batches 0-2 and 3-4.
+  EXPECT_EQ(dsee::batch_shard_range(23, 5, 0, 2), Range(0, 15));
+  EXPECT_EQ(dsee::batch_shard_range(23, 5, 1, 2), Range(15, 23));
+  // 3 ranks: 2, 2 and 1 batches.
+  EXPECT_EQ(dsee::batch_shard_range(23, 5, 0, 3), Range(0, 10));
+  EXPECT_EQ(dsee::batch_shard_range(23, 5, 1, 3), Range(10, 20));
+  EXPECT_EQ(dsee::batch_shard_range(23, 5, 2, 3), Range(20, 23));
+  // More ranks than batches: the last ranks evaluate nothing.
+  EXPECT_EQ(dsee::batch_shard_range(7, 5, 1, 3), Range(5, 7));
+  EXPECT_EQ(dsee::batch_shard_range(7, 5, 2, 3), Range(7, 7));
+  EXPECT_EQ(dsee::batch_shard_range(0, 5, 0, 2), Range(0, 0));
+  // Every shard starts on a batch boundary, and the shards tile [0, n).
+  for (std::int64_t n : {1, 9, 48, 257, 1000})
+    for (std::int64_t batch : {1, 4, 7, 256})
+      for (int world = 1; world <= 5; ++world) {
+        std::int64_t next = 0;
+        for (int r = 0; r < world; ++r) {
+          const auto [begin, end] = dsee::batch_shard_range(n, batch, r, world);
+          EXPECT_EQ(begin, next) << n << " " << batch << " " << r << "/" << world;
+          EXPECT_TRUE(begin == n || begin % batch == 0) << n << " " << batch << " " << r << "/" << world;
+          EXPECT_LE(begin, end);
+          next = end;
+        }
+        EXPECT_EQ(next, n);
+      }
+}
+
 }  // namespace
