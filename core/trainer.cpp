@@ -394,7 +394,8 @@ TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, cons
       }
       if (options_.on_checkpoint) {
         const bool due = options_.checkpoint_every > 0 ? step % options_.checkpoint_every == 0 : epoch_done;
-        if (due || result.stop_requested) options_.on_checkpoint(progress_at(epoch, epoch_done));
+        if (due || (result.stop_requested && options_.checkpoint_on_stop))
+          options_.on_checkpoint(progress_at(epoch, epoch_done));
       }
       if (result.stopped_early) return finish();
     }

@@ -117,6 +117,9 @@ struct TrainerOptions {
   // optimizer state are those after the step; metrics.jsonl is flushed.
   std::int64_t checkpoint_every = 0;
   std::function<void(const TrainerProgress&)> on_checkpoint;
+  // false: a should_stop() stop calls on_checkpoint only when a periodic
+  // checkpoint is due at that step anyway (run.checkpoint_on_signal = false).
+  bool checkpoint_on_stop = true;
 };
 
 struct TrainResult {

@@ -13,5 +13,12 @@ inline constexpr const char* test_stop_after_step = "DSEE_TEST_STOP_AFTER_STEP";
 // optimizer step) or RANK:versions (its library versions text differs): the
 // fingerprint checks' tests.
 inline constexpr const char* test_perturb_rank = "DSEE_TEST_PERTURB_RANK";
+// Tests only: "WHAT=SECONDS" makes rank 0 of `dsee run` sleep before the
+// rank-0 work named WHAT (recipes/ranks.h root_does), e.g. "preparing the
+// task data=5" (the long-wait tests of the other ranks' watchdog).
+inline constexpr const char* test_slow_root = "DSEE_TEST_SLOW_ROOT";
+// Tests only: every training step of `dsee run` lasts this many seconds
+// longer (the tests that signal a job mid-training need time to land).
+inline constexpr const char* test_step_pause_s = "DSEE_TEST_STEP_PAUSE_S";
 
 }  // namespace dsee::env_vars

@@ -34,9 +34,10 @@ std::string communicator_backend(const CommunicatorOptions& options) {
   return "nccl";
 }
 
-std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options) {
+std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options,
+                                                std::shared_ptr<Watchdog> watchdog) {
   const std::string backend = communicator_backend(options);
-  auto watchdog = std::make_shared<Watchdog>(options.timeout_s);
+  if (!watchdog) watchdog = std::make_shared<Watchdog>(options.timeout_s);
   if (backend == "mpi") return std::make_unique<MpiCommunicator>(std::move(watchdog));
 #ifdef DSEE_HAVE_NCCL
   const int index = options.device.has_index() ? options.device.index() : options.local_rank;

@@ -4,7 +4,7 @@
 // lives on: NCCL for CUDA, MPI for the CPU. "mpi" and "nccl" override it:
 // "mpi" with a CUDA device stages every collective through host memory;
 // "nccl" needs a CUDA device and a build with NCCL. Every communicator it
-// makes has a watchdog with the given timeout.
+// makes has a watchdog: the one given, or a new one with the given timeout.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -15,6 +15,8 @@
 #include "core/communicator.h"
 
 namespace dsee {
+
+class Watchdog;
 
 struct CommunicatorOptions {
   std::string backend = "auto";              // auto, mpi, nccl
@@ -31,7 +33,10 @@ bool nccl_available();
 // a CPU device, nccl in a build without it).
 std::string communicator_backend(const CommunicatorOptions& options);
 
-// Requires a live MpiSession.
-std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options);
+// Requires a live MpiSession. `watchdog` guards the collectives (shared with
+// whoever sets long waits on it, recipes/ranks.h); null: a new one with
+// options.timeout_s.
+std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options,
+                                                std::shared_ptr<Watchdog> watchdog = nullptr);
 
 }  // namespace dsee

@@ -9,7 +9,9 @@
 #include <nccl.h>
 
 #include <atomic>
+#include <mutex>
 #include <optional>
+#include <string>
 
 #include "data/log.h"
 #include "distributed/fingerprint.h"
@@ -79,12 +81,31 @@ ncclDataType_t nccl_type(const at::Tensor& tensor, const char* operation) {
 
 }  // namespace
 
-// The communicator handle, shared with the watchdog's abort hook (which may
-// outlive the communicator when someone else holds the watchdog): whoever
-// first flips `closed` aborts or destroys it, the other does nothing.
+// The communicator handle, shared with the watchdog's abort hook and its
+// polls of the asynchronous error (which may outlive the communicator when
+// someone else holds the watchdog): whoever first flips `closed` aborts or
+// destroys it, the other does nothing. `mutex` keeps a poll from running
+// into ncclCommDestroy: `closed` is flipped under it, and a poll reads the
+// communicator under it only while `closed` is false.
 struct NcclHandle {
   ncclComm_t comm = nullptr;
   std::atomic<bool> closed{false};
+  std::mutex mutex;
+
+  bool close() {
+    std::lock_guard lock(mutex);
+    return !closed.exchange(true);
+  }
+  // NCCL's asynchronous error of the communicator as text (it names the
+  // peer or the transport), or an empty string while there is none.
+  std::string async_error() {
+    std::lock_guard lock(mutex);
+    if (closed) return {};
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(comm, &async) != ncclSuccess || async == ncclSuccess || async == ncclInProgress)
+      return {};
+    return fmt::format("NCCL reports {} ({})", ncclGetErrorString(async), ncclGetLastError(comm));
+  }
 };
 
 struct NcclCommunicator::State {
@@ -129,7 +150,9 @@ struct NcclCommunicator::State {
     stats.calls += 1;
     stats.bytes += bytes;
     stats.sequence = fingerprint_collective(stats.sequence, operation, *tensors.begin(), root);
-    if (watchdog) watchdog->watch_until(operation, [finished] { return finished->query(); });
+    if (watchdog)
+      watchdog->watch_until(
+          operation, [finished] { return finished->query(); }, [h = handle] { return h->async_error(); });
   }
 };
 
@@ -153,13 +176,13 @@ NcclCommunicator::NcclCommunicator(int device_index, std::shared_ptr<Watchdog> w
   s.stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/true, static_cast<c10::DeviceIndex>(device_index));
   if (s.watchdog)
     s.watchdog->add_abort_hook([handle = s.handle] {
-      if (!handle->closed.exchange(true)) ncclCommAbort(handle->comm);
+      if (handle->close()) ncclCommAbort(handle->comm);
     });
 }
 
 NcclCommunicator::~NcclCommunicator() {
   State& s = *state_;
-  if (s.comm == nullptr || s.handle->closed.exchange(true)) return;
+  if (s.comm == nullptr || !s.handle->close()) return;
   // Finalize completes what is enqueued (a collective to the peers, like
   // every call here: under the watchdog), then Destroy frees the resources.
   // A failure here cannot be reported to anyone, so it is logged.

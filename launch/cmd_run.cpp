@@ -3,7 +3,8 @@
 //
 // Every `dsee run` starts MPI (MpiSession: without a launcher it is a
 // 1-rank job) and a communicator whose watchdog bounds every collective by
-// dist.timeout_s, and hands both to the pipeline. An error that every rank
+// dist.timeout_s (the wait for rank 0's own work by dist.root_timeout_s),
+// and hands both to the pipeline. An error that every rank
 // raises at the same point (a fingerprint mismatch, rank 0's failure passed
 // on) ends each rank normally with exit 1; any other error on one rank of a
 // multi-rank job aborts the whole job (MPI_Abort, exit 1), since its peers
@@ -17,6 +18,7 @@
 #include "distributed/bootstrap.h"
 #include "distributed/communicator_factory.h"
 #include "distributed/fingerprint.h"
+#include "distributed/watchdog.h"
 #include "launch/commands.h"
 #include "recipes/pipeline.h"
 #include "recipes/recipe_schema.h"
@@ -43,16 +45,20 @@ Command run_command(CLI::App& app) {
               comm_options.device = device_choose(config.get_string("run.device"), place.local_rank, "run.device");
               comm_options.local_rank = place.local_rank;
               comm_options.timeout_s = config.get_float("dist.timeout_s");
-              const auto comm = make_communicator(comm_options);
+              const auto watchdog = std::make_shared<Watchdog>(comm_options.timeout_s);
+              const auto comm = make_communicator(comm_options, watchdog);
               PipelineRanks ranks;
               ranks.comm = comm.get();
               ranks.rank = place.rank;
               ranks.world_size = place.world_size;
               ranks.local_rank = place.local_rank;
               ranks.mpi_library = session.mpi_library_version();
+              ranks.watchdog = watchdog.get();
+              ranks.root_timeout_s = config.get_float("dist.root_timeout_s");
               if (place.world_size > 1)
-                spdlog::info("dsee run on {} ranks ({} backend on {}, dist.timeout_s = {})", place.world_size,
-                             comm->backend(), comm_options.device.str(), comm_options.timeout_s);
+                spdlog::info("dsee run on {} ranks ({} backend on {}, dist.timeout_s = {}, dist.root_timeout_s = {})",
+                             place.world_size, comm->backend(), comm_options.device.str(), comm_options.timeout_s,
+                             ranks.root_timeout_s);
               pipeline_run(config, ranks);
             } catch (const FingerprintMismatch&) {
               throw;  // every rank saw it

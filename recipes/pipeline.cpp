@@ -74,6 +74,7 @@
 #include <limits>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "core/checkpoint.h"
 #include "core/counting.h"
@@ -198,7 +199,7 @@ std::map<std::string, std::string> config_lines(const std::string& text) {
 
 // The run directory records the recipe it belongs to; another recipe is refused.
 void run_dir_claim(const fs::path& run_dir, const Config& config, const PipelineRanks& ranks) {
-  root_writes(ranks, [&] { run_dir_claim_root(run_dir, config); });
+  root_writes(ranks, "claiming the run directory", [&] { run_dir_claim_root(run_dir, config); });
 }
 
 void run_dir_claim_root(const fs::path& run_dir, const Config& config) {
@@ -289,8 +290,8 @@ struct Run {
 // Rank 0 decides (its stages/<stage>.json) and tells every rank.
 bool stage_done(Run& run, const std::string& stage) {
   const auto path = run.dir / "stages" / (stage + ".json");
-  const std::string record =
-      root_does(run.ranks, [&] { return fs::exists(path) ? read_json(path).dump() : std::string(); });
+  const std::string record = root_does(run.ranks, fmt::format("reading stages/{}.json", stage),
+                                       [&] { return fs::exists(path) ? read_json(path).dump() : std::string(); });
   if (record.empty()) return false;
   run.stages[stage] = nlohmann::json::parse(record);
   spdlog::info("{}: stage {} finished before, skipped", run.dir.filename().string(), stage);
@@ -298,7 +299,8 @@ bool stage_done(Run& run, const std::string& stage) {
 }
 
 void stage_record(Run& run, const std::string& stage, nlohmann::json record) {
-  root_writes(run.ranks, [&] { write_json_atomic(run.dir / "stages" / (stage + ".json"), record); });
+  root_writes(run.ranks, fmt::format("writing stages/{}.json", stage),
+              [&] { write_json_atomic(run.dir / "stages" / (stage + ".json"), record); });
   run.stages[stage] = std::move(record);
 }
 
@@ -322,7 +324,7 @@ NamedTensors trainables_of(Run& run) {
 // shapes). Rank 0 reads the file and broadcasts what it read.
 void trainables_load(Run& run, const fs::path& path) {
   NamedTensors saved;
-  root_writes(run.ranks, [&] {
+  root_writes(run.ranks, "reading " + path.filename().string(), [&] {
     const auto file = SafetensorsCheckpoint::open(path);
     for (auto& [name, tensor] : run.tuning->trainable_parameters()) {
       DSEE_CHECK(file.contains(name), "{}: tensor '{}' is missing; delete the run's stages/ to redo them",
@@ -343,7 +345,7 @@ void trainables_load(Run& run, const fs::path& path) {
 }
 
 void trainables_save(Run& run, const fs::path& path) {
-  root_writes(run.ranks, [&] { safetensors_save(path, trainables_of(run)); });
+  root_writes(run.ranks, "writing " + path.filename().string(), [&] { safetensors_save(path, trainables_of(run)); });
 }
 
 // DSEE_TEST_PERTURB_RANK=RANK:STEP on that rank after that step.
@@ -481,6 +483,12 @@ std::int64_t test_stop_after_step() {
   return text ? std::atoll(text) : 0;
 }
 
+// DSEE_TEST_STEP_PAUSE_S (tests only): seconds added to every training step; 0: none.
+double test_step_pause_s() {
+  const char* text = std::getenv(env_vars::test_step_pause_s);
+  return text ? std::atof(text) : 0;
+}
+
 // One training stage (train or retune): the trainer over the task's data.
 nlohmann::json train_stage(Run& run, const std::string& stage) {
   const auto& c = run.config;
@@ -506,6 +514,7 @@ nlohmann::json train_stage(Run& run, const std::string& stage) {
   const std::string config_text = recipe_identity(c);
   Trainer* trainer_of_hook = nullptr;
   fs::path last_checkpoint;
+  std::int64_t last_checkpoint_step = -1;
   // The trainable tensors at the best evaluation so far (Note [The best evaluation]).
   std::vector<NamedTensor> best;
   std::int64_t best_step = -1;
@@ -534,17 +543,23 @@ nlohmann::json train_stage(Run& run, const std::string& stage) {
     state.model_weights_hash = run.model_hash();
     // Every rank reaches this hook at the same step (the trainer's branches
     // agree, Note [The loop on many ranks]); rank 0 writes, then all go on.
-    root_writes(run.ranks, [&] { last_checkpoint = checkpoint_write(ckpt_dir, state, keep_last); });
+    // rank 0 writes it, every rank learns its path
+    last_checkpoint = root_does(run.ranks, "writing a checkpoint",
+                                [&] { return checkpoint_write(ckpt_dir, state, keep_last).string(); });
+    last_checkpoint_step = progress.step;
     spdlog::debug("{}: checkpoint {}", run.dir.filename().string(), last_checkpoint.string());
   };
-  if (c.get_bool("run.checkpoint_on_signal")) {
-    install_stop_handlers();
-    // With ranks the stop is agreed by all (a collective), so every rank leaves at the same step.
-    options.should_stop = [steps = std::int64_t{0}, limit = test_stop_after_step(), comm = run.ranks.comm]() mutable {
-      if (limit > 0 && ++steps == limit) std::raise(SIGTERM);
-      return comm != nullptr ? stop_requested_on_any_rank(*comm) : stop_requested();
-    };
-  }
+  // A stop signal always ends the stage at a step boundary; the checkpoint
+  // is written only with run.checkpoint_on_signal. With ranks the stop is
+  // agreed by all (a collective), so every rank leaves at the same step.
+  install_stop_handlers();
+  options.checkpoint_on_stop = c.get_bool("run.checkpoint_on_signal");
+  options.should_stop = [steps = std::int64_t{0}, limit = test_stop_after_step(), pause = test_step_pause_s(),
+                         comm = run.ranks.comm]() mutable {
+    if (pause > 0) std::this_thread::sleep_for(std::chrono::duration<double>(pause));
+    if (limit > 0 && ++steps == limit) std::raise(SIGTERM);
+    return comm != nullptr ? stop_requested_on_any_rank(*comm) : stop_requested();
+  };
 
   Trainer trainer(run.tuning->trainable_parameters(), options);
   trainer_of_hook = &trainer;
@@ -552,7 +567,7 @@ nlohmann::json train_stage(Run& run, const std::string& stage) {
   std::optional<TrainerProgress> resume;
   // Rank 0 picks and reads the checkpoint; the others receive what they need.
   std::optional<LoadedCheckpoint> loaded;
-  const std::string loaded_path = root_does(run.ranks, [&] {
+  const std::string loaded_path = root_does(run.ranks, "reading the latest checkpoint", [&] {
     loaded = checkpoint_load_latest(ckpt_dir);
     if (!loaded) return std::string();
     checkpoint_check_compatible(loaded->path, loaded->state, config_text, run.model_hash());
@@ -599,12 +614,21 @@ nlohmann::json train_stage(Run& run, const std::string& stage) {
   const auto result = trainer.run(batches, loss, evaluate, on_best, resume ? &*resume : nullptr);
   if (result.stop_requested) {
     const int signal = stop_signal();
-    throw StopRequested(signal, fmt::format("stopped by {} at step {} of {}; checkpoint {}; run the same command "
-                                            "again to resume",
-                                            signal == SIGINT    ? "SIGINT"
-                                            : signal == SIGTERM ? "SIGTERM"
-                                                                : fmt::format("signal {}", signal),
-                                            result.steps, total, last_checkpoint.string()));
+    const std::string by = signal == SIGINT    ? "SIGINT"
+                           : signal == SIGTERM ? "SIGTERM"
+                                               : fmt::format("signal {}", signal);
+    if (last_checkpoint_step == result.steps)  // written at the stop (a periodic one, too, is due then)
+      throw StopRequested(signal, fmt::format("stopped by {} at step {} of {}; checkpoint {}; run the same command "
+                                              "again to resume",
+                                              by, result.steps, total, last_checkpoint.string()));
+    // The newest checkpoint of the stage, if any: this process's periodic one, or the one it resumed from.
+    const std::string resume_from = !last_checkpoint.empty() ? last_checkpoint.string()
+                                    : !loaded_path.empty()   ? loaded_path
+                                                             : "the start of the stage (no checkpoint yet)";
+    throw StopRequested(signal, fmt::format("stopped by {} at step {} of {}; no checkpoint written "
+                                            "(run.checkpoint_on_signal = false); running the same command again "
+                                            "resumes from {}",
+                                            by, result.steps, total, resume_from));
   }
   nlohmann::json best_record;
   if (result.best_step >= 0 && best_step != result.best_step) {
@@ -621,7 +645,7 @@ nlohmann::json train_stage(Run& run, const std::string& stage) {
   } else if (result.best_step >= 0) {
     NamedTensors tensors;
     for (const auto& [name, tensor] : best) tensors.emplace_back(name, tensor);
-    root_writes(run.ranks, [&] {
+    root_writes(run.ranks, fmt::format("writing trainable-{}-best.safetensors", stage), [&] {
       safetensors_save(run.dir / fmt::format("trainable-{}-best.safetensors", stage), tensors,
                        {{"format", "pt"}, {"step", std::to_string(result.best_step)}});
     });
@@ -780,7 +804,8 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   run_dir_claim(dir, config, ranks);
 
   // data + model: rank 0 writes the demo's data, the others read it back
-  root_writes(ranks, [&] { run.data = task_data_prepare(config, demo_options_of(config), data_dir); });
+  root_writes(ranks, "preparing the task data",
+              [&] { run.data = task_data_prepare(config, demo_options_of(config), data_dir); });
   if (!ranks.root()) run.data = task_data_prepare(config, demo_options_of(config), data_dir);
   const auto model_path =
       config.get_string("model.path").empty() ? run.data.pretrained_dir : fs::path(config.get_string("model.path"));
@@ -805,7 +830,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
                                                                     : options.target_modules);
     // Rank 0 computes Ω (or reads it back) and broadcasts it.
     if (stage_done(run, "omega")) {
-      root_writes(ranks, [&] {
+      root_writes(ranks, "reading omega.h5", [&] {
         std::vector<OmegaExpected> expected;
         for (const auto& m : matrices) expected.push_back({m.name, m.rows, m.cols()});
         run.omega = omega_read(dir / "omega.h5", expected);
@@ -823,7 +848,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
                                : std::pair<std::int64_t, std::int64_t>{0, static_cast<std::int64_t>(named.size())};
       omega_options.on_matrix = omega_progress_log("", static_cast<std::size_t>(share.second - share.first));
       if (split) run.omega = omega_select_across_ranks(ranks, named, omega_options);
-      root_writes(ranks, [&] {
+      root_writes(ranks, split ? "writing omega.h5" : "computing Ω", [&] {
         if (!split) run.omega = omega_select(named, omega_options);
         omega_write(dir / "omega.h5", run.omega, omega_info_of(omega_options));
       });
@@ -854,13 +879,13 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   if (prune_kind != "none") {
     // Rank 0 computes the plan (or reads it back) and broadcasts it.
     if (stage_done(run, "prune")) {
-      root_writes(ranks, [&] { run.plan = prune_plan_read(dir / "masks.h5"); });
+      root_writes(ranks, "reading masks.h5", [&] { run.plan = prune_plan_read(dir / "masks.h5"); });
       run.plan = prune_plan_from_named(from_root(ranks, prune_plan_to_named(run.plan), "pruning plan from masks.h5"));
       prune_plan_apply(*run.model, run.plan);
     } else {
       stage_required(run, plan, "prune");
       const auto t = Clock::now();
-      root_writes(ranks, [&] {
+      root_writes(ranks, "computing the pruning plan", [&] {
         run.plan = prune_kind == "heads"
                        ? structured_plan(*run.model, run.tuning.get(), config.get_int("prune.heads_per_layer"))
                        : unstructured_plan(*run.model, run.tuning.get(),
@@ -885,13 +910,14 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
     final_record = counts_of(run);
     const auto logits = task_dev_logits(*run.model, run.tuning.get(), run.data, ranks.comm);
     final_record["dev"] = task_metrics(run.data, logits);
-    root_writes(ranks, [&] { task_write_predictions(run.data, logits, dir / "predictions-dev.safetensors"); });
+    root_writes(ranks, "writing the dev predictions",
+                [&] { task_write_predictions(run.data, logits, dir / "predictions-dev.safetensors"); });
     stage_record(run, "eval", final_record);
   }
 
   // export (skipped once done, like the training stages: `dsee export RUN_DIR` writes another copy)
   if (config.get_string("export.format") != "none" && plan.runs("export") && !stage_done(run, "export")) {
-    root_writes(ranks, [&] {
+    root_writes(ranks, "exporting the model", [&] {
       export_write(*run.model, *run.tuning, export_format_from_name(config.get_string("export.format")),
                    dir / "export");
     });
@@ -908,7 +934,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
                             {"dev", final_record["dev"]},
                             {"stages", run.stages},
                             {"seconds", seconds_since(start)}};
-  root_writes(ranks, [&] { write_json_atomic(dir / "summary.json", summary); });
+  root_writes(ranks, "writing summary.json", [&] { write_json_atomic(dir / "summary.json", summary); });
   return summary;
 }
 
@@ -979,7 +1005,7 @@ nlohmann::json pipeline_run(const Config& config, const PipelineRanks& ranks) {
                  dir.filename().string());
   nlohmann::json summary = {{"arms", nlohmann::json::array()}};
   for (const auto& [name, s] : arms) summary["arms"].push_back({{"name", name}, {"summary", s}});
-  root_writes(ranks, [&] { write_json_atomic(dir / "summary.json", summary); });
+  root_writes(ranks, "writing summary.json", [&] { write_json_atomic(dir / "summary.json", summary); });
   return summary;
 }
 CompareArm compare_arm_parse(const std::string& text) {

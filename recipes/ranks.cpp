@@ -5,10 +5,14 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <thread>
 
 #include "data/distributed_sampler.h"
+#include "data/env_vars.h"
 #include "distributed/coordinator.h"
 
 namespace dsee {
@@ -29,21 +33,50 @@ std::string text_broadcast(const PipelineRanks& ranks, const std::string& text) 
   return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<std::size_t>(size));
 }
 
-// Runs `action` on rank 0 only (every write under the run directory goes
-// through here) and returns its text on every rank. A collective, hence a
-// barrier: no rank goes on before rank 0 has finished. When rank 0 fails,
-// every rank throws ErrorOnEveryRank with rank 0's message.
-std::string root_does(const PipelineRanks& ranks, const std::function<std::string()>& action) {
+namespace {
+
+// DSEE_TEST_SLOW_ROOT = "WHAT=SECONDS" (tests only): rank 0 sleeps before
+// the root_does work named WHAT.
+void test_slow_root(const std::string& what) {
+  const char* text = std::getenv(env_vars::test_slow_root);
+  if (text == nullptr) return;
+  const std::string spec = text;
+  const auto eq = spec.rfind('=');
+  if (eq == std::string::npos || spec.substr(0, eq) != what) return;
+  const double seconds = std::atof(spec.c_str() + eq + 1);
+  spdlog::warn("{}: rank 0 sleeps {} s before {}", env_vars::test_slow_root, seconds, what);
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+}
+
+}  // namespace
+
+// Runs `action` on rank 0 only and returns its text on every rank. A
+// collective, hence a barrier: no rank goes on before rank 0 has finished.
+// The others' wait for rank 0's outcome is a long wait (Note [long waits] in
+// distributed/watchdog.cpp), bounded by ranks.root_timeout_s. When rank 0
+// fails, every rank throws ErrorOnEveryRank with rank 0's message.
+std::string root_does(const PipelineRanks& ranks, const std::string& what, const std::function<std::string()>& action) {
   if (ranks.comm == nullptr) return action();
   std::string status = "ok", text;
   if (ranks.root()) {
+    test_slow_root(what);
     try {
       text = action();
     } catch (const Error& e) {
       status = std::string("error") + e.what();
     }
   }
-  status = text_broadcast(ranks, status);
+  if (!ranks.root() && ranks.watchdog != nullptr) {
+    const auto wait = ranks.watchdog->long_wait(
+        {.what = "waiting for rank 0: " + what,
+         .timeout_s = ranks.root_timeout_s,
+         .setting = "dist.root_timeout_s",
+         .advice = "rank 0 is still at it, stuck or dead; if its work may take this long, raise "
+                   "dist.root_timeout_s (for Ω, omega.split_across_ranks = true shares the work among the ranks)"});
+    status = text_broadcast(ranks, status);
+  } else {
+    status = text_broadcast(ranks, status);
+  }
   if (status != "ok") {
     const std::string message = status.substr(5);
     if (ranks.root()) throw ErrorOnEveryRank(message);
@@ -52,8 +85,8 @@ std::string root_does(const PipelineRanks& ranks, const std::function<std::strin
   return text_broadcast(ranks, text);
 }
 
-void root_writes(const PipelineRanks& ranks, const std::function<void()>& write) {
-  root_does(ranks, [&] {
+void root_writes(const PipelineRanks& ranks, const std::string& what, const std::function<void()>& write) {
+  root_does(ranks, what, [&] {
     write();
     return std::string();
   });

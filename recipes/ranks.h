@@ -19,6 +19,7 @@
 #include "core/prune_plan.h"
 #include "data/error.h"
 #include "distributed/fingerprint.h"
+#include "distributed/watchdog.h"
 
 namespace dsee {
 
@@ -30,6 +31,11 @@ struct PipelineRanks {
   int world_size = 1;
   int local_rank = 0;       // on this node: picks the GPU (core/device.h)
   std::string mpi_library;  // compared across ranks with the other library versions
+  // The communicator's watchdog (not owned; may be null): root_does bounds
+  // the other ranks' wait for rank 0's work by root_timeout_s instead of
+  // dist.timeout_s (Note [long waits] in distributed/watchdog.cpp).
+  Watchdog* watchdog = nullptr;
+  double root_timeout_s = 7200;  // dist.root_timeout_s
   bool root() const { return rank == 0; }
 };
 
@@ -45,10 +51,12 @@ std::string text_broadcast(const PipelineRanks& ranks, const std::string& text);
 
 // Runs `action` on rank 0 only (every write under the run directory goes
 // through here) and returns its text on every rank. A barrier too: no rank
-// goes on before rank 0 has finished. When rank 0 fails (dsee::Error), every
-// rank throws ErrorOnEveryRank with rank 0's message.
-std::string root_does(const PipelineRanks& ranks, const std::function<std::string()>& action);
-void root_writes(const PipelineRanks& ranks, const std::function<void()>& write);
+// goes on before rank 0 has finished; the others wait up to
+// ranks.root_timeout_s, and a timeout names `what` rank 0 was doing (a short
+// phrase: "computing Ω", "writing a checkpoint"). When rank 0 fails
+// (dsee::Error), every rank throws ErrorOnEveryRank with rank 0's message.
+std::string root_does(const PipelineRanks& ranks, const std::string& what, const std::function<std::string()>& action);
+void root_writes(const PipelineRanks& ranks, const std::string& what, const std::function<void()>& write);
 
 // Rank 0's value of `on_root` on every rank, on the communicator's device
 // (checked by fingerprint, labelled `label`).

@@ -22,9 +22,10 @@ const ConfigSchema& recipe_schema() {
            {},
            {},
            {"fp32", "bf16"}});
-    s.add(
-        {"run.checkpoint_on_signal", true,
-         "On SIGTERM/SIGINT/SIGUSR1 (Slurm pre-emption) write a checkpoint before exiting, so a requeued job resumes"});
+    s.add({"run.checkpoint_on_signal", true,
+           "SIGTERM/SIGINT/SIGUSR1 (Slurm pre-emption) stop training at the next step boundary (exit 128 + signal); "
+           "true: write a checkpoint first, so a requeued job resumes from there; false: resume from the last "
+           "periodic one"});
     s.add({"run.stages", std::vector<std::string>{},
            "Stages this invocation runs, in pipeline order (omega, train, prune, retune, eval, export); earlier "
            "stages must have run in the run directory; not part of the recorded recipe, so a run can go stage by "
@@ -122,6 +123,11 @@ const ConfigSchema& recipe_schema() {
     s.add({"ckpt.keep_last", std::int64_t{2}, "Checkpoints kept in ckpt/", 1.0});
     s.add({"ckpt.every", std::int64_t{0}, "Checkpoint every N optimizer steps; 0: at each epoch end", 0.0});
     s.add({"dist.timeout_s", 600.0, "Seconds a collective may take before the job is aborted", 1.0});
+    s.add({"dist.root_timeout_s", 7200.0,
+           "Seconds the other ranks wait for rank 0's own work (Ω without omega.split_across_ranks, data, "
+           "checkpoints, export) before the job is aborted; covers RoBERTa-large's reference Ω (about 1 h on one "
+           "core) twice",
+           1.0});
     s.add({"dist.backend",
            std::string("auto"),
            "Communicator: auto picks nccl for CUDA, mpi for the CPU",

@@ -11,10 +11,22 @@ Usage: test_run_ranks.py SCENARIO MPIEXEC DSEE
                (non-zero exit, within seconds) with a message naming the
                ranks and the key, before anything is written.
   killed_rank  a rank killed with SIGKILL mid-training: every process ends
-               non-zero within dist.timeout_s + a margin.
+               non-zero within dist.timeout_s + 5 s.
   omega_split  omega.split_across_ranks = true on 3 ranks (4 matrices: shares
                of 2, 1 and 1) and on 5 (one rank computes none): omega.h5
                holds exactly the datasets of a 1-process run.
+  slow_root    rank 0's own work made slow (the test hook DSEE_TEST_SLOW_ROOT
+               sleeps 6 s before "preparing the task data") with
+               dist.timeout_s = 2: the other rank waits under
+               dist.root_timeout_s and the run succeeds; with
+               dist.root_timeout_s = 2 too, rank 1's watchdog ends the job
+               with exit 3 and a message naming the wait, within the bound.
+  mpirun_sigterm  SIGTERM sent to launch/mpirun (mpirun itself, as Ctrl-C or
+               a scheduler does) mid-training: the ranks get it after
+               DSEE_MPIRUN_SIGKILL_TIMEOUT (3 s here), stop at a step
+               boundary, write the checkpoint and print the "stopped by
+               SIGTERM" line; the run resumed on 1 rank ends where a straight
+               run ends.
   sigterm_resume  a 2-rank run stopped by SIGTERM (the test hook
                DSEE_TEST_STOP_AFTER_STEP raises it on every rank at step 3)
                exits non-zero after writing ckpt/step-3.h5; the same recipe
@@ -52,6 +64,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import h5py
@@ -173,7 +186,10 @@ def config_mismatch(tmp, recipe):
 
 def killed_rank(tmp, recipe):
     out = os.path.join(tmp, "out")
-    timeout_s, margin_s = 10, 15
+    # From the kill: mpirun usually ends the job at once (measured 2.3 s on the loaded
+    # 2-core VM); the watchdog's path is the timeout + a poll (0.25 s) + MPI_Abort's
+    # teardown (under 1 s); 5 s of slack covers both with headroom.
+    timeout_s, margin_s = 10, 5
     command = mpirun(2) + [DSEE, "run", recipe, "--set", f"run.out_dir={out}", "--set", "train.max_steps=100000",
                            "--set", "prune.kind=none", "--set", f"dist.timeout_s={timeout_s}"]
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -226,15 +242,15 @@ def killed_rank(tmp, recipe):
             fail(f"process {pid} of the job is still running")
 
 
-def compare_runs(base, other, label):
-    for stage_file in ("train", "retune"):
+def compare_runs(base, other, label, stages=("train", "prune", "retune", "eval")):
+    for stage_file in [s for s in ("train", "retune") if s in stages]:
         a = load_file(os.path.join(base, f"trainable-{stage_file}.safetensors"))
         b = load_file(os.path.join(other, f"trainable-{stage_file}.safetensors"))
         worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
         print(f"    {label}: trainable-{stage_file}.safetensors max |difference| {worst:.2e}")
         if worst > (1e-6 if stage_file == "train" else 1e-5):
             fail(f"{label}: trainable-{stage_file} differs by {worst}")
-    for stage in ("train", "prune", "retune", "eval"):
+    for stage in stages:
         a = json.load(open(os.path.join(base, "stages", f"{stage}.json")))
         b = json.load(open(os.path.join(other, "stages", f"{stage}.json")))
         if a["dev"] != b["dev"]:
@@ -296,13 +312,19 @@ def stopped_run(n, steps, recipe, out, extra, label):
     return p
 
 
-def sigterm_resume(tmp, recipe):
-    extra = ["--set", "ckpt.every=2"]
-    straight = os.path.join(tmp, "straight")
-    rc, text, _ = run([DSEE, "run", recipe, "--set", f"run.out_dir={straight}"] + extra, 120)
+def straight_run(tmp, recipe, extra):
+    """The uninterrupted 1-rank run the resumed ones are compared with; its run directory."""
+    out = os.path.join(tmp, "straight")
+    rc, text, _ = run([DSEE, "run", recipe, "--set", f"run.out_dir={out}"] + extra, 120)
     if rc != 0:
         print(text)
         fail(f"straight 1-rank run: exit {rc}")
+    return os.path.join(out, "tiny")
+
+
+def sigterm_resume(tmp, recipe):
+    extra = ["--set", "ckpt.every=2"]
+    straight = straight_run(tmp, recipe, extra)
     out = os.path.join(tmp, "out")
     p = stopped_run(2, 3, recipe, out, extra, "2 ranks with SIGTERM at step 3")
     if p.returncode == 0:
@@ -330,7 +352,132 @@ def sigterm_resume(tmp, recipe):
     if not re.search(r"resuming train from ckpt/step-5\.h5", text):
         print(text)
         fail("the 1-rank run did not resume from ckpt/step-5.h5")
-    compare_runs(os.path.join(straight, "tiny"), run_dir, "2 ranks, then 3, then 1")
+    compare_runs(straight, run_dir, "2 ranks, then 3, then 1")
+
+
+class TimedLines:
+    """A job's output lines as they come, each with its arrival time."""
+
+    def __init__(self, command, env=None):
+        self.job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.job.stdout:
+            self.lines.append((time.monotonic(), line))
+
+    def wait(self, timeout):
+        try:
+            self.job.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.job.kill()
+            self.reader.join(5)
+            print(self.text())
+            fail(f"the job did not end within {timeout} s")
+        self.reader.join(5)
+        return self.job.returncode, time.monotonic()
+
+    def first(self, needle):
+        """(time, line) of the first line containing needle, or None."""
+        return next(((t, l) for t, l in self.lines if needle in l), None)
+
+    def text(self):
+        return "".join(l for _, l in self.lines)
+
+
+def slow_root(tmp, recipe):
+    # Rank 0 alone sleeps 6 s before preparing the data; dist.timeout_s is 2.
+    sleep_s, timeout_s = 6, 2
+    env = dict(os.environ, DSEE_TEST_SLOW_ROOT=f"preparing the task data={sleep_s}")
+    base = mpirun(2) + ["-x", "DSEE_TEST_SLOW_ROOT", DSEE, "run", recipe, "--set", "train.max_steps=2", "--set",
+                        "prune.kind=none", "--set", f"dist.timeout_s={timeout_s}"]
+    ok = TimedLines(base + ["--set", f"run.out_dir={tmp}/ok"], env)
+    rc, _ = ok.wait(90)
+    print(f"--- root_timeout_s default, rank 0 slow by {sleep_s} s, dist.timeout_s {timeout_s}: exit {rc}")
+    if rc != 0 or not ok.first(f"rank 0 sleeps {sleep_s} s before preparing the task data"):
+        print(ok.text())
+        fail(f"the run with a slow rank 0 failed (exit {rc}) or the test hook did not run")
+    # dist.root_timeout_s = 2 too: rank 1 gives up after 2 s of rank 0's 6.
+    root_timeout_s = 2
+    # The bound: the timeout, a watchdog poll (0.25 s), MPI_Abort's teardown of
+    # the job (measured here 0.3-0.6 s; the watchdog's last resort _exit comes
+    # 5 s after the abort), and slack for a loaded 2-core machine.
+    bound_s = root_timeout_s + 4
+    slow = TimedLines(base + ["--set", f"run.out_dir={tmp}/slow", "--set", f"dist.root_timeout_s={root_timeout_s}"],
+                      env)
+    rc, ended = slow.wait(60)
+    text = slow.text()
+    print(text[-3000:])
+    started = slow.first("rank 0 sleeps")
+    if started is None:
+        fail("the test hook did not run")
+    seconds = ended - started[0]
+    print(f"--- dist.root_timeout_s {root_timeout_s}: exit {rc} {seconds:.1f} s after rank 0 began its slow work "
+          f"(bound {bound_s} s)")
+    if rc != 3:
+        fail(f"exit {rc}, expected the watchdog's 3")
+    expected = (r"watchdog: rank 1: waiting for rank 0: preparing the task data \(collective 'broadcast' before "
+                rf"training\) has not finished after [0-9.]+ s \(dist.root_timeout_s = {root_timeout_s}\); .*raise "
+                r"dist.root_timeout_s.*omega.split_across_ranks")
+    if not re.search(expected, text):
+        fail("no watchdog message naming the wait for rank 0 and what to do")
+    if seconds > bound_s:
+        fail(f"the job ended {seconds:.1f} s after rank 0 began, more than {bound_s} s")
+
+
+def mpirun_sigterm(tmp, recipe):
+    # 14 train steps (2 epochs of 7); ckpt.every = 4.
+    extra = ["--set", "prune.kind=none", "--set", "ckpt.every=4"]
+    stages = ("train", "eval")
+    straight = straight_run(tmp, recipe, extra)
+    out = os.path.join(tmp, "out")
+    grace_s = 3
+    launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "launch", "mpirun")
+    # Steps made 0.6 s longer (test hook), so that the signal, which reaches the ranks grace_s
+    # after mpirun, lands mid-training whatever the machine's speed.
+    env = dict(os.environ, DSEE_MPIRUN_SIGKILL_TIMEOUT=str(grace_s), DSEE_TEST_STEP_PAUSE_S="0.6")
+    job = TimedLines([launcher, "-n", "2", "--oversubscribe", "--", DSEE, "run", recipe, "--set",
+                      f"run.out_dir={out}"] + extra, env)
+    metrics = os.path.join(out, "tiny", "metrics.jsonl")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and job.job.poll() is None:
+        if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 2:
+            break
+        time.sleep(0.05)
+    else:
+        job.job.kill()
+        print(job.text())
+        fail("training did not start")
+    signalled = time.monotonic()
+    os.kill(job.job.pid, signal.SIGTERM)  # launch/mpirun exec'd mpirun: the same process
+    rc, ended = job.wait(60)
+    text = job.text()
+    print(text[-3000:])
+    print(f"--- launch/mpirun sent SIGTERM: exit {rc} after {ended - signalled:.1f} s "
+          f"(DSEE_MPIRUN_SIGKILL_TIMEOUT {grace_s})")
+    if f"--mca odls_base_sigkill_timeout {grace_s}" not in text:
+        fail("launch/mpirun did not print the sigkill timeout it passes")
+    stops = re.findall(r"dsee: stopped by SIGTERM at step (\d+) of (\d+); checkpoint (\S+);", text)
+    if len(stops) != 2 or stops[0][0] != stops[1][0]:
+        fail(f"expected both ranks to print 'stopped by SIGTERM' at the same step, got {stops}")
+    step, total = int(stops[0][0]), int(stops[0][1])
+    if not 2 <= step < total:
+        fail(f"stopped at step {step} of {total}: not mid-training")
+    if not os.path.exists(os.path.join(out, "tiny", "ckpt", f"step-{step}.h5")):
+        fail(f"no ckpt/step-{step}.h5 after the stop")
+    if re.search(r"signal 9|Killed", text):
+        fail("a rank was killed instead of stopping")
+    if rc == 0:
+        fail("mpirun exited 0 after SIGTERM")
+    rc, text, seconds = run([DSEE, "run", recipe, "--set", f"run.out_dir={out}"] + extra, 120)
+    print(f"--- resumed on 1 rank: exit {rc} after {seconds:.1f} s")
+    if rc != 0 or f"resuming train from ckpt/step-{step}.h5" not in text:
+        print(text)
+        fail(f"the 1-rank run did not resume from ckpt/step-{step}.h5 and finish")
+    compare_runs(straight, os.path.join(out, "tiny"), "2 ranks stopped through mpirun, 1 rank",
+                 stages)
 
 
 def eval_shards(tmp, _recipe):
@@ -487,7 +634,7 @@ try:
     {"same_result": same_result, "config_mismatch": config_mismatch, "killed_rank": killed_rank,
      "sigterm_resume": sigterm_resume, "omega_split": omega_split, "eval_shards": eval_shards,
      "model_mismatch": model_mismatch, "versions_mismatch": versions_mismatch,
-     "perturbed_rank": perturbed_rank}[SCENARIO](tmp, recipe)
+     "perturbed_rank": perturbed_rank, "slow_root": slow_root, "mpirun_sigterm": mpirun_sigterm}[SCENARIO](tmp, recipe)
     print("ok")
 finally:
     shutil.rmtree(tmp, ignore_errors=True)

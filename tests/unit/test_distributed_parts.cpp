@@ -3,8 +3,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
+#include <functional>
+#include <string>
 #include <thread>
 #include <tuple>
 
@@ -126,21 +129,107 @@ TEST(GradientSync, OneBufferAllocatedOnceOneAllReducePerStep) {
   }
 }
 
-TEST(Watchdog, FiresOnceNamingOperationAndStep) {
-  std::atomic<int> fired{0};
+// What a watchdog's timeout callback saw: how often it fired, the last message.
+struct Fired {
+  std::atomic<int> count{0};
   std::string message;
-  dsee::Watchdog watchdog(0.2, [&](const std::string& text) {
-    message = text;
-    ++fired;
-  });
+  std::function<void(const std::string&)> callback() {
+    return [this](const std::string& text) {
+      message = text;
+      ++count;
+    };
+  }
+};
+
+TEST(Watchdog, FiresOnceNamingOperationAndStep) {
+  Fired fired;
+  dsee::Watchdog watchdog(0.2, fired.callback());
   watchdog.set_step(41);
   {
     auto guard = watchdog.watch("all_reduce");
     std::this_thread::sleep_for(std::chrono::milliseconds(700));
   }
-  EXPECT_EQ(fired.load(), 1);
-  EXPECT_NE(message.find("collective 'all_reduce' at step 41 has not finished"), std::string::npos) << message;
-  EXPECT_NE(message.find("dist.timeout_s = 0.2"), std::string::npos) << message;
+  EXPECT_EQ(fired.count.load(), 1);
+  EXPECT_NE(fired.message.find("collective 'all_reduce' at step 41 has not finished"), std::string::npos)
+      << fired.message;
+  EXPECT_NE(fired.message.find("dist.timeout_s = 0.2"), std::string::npos) << fired.message;
+}
+
+TEST(Watchdog, SaysBeforeTrainingWhenNoStepIsSet) {
+  Fired fired;
+  dsee::Watchdog watchdog(0.2, fired.callback());
+  {
+    auto guard = watchdog.watch("broadcast");
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  }
+  EXPECT_NE(fired.message.find("collective 'broadcast' before training has not finished"), std::string::npos)
+      << fired.message;
+}
+
+// The other ranks' wait for rank 0's own work (root_does) has its own bound
+// and names what it waits for; ordinary collectives keep dist.timeout_s.
+TEST(Watchdog, LongWaitHasItsOwnBoundAndSaysWhatItWaitsFor) {
+  Fired fired;
+  dsee::Watchdog watchdog(0.2, fired.callback());
+  const dsee::Watchdog::LongWait wait{"waiting for rank 0: computing Ω", 1.2, "dist.root_timeout_s",
+                                      "raise dist.root_timeout_s"};
+  {
+    const auto scope = watchdog.long_wait(wait);
+    auto guard = watchdog.watch("broadcast");
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));  // 3x dist.timeout_s, half the long bound
+  }
+  EXPECT_EQ(fired.count.load(), 0);
+  const auto start = std::chrono::steady_clock::now();
+  {
+    const auto scope = watchdog.long_wait(wait);
+    auto guard = watchdog.watch("broadcast");
+    while (fired.count.load() == 0 && std::chrono::steady_clock::now() - start < std::chrono::seconds(5))
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(fired.count.load(), 1);
+  EXPECT_GE(waited, 1.2);
+  EXPECT_LT(waited, 1.2 + 0.5);  // the bound plus a poll
+  EXPECT_NE(
+      fired.message.find("waiting for rank 0: computing Ω (collective 'broadcast' before training) has not finished "
+                         "after 1."),
+      std::string::npos)
+      << fired.message;
+  EXPECT_NE(fired.message.find("(dist.root_timeout_s = 1.2); raise dist.root_timeout_s"), std::string::npos)
+      << fired.message;
+}
+
+TEST(Watchdog, OrdinaryBoundReturnsAfterALongWait) {
+  Fired fired;
+  dsee::Watchdog watchdog(0.2, fired.callback());
+  {
+    const auto scope = watchdog.long_wait({"waiting for rank 0: writing a checkpoint", 30, "dist.root_timeout_s", ""});
+  }
+  {
+    auto guard = watchdog.watch("all_reduce");
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  }
+  EXPECT_EQ(fired.count.load(), 1);
+  EXPECT_NE(fired.message.find("(dist.timeout_s = 0.2)"), std::string::npos) << fired.message;
+}
+
+// NCCL's asynchronous error: the job ends at the next poll, not after the bound.
+TEST(Watchdog, FailedCollectiveFiresAtOnceWithTheReason) {
+  Fired fired;
+  dsee::Watchdog watchdog(30, fired.callback());
+  watchdog.set_step(9);
+  std::atomic<bool> broken{false};
+  watchdog.watch_until(
+      "all_reduce", [] { return false; },
+      [&] { return broken ? std::string("NCCL reports remote process exited or there was a network error") : ""; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_EQ(fired.count.load(), 0);
+  broken = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(fired.count.load(), 1);
+  EXPECT_NE(fired.message.find("collective 'all_reduce' at step 9 failed after 0."), std::string::npos)
+      << fired.message;
+  EXPECT_NE(fired.message.find("NCCL reports remote process exited"), std::string::npos) << fired.message;
 }
 
 TEST(Watchdog, QuietWhenCollectivesFinishInTime) {

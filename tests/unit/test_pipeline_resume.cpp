@@ -10,7 +10,9 @@
 //   - a corrupted newest checkpoint falls back to the previous one, and the
 //     metrics lines written after that one are cut away;
 //   - a stage killed before its first checkpoint starts afresh on the next
-//     run without leaving its earlier metrics lines twice.
+//     run without leaving its earlier metrics lines twice;
+//   - with run.checkpoint_on_signal = false a signal stops the run the same
+//     way without writing a checkpoint.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -108,6 +110,27 @@ TEST_F(PipelineResume, SigtermThenRerunsMatchAStraightRun) {
   const auto fourth = run_dsee(one_arm(dir), stop);
   ASSERT_EQ(fourth.exit_code, 0) << fourth.output;
   EXPECT_TRUE(contains(fourth.output, "resuming retune from ckpt/retune/step-3.h5 (step 3 of 4)")) << fourth.output;
+  expect_same_results(*out_ / "straight" / "demo", dir / "demo");
+}
+
+// run.checkpoint_on_signal = false: the signal still stops the loop at a
+// step boundary with exit 143, but no checkpoint is written; the next run
+// resumes from the periodic one (ckpt.every = 2).
+TEST_F(PipelineResume, SignalWithoutCheckpointStopsAndResumesFromThePeriodicOne) {
+  const auto dir = *out_ / "no-checkpoint-on-signal";
+  const std::string command = one_arm(dir) + " --set run.checkpoint_on_signal=false";
+  const auto first = run_dsee(command, "DSEE_TEST_STOP_AFTER_STEP=3 ");
+  ASSERT_EQ(first.exit_code, 143) << first.output;
+  EXPECT_TRUE(contains(first.output,
+                       "stopped by SIGTERM at step 3 of 8; no checkpoint written (run.checkpoint_on_signal = false); "
+                       "running the same command again resumes from " +
+                           (dir / "demo" / "ckpt" / "step-2.h5").string()))
+      << first.output;
+  EXPECT_TRUE(fs::exists(dir / "demo" / "ckpt" / "step-2.h5"));
+  EXPECT_FALSE(fs::exists(dir / "demo" / "ckpt" / "step-3.h5"));
+  const auto second = run_dsee(command);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_TRUE(contains(second.output, "resuming train from ckpt/step-2.h5 (step 2 of 8)")) << second.output;
   expect_same_results(*out_ / "straight" / "demo", dir / "demo");
 }
 
