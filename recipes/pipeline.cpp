@@ -789,8 +789,10 @@ nlohmann::json partial_summary(Run& run, const std::string& stage, Clock::time_p
 }
 
 // One arm of the recipe in `dir`, data in `data_dir` (`arm`: one of run.compare's).
+// `demo`: the demo data's options, the base recipe's for every arm, since the
+// arms share one data folder and one teacher (Note [The arms' shared data]).
 nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path& data_dir, const PipelineRanks& ranks,
-                       bool arm) {
+                       bool arm, const DemoOptions& demo) {
   const auto start = Clock::now();
   Run run(config, dir, ranks);
   const auto method = tuning_method_from_name(config.get_string("tuning.method"));
@@ -804,9 +806,8 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
   run_dir_claim(dir, config, ranks);
 
   // data + model: rank 0 writes the demo's data, the others read it back
-  root_writes(ranks, "preparing the task data",
-              [&] { run.data = task_data_prepare(config, demo_options_of(config), data_dir); });
-  if (!ranks.root()) run.data = task_data_prepare(config, demo_options_of(config), data_dir);
+  root_writes(ranks, "preparing the task data", [&] { run.data = task_data_prepare(config, demo, data_dir); });
+  if (!ranks.root()) run.data = task_data_prepare(config, demo, data_dir);
   const auto model_path =
       config.get_string("model.path").empty() ? run.data.pretrained_dir : fs::path(config.get_string("model.path"));
   ModelLoadOptions load;
@@ -984,8 +985,25 @@ nlohmann::json pipeline_run(const Config& config, const PipelineRanks& ranks) {
     fingerprint_verify_text(*ranks.comm, "library versions", library_versions_text(ranks));
   }
   const auto& compare = config.get_strings("run.compare");
-  if (compare.empty()) return run_arm(config, dir, data_dir, ranks, false);
+  if (compare.empty()) return run_arm(config, dir, data_dir, ranks, false, demo_options_of(config));
   stage_plan_of(config, true);  // names and order, before the run directory is claimed
+  // Note [The arms' shared data]
+  // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+  // The arms of a comparison learn one task from one data folder, dir/data.
+  // For the demo that folder also fixes the teacher, whose planted sparse
+  // entries sit on GreBsmo's Ω with the base recipe's omega.* settings. An
+  // arm may change its own Ω (omega.c, say) but not the task: its data comes
+  // from the base recipe's options, and task.* keys in an arm are refused.
+  // (Before, an arm with another omega.c regenerated the shared folder with a
+  // teacher of its own, so it learned a different task than the table's
+  // other rows and rewrote their data.)
+  for (const auto& text : compare)
+    for (const auto& override_text : compare_arm_parse(text).overrides)
+      DSEE_CHECK(!override_text.starts_with("task."),
+                 "{}: run.compare arm '{}' sets {}: the arms of a comparison share the task and its data ({}); set "
+                 "task.* keys in the recipe itself, or compare separate runs with dsee report",
+                 config.source(), compare_arm_parse(text).name, override_text, data_dir.string());
+  const DemoOptions demo = demo_options_of(config);
 
   run_dir_claim(dir, config, ranks);
   std::vector<std::pair<std::string, nlohmann::json>> arms;
@@ -995,7 +1013,7 @@ nlohmann::json pipeline_run(const Config& config, const PipelineRanks& ranks) {
     overrides.push_back("run.compare=[]");
     const Config arm_config =
         Config::parse(recipe_schema(), config.to_toml(), config.source() + " arm " + arm.name, overrides);
-    arms.emplace_back(arm.name, run_arm(arm_config, dir / arm.name, data_dir, ranks, true));
+    arms.emplace_back(arm.name, run_arm(arm_config, dir / arm.name, data_dir, ranks, true, demo));
   }
   const bool partial =
       std::any_of(arms.begin(), arms.end(), [](const auto& arm) { return arm.second.contains("stopped_after"); });

@@ -32,7 +32,8 @@ const ConfigSchema& recipe_schema() {
            "stage; empty: every stage the recipe configures"});
     s.add({"run.compare", std::vector<std::string>{},
            "Arms run side by side and tabulated, each \"name: key=value key=value ...\" over this recipe "
-           "(recipes/demo.toml); empty: one run"});
+           "(recipes/demo.toml); the arms share the task and its data, so task.* keys in an arm are refused; "
+           "empty: one run"});
     s.add({"model.path", std::string(""),
            "Hugging Face model directory (config.json, model.safetensors); empty with task.name = demo: the demo's "
            "generated model"});

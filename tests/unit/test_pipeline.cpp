@@ -31,21 +31,28 @@ TEST(Pipeline, DemoRunsEveryArmAndPrintsTheTable) {
   const fs::path out = fs::temp_directory_path() / ("dsee-pipeline-" + std::to_string(getpid()));
   const auto r = run_dsee("run " + kDemo + small(out));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const char* arm : {"full", "lora", "dsee", "dsee-unstructured-30", "dsee-heads-3"})
+  for (const char* arm : {"full", "lora", "dsee", "dsee-lora-budget", "dsee-unstructured-30", "dsee-heads-3"})
     EXPECT_TRUE(contains(r.output, std::string("\n") + arm + " ")) << arm;
   std::ifstream in(out / "demo" / "summary.json");
   const auto summary = nlohmann::json::parse(in);
-  ASSERT_EQ(summary["arms"].size(), 5u);
+  ASSERT_EQ(summary["arms"].size(), 6u);
   const auto& arms = summary["arms"];
   const auto trainable = [&](int i) { return arms[i]["summary"]["trainable_parameters"].get<std::int64_t>(); };
-  // Full fine-tuning trains everything; LoRA r=8 vs DSEE r=8 + 16 entries per matrix.
+  // Full fine-tuning trains everything; LoRA r=8 vs DSEE r=8 + 16 entries per matrix (4 matrices), and DSEE
+  // r=7 + 128 entries per matrix at exactly LoRA's budget.
   EXPECT_GT(trainable(0), 20 * trainable(1));
   EXPECT_EQ(trainable(2) - trainable(1), 2 * 2 * 16);
+  EXPECT_EQ(trainable(3), trainable(1));
+  // Every arm learns the same task from the same data (Note [The arms' shared data]): the untuned model's
+  // dev accuracy is one number, also for the arm with another omega.c.
+  for (int i = 1; i < 6; ++i)
+    EXPECT_EQ(arms[i]["summary"]["stages"]["pretrained"]["dev"], arms[0]["summary"]["stages"]["pretrained"]["dev"])
+        << arms[i]["name"];
   // Unstructured pruning removes entries; head pruning removes FLOPs.
   const auto& dsee = arms[2]["summary"];
-  EXPECT_LT(arms[3]["summary"]["nonzero_parameters"].get<std::int64_t>(),
+  EXPECT_LT(arms[4]["summary"]["nonzero_parameters"].get<std::int64_t>(),
             dsee["nonzero_parameters"].get<std::int64_t>());
-  EXPECT_LT(arms[4]["summary"]["flops_dense"].get<std::int64_t>(), dsee["flops_dense"].get<std::int64_t>());
+  EXPECT_LT(arms[5]["summary"]["flops_dense"].get<std::int64_t>(), dsee["flops_dense"].get<std::int64_t>());
   EXPECT_TRUE(fs::exists(out / "demo" / "dsee" / "omega.h5"));
   EXPECT_TRUE(fs::exists(out / "demo" / "dsee-heads-3" / "masks.h5"));
 
@@ -56,6 +63,17 @@ TEST(Pipeline, DemoRunsEveryArmAndPrintsTheTable) {
   std::ifstream in2(out / "demo" / "summary.json");
   const auto summary2 = nlohmann::json::parse(in2);
   EXPECT_EQ(summary2["arms"][2]["summary"]["dev"], summary["arms"][2]["summary"]["dev"]);
+
+  // An arm may not change the task its comparison shares; refused before anything is written.
+  const fs::path refused = fs::temp_directory_path() / ("dsee-pipeline-arm-task-" + std::to_string(getpid()));
+  const auto task_arm = run_dsee("run " + kDemo + " --set run.out_dir=" + refused.string() +
+                                 " --set 'run.compare=[\"a: tuning.method=lora\", \"b: task.train_size=64\"]'");
+  EXPECT_EQ(task_arm.exit_code, 1) << task_arm.output;
+  EXPECT_TRUE(contains(task_arm.output,
+                       "run.compare arm 'b' sets task.train_size=64: the arms of a comparison share "
+                       "the task and its data"))
+      << task_arm.output;
+  EXPECT_FALSE(fs::exists(refused / "demo"));
 
   // Another recipe in the same run directory is refused, naming the key.
   const auto other = run_dsee("run " + kDemo + small(out) + " --set train.lr=0.5");
