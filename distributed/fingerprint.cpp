@@ -106,13 +106,11 @@ std::uint64_t fingerprint_collective(std::uint64_t sequence, const char* operati
 void fingerprint_verify(Communicator& comm, const std::string& label, std::uint64_t value) {
   const std::string mismatch = describe_mismatch(gather_values(comm, value));
   if (!mismatch.empty())
-    throw FingerprintMismatch(
-        fmt::format("ranks disagree on the {}: {}. Every rank must start from the same "
-                    "recipe, files and library versions",
-                    label, mismatch));
+    throw FingerprintMismatch(fmt::format("ranks disagree on the {}: {}. {}", label, mismatch, kStartupAdvice));
 }
 
-void fingerprint_verify_items(Communicator& comm, const std::string& label, const NamedFingerprints& items) {
+void fingerprint_verify_items(Communicator& comm, const std::string& label, const NamedFingerprints& items,
+                              const std::string& advice) {
   // Note [Naming what differed]: the common case costs one all-gather of
   // two values (the items' combined fingerprint, with their names, and
   // their count); only a mismatch gathers every item's value, so a check
@@ -136,9 +134,7 @@ void fingerprint_verify_items(Communicator& comm, const std::string& label, cons
   const std::string mismatch = describe_mismatch(combined_of);
   if (mismatch.empty()) return;
   const auto fail = [&](const std::string& what) {
-    throw FingerprintMismatch(fmt::format(
-        "ranks disagree on the {}: {}. Every rank must start from the same recipe, files and library versions", label,
-        what));
+    throw FingerprintMismatch(fmt::format("ranks disagree on the {}: {}. {}", label, what, advice));
   };
   if (!same_count) {
     std::string counts;
@@ -168,7 +164,10 @@ void fingerprint_verify_items(Communicator& comm, const std::string& label, cons
 void fingerprint_verify_state(Communicator& comm, const std::string& label, const NamedTensors& tensors) {
   NamedFingerprints items = {{"collective order", comm.stats().sequence}};
   for (const auto& [name, tensor] : tensors) items.emplace_back(fmt::format("tensor '{}'", name), fingerprint(tensor));
-  fingerprint_verify_items(comm, label, items);
+  fingerprint_verify_items(comm, label, items,
+                           "The ranks started alike and drifted apart while training: one computed differently "
+                           "(a non-deterministic kernel, a hardware fault) or issued other collectives. Resume from "
+                           "the last checkpoint (run the same command); if it recurs at the same step, report it");
 }
 
 void fingerprint_verify_text(Communicator& comm, const std::string& label, const std::string& text) {
@@ -190,10 +189,9 @@ void fingerprint_verify_text(Communicator& comm, const std::string& label, const
   int differing = 0;
   for (std::size_t r = 1; r < values.size() && differing == 0; ++r)
     if (values[r] != values[0]) differing = static_cast<int>(r);
-  throw FingerprintMismatch(
-      fmt::format("ranks disagree on the {}: {}{}. Every rank must start from the same "
-                  "recipe, files and library versions",
-                  label, mismatch, first_differing_line(text_of(0), text_of(differing), differing)));
+  throw FingerprintMismatch(fmt::format("ranks disagree on the {}: {}{}. {}", label, mismatch,
+                                        first_differing_line(text_of(0), text_of(differing), differing),
+                                        kStartupAdvice));
 }
 
 }  // namespace dsee

@@ -53,16 +53,22 @@ void fingerprint_verify(Communicator& comm, const std::string& label, std::uint6
 // from rank 0's.
 void fingerprint_verify_text(Communicator& comm, const std::string& label, const std::string& text);
 
+// How the start-up checks' messages end.
+inline constexpr const char* kStartupAdvice = "Every rank must start from the same recipe, files and library versions";
+
 using NamedFingerprints = std::vector<std::pair<std::string, std::uint64_t>>;
 // The same for named things, e.g. {"tensor 'x'", fingerprint(x)}: one
 // all-gather when the ranks agree; on a mismatch a second one of every
 // item's value, and the message names the first items that differ (up to
 // three) with the ranks and values of the first. Every rank passes the same
 // names in the same order (else the message says the lists differ).
-void fingerprint_verify_items(Communicator& comm, const std::string& label, const NamedFingerprints& items);
+// `advice` ends the message (default: the start-up advice of the others).
+void fingerprint_verify_items(Communicator& comm, const std::string& label, const NamedFingerprints& items,
+                              const std::string& advice = kStartupAdvice);
 // The periodic check of `dsee run`: the order of the collectives issued so
 // far (comm.stats().sequence, as "collective order") and one fingerprint
-// per tensor ("tensor '<name>'").
+// per tensor ("tensor '<name>'"); its message says what drift during
+// training means and what to do.
 void fingerprint_verify_state(Communicator& comm, const std::string& label, const NamedTensors& tensors);
 
 }  // namespace dsee

@@ -624,6 +624,8 @@ def perturbed_rank(tmp, recipe):
                     f"(rank 0 0x")
         if expected not in l or not re.search(r"but rank 1 0x[0-9a-f]{16}\)", l) or "collective order" in l:
             fail(f"the message does not name step 4, the ranks and tensor '{hook.group(1)}': {l}")
+        if "drifted apart while training" not in l or "Resume from the last checkpoint" not in l:
+            fail(f"the message does not say what drift during training means and what to do: {l}")
 
 
 tmp = tempfile.mkdtemp(prefix="dsee-run-ranks-")
