@@ -1,5 +1,6 @@
 // Runs the real dsee binary (DSEE_BINARY) from a unit test: exit code and
-// everything it printed (stdout and stderr together).
+// everything it printed (stdout and stderr together); small file helpers
+// the tests share.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -10,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 namespace dsee_test {
@@ -30,6 +32,15 @@ inline Result run_dsee(const std::string& arguments, const std::string& prefix =
   while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) output.append(buffer.data(), n);
   const int status = pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), output};
+}
+
+// A file's whole contents, bytes as they are (a failed test if it cannot be read).
+inline std::string file_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << path;
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 // A file in the temporary directory, unique to this process.

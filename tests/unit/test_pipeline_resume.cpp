@@ -28,6 +28,7 @@ namespace dsee {
 namespace {
 
 namespace fs = std::filesystem;
+using dsee_test::file_text;
 using dsee_test::run_dsee;
 
 const std::string kDemo = std::string(DSEE_SOURCE_DIR) + "/recipes/demo.toml";
@@ -40,14 +41,6 @@ std::string one_arm(const fs::path& out) {
          " --set prune.kind=unstructured --set prune.p_adapt=0.3 --set prune.p_rest=0.3"
          " --set task.train_size=128 --set task.dev_size=64 --set train.epochs=2 --set retune.epochs=1"
          " --set train.grad_accumulation=2 --set train.eval_every=3 --set ckpt.every=2 --set ckpt.keep_last=2";
-}
-
-std::string file_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << path;
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 nlohmann::json json_of(const fs::path& path) { return nlohmann::json::parse(file_text(path)); }

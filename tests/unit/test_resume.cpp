@@ -16,6 +16,7 @@
 #include "core/losses.h"
 #include "core/trainer.h"
 #include "error_of.h"
+#include "run_dsee.h"
 
 namespace dsee {
 namespace {
@@ -76,13 +77,6 @@ TrainerOptions resume_options(const std::filesystem::path& metrics) {
   options.log_every = 0;
   options.metrics_path = metrics;
   return options;
-}
-
-std::string file_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 struct Snapshot {
@@ -171,7 +165,7 @@ TEST_P(Resume, InterruptedAndResumedRunIsBitIdenticalToAStraightRun) {
   EXPECT_TRUE(resumed.best_metric == straight_result.best_metric);
   expect_bit_identical(second.parameters(), straight.parameters());
   expect_bit_identical(second_trainer.optimizer().state_export(), straight_trainer.optimizer().state_export());
-  EXPECT_EQ(file_text(resumed_metrics), file_text(straight_metrics));
+  EXPECT_EQ(dsee_test::file_text(resumed_metrics), dsee_test::file_text(straight_metrics));
   std::filesystem::remove(straight_metrics);
   std::filesystem::remove(resumed_metrics);
   std::filesystem::remove(dir);

@@ -21,6 +21,7 @@
 #include "core/losses.h"
 #include "core/trainer.h"
 #include "error_of.h"
+#include "run_dsee.h"
 
 namespace dsee {
 namespace {
@@ -288,13 +289,6 @@ TEST(Trainer, SumOverRanksOfEqualRanksLogsTheOneRankLoss) {
 namespace dsee {
 namespace {
 
-std::string text_of(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // Warnings and infos into a string while in scope.
 class LogCapture {
  public:
@@ -331,7 +325,7 @@ std::string two_stages(const std::filesystem::path& path, int stop_after) {
       EXPECT_EQ(result.stop_requested, stop > 0);
     }
   }
-  return text_of(path);
+  return dsee_test::file_text(path);
 }
 
 TEST(Trainer, AFreshStartDropsTheLinesOfAnEarlierAttemptOfItsStage) {
@@ -564,7 +558,7 @@ TEST(Trainer, ProgressRedrawsInPlaceOnATerminalAndLogsPlainLinesOtherwise) {
   ASSERT_GE(plain, 0);
   const std::string plain_log = with_stderr(plain, train);
   ::close(plain);
-  const std::string written = text_of(file);
+  const std::string written = dsee_test::file_text(file);
   ::unlink(file.c_str());
   EXPECT_EQ(written.find('\r'), std::string::npos) << written;
   for (int step = 1; step <= 6; ++step)
