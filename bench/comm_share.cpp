@@ -25,13 +25,13 @@
 #include <chrono>
 #include <cstdio>
 
-#include "core/bert.h"
-#include "core/device.h"
-#include "core/losses.h"
-#include "core/model_config.h"
-#include "core/omega.h"
-#include "core/optimizer.h"
-#include "core/tuning.h"
+#include "core/model/bert.h"
+#include "core/model/device.h"
+#include "core/model/model_config.h"
+#include "core/sparsity/omega.h"
+#include "core/train/losses.h"
+#include "core/train/optimizer.h"
+#include "core/tuning/tuning.h"
 #include "distributed/bootstrap.h"
 #include "distributed/communicator_factory.h"
 #include "distributed/gradient_sync.h"

@@ -13,7 +13,7 @@
 #include <optional>
 #include <string>
 
-#include "data/log.h"
+#include "base/log.h"
 #include "distributed/fingerprint.h"
 #include "distributed/mpi_check.h"
 

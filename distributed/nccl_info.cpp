@@ -11,9 +11,7 @@ namespace dsee {
 #ifdef DSEE_HAVE_NCCL
 namespace {
 // NCCL >= 2.9 encodes versions as major*10000 + minor*100 + patch.
-std::string nccl_version_text(int code) {
-  return fmt::format("{}.{}.{}", code / 10000, code / 100 % 100, code % 100);
-}
+std::string nccl_version_text(int code) { return fmt::format("{}.{}.{}", code / 10000, code / 100 % 100, code % 100); }
 }  // namespace
 
 NcclInfo nccl_info() {

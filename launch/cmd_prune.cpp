@@ -12,11 +12,11 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "core/pretrained_model.h"
-#include "core/prune_plan.h"
-#include "core/pruning.h"
-#include "core/tuning.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/model/pretrained_model.h"
+#include "core/sparsity/prune_plan.h"
+#include "core/sparsity/pruning.h"
+#include "core/tuning/tuning.h"
 #include "launch/commands.h"
 
 namespace dsee {

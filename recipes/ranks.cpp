@@ -11,8 +11,8 @@
 #include <sstream>
 #include <thread>
 
+#include "base/env_vars.h"
 #include "data/distributed_sampler.h"
-#include "data/env_vars.h"
 #include "distributed/coordinator.h"
 
 namespace dsee {

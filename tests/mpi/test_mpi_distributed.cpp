@@ -9,14 +9,14 @@
 #include <map>
 #include <string>
 
-#include "core/stop_signal.h"
+#include "base/log.h"
 #include "data/distributed_sampler.h"
-#include "data/log.h"
 #include "distributed/bootstrap.h"
 #include "distributed/communicator_factory.h"
 #include "distributed/coordinator.h"
 #include "distributed/fingerprint.h"
 #include "distributed/gradient_sync.h"
+#include "distributed/stop_signal.h"
 
 namespace {
 
