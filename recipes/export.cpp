@@ -113,7 +113,7 @@ void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& ou
   // not in the adapter: transformers would initialise it differently.
   for (const auto& name : model.new_head_tensors()) {
     const bool saved = std::any_of(tensors.begin(), tensors.end(),
-                                   [&](const auto& t) { return t.first == "base_model.model." + name; });
+                                   [&](const auto& t) { return t.name == "base_model.model." + name; });
     DSEE_CHECK(saved,
                "export --format peft: '{}' is not in the base model's checkpoint and was not trained, so the base "
                "model transformers loads would differ from the run's. Use --format hf",

@@ -314,7 +314,7 @@ void trainables_load(Run& run, const fs::path& path) {
   }
   at::NoGradGuard no_grad;
   std::size_t i = 0;
-  for (auto& [name, tensor] : run.tuning->trainable_parameters()) tensor.copy_(saved.at(i++).second);
+  for (auto& [name, tensor] : run.tuning->trainable_parameters()) tensor.copy_(saved.at(i++).tensor);
 }
 
 void trainables_save(Run& run, const fs::path& path) {

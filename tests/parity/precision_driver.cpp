@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
     const auto logits = model->forward(input).logits;
     (logits.to(at::kFloat) * in->tensor("loss_weights")).sum().backward();
 
-    NamedTensors out{{"logits", logits.detach()}};
+    dsee::NamedTensors out{{"logits", logits.detach()}};
     for (const auto& [name, tensor] : tuning->trainable_parameters()) {
       DSEE_CHECK(tensor.grad().defined(), "no gradient reached '{}'", name);
       out.emplace_back(name + ".grad", tensor.grad());

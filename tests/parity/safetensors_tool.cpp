@@ -43,7 +43,7 @@ void describe(const std::string& in) {
 
 void copy(const std::string& in, const std::string& out) {
   const auto file = dsee::SafetensorsFile::open(in);
-  NamedTensors tensors;
+  dsee::NamedTensors tensors;
   for (const auto& entry : file->entries()) tensors.emplace_back(entry.name, file->tensor(entry.name));
   dsee::safetensors_save(out, tensors, file->metadata());
 }

@@ -105,7 +105,7 @@ int train(char** argv, bool lm) {
   const auto result = trainer.run(batches, loss);
   DSEE_CHECK(result.steps == trainer_options.max_steps, "trained {} steps, expected {}", result.steps,
              trainer_options.max_steps);
-  NamedTensors out;
+  dsee::NamedTensors out;
   if (!lm) out.emplace_back("loss", at::tensor(losses, at::kDouble));
   for (const auto& [name, tensor] : tuning->trainable_parameters())
     if (tensor.numel() > 0) out.emplace_back(name, tensor.detach());
@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
     const auto logits = model->forward(input).logits;
     (logits * in->tensor("loss_weights")).sum().backward();
 
-    NamedTensors out{{"logits", logits.detach()}};
+    dsee::NamedTensors out{{"logits", logits.detach()}};
     for (const auto& [name, tensor] : tuning->trainable_parameters()) {
       DSEE_CHECK(tensor.grad().defined(), "no gradient reached '{}'", name);
       out.emplace_back(name + ".grad", tensor.grad());

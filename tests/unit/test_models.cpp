@@ -183,7 +183,7 @@ TEST(ModelLoad, NewHeadMayBeMissingOtherTensorsMayNot) {
   EncoderModel model(config, true, at::kFloat, at::kCPU);
   randomise(model, 4);
   auto tensors = saved_tensors(model, "bert.");
-  std::erase_if(tensors, [](const auto& t) { return t.first.rfind("classifier.", 0) == 0; });
+  std::erase_if(tensors, [](const auto& t) { return t.name.rfind("classifier.", 0) == 0; });
   tensors.emplace_back("cls.predictions.bias", at::zeros({50}));  // another head: skipped
   const auto dir = write_model("new_head", bert_json(), tensors);
   auto loaded = model_load(dir);
@@ -197,7 +197,7 @@ TEST(ModelLoad, NewHeadMayBeMissingOtherTensorsMayNot) {
   EXPECT_EQ(relabelled->config().id2label.size(), 5u);
 
   auto without_key = tensors;
-  std::erase_if(without_key, [](const auto& t) { return t.first == "bert.encoder.layer.1.attention.self.key.weight"; });
+  std::erase_if(without_key, [](const auto& t) { return t.name == "bert.encoder.layer.1.attention.self.key.weight"; });
   const auto missing = error_of([&] { model_load(write_model("missing", bert_json(), without_key)); });
   EXPECT_NE(missing.find("bert.encoder.layer.1.attention.self.key.weight [24, 24]"), std::string::npos) << missing;
 
