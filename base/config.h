@@ -2,8 +2,8 @@
 // overrides from the command line (`--set train.lr=3e-4`).
 //
 // A ConfigSchema lists every key a file may hold: its type, default, allowed
-// range or choices and one line of documentation (which recipes/README.md is
-// generated from). Loading rejects unknown keys, wrong types and out-of-range
+// range or choices and one line of documentation (the keys table of
+// docs/recipes.md is its output, `dsee config --schema`). Loading rejects unknown keys, wrong types and out-of-range
 // values with a dsee::Error naming the key, the file and the line. The result,
 // a Config, holds every key of the schema (defaults filled in) and prints back
 // as TOML: the resolved configuration a run records.

@@ -1,5 +1,5 @@
 // Every environment variable the dsee program reads, named in one place.
-// (The shell launchers read their own; README.md lists them.)
+// (The shell launchers read their own; docs/command-line.md lists them all.)
 #pragma once
 
 namespace dsee::env_vars {

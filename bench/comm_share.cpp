@@ -1,5 +1,5 @@
 // bench_comm_share: the time share of communication in one data-parallel
-// training step, dsee's side of bench/comm_share (issue 7). Run it under
+// training step, dsee's side of bench/comm_share. Run it under
 // mpirun -n N; every rank builds the same random BERT-style model (seeded),
 // attaches the tuning method, and takes --steps optimizer steps on its own
 // random micro-batch. Per step it times, on every rank:

@@ -9,8 +9,9 @@ Times, in one run on one machine, one intra-op thread per worker everywhere:
                     from core/sparsity/grebsmo.h's contract (rank cap 32, early stop at
                     tol 1e-3, new rows Q5^T E) -- dsee's own variant, so the
                     Python side exists for timing; Ω agreement is reported
-  python reference  the spec's loop (tests/parity/grebsmo_reference.py, the
-                    parity test's independent reference)
+  python reference  the reference loop of docs/method.md ('GreBsmo'), as
+                    tests/parity/grebsmo_reference.py writes it (the parity
+                    test's independent reference)
   dsee              both variants through omega_driver (1 worker unless said)
 and reports: Ω agreement with the Python side, the reference variant with 1
 and 2 workers (speedup and identical Ω), tolerance vs reference Ω overlap,

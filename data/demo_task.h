@@ -1,4 +1,4 @@
-// The built-in demo's synthetic world (README command 1): a small
+// The built-in demo's synthetic world (README.md, 'The demo'): a small
 // "pretrained" BERT-style classifier whose projection weights have the
 // structure DSEE assumes — low rank plus a few large outliers plus noise —
 // and random token sequences for it to classify. Everything is drawn from

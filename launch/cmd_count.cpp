@@ -1,7 +1,8 @@
-// dsee count: the numbers of spec §5 for a model folder and a tuning
-// configuration — parameters (total and non-zero, as deployed), trainable
-// parameters of dsee / lora / full, inference FLOPs (dense and non-zero) at
-// one sequence length. The definitions are in core/tuning/counting.h.
+// dsee count: the numbers of docs/method.md ('Counting parameters and FLOPs')
+// for a model folder and a tuning configuration — parameters (total and
+// non-zero, as deployed), trainable parameters of dsee / lora / full, inference
+// FLOPs (dense and non-zero) at one sequence length. The definitions are in
+// core/tuning/counting.h.
 //
 // With --recipe the model folder (model.path) and, where the recipe schema
 // has them, the tuning keys (tuning.method, tuning.rank,

@@ -1,9 +1,10 @@
-// dsee omega: compute Ω (spec §1) for every adapted matrix of a Hugging Face
-// model folder and write it to an Ω file (core/sparsity/omega_file.h), once, before
-// training. GreBsmo's reference variant takes minutes per matrix, so the
-// command reports each finished matrix on stderr with an estimate of the time
-// left; --stability then measures how much of Ω survives one ulp of noise on
-// W (core/sparsity/omega.h, omega_stability) and prints it as a table on stdout.
+// dsee omega: compute Ω (docs/method.md, 'The index set Ω') for every adapted
+// matrix of a Hugging Face model folder and write it to an Ω file
+// (core/sparsity/omega_file.h), once, before training. GreBsmo's reference
+// variant takes minutes per matrix, so the command reports each finished matrix
+// on stderr with an estimate of the time left; --stability then measures how
+// much of Ω survives one ulp of noise on W (core/sparsity/omega.h,
+// omega_stability) and prints it as a table on stdout.
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>

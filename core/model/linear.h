@@ -33,8 +33,8 @@
 // the q and v thirds that DSEE adapts are rows [0, d) and [2d, 3d).
 //
 // Precision: a projection computes in its weight's dtype. An input of another
-// dtype is cast to it first, so under run.precision = bf16 (README
-// "Precision") the frozen bf16 projections take bf16 activations and the
+// dtype is cast to it first, so under run.precision = bf16
+// (docs/precision.md) the frozen bf16 projections take bf16 activations and the
 // fp32 task head takes the bf16 features and returns fp32 logits. A tuning
 // method adds its update from fp32 parameters (tuning.h).
 #pragma once

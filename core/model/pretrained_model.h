@@ -124,7 +124,7 @@ class PretrainedModel {
 };
 
 // run.precision: "fp32" → kFloat, "bf16" → kBFloat16 (the dtype the frozen
-// weights load in; README "Precision"); dsee::Error naming both otherwise.
+// weights load in; docs/precision.md); dsee::Error naming both otherwise.
 at::ScalarType model_dtype_of_precision(const std::string& precision);
 
 struct ModelLoadOptions {

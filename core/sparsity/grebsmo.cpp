@@ -1,13 +1,15 @@
-// GreBsmo on one weight matrix; the loop is the spec's (§1), line by line.
+// GreBsmo on one weight matrix; the loop is docs/method.md's ('GreBsmo'),
+// line by line.
 //
 // Note [GreBsmo variants]
 // ~~~~~~~~~~~~~~~~~~~~~~~
-// The reference variant is chaotic under rounding: the spec measured that
-// computing the five new rows of V in a mathematically equivalent way changes
-// Ω to 2 of 16 shared entries on a 768×768 Gaussian matrix. So the reference
-// variant performs the spec's operations in the spec's order, with the same
-// ATen calls a plain Python-torch transcription makes (tests/parity holds one
-// to it). Two shortcuts are taken only because they are bitwise identical:
+// The reference variant is chaotic under rounding: computing the five new rows
+// of V in a mathematically equivalent way changes Ω to 2 of 16 shared entries
+// on a 768×768 Gaussian matrix (docs/method.md, 'Numerical behaviour'). So the
+// reference variant performs the method's operations in the method's order,
+// with the same ATen calls a plain Python-torch transcription makes
+// (tests/parity holds one to it). Two shortcuts are taken only because they are
+// bitwise identical:
 //   * R of QR(E) comes from linalg_qr(E, "r"): the same geqrf, without the
 //     orgqr that would build the unused Q;
 //   * E = W − Q·V − S is read off S before thresholding (W − Q·V is exactly

@@ -1,9 +1,9 @@
 // GreBsmo: the greedy bilateral robust-PCA split W ≈ Q·V + S of one weight
 // matrix (Zhou & Tao 2013), whose sparse part S gives DSEE its index set Ω.
-// The spec (../shared/spec/dsee.md §1) fixes the loop; see Note [GreBsmo
-// variants] in grebsmo.cpp for the two variants and why they differ.
+// docs/method.md ('GreBsmo') fixes the loop; see Note [GreBsmo variants] in
+// grebsmo.cpp for the two variants and why they differ.
 //
-//   reference  the spec's loop exactly: `outer` = 100 outer steps, each
+//   reference  the method's loop exactly: `outer` = 100 outer steps, each
 //              resetting S and running `inner` = 2 alternating steps, hard
 //              threshold |S| < tau = 0.01 → 0, rank + `rank_step` = 5 rows of
 //              R of QR(E) per outer step (capped at min(m, n)). No early stop.
@@ -14,7 +14,7 @@
 //              of E's first `rank_step` columns (cheap, equal in exact
 //              arithmetic, not bitwise).
 //
-// Shapes: W [m, n] out×in, V0 [1, n] (the one draw the spec takes from the
+// Shapes: W [m, n] out×in, V0 [1, n] (the one draw the method takes from the
 // Ω generator, see grebsmo_initial_v). Runs on W's device (CPU or CUDA) in
 // `dtype` (fp32 default, fp64 option); S comes back on that device in dtype.
 #pragma once
@@ -44,7 +44,7 @@ struct GrebsmoOptions {
   at::ScalarType dtype = at::kFloat;  // kFloat or kDouble
 };
 
-// The defaults of a variant: reference as the spec; tolerance with
+// The defaults of a variant: reference as docs/method.md; tolerance with
 // max_rank 32 (through max_rank = 0), tol = 1e-3, at most 100 outer steps.
 GrebsmoOptions grebsmo_default_options(GrebsmoVariant variant);
 
@@ -56,7 +56,7 @@ struct GrebsmoResult {
 };
 
 // V0 = randn(1, n) drawn from `generator` on the CPU in `dtype`: exactly one
-// draw of n normals, the spec's RNG order.
+// draw of n normals (docs/method.md, 'Random draws').
 at::Tensor grebsmo_initial_v(std::int64_t n, at::Generator& generator, at::ScalarType dtype = at::kFloat);
 
 // Runs GreBsmo on `weight` [m, n] from `initial_v` [1, n]; `name` appears in

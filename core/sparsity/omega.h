@@ -1,6 +1,6 @@
-// Ω, the fixed index set of DSEE's sparse update S (spec §1): exactly `c`
-// flat indices per adapted matrix, row-major in the out×in orientation,
-// ascending.
+// Ω, the fixed index set of DSEE's sparse update S (docs/method.md, 'The index
+// set Ω'): exactly `c` flat indices per adapted matrix, row-major in the out×in
+// orientation, ascending.
 //
 // Methods: grebsmo (largest |S| of GreBsmo on the pretrained W), magnitude
 // (largest |W|), random (largest |randn(m, n)|, i.e. uniform positions). Ties

@@ -13,9 +13,9 @@
 //                   the last byte are 0. numel/8 bytes whatever the density.
 //   "zero_indices"  int64 [zeros]: the ascending flat indices of the zeros;
 //                   8 bytes per zero, so smaller than "bits" exactly when
-//                   fewer than numel/64 entries are zero. We switch at 1/32
-//                   (the threshold): below it the index list is at
-//                   most twice the bit string and is readable by eye.
+//                   fewer than numel/64 entries are zero. We switch at 1/32:
+//                   below it the index list is at most twice the bit string
+//                   and is readable by eye.
 //   "one_indices"   int64 [ones]: the ascending flat indices of the ones,
 //                   used when fewer than numel/32 entries are one (the mask
 //                   itself is sparser than 1/32), by the same reasoning.

@@ -1,7 +1,8 @@
-// A pruning plan (spec §3, §4) and its file, masks.h5: the unstructured
-// masks of the pretrained weights and/or the attention heads removed per
-// layer. The pipeline writes it after the first training stage; `dsee prune`
-// applies one to a model folder; checkpoints embed the same groups.
+// A pruning plan (docs/method.md, 'Unstructured pruning' and 'Head pruning')
+// and its file, masks.h5: the unstructured masks of the pretrained weights
+// and/or the attention heads removed per layer. The pipeline writes it after
+// the first training stage; `dsee prune` applies one to a model folder;
+// checkpoints embed the same groups.
 //
 // File layout (HDF5; see Note [masks.h5 layout] in prune_plan.cpp):
 //   /masks/<module>   one dataset per masked projection, named by its HF

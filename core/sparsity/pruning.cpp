@@ -37,8 +37,9 @@ bool is_attention_input(const PretrainedModel& model, const std::string& module)
          ends_with(module, "attention.self.key") || ends_with(module, "attention.self.value");
 }
 
-// Spec §3's prunable projections: every projection inside the layers, plus
-// BERT's pooler and RoBERTa's classifier.dense (not the final classifier).
+// The prunable projections (docs/method.md, 'Unstructured pruning'): every
+// projection inside the layers, plus BERT's pooler and RoBERTa's
+// classifier.dense (not the final classifier).
 bool is_prunable(const PretrainedModel& model, const std::string& module) {
   if (layer_of(module) >= 0) return true;
   const auto family = model.config().family;
@@ -104,13 +105,13 @@ std::vector<PoolBlock> pool_rest(PretrainedModel& model, ModelTuning* tuning) {
 
 // Note [Exact pool pruning]
 // ~~~~~~~~~~~~~~~~~~~~~~~~~
-// The spec asks for exactly n = round(p·N) removed entries per pool, the
-// smallest scores first, ties broken by the lower flat index of the
-// concatenated pool (pool order = model order, row-major within a block).
-// A full stable sort of a BERT-base P_rest (85M entries) costs gigabytes, so:
-// t = the n-th smallest score (kthvalue); every score < t goes; of the scores
-// == t, the first (n - #below) in flat order go (a cumulative count over the
-// equality mask). That is the same set a stable ascending sort would cut.
+// The method removes exactly n = round(p·N) entries per pool, the smallest
+// scores first, ties broken by the lower flat index of the concatenated pool
+// (pool order = model order, row-major within a block). A full stable sort of a
+// BERT-base P_rest (85M entries) costs gigabytes, so: t = the n-th smallest
+// score (kthvalue); every score < t goes; of the scores == t, the first
+// (n - #below) in flat order go (a cumulative count over the equality mask).
+// That is the same set a stable ascending sort would cut.
 // round() is half away from zero (std::llround): p·N = 2.5 removes 3.
 std::vector<at::Tensor> pool_keep_masks(const std::vector<at::Tensor>& scores, double fraction) {
   DSEE_CHECK(fraction >= 0.0 && fraction <= 1.0, "pruning fraction {} is outside [0, 1]", fraction);

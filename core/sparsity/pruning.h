@@ -1,14 +1,15 @@
-// DSEE's pruning (spec §3, §4): unstructured masks from two global pools and
-// structured removal of whole attention heads, both as a PrunePlan
-// (prune_plan.h) that prune_plan_apply puts on a model.
+// DSEE's pruning (docs/method.md, 'Unstructured pruning' and 'Head pruning'):
+// unstructured masks from two global pools and structured removal of whole
+// attention heads, both as a PrunePlan (prune_plan.h) that prune_plan_apply
+// puts on a model.
 //
 // Unstructured. Pool P_adapt is every adapted matrix, scored by |ΔW|; pool
-// P_rest is every other encoder projection of the spec's list (BERT/RoBERTa:
+// P_rest is every other encoder projection of the method's list (BERT/RoBERTa:
 // query, key, value, attention.output.dense, intermediate.dense, output.dense,
 // plus BERT's pooler.dense / RoBERTa's classifier.dense; GPT-2: the thirds of
 // attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), less the adapted blocks,
-// scored by |W|. Each pool loses exactly round(p · N) entries under one
-// global threshold (Note [Exact pool pruning] in pruning.cpp). Never pruned:
+// scored by |W|. Each pool loses exactly round(p · N) entries under one global
+// threshold (Note [Exact pool pruning] in pruning.cpp). Never pruned:
 // embeddings, layer norms, biases, A, B, S and the final classifier / LM head.
 //
 // Structured. Each head of layer ℓ scores Σ over its rows of the unscaled

@@ -1,5 +1,5 @@
-// Training checkpoints (contract: checkpoint.h; schema for users: README.md
-// "Checkpoints").
+// Training checkpoints (contract: checkpoint.h; schema for users:
+// docs/checkpoints.md).
 //
 // Note [Checkpoint schema]
 // ~~~~~~~~~~~~~~~~~~~~~~~~

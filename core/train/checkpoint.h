@@ -1,8 +1,8 @@
-// Training checkpoints (issue 6): everything needed to resume a DSEE run
+// Training checkpoints: everything needed to resume a DSEE run
 // bit-exactly, in one HDF5 file per step, a few MB for BERT-base because the
 // frozen pretrained weights are not stored (only their path and a hash).
 //
-//   <dir>/step-<N>.h5       the checkpoint (schema: README.md "Checkpoints",
+//   <dir>/step-<N>.h5       the checkpoint (schema: docs/checkpoints.md,
 //                           Note [Checkpoint schema] in checkpoint.cpp)
 //   <dir>/step-<N>.h5.sum   "<sha256 hex>  step-<N>.h5\n" (`sha256sum -c` format)
 //   <dir>/latest            "step-<N>.h5\n", replaced last

@@ -1,6 +1,6 @@
 // GLUE metrics with the reference definitions (scikit-learn, scipy), and the
-// task → metric map of spec/tasks.md. Inputs are host vectors: evaluation
-// gathers predictions once, then these run in O(n) or O(n log n).
+// task → metric map of docs/models.md ('Tasks'). Inputs are host vectors:
+// evaluation gathers predictions once, then these run in O(n) or O(n log n).
 //
 //   accuracy      fraction of equal entries
 //   f1            F1 of class 1 (sklearn f1_score, binary; 0 when tp+fp+fn = 0)

@@ -1,8 +1,8 @@
 // AdamW over named fp32 tensors, with the arithmetic of torch.optim.AdamW's
 // single-tensor path (the one torch takes on CPU), and global-norm gradient
 // clipping as torch.nn.utils.clip_grad_norm_. Shaped as a plain list of
-// (name, tensor) so the state exports under parameter names for checkpoints;
-// one flat buffer for all parameters is a later step (ROADMAP).
+// (name, tensor), not one flat buffer, so the state exports under parameter
+// names for checkpoints.
 //
 // One step, per parameter p with gradient g (Note [AdamW operation order]):
 //   t += 1;  p *= 1 - lr·wd  (decoupled; wd = 0 for excluded names)

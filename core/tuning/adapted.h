@@ -1,5 +1,5 @@
 // The matrices a tuning method adapts, found in a model by Hugging Face
-// module-name patterns (spec §2).
+// module-name patterns (docs/method.md, 'The update ΔW').
 //
 // A pattern matches a projection's module name (as PretrainedModel::linears()
 // names it, without the family prefix) when the name equals it or ends with
@@ -11,7 +11,8 @@
 //
 // Order: the model's order (layer by layer; within a layer the order of
 // linears(), so query before value, and c_attn's thirds q, k, v). This is the
-// order of Ω's generator draws (spec §1) and of every file that lists them.
+// order of Ω's generator draws (docs/method.md, 'Random draws') and of every
+// file that lists them.
 #pragma once
 
 #include <ATen/core/Tensor.h>

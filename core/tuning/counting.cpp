@@ -19,9 +19,10 @@ std::unique_ptr<PretrainedModel> model_on_meta(const ModelConfig& config, bool s
 
 namespace {
 
-// The task head's tensors (spec §2): BERT "classifier.*", RoBERTa
-// "classifier.dense.*" and "classifier.out_proj.*". GPT-2's LM head is the
-// word embedding (tied) and is not trained by dsee or lora.
+// The task head's tensors (docs/method.md, 'The update ΔW'): BERT
+// "classifier.*", RoBERTa "classifier.dense.*" and "classifier.out_proj.*".
+// GPT-2's LM head is the word embedding (tied) and is not trained by dsee or
+// lora.
 bool is_task_head(const std::string& name) { return name.rfind("classifier.", 0) == 0; }
 
 bool on_meta(const at::Tensor& t) { return t.device().is_meta(); }
@@ -55,8 +56,9 @@ std::int64_t trainable_parameter_count(ModelTuning& tuning) {
 
 // Note [What the FLOP count covers]
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-// The spec fixes "2 × MACs of every linear at its real shape, plus attention
-// 2·2·L²·d_head per head per layer; embeddings excluded". Choices left open:
+// docs/method.md ('Counting parameters and FLOPs') fixes "2 × MACs of every
+// linear at its real shape, plus attention 2·2·L²·d_head per head per layer;
+// embeddings excluded". Choices left open:
 // - tokens per projection: every projection inside the layers runs on all L
 //   tokens. BERT's pooler and classifier, and RoBERTa's classifier.dense and
 //   out_proj, run on the one [CLS] / <s> vector, so 1 token. GPT-2's LM head
@@ -64,7 +66,7 @@ std::int64_t trainable_parameter_count(ModelTuning& tuning) {
 //   positions: 2·L·hidden·vocab, listed as "lm_head". A decoder that only
 //   needs the last position would spend 1/L of that.
 // - attention counts the full L×L score matrix also for GPT-2's causal mask
-//   (the spec's formula; a kernel that skips the masked half does half).
+//   (the method's formula; a kernel that skips the masked half does half).
 // - biases, layer norms, softmax, GELU and the embedding lookups are left
 //   out: they are O(L·hidden) against O(L·hidden²).
 // - the non-zero count replaces out·in by the deployed weight's non-zeros

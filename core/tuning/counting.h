@@ -1,5 +1,6 @@
-// Counting (spec §5): trainable parameters of a tuning configuration,
-// parameters (and non-zeros) of the deployed model, inference FLOPs.
+// Counting (docs/method.md, 'Counting parameters and FLOPs'): trainable
+// parameters of a tuning configuration, parameters (and non-zeros) of the
+// deployed model, inference FLOPs.
 //
 // Shapes are the model's current ones, so a head-pruned model counts its
 // shrunk projections. A model built on the meta device (no storage) counts
@@ -31,12 +32,12 @@ class PretrainedModel;
 // `sequence_classification`) on the meta device: every shape, no storage.
 std::unique_ptr<PretrainedModel> model_on_meta(const ModelConfig& config, bool sequence_classification);
 
-// Trainable parameters `options` would give on `model` (spec §2): dsee
-// r·(m + n) + c per adapted matrix (c capped at m·n), lora r·(m + n), both plus
-// the task head (BERT classifier; RoBERTa classifier.dense + out_proj; GPT-2:
-// none, its LM head is tied to the embeddings) when options.train_head;
-// full: every tensor. Equals the numel over tuning_attach's
-// trainable_parameters().
+// Trainable parameters `options` would give on `model` (docs/method.md, 'The
+// update ΔW'): dsee r·(m + n) + c per adapted matrix (c capped at m·n), lora
+// r·(m + n), both plus the task head (BERT classifier; RoBERTa
+// classifier.dense + out_proj; GPT-2: none, its LM head is tied to the
+// embeddings) when options.train_head; full: every tensor. Equals the numel
+// over tuning_attach's trainable_parameters().
 std::int64_t trainable_parameter_count(PretrainedModel& model, const TuningOptions& options, std::int64_t c);
 // Σ numel of an attached tuning's trainable_parameters().
 std::int64_t trainable_parameter_count(ModelTuning& tuning);

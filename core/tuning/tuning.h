@@ -1,6 +1,7 @@
-// Tuning methods on the linear seam (spec §2): DSEE's sparse-embedded
-// low-rank update, LoRA (the same with c = 0), and full fine-tuning; which
-// tensors train; and merging the update into the pretrained weights.
+// Tuning methods on the linear seam (docs/method.md, 'The update ΔW'): DSEE's
+// sparse-embedded low-rank update, LoRA (the same with c = 0), and full
+// fine-tuning; which tensors train; and merging the update into the
+// pretrained weights.
 //
 // For each adapted matrix W [m, n] (adapted.h: a whole projection or a GPT-2
 // c_attn third), with s = alpha / rank:
@@ -11,10 +12,11 @@
 // output rows, never building a dense m×n S. Gradients reach A, B and the S
 // values only (and the task head); everything else is frozen.
 //
-// Masks (unstructured DSEE, spec §3) are Linear::mask. With a mask set and
-// `mask_update` true (ours, the default) the forward uses the masked
-// effective weight x·((W + ΔW)⊙M)ᵀ + b, building the dense m×n ΔW once per
-// call; with `mask_update` false (the reference) it is (1).
+// Masks (docs/method.md, 'Unstructured pruning') are Linear::mask. With a mask
+// set and `mask_update` true (ours, the default; docs/method.md, 'A truly
+// sparse deployed model') the forward uses the masked effective weight
+// x·((W + ΔW)⊙M)ᵀ + b, building the dense m×n ΔW once per call; with
+// `mask_update` false (the reference) it is (1).
 //
 // Trainable tensor names (checkpoints, exports): "<prefix>.lora_A",
 // "<prefix>.lora_B", "<prefix>.sparse_values", with AdaptedMatrix::prefix
@@ -23,7 +25,7 @@
 // tensors keep their HF names ("classifier.weight"). Full fine-tuning trains
 // every tensor of the model under its HF name.
 //
-// Precision (README "Precision"): on a bf16 model (run.precision = bf16) the
+// Precision (docs/precision.md): on a bf16 model (run.precision = bf16) the
 // frozen weights stay bf16 and every trainable tensor is fp32 — A, B, the S
 // values and the task head, which tuning_attach casts to fp32. The frozen
 // product runs in bf16, the update in fp32, their sum is rounded to bf16
@@ -73,7 +75,7 @@ struct SparseUpdate {
   at::Tensor omega;          // int64 [c] flat indices into m×n, ascending (c may be 0)
   at::Tensor sparse_values;  // [c], requires grad
 
-  // B·A + P_Ω(S), dense [m, n] (head scores, spec §4).
+  // B·A + P_Ω(S), dense [m, n] (head scores: docs/method.md, 'Head pruning').
   at::Tensor unscaled() const;
   // ΔW = s·(B·A + P_Ω(S)), dense [m, n] (masks, merge).
   at::Tensor delta_weight() const;
