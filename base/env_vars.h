@@ -20,5 +20,12 @@ inline constexpr const char* test_slow_root = "DSEE_TEST_SLOW_ROOT";
 // Tests only: every training step of `dsee run` lasts this many seconds
 // longer (the tests that signal a job mid-training need time to land).
 inline constexpr const char* test_step_pause_s = "DSEE_TEST_STEP_PAUSE_S";
+// Tests only: "NAME" or "NAME:ERRNO" (ENOSPC, the default, EDQUOT, EROFS or
+// EIO): every write to a file whose path ends in NAME after a '/' (a name,
+// "step-4.h5", or the end of a path, "export/model.safetensors") fails after
+// half of its first write with that errno, as a full or broken disk would
+// fail it (the full-disk tests; Note [Injected write failures] in
+// base/files.cpp).
+inline constexpr const char* test_fail_write = "DSEE_TEST_FAIL_WRITE";
 
 }  // namespace dsee::env_vars

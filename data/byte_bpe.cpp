@@ -150,10 +150,10 @@ ByteLevelBpe::ByteLevelBpe(VocabMap vocab, const std::vector<std::pair<std::stri
       cache_(std::make_unique<Cache>()),
       add_prefix_space_(add_prefix_space),
       ignore_merges_(ignore_merges) {
-  int64_t max_id = -1;
-  for (const auto& [token, id] : vocab_) max_id = std::max(max_id, id);
-  id_to_token_.resize(static_cast<std::size_t>(max_id + 1));
-  for (const auto& [token, id] : vocab_) id_to_token_[static_cast<std::size_t>(id)] = token;
+  for (const auto& [token, id] : vocab_) {
+    id_to_token_[id] = token;
+    max_id_ = std::max(max_id_, id);
+  }
   for (int b = 0; b < 256; ++b) {
     std::string spelled;
     unicode::utf8_append(spelled, byte_to_unicode()[b]);
@@ -231,14 +231,14 @@ void ByteLevelBpe::encode_piece(std::string_view piece, std::vector<int64_t>& id
 }
 
 void ByteLevelBpe::append_token_bytes(int64_t id, std::string& out) const {
-  DSEE_CHECK(id >= 0 && static_cast<std::size_t>(id) < id_to_token_.size(),
-             "token id {} is outside the vocabulary (0..{})", id, id_to_token_.size() - 1);
+  const auto found = id_to_token_.find(id);
+  DSEE_CHECK(found != id_to_token_.end(), "token id {} is outside the vocabulary (0..{})", id, max_id_);
   static const std::unordered_map<char32_t, char> to_byte = [] {
     std::unordered_map<char32_t, char> m;
     for (int b = 0; b < 256; ++b) m.emplace(byte_to_unicode()[b], static_cast<char>(b));
     return m;
   }();
-  const std::string& token = id_to_token_[static_cast<std::size_t>(id)];
+  const std::string& token = found->second;
   std::string bytes;
   for (std::size_t i = 0; i < token.size();) {
     const auto it = to_byte.find(unicode::utf8_next(token, i));

@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -53,7 +54,8 @@ class ByteLevelBpe {
   struct Merges;
   struct Cache;
   VocabMap vocab_;
-  std::vector<std::string> id_to_token_;
+  std::unordered_map<int64_t, std::string> id_to_token_;  // ids need not be dense
+  int64_t max_id_ = -1;
   std::array<int64_t, 256> byte_ids_{};
   std::unique_ptr<Merges> merges_;
   std::unique_ptr<Cache> cache_;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <exception>
 #include <fstream>
 #include <sstream>
@@ -419,38 +420,68 @@ void load_split_files(Tokenizer::State& s, const fs::path& folder, const json& c
   if (const auto pad = token_text(config, "pad_token"); pad && id_of(*pad) >= 0) s.pad = id_of(*pad);
 }
 
+// The ids the files give that reach the model must be ids: the template's
+// special tokens, its token types and the padding id non-negative.
+void check_ids(const Tokenizer::State& s) {
+  for (const auto* pieces : {&s.single, &s.pair})
+    for (const TemplatePiece& piece : *pieces)
+      DSEE_CHECK((piece.sequence >= 0 || piece.id >= 0) && piece.type_id >= 0,
+                 "{}: the template holds the token id {} with token type {}; both must be non-negative", s.source,
+                 piece.id, piece.type_id);
+  DSEE_CHECK(!s.pad || *s.pad >= 0, "{}: the padding token id {} is negative", s.source, s.pad.value_or(0));
+}
+
+// "12" → 12; dsee::Error naming `where` otherwise.
+int64_t id_of_key(const std::string& key, const std::string& where) {
+  int64_t id = -1;
+  const auto [end, error] = std::from_chars(key.data(), key.data() + key.size(), id);
+  DSEE_CHECK(error == std::errc() && end == key.data() + key.size() && id >= 0,
+             "{}: added_tokens_decoder has the key '{}', which is not a token id", where, key);
+  return id;
+}
+
 }  // namespace
 
 Tokenizer Tokenizer::load(const fs::path& folder) {
   DSEE_CHECK(fs::is_directory(folder), "tokenizer folder {} does not exist", folder.string());
   auto s = std::make_unique<State>();
-  json config = json::object();
-  for (const char* name : {"special_tokens_map.json", "tokenizer_config.json"})
-    if (fs::exists(folder / name)) {
-      const json part = read_json(folder / name);
-      DSEE_CHECK(part.is_object(), "{}: expected a JSON object", (folder / name).string());
-      config.update(part);
+  s->source = folder.string();
+  try {
+    json config = json::object();
+    for (const char* name : {"special_tokens_map.json", "tokenizer_config.json"})
+      if (fs::exists(folder / name)) {
+        const json part = read_json(folder / name);
+        DSEE_CHECK(part.is_object(), "{}: expected a JSON object", (folder / name).string());
+        config.update(part);
+      }
+    if (fs::exists(folder / "tokenizer.json")) {
+      s->source = (folder / "tokenizer.json").string();
+      load_tokenizer_json(*s, folder / "tokenizer.json");
+      // The pad token: tokenizer_config.json's, else the conventional special
+      // token of the family ([PAD], <pad>) when tokenizer.json has it.
+      std::optional<std::string> pad = token_text(config, "pad_token");
+      for (const AddedToken& t : s->added)
+        if (!pad && t.special && (t.content == "[PAD]" || t.content == "<pad>")) pad = t.content;
+      if (pad && !s->pad) {
+        const int64_t id = vocab_find(s->vocab(), *pad);
+        if (id >= 0) s->pad = id;
+      }
+    } else {
+      load_split_files(*s, folder, config);
+      // Added tokens saved by transformers: {"id": {"content": ..., "lstrip": ...}}.
+      const std::string where = (folder / "tokenizer_config.json").string();
+      const json added_tokens = config.value("added_tokens_decoder", json::object());
+      for (const auto& [id, t] : added_tokens.items())
+        s->add_token(added_token_from_json(t, id_of_key(id, where), *s, where));
     }
-  if (fs::exists(folder / "tokenizer.json")) {
-    s->source = (folder / "tokenizer.json").string();
-    load_tokenizer_json(*s, folder / "tokenizer.json");
-    // The pad token: tokenizer_config.json's, else the conventional special
-    // token of the family ([PAD], <pad>) when tokenizer.json has it.
-    std::optional<std::string> pad = token_text(config, "pad_token");
-    for (const AddedToken& t : s->added)
-      if (!pad && t.special && (t.content == "[PAD]" || t.content == "<pad>")) pad = t.content;
-    if (pad && !s->pad) {
-      const int64_t id = vocab_find(s->vocab(), *pad);
-      if (id >= 0) s->pad = id;
-    }
-  } else {
-    s->source = folder.string();
-    load_split_files(*s, folder, config);
-    // Added tokens saved by transformers: {"id": {"content": ..., "lstrip": ...}}.
-    const json added_tokens = config.value("added_tokens_decoder", json::object());
-    for (const auto& [id, t] : added_tokens.items())
-      s->add_token(added_token_from_json(t, std::stoll(id), *s, (folder / "tokenizer_config.json").string()));
+  } catch (const json::exception& e) {
+    // A value of the wrong type or a missing key deep in the files.
+    throw Error(
+        fmt::format("{}: not laid out as the tokenizers library writes it ({}); re-save the tokenizer with "
+                    "transformers",
+                    s->source, e.what()));
   }
+  check_ids(*s);
   s->index_added();
   return Tokenizer(std::move(s));
 }

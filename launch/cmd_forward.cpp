@@ -14,39 +14,21 @@
 //   pooler_output      [batch, hidden] (BERT, when the checkpoint holds the pooler)
 //   attention_mask     [batch, seq] int64
 #include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 #include <fstream>
+#include <iterator>
 
 #include "base/error.h"
 #include "base/shape_text.h"
 #include "core/io/safetensors.h"
 #include "core/model/device.h"
 #include "core/model/pretrained_model.h"
+#include "data/id_lists.h"
 #include "launch/commands.h"
 
 namespace dsee {
 namespace {
-
-using IdLists = std::vector<std::vector<std::int64_t>>;
-
-IdLists id_lists_parse(const nlohmann::json& value, const std::string& what, const std::string& source) {
-  DSEE_CHECK(value.is_array() && !value.empty(), "{}: {} must be a non-empty list of token-id lists", source, what);
-  IdLists lists;
-  for (std::size_t i = 0; i < value.size(); ++i) {
-    const auto& row = value[i];
-    DSEE_CHECK(row.is_array() && !row.empty(), "{}: {}[{}] must be a non-empty list of token ids", source, what, i);
-    std::vector<std::int64_t> ids;
-    for (const auto& id : row) {
-      DSEE_CHECK(id.is_number_integer() && id.get<std::int64_t>() >= 0, "{}: {}[{}] holds {}, not a token id", source,
-                 what, i, id.dump());
-      ids.push_back(id.get<std::int64_t>());
-    }
-    lists.push_back(std::move(ids));
-  }
-  return lists;
-}
 
 // [batch, longest] int64, padded on the right with `pad`.
 at::Tensor id_lists_pad(const IdLists& lists, std::int64_t longest, std::int64_t pad) {
@@ -76,27 +58,12 @@ Command forward_command(CLI::App& app) {
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   return {sub, [options] {
-            std::ifstream in(options->input_ids);
+            std::ifstream in(options->input_ids, std::ios::binary);
             DSEE_CHECK(in.good(), "{}: cannot read the token ids", options->input_ids);
-            nlohmann::json json;
-            try {
-              json = nlohmann::json::parse(in);
-            } catch (const nlohmann::json::exception& e) {
-              throw Error(fmt::format("{}: not valid JSON: {}", options->input_ids, e.what()));
-            }
-            const bool object = json.is_object();
-            DSEE_CHECK(!object || json.contains("input_ids"), "{}: the object needs a key \"input_ids\"",
-                       options->input_ids);
-            const IdLists ids = id_lists_parse(object ? json["input_ids"] : json, "input_ids", options->input_ids);
-            IdLists types;
-            if (object && json.contains("token_type_ids")) {
-              types = id_lists_parse(json["token_type_ids"], "token_type_ids", options->input_ids);
-              DSEE_CHECK(types.size() == ids.size(), "{}: token_type_ids has {} lists, input_ids {}",
-                         options->input_ids, types.size(), ids.size());
-              for (std::size_t i = 0; i < ids.size(); ++i)
-                DSEE_CHECK(types[i].size() == ids[i].size(), "{}: token_type_ids[{}] has {} ids, input_ids[{}] {}",
-                           options->input_ids, i, types[i].size(), i, ids[i].size());
-            }
+            const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            const IdListsInput parsed = id_lists_parse(text, options->input_ids);
+            const IdLists& ids = parsed.input_ids;
+            const IdLists& types = parsed.token_type_ids;
 
             const c10::Device device = device_choose(options->device);
             ModelLoadOptions load;

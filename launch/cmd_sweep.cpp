@@ -149,7 +149,7 @@ Command sweep_command(CLI::App& app) {
   return {sub, [options] {
             const Sweep sweep = sweep_load(options->file);
             const auto dsee = self_path();
-            std::filesystem::create_directories(sweep.out_dir);
+            folder_create(sweep.out_dir);
             std::string tsv = "index\tname\trun_dir\toverrides\n", commands;
             for (std::size_t i = 0; i < sweep.runs.size(); ++i) {
               const auto& run = sweep.runs[i];

@@ -122,7 +122,7 @@ DemoData demo_prepare(const DemoOptions& options, const fs::path& dir) {
     const auto info = nlohmann::json::parse(file_read_text(dir / "demo.json"), nullptr, /*allow_exceptions=*/false);
     if (!info.is_discarded() && info.contains("options") && info["options"] == wanted) return demo_read(dir);
   }
-  fs::create_directories(dir / "pretrained");
+  folder_create(dir / "pretrained");
   const auto& spec = options.spec;
 
   // The pretrained model, with the head calibrated on the training sequences.

@@ -141,7 +141,7 @@ void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& ou
       {"use_dora", false},
       {"base_model_name_or_path", nullptr},
   };
-  fs::create_directories(out);
+  folder_create(out);
   const auto config_path = out / "adapter_config.json";
   file_write_json(config_path, config);
   safetensors_save(out / "adapter_model.safetensors", tensors, {{"format", "pt"}});

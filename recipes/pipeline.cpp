@@ -177,7 +177,7 @@ void run_dir_claim(const fs::path& run_dir, const Config& config, const Pipeline
 }
 
 void run_dir_claim_root(const fs::path& run_dir, const Config& config) {
-  fs::create_directories(run_dir / "stages");
+  folder_create(run_dir / "stages");
   const auto path = run_dir / "config.toml";
   const std::string text = recipe_identity(config);
   if (fs::exists(path)) {

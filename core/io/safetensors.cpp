@@ -300,13 +300,11 @@ void safetensors_save(const fs::path& path, const NamedTensors& tensors,
   header += '}';
   header.append((8 - header.size() % 8) % 8, ' ');
 
-  file_write_atomic(path, [&](const fs::path& temporary) {
-    FileWriter out(temporary);
+  file_write_atomic(path, [&](FileWriter& out) {
     const std::uint64_t header_size = header.size();
     out.write(&header_size, sizeof header_size);
     out.write(header.data(), header.size());
     for (const auto& item : items) out.write(item.data.data_ptr(), item.data.nbytes());
-    out.close();
   });
 }
 

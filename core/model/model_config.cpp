@@ -4,6 +4,8 @@
 #include "core/model/model_config.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <set>
 
@@ -22,8 +24,10 @@ struct Reader {
 
   template <typename T>
   T required(const char* key) const {
-    DSEE_CHECK(has(key), "{}: missing field \"{}\" (every {} config.json has it; is this a Hugging Face model?)",
-               source, key, object.value("model_type", std::string("model")));
+    DSEE_CHECK(
+        has(key), "{}: missing field \"{}\" (every {} config.json has it; is this a Hugging Face model?)", source, key,
+        object.contains("model_type") && object["model_type"].is_string() ? object["model_type"].get<std::string>()
+                                                                          : std::string("model"));
     return convert<T>(key);
   }
 
@@ -32,13 +36,27 @@ struct Reader {
     return has(key) ? convert<T>(key) : fallback;
   }
 
+  // Integers must be JSON integers (or floats with an integral value) within
+  // int64: nlohmann's get<std::int64_t> would cut 2.5 to 2 and leave 1e300
+  // undefined. Other types convert as nlohmann converts them.
   template <typename T>
   T convert(const char* key) const {
+    const json& value = object[key];
     try {
-      return object[key].get<T>();
+      if constexpr (std::is_same_v<T, std::int64_t>) {
+        if (value.is_number_integer() && !(value.is_number_unsigned() && value.get<std::uint64_t>() > INT64_MAX))
+          return value.get<std::int64_t>();
+        if (value.is_number_float()) {
+          const double number = value.get<double>();
+          if (number == std::floor(number) && number >= -9.2e18 && number <= 9.2e18)
+            return static_cast<std::int64_t>(number);
+        }
+      } else {
+        return value.get<T>();
+      }
     } catch (const json::exception&) {
-      throw Error(fmt::format("{}: field \"{}\" has the wrong type ({})", source, key, object[key].dump()));
     }
+    throw Error(fmt::format("{}: field \"{}\" has the wrong type ({})", source, key, value.dump()));
   }
 };
 
@@ -56,6 +74,10 @@ std::int64_t key_number(const std::string& key) {
   return std::stoll(key);
 }
 
+// More labels than any classification head dsee trains; the bound keeps a
+// damaged num_labels from filling memory with "LABEL_i" names.
+constexpr std::int64_t kMaxLabels = std::int64_t{1} << 20;
+
 void read_labels(const Reader& r, ModelConfig& config) {
   std::map<std::int64_t, std::string> labels;
   if (r.has("id2label")) {
@@ -68,7 +90,8 @@ void read_labels(const Reader& r, ModelConfig& config) {
     }
   }
   config.num_labels = r.optional<std::int64_t>("num_labels", labels.empty() ? 2 : std::int64_t(labels.size()));
-  DSEE_CHECK(config.num_labels >= 1, "{}: field \"num_labels\" must be at least 1", r.source);
+  DSEE_CHECK(config.num_labels >= 1 && config.num_labels <= kMaxLabels,
+             "{}: field \"num_labels\" is {}; it must be between 1 and {}", r.source, config.num_labels, kMaxLabels);
   for (std::int64_t i = 0; i < config.num_labels; ++i)
     config.id2label.push_back(labels.count(i) ? labels[i] : fmt::format("LABEL_{}", i));
   config.problem_type = r.optional<std::string>("problem_type", "");
@@ -140,6 +163,8 @@ ModelConfig model_config_parse(const nlohmann::json& object, const std::string& 
     config.intermediate_size = r.required<std::int64_t>("intermediate_size");
     config.max_positions = r.required<std::int64_t>("max_position_embeddings");
     config.type_vocab_size = r.required<std::int64_t>("type_vocab_size");
+    DSEE_CHECK(config.type_vocab_size >= 1, "{}: field \"type_vocab_size\" must be at least 1, got {}", source,
+               config.type_vocab_size);
     config.activation = activation_parse(r.required<std::string>("hidden_act"), "hidden_act", source);
     config.layer_norm_eps = r.required<double>("layer_norm_eps");
     config.pad_token_id = r.optional<std::int64_t>("pad_token_id", model_type == "bert" ? 0 : 1);
@@ -149,14 +174,14 @@ ModelConfig model_config_parse(const nlohmann::json& object, const std::string& 
                position_type);
     DSEE_CHECK(!r.optional<bool>("is_decoder", false) && !r.optional<bool>("add_cross_attention", false),
                "{}: fields \"is_decoder\"/\"add_cross_attention\": dsee runs BERT/RoBERTa as encoders only", source);
-    if (config.family == ModelFamily::roberta) config.position_offset = *config.pad_token_id + 1;
   } else if (model_type == "gpt2") {
     config.family = ModelFamily::gpt2;
     config.vocab_size = r.required<std::int64_t>("vocab_size");
     config.hidden_size = r.required<std::int64_t>("n_embd");
     config.num_layers = r.required<std::int64_t>("n_layer");
     config.num_heads = r.required<std::int64_t>("n_head");
-    config.intermediate_size = r.optional<std::int64_t>("n_inner", 4 * config.hidden_size);
+    const bool sized = config.hidden_size > 0 && config.hidden_size < (std::int64_t{1} << 60);  // 4 × fits
+    config.intermediate_size = r.optional<std::int64_t>("n_inner", sized ? 4 * config.hidden_size : 0);
     config.max_positions = r.required<std::int64_t>("n_positions");
     config.activation = activation_parse(r.required<std::string>("activation_function"), "activation_function", source);
     config.layer_norm_eps = r.required<double>("layer_norm_epsilon");
@@ -172,6 +197,11 @@ ModelConfig model_config_parse(const nlohmann::json& object, const std::string& 
         fmt::format("{}: field \"model_type\" is \"{}\"; dsee supports bert, roberta and gpt2", source, model_type));
   }
   config.initializer_range = r.optional<double>("initializer_range", 0.02);
+  DSEE_CHECK(!config.pad_token_id || (*config.pad_token_id >= 0 && *config.pad_token_id < config.vocab_size),
+             "{}: field \"pad_token_id\" is {}; it must be a token id of the vocabulary (0..{})", source,
+             *config.pad_token_id, config.vocab_size - 1);
+  // RoBERTa's position ids start after the padding index.
+  if (config.family == ModelFamily::roberta) config.position_offset = *config.pad_token_id + 1;
 
   DSEE_CHECK(config.hidden_size > 0 && config.num_heads > 0 && config.hidden_size % config.num_heads == 0,
              "{}: hidden size {} is not a positive multiple of the head count {}", source, config.hidden_size,

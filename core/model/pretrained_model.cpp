@@ -240,7 +240,7 @@ std::unique_ptr<PretrainedModel> model_load(const std::filesystem::path& dir, co
 }
 
 void model_save(PretrainedModel& model, const std::filesystem::path& dir) {
-  std::filesystem::create_directories(dir);
+  folder_create(dir);
   const auto prefix = model.has_task_head() ? model.family_prefix() : std::string();
   NamedTensors tensors;
   for (const auto& slot : model.tensor_slots()) {

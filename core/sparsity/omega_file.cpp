@@ -108,10 +108,9 @@ void write_entries(hid_t location, const std::vector<OmegaEntry>& entries, const
   for (const OmegaEntry& entry : entries) {
     const std::string where = fmt::format("{}, dataset '{}'", source, entry.name);
     const at::Tensor indices = entry.indices.to(at::kCPU).contiguous();
-    Handle dataset(hdf5::write_dataset(location, entry.name, H5T_STD_I64LE, H5T_NATIVE_INT64,
-                                       {static_cast<hsize_t>(indices.numel())}, indices.data_ptr<std::int64_t>(),
-                                       fletcher32, where),
-                   H5Dclose);
+    const Handle dataset = hdf5::write_dataset(location, entry.name, H5T_STD_I64LE, H5T_NATIVE_INT64,
+                                               {static_cast<hsize_t>(indices.numel())},
+                                               indices.data_ptr<std::int64_t>(), fletcher32, where);
     hdf5::write_int64_attribute(dataset.get(), "shape", {entry.rows, entry.cols}, false, where);
   }
 }
@@ -159,7 +158,7 @@ std::vector<OmegaEntry> omega_read(const std::filesystem::path& path, OmegaFileI
   hdf5::Quiet quiet;
   DSEE_CHECK(H5Fis_hdf5(source.c_str()) > 0, "Ω file '{}' is not an HDF5 file", source);
   Handle file(H5Fopen(source.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  DSEE_CHECK(file.ok(), "Ω file '{}': cannot open it", source);
+  DSEE_CHECK(file.ok(), "Ω file '{}': cannot open it: {}", source, hdf5::error_text());
   // Files written by dsee track creation order; others (h5py by default) are read in name order.
   return read_entries(file.get(), fmt::format("Ω file '{}'", source), info);
 }

@@ -75,7 +75,7 @@ void write_mask(hid_t group, const std::string& module, const at::Tensor& mask, 
 
   const std::int64_t ones = numel - zeros;
   const char* encoding = zeros * 32 < numel ? "zero_indices" : ones * 32 < numel ? "one_indices" : "bits";
-  const auto write_data = [&]() -> hid_t {
+  const auto write_data = [&]() -> Handle {
     if (encoding[0] != 'b') {
       const bool listed = encoding[0] == 'o';  // the value whose positions are listed
       std::vector<std::int64_t> indices;
@@ -90,7 +90,7 @@ void write_mask(hid_t group, const std::string& module, const at::Tensor& mask, 
       if (on[i]) bits[static_cast<std::size_t>(i / 8)] |= static_cast<std::uint8_t>(0x80u >> (i % 8));
     return hdf5::write_dataset(group, module, H5T_STD_U8LE, H5T_NATIVE_UINT8, {bits.size()}, bits.data(), true, where);
   };
-  Handle dataset(write_data(), H5Dclose);
+  const Handle dataset = write_data();
   hdf5::write_int64_attribute(dataset.get(), "shape", {rows, cols}, false, where);
   hdf5::write_string_attribute(dataset.get(), "encoding", encoding, where);
   hdf5::write_int64_attribute(dataset.get(), "numel", {numel}, true, where);
@@ -111,7 +111,7 @@ std::vector<T> read_vector(hid_t dataset, hid_t memory_type, std::size_t size, b
   H5Sget_simple_extent_dims(space.get(), &count, nullptr);
   std::vector<T> values(count);
   DSEE_CHECK(count == 0 || H5Dread(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) >= 0,
-             "{}: cannot read {} (corrupted: checksum or storage error)", where, what);
+             "{}: cannot read {} (corrupted: checksum or storage error): {}", where, what, hdf5::error_text());
   return values;
 }
 
@@ -190,17 +190,16 @@ void write_plan(hid_t loc, const PrunePlan& plan, const std::string& where) {
   hdf5::write_int64_attribute(loc, "format_version", {kFormatVersion}, true, where);
   hdf5::write_string_attribute(loc, "kind", plan_kind(plan), where);
   {
-    Handle group(hdf5::create_group(loc, "masks", where), H5Gclose);
+    const Handle group = hdf5::create_group(loc, "masks", where);
     for (std::size_t i = 0; i < masks.size(); ++i)
       write_mask(group.get(), plan.masks[i].module, masks[i],
                  fmt::format("{}, dataset 'masks/{}'", where, plan.masks[i].module));
   }
-  Handle group(hdf5::create_group(loc, "heads", where), H5Gclose);
+  const Handle group = hdf5::create_group(loc, "heads", where);
   for (const auto& [layer, heads] : plan.heads) {
     const std::string name = std::to_string(layer);
-    Handle dataset(hdf5::write_dataset(group.get(), name, H5T_STD_I64LE, H5T_NATIVE_INT64, {heads.size()}, heads.data(),
-                                       true, fmt::format("{}, dataset 'heads/{}'", where, name)),
-                   H5Dclose);
+    hdf5::write_dataset(group.get(), name, H5T_STD_I64LE, H5T_NATIVE_INT64, {heads.size()}, heads.data(), true,
+                        fmt::format("{}, dataset 'heads/{}'", where, name));
   }
 }
 
@@ -265,7 +264,7 @@ PrunePlan prune_plan_read(const std::filesystem::path& path) {
   hdf5::Quiet quiet;
   DSEE_CHECK(H5Fis_hdf5(source.c_str()) > 0, "prune plan '{}' is not an HDF5 file", source);
   Handle file(H5Fopen(source.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  DSEE_CHECK(file.ok(), "prune plan '{}': cannot open it", source);
+  DSEE_CHECK(file.ok(), "prune plan '{}': cannot open it: {}", source, hdf5::error_text());
   return prune_plan_read_group(file.get(), fmt::format("prune plan '{}'", source));
 }
 

@@ -149,7 +149,7 @@ void check_name(const std::string& name, const std::string& where) {
 
 void write_tensors(hid_t location, const std::string& group_name, const NamedTensors& tensors,
                    const std::string& source) {
-  Handle group(hdf5::create_group(location, group_name, source), H5Gclose);
+  const Handle group = hdf5::create_group(location, group_name, source);
   std::set<std::string> names;
   for (const NamedTensor& named : tensors) {
     const std::string where = fmt::format("{}, dataset '{}/{}'", source, group_name, named.name);
@@ -164,9 +164,8 @@ void write_tensors(hid_t location, const std::string& group_name, const NamedTen
                c10::toString(cpu.scalar_type()));
     std::vector<hsize_t> dims;
     for (std::int64_t d : cpu.sizes()) dims.push_back(static_cast<hsize_t>(d));
-    Handle dataset(hdf5::write_dataset(group.get(), named.name, mapping->file_type, mapping->memory_type, dims,
-                                       cpu.data_ptr(), true, where),
-                   H5Dclose);
+    const Handle dataset = hdf5::write_dataset(group.get(), named.name, mapping->file_type, mapping->memory_type, dims,
+                                               cpu.data_ptr(), true, where);
     hdf5::write_string_attribute(dataset.get(), "dtype", mapping->name, where);
   }
 }
@@ -193,7 +192,8 @@ at::Tensor read_tensor(hid_t group, const std::string& name, const std::string& 
   at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(mapping->scalar));
   if (tensor.numel() > 0)
     DSEE_CHECK(H5Dread(dataset.get(), mapping->memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.data_ptr()) >= 0,
-               "{}: cannot read the data (corrupted: Fletcher-32 checksum or storage error)", where);
+               "{}: cannot read the data (corrupted: Fletcher-32 checksum or storage error): {}", where,
+               hdf5::error_text());
   if (mapping->scalar == at::kBool) {
     const auto* raw = static_cast<const std::uint8_t*>(tensor.data_ptr());
     for (std::int64_t i = 0; i < tensor.numel(); ++i)
@@ -278,7 +278,7 @@ void write_checkpoint_file(hid_t file, const CheckpointState& state, const std::
     hdf5::write_int64_attribute(optimizer.get(), "step", {state.optimizer_step}, true, source + ", group 'optimizer'");
   }
   {
-    Handle scheduler(hdf5::create_group(file, "scheduler", source), H5Gclose);
+    const Handle scheduler = hdf5::create_group(file, "scheduler", source);
     for (const auto& [key, value] : state.scheduler) {
       Handle space(H5Screate(H5S_SCALAR), H5Sclose);
       Handle attribute(H5Acreate2(scheduler.get(), key.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
@@ -288,25 +288,23 @@ void write_checkpoint_file(hid_t file, const CheckpointState& state, const std::
     }
   }
   {
-    Handle rng(hdf5::create_group(file, "rng", source), H5Gclose);
+    const Handle rng = hdf5::create_group(file, "rng", source);
     if (state.rng_cpu.defined()) {
       const at::Tensor bytes = state.rng_cpu.to(at::kCPU).contiguous();
       DSEE_CHECK(bytes.scalar_type() == at::kByte && bytes.dim() == 1, "{}: the CPU generator state must be uint8 [n]",
                  source);
-      Handle dataset(
-          hdf5::write_dataset(rng.get(), "cpu", H5T_STD_U8LE, H5T_NATIVE_UINT8, {static_cast<hsize_t>(bytes.numel())},
-                              bytes.data_ptr(), true, source + ", dataset 'rng/cpu'"),
-          H5Dclose);
+      hdf5::write_dataset(rng.get(), "cpu", H5T_STD_U8LE, H5T_NATIVE_UINT8, {static_cast<hsize_t>(bytes.numel())},
+                          bytes.data_ptr(), true, source + ", dataset 'rng/cpu'");
     }
     NamedTensors cuda;
     for (std::size_t i = 0; i < state.rng_cuda.size(); ++i) cuda.push_back({std::to_string(i), state.rng_cuda[i]});
     write_tensors(rng.get(), "cuda", cuda, source + ", group 'rng'");
   }
   {
-    Handle omega(hdf5::create_group(file, "omega", source), H5Gclose);
+    const Handle omega = hdf5::create_group(file, "omega", source);
     omega_write_group(omega.get(), state.omega, state.omega_info, source + ", group 'omega'");
   }
-  Handle plan(hdf5::create_group(file, "plan", source), H5Gclose);
+  const Handle plan = hdf5::create_group(file, "plan", source);
   prune_plan_write_group(plan.get(), state.plan);
 }
 
@@ -411,9 +409,7 @@ std::uint64_t model_weights_hash(const std::filesystem::path& model_dir) {
 std::filesystem::path checkpoint_write(const std::filesystem::path& dir, const CheckpointState& state, int keep_last) {
   DSEE_CHECK(keep_last >= 1, "checkpoints: keep_last must be at least 1, got {}", keep_last);
   DSEE_CHECK(state.step >= 0, "checkpoints: the step must be non-negative, got {}", state.step);
-  std::error_code error;
-  std::filesystem::create_directories(dir, error);
-  DSEE_CHECK(!error, "checkpoints: cannot create the folder '{}': {}", dir.string(), error.message());
+  folder_create(dir);
 
   const std::string name = fmt::format("step-{}.h5", state.step);
   const std::filesystem::path path = dir / name;
@@ -449,7 +445,7 @@ CheckpointState checkpoint_read(const std::filesystem::path& path, bool verify_s
   hdf5::Quiet quiet;
   DSEE_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{} is not an HDF5 file (truncated or corrupted)", source);
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  DSEE_CHECK(file.ok(), "{}: cannot open it (truncated or corrupted)", source);
+  DSEE_CHECK(file.ok(), "{}: cannot open it (truncated or corrupted): {}", source, hdf5::error_text());
   return read_checkpoint_file(file.get(), source);
 }
 

@@ -13,8 +13,10 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 
 #include "base/error.h"
+#include "base/files.h"
 #include "base/shape_text.h"
 #include "core/train/losses.h"
 
@@ -28,28 +30,25 @@ std::string duration_text(double seconds) {
   return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, s % 3600 / 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
 }
 
-// Writes one JSON object per line, with "stage" when given; flushes so a
-// killed run keeps its lines.
+// Writes one JSON object per line, with "stage" when given, each line
+// handed to the system at once so a killed run keeps its lines; a line the
+// disk has no room for is an error and leaves the file as it was
+// (base/files.h FileAppender).
 class MetricsLog {
  public:
-  MetricsLog(const std::filesystem::path& path, std::string stage) : path_(path), stage_(std::move(stage)) {
-    if (path.empty()) return;
-    file_.open(path, std::ios::app);
-    DSEE_CHECK(file_, "cannot open metrics file '{}' for appending", path.string());
+  MetricsLog(const std::filesystem::path& path, std::string stage) : stage_(std::move(stage)) {
+    if (!path.empty()) file_.emplace(path);
   }
   void write(nlohmann::json record) {
     if (!stage_.empty()) record["stage"] = stage_;
-    if (file_.is_open()) file_ << record.dump() << '\n' << std::flush;
+    if (file_) file_->append(record.dump() + '\n');
   }
-  // The file's length now (every line is flushed); 0 without a file.
-  std::int64_t bytes() const {
-    return file_.is_open() ? static_cast<std::int64_t>(std::filesystem::file_size(path_)) : 0;
-  }
+  // The file's length now; 0 without a file.
+  std::int64_t bytes() const { return file_ ? file_->size() : 0; }
 
  private:
-  std::filesystem::path path_;
   std::string stage_;
-  std::ofstream file_;
+  std::optional<FileAppender> file_;
 };
 
 // Cuts metrics.jsonl back to what it held at a checkpoint (Note [Resuming]).

@@ -31,17 +31,8 @@ namespace fs = std::filesystem;
 using dsee_test::file_text;
 using dsee_test::run_dsee;
 
-const std::string kDemo = std::string(DSEE_SOURCE_DIR) + "/recipes/demo.toml";
-
-// 128 training examples in micro-batches of 16, 2 per step: 4 steps per
-// epoch, 8 train steps, 4 retune steps.
-std::string one_arm(const fs::path& out) {
-  return "run " + kDemo + " --set run.out_dir=" + out.string() +
-         " --set 'run.compare=[]' --set tuning.method=dsee --set tuning.rank=4 --set tuning.dropout=0.2"
-         " --set prune.kind=unstructured --set prune.p_adapt=0.3 --set prune.p_rest=0.3"
-         " --set task.train_size=128 --set task.dev_size=64 --set train.epochs=2 --set retune.epochs=1"
-         " --set train.grad_accumulation=2 --set train.eval_every=3 --set ckpt.every=2 --set ckpt.keep_last=2";
-}
+// 8 train steps, 4 retune steps.
+std::string one_arm(const fs::path& out) { return dsee_test::one_arm_run(out, " --set train.epochs=2"); }
 
 nlohmann::json json_of(const fs::path& path) { return nlohmann::json::parse(file_text(path)); }
 

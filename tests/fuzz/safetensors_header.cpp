@@ -1,17 +1,19 @@
-// libFuzzer target for the safetensors header parser (see tests/fuzz/run).
+// Fuzz target: the safetensors header parser (fuzz_target.h).
 // The input is a whole file: 8-byte length, header, data. Every input must
 // either parse into entries that are in bounds, sized and disjoint, or throw
 // dsee::Error; anything else (a crash, a sanitizer report, an abort from a
 // broken invariant below) is a bug.
+#include "core/io/safetensors_header.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
 #include "base/error.h"
-#include "core/io/safetensors_header.h"
+#include "fuzz_target.h"
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+DSEE_FUZZ_TARGET(safetensors_header) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
   try {
     const dsee::SafetensorsHeader header = dsee::safetensors_parse_file(bytes, size, "fuzz.safetensors");
