@@ -613,9 +613,11 @@ nlohmann::json train_stage(Run& run, const std::string& stage) {
                model->device().str());
   const auto result = trainer.run(batches, loss, evaluate, on_best, resume ? &*resume : nullptr);
   if (result.stop_requested) {
+    stop_signals_ignore();  // every rank agreed, the checkpoint is written
     const int signal = stop_signal();
     const std::string by = signal == SIGINT    ? "SIGINT"
                            : signal == SIGTERM ? "SIGTERM"
+                           : signal == SIGUSR1 ? "SIGUSR1"
                                                : fmt::format("signal {}", signal);
     if (last_checkpoint_step == result.steps)  // written at the stop (a periodic one, too, is due then)
       throw StopRequested(signal, fmt::format("stopped by {} at step {} of {}; checkpoint {}; run the same command "
