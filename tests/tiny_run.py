@@ -1,12 +1,17 @@
 """Shared pieces of the scripts that check `dsee run` on a tiny DSEE recipe
 (tests/mpi/test_run_ranks.py on many ranks, tests/gpu/test_run_cuda.py on
-CUDA): the recipe, the failure exit, reading HDF5 datasets back, and a tiny
-STS-B task (folder, vocabulary, random BERT) for float metrics."""
+CUDA, tests/slurm/test_slurm.py under Slurm): the recipe, the failure exit,
+reading HDF5 datasets back, the comparison of a stopped-and-resumed run with
+a straight one, and a tiny STS-B task (folder, vocabulary, random BERT) for
+float metrics."""
+import json
 import os
 import random
 import sys
 
 import h5py
+import numpy as np
+from safetensors.numpy import load_file
 
 
 def tiny_recipe(prune, dist):
@@ -55,6 +60,34 @@ def h5_datasets(path):
     with h5py.File(path, "r") as f:
         f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
     return out
+
+
+def compare_runs(base, other, label, stages=("train", "prune", "retune", "eval")):
+    """Run directory `other` (stopped and resumed) ends where the straight run `base` ends: trainable
+    tensors within 1e-6 (re-tuned 1e-5), the same dev metrics and step counts per stage, and the same
+    metrics.jsonl records (losses within 1e-5)."""
+    for stage_file in [s for s in ("train", "retune") if s in stages]:
+        a = load_file(os.path.join(base, f"trainable-{stage_file}.safetensors"))
+        b = load_file(os.path.join(other, f"trainable-{stage_file}.safetensors"))
+        worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+        print(f"    {label}: trainable-{stage_file}.safetensors max |difference| {worst:.2e}")
+        if worst > (1e-6 if stage_file == "train" else 1e-5):
+            fail(f"{label}: trainable-{stage_file} differs by {worst}")
+    for stage in stages:
+        a = json.load(open(os.path.join(base, "stages", f"{stage}.json")))
+        b = json.load(open(os.path.join(other, "stages", f"{stage}.json")))
+        if a["dev"] != b["dev"]:
+            fail(f"{label}: stages/{stage}.json dev metrics {b['dev']} != {a['dev']}")
+        if stage in ("train", "retune") and a["steps"] != b["steps"]:
+            fail(f"{label}: {stage} took {b['steps']} steps, the straight run {a['steps']}")
+    la = [json.loads(l) for l in open(os.path.join(base, "metrics.jsonl"))]
+    lb = [json.loads(l) for l in open(os.path.join(other, "metrics.jsonl"))]
+    if [x["kind"] for x in la] != [y["kind"] for y in lb]:
+        fail(f"{label}: metrics.jsonl records differ in kind or number ({len(lb)} vs {len(la)})")
+    for x, y in zip(la, lb):
+        if x["kind"] == "train" and abs(x["loss"] - y["loss"]) > 1e-5 * max(1.0, abs(x["loss"])):
+            fail(f"{label}: step {x['step']} loss {y['loss']} != straight run's {x['loss']}")
+    print(f"    {label}: dev metrics, steps and {len(la)} metrics.jsonl records agree with the straight run")
 
 
 STSB_HEADER = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2",

@@ -72,7 +72,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from tiny_run import fail, h5_datasets, tiny_recipe, tiny_stsb  # noqa: E402
+from tiny_run import compare_runs, fail, h5_datasets, tiny_recipe, tiny_stsb  # noqa: E402
 
 SCENARIO, MPIEXEC, DSEE = sys.argv[1:4]
 
@@ -240,31 +240,6 @@ def killed_rank(tmp, recipe):
             continue
         if argv and os.path.basename(argv[0]) == b"dsee" and f"run.out_dir={out}".encode() in argv:
             fail(f"process {pid} of the job is still running")
-
-
-def compare_runs(base, other, label, stages=("train", "prune", "retune", "eval")):
-    for stage_file in [s for s in ("train", "retune") if s in stages]:
-        a = load_file(os.path.join(base, f"trainable-{stage_file}.safetensors"))
-        b = load_file(os.path.join(other, f"trainable-{stage_file}.safetensors"))
-        worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
-        print(f"    {label}: trainable-{stage_file}.safetensors max |difference| {worst:.2e}")
-        if worst > (1e-6 if stage_file == "train" else 1e-5):
-            fail(f"{label}: trainable-{stage_file} differs by {worst}")
-    for stage in stages:
-        a = json.load(open(os.path.join(base, "stages", f"{stage}.json")))
-        b = json.load(open(os.path.join(other, "stages", f"{stage}.json")))
-        if a["dev"] != b["dev"]:
-            fail(f"{label}: stages/{stage}.json dev metrics {b['dev']} != {a['dev']}")
-        if stage in ("train", "retune") and a["steps"] != b["steps"]:
-            fail(f"{label}: {stage} took {b['steps']} steps, the straight run {a['steps']}")
-    la = [json.loads(l) for l in open(os.path.join(base, "metrics.jsonl"))]
-    lb = [json.loads(l) for l in open(os.path.join(other, "metrics.jsonl"))]
-    if [x["kind"] for x in la] != [y["kind"] for y in lb]:
-        fail(f"{label}: metrics.jsonl records differ in kind or number ({len(lb)} vs {len(la)})")
-    for x, y in zip(la, lb):
-        if x["kind"] == "train" and abs(x["loss"] - y["loss"]) > 1e-5 * max(1.0, abs(x["loss"])):
-            fail(f"{label}: step {x['step']} loss {y['loss']} != straight run's {x['loss']}")
-    print(f"    {label}: dev metrics, steps and {len(la)} metrics.jsonl records agree with the straight run")
 
 
 def omega_split(tmp, recipe):
