@@ -30,7 +30,10 @@ SH
 # scontrol: `show job` prints PreemptTime=$PREEMPT_TIME, anything else is recorded.
 cat > "$work/bin/scontrol" <<'SH'
 #!/bin/sh
-if [ "$1" = show ]; then echo "JobId=$3 JobState=RUNNING PreemptEligibleTime=x PreemptTime=${PREEMPT_TIME:-None}"; exit 0; fi
+if [ "$1" = show ]; then
+  echo "JobId=$3 JobState=RUNNING PreemptEligibleTime=x PreemptTime=${PREEMPT_TIME:-None}"
+  exit 0
+fi
 echo "$*" >> "$WORK/scontrol.args"
 SH
 chmod +x "$work/bin/"*

@@ -304,12 +304,21 @@ class Output:
         return "\n".join(line for _, line in self.seen)
 
 
-def work_folder(tmp):
-    """A folder to submit from: launch/slurm.sbatch runs build/bin/dsee relative to it."""
+def submit(s, tmp, recipe, minutes, name="job", sets=(), options=(), pause_s=0):
+    """`sbatch launch/slurm.sbatch RECIPE --set run.out_dir=TMP/NAME SETS…` with 2 ranks, --time=MINUTES
+    and OPTIONS, training steps slowed by pause_s; (job id, run directory, its Output in TMP/NAME.out).
+    Submitted from TMP/work, where build/bin/dsee (which the script runs) is the dsee under test."""
     work = os.path.join(tmp, "work")
-    os.makedirs(os.path.join(work, "build", "bin"))
-    os.symlink(DSEE, os.path.join(work, "build", "bin", "dsee"))
-    return work
+    if not os.path.exists(work):
+        os.makedirs(os.path.join(work, "build", "bin"))
+        os.symlink(DSEE, os.path.join(work, "build", "bin", "dsee"))
+    out = os.path.join(tmp, name)
+    output = Output(os.path.join(tmp, f"{name}.out"))
+    job = s.sbatch(["--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1", f"--time={minutes}",
+                    f"--output={output.path}"] + list(options), SBATCH_SCRIPT,
+                   [recipe, "--set", f"run.out_dir={out}"] + list(sets), cwd=work,
+                   env={"DSEE_TEST_STEP_PAUSE_S": str(pause_s)} if pause_s else None)
+    return job, os.path.join(out, "tiny"), output
 
 
 def straight_run(tmp, recipe, extra):
@@ -327,11 +336,6 @@ def straight_run(tmp, recipe, extra):
         return os.path.join(out, "tiny")
 
     return finish
-
-
-def two_ranks(minutes, output):
-    return ["--ntasks-per-node=2", "--gpus-per-node=0", "--cpus-per-task=1", f"--time={minutes}",
-            f"--output={output}"]
 
 
 def finished(record):
@@ -380,11 +384,8 @@ def expect_resumed(output, step, label):
 
 
 def ranks(s, tmp, recipe):
-    work = work_folder(tmp)
-    out = os.path.join(tmp, "out")
-    output = Output(os.path.join(tmp, "job.out"))
     start = time.monotonic()
-    job = s.sbatch(two_ranks(5, output.path), SBATCH_SCRIPT, [recipe, "--set", f"run.out_dir={out}"], cwd=work)
+    job, run_dir, output = submit(s, tmp, recipe, 5)
     straight = straight_run(tmp, recipe, [])
     s.wait_job(job, finished, 240, "its end", output.poll)
     print(output.text())
@@ -392,22 +393,17 @@ def ranks(s, tmp, recipe):
     expect_completed(s, job, output, 0)
     if not output.first(r"dsee run on 2 ranks"):
         fail("the job did not run on 2 ranks")
-    compare_runs(straight(), os.path.join(out, "tiny"), "2 ranks under sbatch + srun --mpi=pmix", STAGES)
+    compare_runs(straight(), run_dir, "2 ranks under sbatch + srun --mpi=pmix", STAGES)
 
 
 def time_limit(s, tmp, recipe):
-    work = work_folder(tmp)
-    out = os.path.join(tmp, "out")
-    run_dir = os.path.join(out, "tiny")
-    output = Output(os.path.join(tmp, "job.out"))
     pause_s = 2.5
     # slurmctld checks time limits every 30 s, the first time 30 s after it
     # started. A job that starts within 25 s of that is within 25 s (+ the 30 s
     # period) of its 60 s limit at that first check: USR1 comes then, about 27 s
     # into the job, while the 14 slowed steps (35 s) are under way, and the
     # limit itself no earlier than the check after next.
-    job = s.sbatch(two_ranks(1, output.path) + ["--signal=USR1@25"], SBATCH_SCRIPT,
-                   [recipe, "--set", f"run.out_dir={out}"], cwd=work, env={"DSEE_TEST_STEP_PAUSE_S": str(pause_s)})
+    job, run_dir, output = submit(s, tmp, recipe, 1, options=["--signal=USR1@25"], pause_s=pause_s)
     submitted = time.monotonic()
     straight = straight_run(tmp, recipe, [])
     running = []
@@ -442,14 +438,8 @@ def train_started(run_dir, records):
 
 
 def preempt(s, tmp, recipe):
-    work = work_folder(tmp)
-    out = os.path.join(tmp, "out")
-    run_dir = os.path.join(out, "tiny")
-    output = Output(os.path.join(tmp, "job.out"))
-    env = {"DSEE_TEST_STEP_PAUSE_S": "0.5"}
     start = time.monotonic()
-    job = s.sbatch(two_ranks(5, output.path), SBATCH_SCRIPT, [recipe, "--set", f"run.out_dir={out}"], cwd=work,
-                   env=env)
+    job, run_dir, output = submit(s, tmp, recipe, 5, pause_s=0.5)
     straight = straight_run(tmp, recipe, [])
 
     # 1. Pre-emption: a job in the urgent partition needs the node's CPUs.
@@ -484,14 +474,11 @@ def preempt(s, tmp, recipe):
     compare_runs(straight(), run_dir, f"pre-empted at step {step}, stopped by hand at step {step2}", STAGES)
 
     # 3. scancel --signal=TERM by hand: the same stop and checkpoint, but no requeue (no PreemptTime).
-    out3 = os.path.join(tmp, "out3")
-    output3 = Output(os.path.join(tmp, "job3.out"))
-    job3 = s.sbatch(two_ranks(5, output3.path), SBATCH_SCRIPT, [recipe, "--set", f"run.out_dir={out3}"], cwd=work,
-                    env=env)
-    s.wait_job(job3, train_started(os.path.join(out3, "tiny"), 2), 120, "training", output3.poll)
+    job3, run_dir3, output3 = submit(s, tmp, recipe, 5, name="job3", pause_s=0.5)
+    s.wait_job(job3, train_started(run_dir3, 2), 120, "training", output3.poll)
     s.run(["scancel", "--signal=TERM", str(job3)])
     record = s.wait_job(job3, finished, 60, "its end", output3.poll)
-    step3 = expect_stop(output3, "SIGTERM", os.path.join(out3, "tiny"), "scancel --signal=TERM")
+    step3 = expect_stop(output3, "SIGTERM", run_dir3, "scancel --signal=TERM")
     if record["JobState"] != "FAILED" or record["ExitCode"] != "143:0" or record["Restarts"] != "0":
         print(output3.text())
         fail(f"scancel --signal=TERM: job {record['JobState']}, exit code {record['ExitCode']}, "
@@ -500,14 +487,9 @@ def preempt(s, tmp, recipe):
 
 
 def killed_rank(s, tmp, recipe):
-    work = work_folder(tmp)
-    out = os.path.join(tmp, "out")
-    run_dir = os.path.join(out, "tiny")
-    output = Output(os.path.join(tmp, "job.out"))
     timeout_s = 10
-    job = s.sbatch(two_ranks(5, output.path), SBATCH_SCRIPT,
-                   [recipe, "--set", f"run.out_dir={out}", "--set", "train.max_steps=100000", "--set",
-                    f"dist.timeout_s={timeout_s}"], cwd=work, env={"DSEE_TEST_STEP_PAUSE_S": "0.2"})
+    job, run_dir, output = submit(s, tmp, recipe, 5, sets=["--set", "train.max_steps=100000", "--set",
+                                                            f"dist.timeout_s={timeout_s}"], pause_s=0.2)
     s.wait_job(job, train_started(run_dir, 3), 120, "training", output.poll)
     victims = [pid for pid in s.processes(f"SLURM_JOB_ID={job}", "SLURM_PROCID=1")
                if os.path.basename(os.readlink(f"/proc/{pid}/exe")) == "dsee"]
