@@ -1,7 +1,7 @@
 // Bytes all-reduced per optimizer step under data parallelism: dsee run
 // averages the trainable gradients only (distributed/gradient_sync.h: one
 // float32 buffer), full-model data parallelism averages every parameter.
-// Counted from shapes alone (models on the meta device, core/counting.h),
+// Counted from shapes alone (models on the meta device, core/tuning/counting.h),
 // with the paper's settings; prints a Markdown table for bench/RESULTS.md.
 //
 // --measure (under mpirun -n N, N >= 2): the same models built for real on
@@ -18,15 +18,15 @@
 #include <cstring>
 #include <string>
 
-#include "core/bert.h"
-#include "core/counting.h"
-#include "core/gpt2.h"
-#include "core/losses.h"
-#include "core/model_config.h"
-#include "core/omega.h"
-#include "core/pretrained_model.h"
-#include "core/tuning.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/model/bert.h"
+#include "core/model/gpt2.h"
+#include "core/model/model_config.h"
+#include "core/model/pretrained_model.h"
+#include "core/sparsity/omega.h"
+#include "core/train/losses.h"
+#include "core/tuning/counting.h"
+#include "core/tuning/tuning.h"
 #include "distributed/bootstrap.h"
 #include "distributed/communicator_factory.h"
 #include "distributed/gradient_sync.h"

@@ -1,5 +1,5 @@
 // bench_comm_share: the time share of communication in one data-parallel
-// training step, dsee's side of bench/comm_share (issue 7). Run it under
+// training step, dsee's side of bench/comm_share. Run it under
 // mpirun -n N; every rank builds the same random BERT-style model (seeded),
 // attaches the tuning method, and takes --steps optimizer steps on its own
 // random micro-batch. Per step it times, on every rank:
@@ -25,13 +25,13 @@
 #include <chrono>
 #include <cstdio>
 
-#include "core/bert.h"
-#include "core/device.h"
-#include "core/losses.h"
-#include "core/model_config.h"
-#include "core/omega.h"
-#include "core/optimizer.h"
-#include "core/tuning.h"
+#include "core/model/bert.h"
+#include "core/model/device.h"
+#include "core/model/model_config.h"
+#include "core/sparsity/omega.h"
+#include "core/train/losses.h"
+#include "core/train/optimizer.h"
+#include "core/tuning/tuning.h"
 #include "distributed/bootstrap.h"
 #include "distributed/communicator_factory.h"
 #include "distributed/gradient_sync.h"

@@ -12,9 +12,9 @@
 #include <cstdio>
 #include <string>
 
-#include "core/device.h"
-#include "core/pretrained_model.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/model/device.h"
+#include "core/model/pretrained_model.h"
 
 int main(int argc, char** argv) {
   if (argc < 6 || argc > 8) {

@@ -6,11 +6,12 @@ Matrix sets (random, std 0.04 like real projection weights, model order):
 
 Times, in one run on one machine, one intra-op thread per worker everywhere:
   python tolerance  the tolerance variant transcribed here in plain Python torch
-                    from core/grebsmo.h's contract (rank cap 32, early stop at
+                    from core/sparsity/grebsmo.h's contract (rank cap 32, early stop at
                     tol 1e-3, new rows Q5^T E) -- dsee's own variant, so the
                     Python side exists for timing; Ω agreement is reported
-  python reference  the spec's loop (tests/parity/grebsmo_reference.py, the
-                    parity test's independent reference)
+  python reference  the reference loop of docs/method.md ('GreBsmo'), as
+                    tests/parity/grebsmo_reference.py writes it (the parity
+                    test's independent reference)
   dsee              both variants through omega_driver (1 worker unless said)
 and reports: Ω agreement with the Python side, the reference variant with 1
 and 2 workers (speedup and identical Ω), tolerance vs reference Ω overlap,
@@ -57,7 +58,7 @@ def model_matrices(set_name, count=None):
 
 def python_tolerance(W, gen, max_rank=32, tol=1e-3, outer=ref.OUTER, inner=ref.INNER, tau=ref.TAU,
                      rank_step=ref.RANK_STEP):
-    """S of the tolerance variant as core/grebsmo.h states it (bench only, not a parity reference)."""
+    """S of the tolerance variant as core/sparsity/grebsmo.h states it (bench only, not a parity reference)."""
     m, n = W.shape
     cap = min(max_rank, m, n)
     V = torch.randn(1, n, generator=gen, dtype=W.dtype).to(W.device)

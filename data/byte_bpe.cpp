@@ -21,7 +21,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "data/error.h"
+#include "base/error.h"
 #include "data/unicode.h"
 
 namespace dsee {

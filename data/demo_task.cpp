@@ -23,7 +23,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 
-#include "data/error.h"
+#include "base/error.h"
 
 namespace dsee {
 
@@ -46,7 +46,7 @@ at::Tensor demo_projection_weight(std::int64_t out, std::int64_t in, const DemoS
   return weight;
 }
 
-std::vector<std::pair<std::string, at::Tensor>> demo_pretrained_tensors(const DemoSpec& spec) {
+NamedTensors demo_pretrained_tensors(const DemoSpec& spec) {
   DSEE_CHECK(spec.num_heads > 0 && spec.hidden_size % spec.num_heads == 0,
              "demo: hidden_size {} is not a multiple of num_heads {}", spec.hidden_size, spec.num_heads);
   DSEE_CHECK(spec.seq_len >= 2 && spec.seq_len <= spec.max_positions && spec.vocab_size > 4,
@@ -54,7 +54,7 @@ std::vector<std::pair<std::string, at::Tensor>> demo_pretrained_tensors(const De
              spec.max_positions, spec.vocab_size);
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(spec.seed);
   const auto h = spec.hidden_size;
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  NamedTensors tensors;
   const auto add_normal = [&](const std::string& name, at::IntArrayRef shape, double std) {
     tensors.emplace_back(name, at::randn(shape, generator) * std);
   };

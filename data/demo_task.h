@@ -1,4 +1,4 @@
-// The built-in demo's synthetic world (README command 1): a small
+// The built-in demo's synthetic world (README.md, 'The demo'): a small
 // "pretrained" BERT-style classifier whose projection weights have the
 // structure DSEE assumes — low rank plus a few large outliers plus noise —
 // and random token sequences for it to classify. Everything is drawn from
@@ -23,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/named_tensor.h"
+
 namespace dsee {
 
 struct DemoSpec {
@@ -44,7 +46,7 @@ struct DemoSpec {
 // The pretrained BertForSequenceClassification tensors (2 labels) by HF name
 // ("bert.embeddings.word_embeddings.weight", ..., "classifier.bias"), in the
 // order transformers lists them; projections [out, in] as torch.nn.Linear.
-std::vector<std::pair<std::string, at::Tensor>> demo_pretrained_tensors(const DemoSpec& spec);
+NamedTensors demo_pretrained_tensors(const DemoSpec& spec);
 
 // One projection's weight as described above, from `generator`.
 at::Tensor demo_projection_weight(std::int64_t out, std::int64_t in, const DemoSpec& spec, at::Generator& generator);

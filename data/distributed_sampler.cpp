@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "data/error.h"
+#include "base/error.h"
 
 namespace dsee {
 namespace {

@@ -23,7 +23,7 @@
 #include <fstream>
 #include <optional>
 
-#include "data/error.h"
+#include "base/error.h"
 #include "data/unicode.h"
 
 namespace dsee {

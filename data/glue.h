@@ -1,4 +1,4 @@
-// GLUE task files (spec/tasks.md): readers for the TSV files of the standard
+// GLUE task files (docs/models.md, 'Tasks'): readers for the TSV files of the standard
 // distribution and their encoding into model tensors with the model folder's
 // tokenizer (data/tokenizer.h).
 //

@@ -12,8 +12,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include "base/error.h"
 #include "data/byte_bpe.h"
-#include "data/error.h"
 #include "data/unicode.h"
 #include "data/wordpiece.h"
 

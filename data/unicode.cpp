@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include "data/error.h"
+#include "base/error.h"
 
 namespace dsee::unicode {
 namespace {

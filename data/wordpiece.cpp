@@ -3,7 +3,7 @@
 // is what makes the ids agree with BertTokenizerFast.
 #include "data/wordpiece.h"
 
-#include "data/error.h"
+#include "base/error.h"
 #include "data/unicode.h"
 
 namespace dsee {

@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "data/error.h"
-#include "data/log.h"
+#include "base/error.h"
+#include "base/log.h"
 #include "distributed/mpi_check.h"
 
 namespace dsee {

@@ -1,20 +1,13 @@
 #include "distributed/communicator_factory.h"
 
 #include "distributed/mpi_communicator.h"
-#include "distributed/watchdog.h"
-#ifdef DSEE_HAVE_NCCL
 #include "distributed/nccl_communicator.h"
-#endif
+#include "distributed/nccl_info.h"
+#include "distributed/watchdog.h"
 
 namespace dsee {
 
-bool nccl_available() {
-#ifdef DSEE_HAVE_NCCL
-  return true;
-#else
-  return false;
-#endif
-}
+bool nccl_available() { return nccl_info().enabled; }
 
 std::string communicator_backend(const CommunicatorOptions& options) {
   const std::string& requested = options.backend;
@@ -39,12 +32,8 @@ std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& optio
   const std::string backend = communicator_backend(options);
   if (!watchdog) watchdog = std::make_shared<Watchdog>(options.timeout_s);
   if (backend == "mpi") return std::make_unique<MpiCommunicator>(std::move(watchdog));
-#ifdef DSEE_HAVE_NCCL
   const int index = options.device.has_index() ? options.device.index() : options.local_rank;
-  return std::make_unique<NcclCommunicator>(index, std::move(watchdog));
-#else
-  DSEE_ASSERT(false, "communicator_backend chose nccl in a build without it");
-#endif
+  return nccl_communicator_make(index, std::move(watchdog));
 }
 
 }  // namespace dsee

@@ -12,7 +12,7 @@
 #include <memory>
 #include <string>
 
-#include "core/communicator.h"
+#include "distributed/communicator.h"
 
 namespace dsee {
 

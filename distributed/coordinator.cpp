@@ -50,7 +50,7 @@ NamedTensors broadcast_from_root(Communicator& comm, const NamedTensors& on_root
     const auto dtype = static_cast<at::ScalarType>(*word++);
     std::vector<std::int64_t> sizes(static_cast<std::size_t>(*word++));
     for (std::int64_t& size : sizes) size = *word++;
-    at::Tensor tensor = comm.rank() == 0 ? on_root[i].second.to(comm.device()).contiguous().clone()
+    at::Tensor tensor = comm.rank() == 0 ? on_root[i].tensor.to(comm.device()).contiguous().clone()
                                          : at::empty(sizes, at::TensorOptions().dtype(dtype).device(comm.device()));
     comm.broadcast(tensor, 0);
     result.emplace_back(std::move(name), std::move(tensor));

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "core/communicator.h"
+#include "distributed/communicator.h"
 #include "distributed/fingerprint.h"
 
 namespace dsee {

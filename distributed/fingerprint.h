@@ -21,7 +21,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/communicator.h"
+#include "base/named_tensor.h"
+#include "distributed/communicator.h"
 
 namespace dsee {
 
@@ -30,7 +31,7 @@ class FingerprintMismatch : public Error {
   using Error::Error;
 };
 
-using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+using NamedTensors = NamedTensors;
 
 inline constexpr std::uint64_t kFingerprintSeed = 0xcbf29ce484222325ULL;  // FNV-1a offset basis
 

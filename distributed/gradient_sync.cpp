@@ -2,7 +2,7 @@
 
 #include <ATen/ATen.h>
 
-#include "data/log.h"
+#include "base/log.h"
 #include "distributed/fingerprint.h"
 
 namespace dsee {

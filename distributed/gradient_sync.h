@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/communicator.h"
+#include "distributed/communicator.h"
 
 namespace dsee {
 

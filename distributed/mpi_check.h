@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "core/communicator.h"
+#include "distributed/communicator.h"
 
 namespace dsee {
 

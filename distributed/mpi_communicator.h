@@ -13,7 +13,7 @@
 
 #include <memory>
 
-#include "core/communicator.h"
+#include "distributed/communicator.h"
 #include "distributed/watchdog.h"
 
 namespace dsee {

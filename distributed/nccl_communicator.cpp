@@ -5,6 +5,7 @@
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <fmt/format.h>
 #include <mpi.h>
 #include <nccl.h>
 
@@ -13,9 +14,10 @@
 #include <optional>
 #include <string>
 
-#include "data/log.h"
+#include "base/log.h"
 #include "distributed/fingerprint.h"
 #include "distributed/mpi_check.h"
+#include "distributed/nccl_info.h"
 
 namespace dsee {
 namespace {
@@ -268,6 +270,21 @@ void NcclCommunicator::barrier() {
     return ncclAllReduce(token.data_ptr(), token.data_ptr(), 1, ncclInt32, ncclSum, s.comm, stream);
   });
   s.stream->synchronize();
+}
+
+// NCCL >= 2.9 encodes versions as major*10000 + minor*100 + patch.
+static std::string nccl_version_text(int code) {
+  return fmt::format("{}.{}.{}", code / 10000, code / 100 % 100, code % 100);
+}
+
+NcclInfo nccl_info() {
+  int loaded = 0;
+  ncclGetVersion(&loaded);
+  return NcclInfo{true, nccl_version_text(NCCL_VERSION_CODE), nccl_version_text(loaded)};
+}
+
+std::unique_ptr<Communicator> nccl_communicator_make(int device_index, std::shared_ptr<Watchdog> watchdog) {
+  return std::make_unique<NcclCommunicator>(device_index, std::move(watchdog));
 }
 
 }  // namespace dsee

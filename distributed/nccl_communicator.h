@@ -1,6 +1,9 @@
-// The NCCL backend of core's Communicator: CUDA tensors, one GPU per rank.
-// Built only with DSEE_HAVE_NCCL (make_communicator in communicator_factory.h
-// says so when it is not).
+// The NCCL backend of the Communicator: CUDA tensors, one GPU per rank.
+// CMake compiles nccl_communicator.cpp in builds with NCCL and nccl_stub.cpp
+// in builds without (nccl_info().enabled is false there, and
+// communicator_backend refuses "nccl" before nccl_communicator_make could be
+// reached), so callers carry no #ifdef. NcclCommunicator itself exists only
+// in builds with NCCL.
 //
 // Note [NCCL streams]
 // Collectives run on a dedicated high-priority stream of the rank's GPU, not
@@ -17,7 +20,7 @@
 
 #include <memory>
 
-#include "core/communicator.h"
+#include "distributed/communicator.h"
 #include "distributed/watchdog.h"
 
 namespace dsee {
@@ -50,5 +53,8 @@ class NcclCommunicator final : public Communicator {
   struct State;  // NCCL and CUDA handles, kept out of this header
   std::unique_ptr<State> state_;
 };
+
+// A new NcclCommunicator (builds with NCCL; an internal error in others).
+std::unique_ptr<Communicator> nccl_communicator_make(int device_index, std::shared_ptr<Watchdog> watchdog);
 
 }  // namespace dsee

@@ -40,8 +40,8 @@
 #include <cstdio>
 #include <utility>
 
-#include "data/error.h"
-#include "data/log.h"
+#include "base/error.h"
+#include "base/log.h"
 
 namespace dsee {
 

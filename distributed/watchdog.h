@@ -27,7 +27,7 @@
 namespace dsee {
 
 // The exit code of a job the watchdog ended (1 and 2 are user and usage
-// errors; see README.md).
+// errors; see docs/command-line.md).
 inline constexpr int kWatchdogExitCode = 3;
 
 class Watchdog {

@@ -1,7 +1,8 @@
-// dsee count: the numbers of spec §5 for a model folder and a tuning
-// configuration — parameters (total and non-zero, as deployed), trainable
-// parameters of dsee / lora / full, inference FLOPs (dense and non-zero) at
-// one sequence length. The definitions are in core/counting.h.
+// dsee count: the numbers of docs/method.md ('Counting parameters and FLOPs')
+// for a model folder and a tuning configuration — parameters (total and
+// non-zero, as deployed), trainable parameters of dsee / lora / full, inference
+// FLOPs (dense and non-zero) at one sequence length. The definitions are in
+// core/tuning/counting.h.
 //
 // With --recipe the model folder (model.path) and, where the recipe schema
 // has them, the tuning keys (tuning.method, tuning.rank,
@@ -12,10 +13,10 @@
 
 #include <iostream>
 
-#include "core/counting.h"
-#include "core/pretrained_model.h"
-#include "data/config.h"
-#include "data/error.h"
+#include "base/config.h"
+#include "base/error.h"
+#include "core/model/pretrained_model.h"
+#include "core/tuning/counting.h"
 #include "launch/commands.h"
 #include "recipes/recipe_schema.h"
 

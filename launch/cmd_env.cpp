@@ -7,7 +7,7 @@
 
 #include <iostream>
 
-#include "core/versions.h"
+#include "base/versions.h"
 #include "distributed/bootstrap.h"
 #include "distributed/nccl_info.h"
 #include "launch/commands.h"

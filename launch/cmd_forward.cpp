@@ -19,11 +19,11 @@
 
 #include <fstream>
 
-#include "core/device.h"
-#include "core/pretrained_model.h"
-#include "core/safetensors.h"
-#include "core/shape_text.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "base/shape_text.h"
+#include "core/io/safetensors.h"
+#include "core/model/device.h"
+#include "core/model/pretrained_model.h"
 #include "launch/commands.h"
 
 namespace dsee {
@@ -127,7 +127,7 @@ Command forward_command(CLI::App& app) {
               output = model->forward(input);
             }
             const auto cpu = [](const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).contiguous(); };
-            std::vector<std::pair<std::string, at::Tensor>> tensors;
+            NamedTensors tensors;
             if (output.logits.defined()) tensors.emplace_back("logits", cpu(output.logits));
             tensors.emplace_back("last_hidden_state", cpu(output.last_hidden_state));
             const auto& fresh = model->new_head_tensors();

@@ -1,9 +1,10 @@
-// dsee omega: compute Ω (spec §1) for every adapted matrix of a Hugging Face
-// model folder and write it to an Ω file (core/omega_file.h), once, before
-// training. GreBsmo's reference variant takes minutes per matrix, so the
-// command reports each finished matrix on stderr with an estimate of the time
-// left; --stability then measures how much of Ω survives one ulp of noise on
-// W (core/omega.h, omega_stability) and prints it as a table on stdout.
+// dsee omega: compute Ω (docs/method.md, 'The index set Ω') for every adapted
+// matrix of a Hugging Face model folder and write it to an Ω file
+// (core/sparsity/omega_file.h), once, before training. GreBsmo's reference
+// variant takes minutes per matrix, so the command reports each finished matrix
+// on stderr with an estimate of the time left; --stability then measures how
+// much of Ω survives one ulp of noise on W (core/sparsity/omega.h,
+// omega_stability) and prints it as a table on stdout.
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -13,12 +14,12 @@
 #include <filesystem>
 #include <memory>
 
-#include "core/adapted.h"
-#include "core/omega.h"
-#include "core/omega_file.h"
-#include "core/pretrained_model.h"
-#include "data/error.h"
-#include "data/log.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "core/model/pretrained_model.h"
+#include "core/sparsity/omega.h"
+#include "core/sparsity/omega_file.h"
+#include "core/tuning/adapted.h"
 #include "launch/commands.h"
 
 namespace dsee {

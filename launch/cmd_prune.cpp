@@ -3,20 +3,21 @@
 // entries become zeros); heads are removed physically and recorded in
 // config.json's pruned_heads, so transformers loads the folder as it is.
 //
-// The plan is either a masks.h5 written by a run (--plan; its masks come
-// from |ΔW| of the trained update, spec §3-4) or computed here from the
-// pretrained weights alone (--heads K: the K heads of every layer with the
-// smallest Σ|W| over their query and value rows; --p-rest P: the fraction P of
-// the P_rest pool by |W|). Without a run there is no ΔW, so P_adapt is not
-// offered here. --write-plan saves the plan that was applied.
+// The plan is either a masks.h5 written by a run (--plan; its masks come from
+// |ΔW| of the trained update, docs/method.md 'Unstructured pruning' and 'Head
+// pruning') or computed here from the pretrained weights alone (--heads K: the
+// K heads of every layer with the smallest Σ|W| over their query and value
+// rows; --p-rest P: the fraction P of the P_rest pool by |W|). Without a run
+// there is no ΔW, so P_adapt is not offered here. --write-plan saves the plan
+// that was applied.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "core/pretrained_model.h"
-#include "core/prune_plan.h"
-#include "core/pruning.h"
-#include "core/tuning.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/model/pretrained_model.h"
+#include "core/sparsity/prune_plan.h"
+#include "core/sparsity/pruning.h"
+#include "core/tuning/tuning.h"
 #include "launch/commands.h"
 
 namespace dsee {

@@ -13,8 +13,8 @@
 
 #include <cstdio>
 
-#include "core/device.h"
-#include "data/config.h"
+#include "base/config.h"
+#include "core/model/device.h"
 #include "distributed/bootstrap.h"
 #include "distributed/communicator_factory.h"
 #include "distributed/fingerprint.h"

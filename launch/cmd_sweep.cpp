@@ -25,8 +25,9 @@
 #include <map>
 #include <set>
 
-#include "data/error.h"
-#include "data/log.h"
+#include "base/error.h"
+#include "base/files.h"
+#include "base/log.h"
 #include "launch/commands.h"
 #include "launch/sweep_sbatch.h"
 #include "recipes/sweep.h"
@@ -54,17 +55,6 @@ std::string command_line(const std::vector<std::string>& argv) {
   std::string line;
   for (const auto& a : argv) line += (line.empty() ? "" : " ") + shell_quote(a);
   return line;
-}
-
-void write_text(const std::filesystem::path& path, const std::string& text) {
-  const auto temporary = path.string() + ".tmp";
-  {
-    std::ofstream out(temporary);
-    out << text;
-    DSEE_CHECK(out.good(), "cannot write '{}'", temporary);
-  }
-  DSEE_CHECK(std::rename(temporary.c_str(), path.c_str()) == 0, "cannot rename '{}' to '{}': {}", temporary,
-             path.string(), std::strerror(errno));
 }
 
 // Runs argv as a child process; its exit status (128 + signal when killed).
@@ -116,14 +106,14 @@ Command sweep_command(CLI::App& app) {
               tsv += fmt::format("{}\t{}\t{}\t{}\n", i, run.name, run.run_dir.string(), overrides);
               commands += command_line(run_argv(dsee, sweep, run)) + "\n";
             }
-            write_text(sweep.out_dir / "sweep.tsv", tsv);
-            write_text(sweep.out_dir / "sweep.commands", commands);
+            file_write_text(sweep.out_dir / "sweep.tsv", tsv);
+            file_write_text(sweep.out_dir / "sweep.commands", commands);
             spdlog::info("sweep '{}': {} runs of '{} {}' under {}", sweep.name, sweep.runs.size(), sweep.command,
                          sweep.recipe.string(), sweep.out_dir.string());
 
             if (options->slurm) {
               const auto script = sweep.out_dir / "sweep.sbatch";
-              write_text(script, sweep_sbatch_script(options->file, sweep));
+              file_write_text(script, sweep_sbatch_script(options->file, sweep));
               std::vector<std::string> argv = {"sbatch"};
               argv.insert(argv.end(), options->sbatch_args.begin(), options->sbatch_args.end());
               argv.push_back(script.string());
@@ -176,75 +166,69 @@ Command report_command(CLI::App& app) {
   sub->add_option("--format", options->format, "table (aligned text), tsv or json")
       ->check(CLI::IsMember({"table", "tsv", "json"}))
       ->capture_default_str();
-  return {
-      sub, [options] {
-        // Runs: DIR itself and its subfolders, two levels deep, with a summary.json
-        // (a run.compare folder's own summary.json only lists its arms, which are rows of their own).
-        std::vector<std::filesystem::path> runs;
-        const std::filesystem::path root(options->dir);
-        if (std::filesystem::exists(root / "summary.json")) runs.push_back(root);
-        for (auto it = std::filesystem::recursive_directory_iterator(root);
-             it != std::filesystem::recursive_directory_iterator(); ++it) {
-          if (it.depth() > 1) it.disable_recursion_pending();
-          if (it->is_directory() && std::filesystem::exists(it->path() / "summary.json")) runs.push_back(it->path());
-        }
-        std::sort(runs.begin(), runs.end());
-        DSEE_CHECK(!runs.empty(), "no run under '{}' has a summary.json (is the sweep finished?)", options->dir);
-        // Columns: run, then every scalar of the summaries (nested objects as dotted names), first-seen order.
-        std::vector<std::string> columns = {"run"};
-        std::vector<std::map<std::string, std::string>> rows;
-        nlohmann::json all = nlohmann::json::array();
-        for (const auto& dir : runs) {
-          const auto file = dir / "summary.json";
-          nlohmann::json summary;
-          try {
-            std::ifstream in(file);
-            summary = nlohmann::json::parse(in);
-          } catch (const nlohmann::json::exception& e) {
-            throw Error(fmt::format("{}: not valid JSON ({}); delete it to re-run that run", file.string(), e.what()));
-          }
-          // A run.compare index (its arms' list) is not a run: its arms are, in their own folders.
-          if (summary.is_object() && summary.contains("arms")) continue;
-          std::map<std::string, std::string> row;
-          row["run"] = std::filesystem::relative(dir, root).string();
-          if (row["run"] == ".") row["run"] = dir.filename().string();
-          const auto flat = summary.flatten();
-          for (const auto& [pointer, value] : flat.items()) {
-            std::string name = pointer.substr(1);
-            std::replace(name.begin(), name.end(), '/', '.');
-            if (std::find(columns.begin(), columns.end(), name) == columns.end()) columns.push_back(name);
-            row[name] = value.is_string() ? value.get<std::string>() : value.dump();
-          }
-          rows.push_back(row);
-          all.push_back({{"run", row["run"]}, {"summary", summary}});
-        }
-        DSEE_CHECK(!rows.empty(), "no run under '{}' has a summary.json of a finished run (is it finished?)",
-                   options->dir);
-        if (options->format == "json") {
-          std::cout << all.dump(2) << "\n";
-          return 0;
-        }
-        const bool tsv = options->format == "tsv";
-        std::vector<std::size_t> width(columns.size());
-        for (std::size_t c = 0; c < columns.size(); ++c) {
-          width[c] = columns[c].size();
-          for (auto& row : rows) width[c] = std::max(width[c], row[columns[c]].size());
-        }
-        const auto print_row = [&](const std::function<std::string(std::size_t)>& cell) {
-          std::string line;
-          for (std::size_t c = 0; c < columns.size(); ++c) {
-            const auto text = cell(c);
-            line += tsv ? (c ? "\t" : "") + text
-                        : (c ? "  " : "") + text + std::string(width[c] - std::min(width[c], text.size()), ' ');
-          }
-          while (!tsv && !line.empty() && line.back() == ' ') line.pop_back();
-          std::cout << line << "\n";
-        };
-        print_row([&](std::size_t c) { return columns[c]; });
-        for (auto& row : rows)
-          print_row([&](std::size_t c) { return row.count(columns[c]) ? row[columns[c]] : std::string("-"); });
-        return 0;
-      }};
+  return {sub, [options] {
+            // Runs: DIR itself and its subfolders, two levels deep, with a summary.json
+            // (a run.compare folder's own summary.json only lists its arms, which are rows of their own).
+            std::vector<std::filesystem::path> runs;
+            const std::filesystem::path root(options->dir);
+            if (std::filesystem::exists(root / "summary.json")) runs.push_back(root);
+            for (auto it = std::filesystem::recursive_directory_iterator(root);
+                 it != std::filesystem::recursive_directory_iterator(); ++it) {
+              if (it.depth() > 1) it.disable_recursion_pending();
+              if (it->is_directory() && std::filesystem::exists(it->path() / "summary.json"))
+                runs.push_back(it->path());
+            }
+            std::sort(runs.begin(), runs.end());
+            DSEE_CHECK(!runs.empty(), "no run under '{}' has a summary.json (is the sweep finished?)", options->dir);
+            // Columns: run, then every scalar of the summaries (nested objects as dotted names), first-seen order.
+            std::vector<std::string> columns = {"run"};
+            std::vector<std::map<std::string, std::string>> rows;
+            nlohmann::json all = nlohmann::json::array();
+            for (const auto& dir : runs) {
+              const auto file = dir / "summary.json";
+              const nlohmann::json summary = file_read_json(file, "delete it to re-run that run");
+              // A run.compare index (its arms' list) is not a run: its arms are, in their own folders.
+              if (summary.is_object() && summary.contains("arms")) continue;
+              std::map<std::string, std::string> row;
+              row["run"] = std::filesystem::relative(dir, root).string();
+              if (row["run"] == ".") row["run"] = dir.filename().string();
+              const auto flat = summary.flatten();
+              for (const auto& [pointer, value] : flat.items()) {
+                std::string name = pointer.substr(1);
+                std::replace(name.begin(), name.end(), '/', '.');
+                if (std::find(columns.begin(), columns.end(), name) == columns.end()) columns.push_back(name);
+                row[name] = value.is_string() ? value.get<std::string>() : value.dump();
+              }
+              rows.push_back(row);
+              all.push_back({{"run", row["run"]}, {"summary", summary}});
+            }
+            DSEE_CHECK(!rows.empty(), "no run under '{}' has a summary.json of a finished run (is it finished?)",
+                       options->dir);
+            if (options->format == "json") {
+              std::cout << all.dump(2) << "\n";
+              return 0;
+            }
+            const bool tsv = options->format == "tsv";
+            std::vector<std::size_t> width(columns.size());
+            for (std::size_t c = 0; c < columns.size(); ++c) {
+              width[c] = columns[c].size();
+              for (auto& row : rows) width[c] = std::max(width[c], row[columns[c]].size());
+            }
+            const auto print_row = [&](const std::function<std::string(std::size_t)>& cell) {
+              std::string line;
+              for (std::size_t c = 0; c < columns.size(); ++c) {
+                const auto text = cell(c);
+                line += tsv ? (c ? "\t" : "") + text
+                            : (c ? "  " : "") + text + std::string(width[c] - std::min(width[c], text.size()), ' ');
+              }
+              while (!tsv && !line.empty() && line.back() == ' ') line.pop_back();
+              std::cout << line << "\n";
+            };
+            print_row([&](std::size_t c) { return columns[c]; });
+            for (auto& row : rows)
+              print_row([&](std::size_t c) { return row.count(columns[c]) ? row[columns[c]] : std::string("-"); });
+            return 0;
+          }};
 }
 
 }  // namespace dsee

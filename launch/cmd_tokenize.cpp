@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "data/error.h"
-#include "data/log.h"
+#include "base/error.h"
+#include "base/log.h"
 #include "data/tokenizer.h"
 #include "data/unicode.h"
 #include "launch/commands.h"

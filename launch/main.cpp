@@ -1,6 +1,6 @@
 // dsee: the command line. Parses the subcommand, sets up logging, runs it,
 // and turns errors into exit codes once, here (see Note [Errors] in
-// data/error.cpp): a dsee::Error prints its message and exits 1, a usage
+// base/error.cpp): a dsee::Error prints its message and exits 1, a usage
 // error exits 2, anything else is a bug and aborts.
 #include <c10/util/Exception.h>
 
@@ -8,10 +8,10 @@
 #include <cstdlib>
 #include <vector>
 
-#include "core/stop_signal.h"
-#include "data/env_vars.h"
-#include "data/error.h"
-#include "data/log.h"
+#include "base/env_vars.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "distributed/stop_signal.h"
 #include "launch/commands.h"
 
 namespace {
@@ -36,18 +36,9 @@ int main(int argc, char** argv) {
 
   // One line per subcommand, in the order --help lists them.
   const std::vector<dsee::Command> commands = {
-      dsee::env_command(app),
-      dsee::config_command(app),
-      dsee::forward_command(app),
-      dsee::tokenize_command(app),
-      dsee::detokenize_command(app),
-      dsee::run_command(app),
-      dsee::sweep_command(app),
-      dsee::report_command(app),
-      dsee::count_command(app),
-      dsee::prune_command(app),
-      dsee::omega_command(app),
-      dsee::export_command(app),
+      dsee::env_command(app),        dsee::config_command(app), dsee::forward_command(app), dsee::tokenize_command(app),
+      dsee::detokenize_command(app), dsee::run_command(app),    dsee::sweep_command(app),   dsee::report_command(app),
+      dsee::count_command(app),      dsee::prune_command(app),  dsee::omega_command(app),   dsee::export_command(app),
   };
 
   try {

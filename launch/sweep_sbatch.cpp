@@ -1,7 +1,7 @@
 // sweep.sbatch: the job array of `dsee sweep --slurm`, one task per run.
 //
-// The stop path is launch/slurm.sbatch's (README "Slurm: time limits and
-// pre-emption"): `--signal=USR1@300` without `B:` has Slurm send USR1 to the
+// The stop path is launch/slurm.sbatch's (docs/distributed.md, 'Slurm: time
+// limits and pre-emption'): `--signal=USR1@300` without `B:` has Slurm send USR1 to the
 // ranks themselves, pre-emption sends them SIGTERM; they write a checkpoint
 // and exit 138 / 143, srun passes that on, and the script requeues this
 // array task, which resumes from the checkpoint (after SIGTERM only while

@@ -27,10 +27,11 @@
 
 #include <fstream>
 
-#include "core/adapted.h"
-#include "core/pretrained_model.h"
-#include "core/safetensors.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "base/files.h"
+#include "core/io/safetensors.h"
+#include "core/model/pretrained_model.h"
+#include "core/tuning/adapted.h"
 
 namespace dsee {
 namespace {
@@ -105,8 +106,7 @@ DemoData demo_read(const fs::path& dir) {
   data.train_labels = train.tensor("labels").clone();
   data.dev_ids = dev.tensor("input_ids").clone();
   data.dev_labels = dev.tensor("labels").clone();
-  std::ifstream in(dir / "demo.json");
-  const auto info = nlohmann::json::parse(in);
+  const auto info = file_read_json(dir / "demo.json", "delete the demo's data folder to make it again");
   data.pretrained_dev_accuracy = info.at("pretrained_dev_accuracy").get<double>();
   data.positive_fraction = info.at("positive_fraction").get<double>();
   return data;
@@ -119,8 +119,7 @@ DemoData demo_prepare(const DemoOptions& options, const fs::path& dir) {
              "demo: train_size, dev_size and teacher_rank must be positive");
   const auto wanted = options_json(options);
   if (fs::exists(dir / "demo.json")) {
-    std::ifstream in(dir / "demo.json");
-    const auto info = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    const auto info = nlohmann::json::parse(file_read_text(dir / "demo.json"), nullptr, /*allow_exceptions=*/false);
     if (!info.is_discarded() && info.contains("options") && info["options"] == wanted) return demo_read(dir);
   }
   fs::create_directories(dir / "pretrained");
@@ -128,11 +127,7 @@ DemoData demo_prepare(const DemoOptions& options, const fs::path& dir) {
 
   // The pretrained model, with the head calibrated on the training sequences.
   auto tensors = demo_pretrained_tensors(spec);
-  {
-    std::ofstream out(dir / "pretrained" / "config.json");
-    out << demo_config_json(spec).dump(2) << "\n";
-    DSEE_CHECK(out.good(), "cannot write {}", (dir / "pretrained" / "config.json").string());
-  }
+  file_write_json(dir / "pretrained" / "config.json", demo_config_json(spec));
   safetensors_save(dir / "pretrained" / "model.safetensors", tensors);
   auto model = model_load(dir / "pretrained");
   DemoData data;
@@ -179,15 +174,7 @@ DemoData demo_prepare(const DemoOptions& options, const fs::path& dir) {
   nlohmann::json info = {{"options", wanted},
                          {"pretrained_dev_accuracy", data.pretrained_dev_accuracy},
                          {"positive_fraction", data.positive_fraction}};
-  {
-    // demo.json last: its presence marks a complete folder.
-    const auto temporary = dir / "demo.json.tmp";
-    std::ofstream out(temporary);
-    out << info.dump(2) << "\n";
-    out.close();
-    DSEE_CHECK(out.good(), "cannot write {}", temporary.string());
-    fs::rename(temporary, dir / "demo.json");
-  }
+  file_write_json(dir / "demo.json", info);  // last: its presence marks a complete folder
   return data;
 }
 

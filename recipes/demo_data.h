@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <filesystem>
 
-#include "core/omega.h"
+#include "core/sparsity/omega.h"
 #include "data/demo_task.h"
 
 namespace dsee {

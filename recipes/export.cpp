@@ -37,15 +37,16 @@
 #include <fstream>
 #include <set>
 
-#include "core/adapted.h"
-#include "core/omega_file.h"
-#include "core/pretrained_model.h"
-#include "core/prune_plan.h"
-#include "core/pruning.h"
-#include "core/safetensors.h"
-#include "core/shape_text.h"
-#include "core/tuning.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "base/files.h"
+#include "base/shape_text.h"
+#include "core/io/safetensors.h"
+#include "core/model/pretrained_model.h"
+#include "core/sparsity/omega_file.h"
+#include "core/sparsity/prune_plan.h"
+#include "core/sparsity/pruning.h"
+#include "core/tuning/adapted.h"
+#include "core/tuning/tuning.h"
 #include "recipes/pipeline.h"
 #include "recipes/recipe_schema.h"
 
@@ -84,7 +85,7 @@ void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& ou
     return (it != in_base_model.end() && it->second && model.has_task_head() ? model.family_prefix() : "") + name;
   };
 
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  NamedTensors tensors;
   std::set<std::string> targets, trained;
   bool fan_in_fan_out = false;
   for (const auto* update : tuning.updates()) {
@@ -112,7 +113,7 @@ void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& ou
   // not in the adapter: transformers would initialise it differently.
   for (const auto& name : model.new_head_tensors()) {
     const bool saved = std::any_of(tensors.begin(), tensors.end(),
-                                   [&](const auto& t) { return t.first == "base_model.model." + name; });
+                                   [&](const auto& t) { return t.name == "base_model.model." + name; });
     DSEE_CHECK(saved,
                "export --format peft: '{}' is not in the base model's checkpoint and was not trained, so the base "
                "model transformers loads would differ from the run's. Use --format hf",
@@ -142,11 +143,7 @@ void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& ou
   };
   fs::create_directories(out);
   const auto config_path = out / "adapter_config.json";
-  {
-    std::ofstream file(config_path);
-    file << config.dump(2) << "\n";
-    DSEE_CHECK(file.good(), "cannot write '{}'", config_path.string());
-  }
+  file_write_json(config_path, config);
   safetensors_save(out / "adapter_model.safetensors", tensors, {{"format", "pt"}});
 }
 

@@ -1,7 +1,7 @@
 // Exporting the final model of a run (`dsee export`, and the pipeline's export
 // stage, which calls export_write so both take one code path).
 //
-//   hf    the merged model (core/tuning.h model_merge: masks applied, heads
+//   hf    the merged model (core/tuning/tuning.h model_merge: masks applied, heads
 //         removed and listed in config.json's pruned_heads) as a Hugging Face
 //         folder: config.json + model.safetensors.
 //   peft  a LoRA run without pruning as a PEFT adapter folder:
@@ -18,7 +18,7 @@
 #include <filesystem>
 #include <string>
 
-#include "data/config.h"
+#include "base/config.h"
 
 namespace dsee {
 

@@ -46,7 +46,7 @@
 //
 // Note [The pipeline on CUDA]
 // ~~~~~~~~~~~~~~~~~~~~~~~~~~~
-// run.device picks where an arm computes (core/device.h: auto is CUDA when a
+// run.device picks where an arm computes (core/model/device.h: auto is CUDA when a
 // GPU is usable; rank r takes GPU local_rank % count). The model is loaded
 // onto that device (frozen weights in bf16 with run.precision = bf16), so the
 // tuning's A, B, S values and the head are created there, Ω is computed there
@@ -76,28 +76,29 @@
 #include <sstream>
 #include <thread>
 
-#include "core/checkpoint.h"
-#include "core/counting.h"
-#include "core/device.h"
-#include "core/losses.h"
-#include "core/metrics.h"
-#include "core/omega_file.h"
-#include "core/pretrained_model.h"
-#include "core/prune_plan.h"
-#include "core/pruning.h"
-#include "core/safetensors.h"
-#include "core/shape_text.h"
-#include "core/stop_signal.h"
-#include "core/trainer.h"
-#include "core/tuning.h"
-#include "core/versions.h"
+#include "base/env_vars.h"
+#include "base/error.h"
+#include "base/files.h"
+#include "base/shape_text.h"
+#include "base/versions.h"
+#include "core/io/safetensors.h"
+#include "core/model/device.h"
+#include "core/model/pretrained_model.h"
+#include "core/sparsity/omega_file.h"
+#include "core/sparsity/prune_plan.h"
+#include "core/sparsity/pruning.h"
+#include "core/train/checkpoint.h"
+#include "core/train/losses.h"
+#include "core/train/metrics.h"
+#include "core/train/trainer.h"
+#include "core/tuning/counting.h"
+#include "core/tuning/tuning.h"
 #include "data/distributed_sampler.h"
-#include "data/env_vars.h"
-#include "data/error.h"
 #include "distributed/coordinator.h"
 #include "distributed/fingerprint.h"
 #include "distributed/gradient_sync.h"
 #include "distributed/nccl_info.h"
+#include "distributed/stop_signal.h"
 #include "recipes/demo_data.h"
 #include "recipes/export.h"
 #include "recipes/recipe_schema.h"
@@ -110,33 +111,6 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-void write_json_atomic(const fs::path& path, const nlohmann::json& value) {
-  const auto temporary = path.string() + ".tmp";
-  {
-    std::ofstream out(temporary);
-    out << value.dump(2) << "\n";
-    out.close();
-    DSEE_CHECK(out.good(), "cannot write '{}'", temporary);
-  }
-  fs::rename(temporary, path);
-}
-
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: not valid JSON ({}); delete it to redo that stage", path.string(), e.what()));
-  }
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 // DSEE_TEST_PERTURB_RANK=RANK:WHAT (tests only): that rank perturbs what
 // the ranks compare, so the fingerprint checks have a divergence to catch.
@@ -207,7 +181,7 @@ void run_dir_claim_root(const fs::path& run_dir, const Config& config) {
   const auto path = run_dir / "config.toml";
   const std::string text = recipe_identity(config);
   if (fs::exists(path)) {
-    const std::string recorded = read_text(path);
+    const std::string recorded = file_read_text(path);
     if (recorded == text) return;
     const auto a = config_lines(recorded), b = config_lines(text);
     std::vector<std::string> differences;
@@ -222,9 +196,7 @@ void run_dir_claim_root(const fs::path& run_dir, const Config& config) {
                     "delete the directory to start over",
                     run_dir.string(), fmt::join(differences, "; ")));
   }
-  std::ofstream out(path);
-  out << text;
-  DSEE_CHECK(out.good(), "cannot write '{}'", path.string());
+  file_write_text(path, text);
 }
 
 TuningOptions tuning_options_of(const Config& c) {
@@ -290,8 +262,9 @@ struct Run {
 // Rank 0 decides (its stages/<stage>.json) and tells every rank.
 bool stage_done(Run& run, const std::string& stage) {
   const auto path = run.dir / "stages" / (stage + ".json");
-  const std::string record = root_does(run.ranks, fmt::format("reading stages/{}.json", stage),
-                                       [&] { return fs::exists(path) ? read_json(path).dump() : std::string(); });
+  const std::string record = root_does(run.ranks, fmt::format("reading stages/{}.json", stage), [&] {
+    return fs::exists(path) ? file_read_json(path, "delete it to redo that stage").dump() : std::string();
+  });
   if (record.empty()) return false;
   run.stages[stage] = nlohmann::json::parse(record);
   spdlog::info("{}: stage {} finished before, skipped", run.dir.filename().string(), stage);
@@ -300,7 +273,7 @@ bool stage_done(Run& run, const std::string& stage) {
 
 void stage_record(Run& run, const std::string& stage, nlohmann::json record) {
   root_writes(run.ranks, fmt::format("writing stages/{}.json", stage),
-              [&] { write_json_atomic(run.dir / "stages" / (stage + ".json"), record); });
+              [&] { file_write_json(run.dir / "stages" / (stage + ".json"), record); });
   run.stages[stage] = std::move(record);
 }
 
@@ -341,7 +314,7 @@ void trainables_load(Run& run, const fs::path& path) {
   }
   at::NoGradGuard no_grad;
   std::size_t i = 0;
-  for (auto& [name, tensor] : run.tuning->trainable_parameters()) tensor.copy_(saved.at(i++).second);
+  for (auto& [name, tensor] : run.tuning->trainable_parameters()) tensor.copy_(saved.at(i++).tensor);
 }
 
 void trainables_save(Run& run, const fs::path& path) {
@@ -358,7 +331,7 @@ void test_perturb(Run& run, std::int64_t step) {
 }
 
 // The trainer's hooks for data parallelism (Note [The loop on many ranks] in
-// core/trainer.cpp): gradient averaging, the global loss, agreed stops, the
+// core/train/trainer.cpp): gradient averaging, the global loss, agreed stops, the
 // watchdog's step and the periodic fingerprint of the trainable tensors.
 void data_parallel_options(Run& run, Communicator& comm, std::unique_ptr<GradientSync>& sync, TrainerOptions& options) {
   std::vector<at::Tensor> parameters;
@@ -425,13 +398,13 @@ namespace {
 // Note [Resuming a training stage]
 // The train stage checkpoints into ckpt/, the retune stage into
 // ckpt/retune/ (ckpt.every steps, 0: each epoch end; ckpt.keep_last kept),
-// and on a stop signal when run.checkpoint_on_signal (core/stop_signal.h).
+// and on a stop signal when run.checkpoint_on_signal (distributed/stop_signal.h).
 // A stage that is not finished (no stages/<stage>.json) and finds a readable
 // checkpoint in its folder continues from it: the recipe and the pretrained
 // weights must match (checkpoint_check_compatible), then the trainable
 // tensors, AdamW's state, the RNG states and the trainer's progress (kept
 // in the checkpoint's /scheduler attributes, Note [Resuming] in
-// core/trainer.cpp) come back and the trainer goes on bit-exactly. The
+// core/train/trainer.cpp) come back and the trainer goes on bit-exactly. The
 // stage's seconds count only this process's part. Under data parallelism
 // rank 0 picks, verifies and reads the checkpoint and broadcasts what a
 // resume needs (checkpoint_state_from_root); checkpoints are written by rank
@@ -516,7 +489,7 @@ nlohmann::json train_stage(Run& run, const std::string& stage) {
   fs::path last_checkpoint;
   std::int64_t last_checkpoint_step = -1;
   // The trainable tensors at the best evaluation so far (Note [The best evaluation]).
-  std::vector<NamedTensor> best;
+  NamedTensors best;
   std::int64_t best_step = -1;
   const auto on_best = [&](std::int64_t step) {
     best.clear();
@@ -937,7 +910,7 @@ nlohmann::json run_arm(const Config& config, const fs::path& dir, const fs::path
                             {"dev", final_record["dev"]},
                             {"stages", run.stages},
                             {"seconds", seconds_since(start)}};
-  root_writes(ranks, "writing summary.json", [&] { write_json_atomic(dir / "summary.json", summary); });
+  root_writes(ranks, "writing summary.json", [&] { file_write_json(dir / "summary.json", summary); });
   return summary;
 }
 
@@ -1025,7 +998,7 @@ nlohmann::json pipeline_run(const Config& config, const PipelineRanks& ranks) {
                  dir.filename().string());
   nlohmann::json summary = {{"arms", nlohmann::json::array()}};
   for (const auto& [name, s] : arms) summary["arms"].push_back({{"name", name}, {"summary", s}});
-  root_writes(ranks, "writing summary.json", [&] { write_json_atomic(dir / "summary.json", summary); });
+  root_writes(ranks, "writing summary.json", [&] { file_write_json(dir / "summary.json", summary); });
   return summary;
 }
 CompareArm compare_arm_parse(const std::string& text) {

@@ -12,7 +12,7 @@
 //   prune    prune.kind = unstructured | heads: the plan from the trained
 //            update (|ΔW| pools or head scores) → masks.h5
 //   retune   retune.epochs > 0 after pruning: train again with the plan fixed
-//   eval     dev metrics of the final model (the task's, core/metrics.h),
+//   eval     dev metrics of the final model (the task's, core/train/metrics.h),
 //            dev outputs → predictions-dev.safetensors
 //   export   export.format = hf | peft → export/
 // The run directory records the resolved config.toml first; a run directory
@@ -34,10 +34,10 @@
 
 #include <filesystem>
 
-#include "core/communicator.h"
-#include "core/trainer.h"
-#include "core/tuning.h"
-#include "data/config.h"
+#include "base/config.h"
+#include "core/train/trainer.h"
+#include "core/tuning/tuning.h"
+#include "distributed/communicator.h"
 #include "recipes/ranks.h"
 
 namespace dsee {

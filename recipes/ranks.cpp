@@ -11,8 +11,8 @@
 #include <sstream>
 #include <thread>
 
+#include "base/env_vars.h"
 #include "data/distributed_sampler.h"
-#include "data/env_vars.h"
 #include "distributed/coordinator.h"
 
 namespace dsee {
@@ -107,9 +107,9 @@ std::vector<OmegaEntry> omega_from_named(const NamedTensors& named) {
   std::vector<OmegaEntry> out;
   for (std::size_t i = 0; i + 1 < named.size(); i += 2) {
     OmegaEntry e;
-    e.name = named[i].first.substr(0, named[i].first.rfind('#'));
-    e.indices = named[i].second.cpu().contiguous();
-    const auto shape = named[i + 1].second.cpu();
+    e.name = named[i].name.substr(0, named[i].name.rfind('#'));
+    e.indices = named[i].tensor.cpu().contiguous();
+    const auto shape = named[i + 1].tensor.cpu();
     e.rows = shape[0].item<std::int64_t>();
     e.cols = shape[1].item<std::int64_t>();
     e.sparse_nonzeros = shape[2].item<std::int64_t>();

@@ -13,11 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "core/checkpoint.h"
-#include "core/communicator.h"
-#include "core/omega.h"
-#include "core/prune_plan.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/sparsity/omega.h"
+#include "core/sparsity/prune_plan.h"
+#include "core/train/checkpoint.h"
+#include "distributed/communicator.h"
 #include "distributed/fingerprint.h"
 #include "distributed/watchdog.h"
 
@@ -29,7 +29,7 @@ struct PipelineRanks {
   Communicator* comm = nullptr;  // not owned; every rank of the job holds one
   int rank = 0;
   int world_size = 1;
-  int local_rank = 0;       // on this node: picks the GPU (core/device.h)
+  int local_rank = 0;       // on this node: picks the GPU (core/model/device.h)
   std::string mpi_library;  // compared across ranks with the other library versions
   // The communicator's watchdog (not owned; may be null): root_does bounds
   // the other ranks' wait for rank 0's work by root_timeout_s instead of

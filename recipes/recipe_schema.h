@@ -3,7 +3,7 @@
 // keeps the two equal.
 #pragma once
 
-#include "data/config.h"
+#include "base/config.h"
 
 namespace dsee {
 

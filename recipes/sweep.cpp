@@ -9,8 +9,8 @@
 #include <map>
 #include <sstream>
 
-#include "data/config.h"
-#include "data/error.h"
+#include "base/config.h"
+#include "base/error.h"
 #include "recipes/recipe_schema.h"
 
 namespace dsee {

@@ -16,10 +16,10 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
-#include "core/losses.h"
-#include "core/metrics.h"
-#include "core/safetensors.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/io/safetensors.h"
+#include "core/train/losses.h"
+#include "core/train/metrics.h"
 #include "data/glue.h"
 #include "data/tokenizer.h"
 #include "distributed/coordinator.h"
@@ -209,7 +209,7 @@ std::map<std::string, double> task_evaluate(PretrainedModel& model, ModelTuning*
 
 void task_write_predictions(const TaskData& data, const std::vector<at::Tensor>& logits, const fs::path& path) {
   DSEE_ASSERT(logits.size() == data.dev.size(), "{} logits for {} dev splits", logits.size(), data.dev.size());
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  NamedTensors tensors;
   for (std::size_t i = 0; i < data.dev.size(); ++i) {
     const auto& split = data.dev[i];
     tensors.emplace_back(split.name + ".logits", logits[i].contiguous());

@@ -9,7 +9,7 @@
 //   TaskData::dev        the dev splits; MNLI: matched, then mismatched
 //
 // Metrics (task_evaluate): the demo reports accuracy; GLUE tasks the metrics
-// of spec/tasks.md (core/metrics.h); MNLI's mismatched split adds its
+// of spec/tasks.md (core/train/metrics.h); MNLI's mismatched split adds its
 // metrics with the suffix "_mismatched" ("accuracy" is the matched one).
 #pragma once
 
@@ -23,12 +23,12 @@
 #include <string>
 #include <vector>
 
-#include "core/communicator.h"
-#include "core/pretrained_model.h"
-#include "core/trainer.h"
-#include "core/tuning.h"
-#include "data/config.h"
+#include "base/config.h"
+#include "core/model/pretrained_model.h"
+#include "core/train/trainer.h"
+#include "core/tuning/tuning.h"
 #include "data/distributed_sampler.h"
+#include "distributed/communicator.h"
 #include "recipes/demo_data.h"
 
 namespace dsee {

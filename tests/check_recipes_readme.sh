@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# recipes/README.md documents every recipe key: its table must be the one
+# docs/recipes.md documents every recipe key: its table must be the one
 # `dsee config --schema` prints from the schema.
 set -euo pipefail
 dsee=$1 readme=$2
@@ -10,4 +10,4 @@ if [[ "$(cat "$readme")" != *"$table"* ]]; then
   echo "$table"
   exit 1
 fi
-echo "recipes/README.md lists all $(($(wc -l <<<"$table") - 2)) keys"
+echo "$readme lists all $(($(wc -l <<<"$table") - 2)) keys"

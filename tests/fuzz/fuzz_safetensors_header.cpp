@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "core/safetensors_header.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/io/safetensors_header.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);

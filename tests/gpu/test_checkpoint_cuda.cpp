@@ -10,7 +10,7 @@
 #include <cstring>
 #include <string>
 
-#include "core/checkpoint.h"
+#include "core/train/checkpoint.h"
 
 int main() {
   if (!torch::cuda::is_available()) {

@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-#include "core/device.h"
+#include "core/model/device.h"
 
 int main() {
   if (!torch::cuda::is_available()) {

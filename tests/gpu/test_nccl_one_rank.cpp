@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <string>
 
-#include "data/log.h"
+#include "base/log.h"
 #include "distributed/bootstrap.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/nccl_communicator.h"

@@ -13,7 +13,7 @@
 #include <set>
 #include <string>
 
-#include "core/omega.h"
+#include "core/sparsity/omega.h"
 
 int main(int argc, char** argv) {
   const bool on_cpu = argc > 1 && std::string(argv[1]) == "cpu";

@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-#include "data/log.h"
+#include "base/log.h"
 #include "distributed/bootstrap.h"
 #include "distributed/fingerprint.h"
 #include "distributed/mpi_communicator.h"

@@ -9,14 +9,14 @@
 #include <map>
 #include <string>
 
-#include "core/stop_signal.h"
+#include "base/log.h"
 #include "data/distributed_sampler.h"
-#include "data/log.h"
 #include "distributed/bootstrap.h"
 #include "distributed/communicator_factory.h"
 #include "distributed/coordinator.h"
 #include "distributed/fingerprint.h"
 #include "distributed/gradient_sync.h"
+#include "distributed/stop_signal.h"
 
 namespace {
 
@@ -168,13 +168,13 @@ void coordinator_broadcasts_rank0_set(dsee::Communicator& comm) {
   // The reference: what rank 0 had, which every rank can rebuild.
   expect(got.size() == 4, "four tensors arrive");
   if (got.size() == 4) {
-    expect(got[0].first == "layer.0.attention.query.omega" && got[3].first == "empty", "names in rank 0's order");
-    expect(at::equal(got[0].second, at::tensor({5, 17, 300, 1023}, at::kLong).reshape({2, 2})), "omega values");
-    expect(got[1].second.scalar_type() == at::kBool &&
-               at::equal(got[1].second, at::arange(12).reshape({3, 4}).remainder(3).eq(0)),
+    expect(got[0].name == "layer.0.attention.query.omega" && got[3].name == "empty", "names in rank 0's order");
+    expect(at::equal(got[0].tensor, at::tensor({5, 17, 300, 1023}, at::kLong).reshape({2, 2})), "omega values");
+    expect(got[1].tensor.scalar_type() == at::kBool &&
+               at::equal(got[1].tensor, at::arange(12).reshape({3, 4}).remainder(3).eq(0)),
            "mask values and dtype");
-    expect(at::equal(got[2].second, at::linspace(0, 1, 7, at::kFloat).to(at::kBFloat16)), "bfloat16 values");
-    expect(got[3].second.sizes() == at::IntArrayRef({0, 5}), "empty tensor shape");
+    expect(at::equal(got[2].tensor, at::linspace(0, 1, 7, at::kFloat).to(at::kBFloat16)), "bfloat16 values");
+    expect(got[3].tensor.sizes() == at::IntArrayRef({0, 5}), "empty tensor shape");
   }
   // Rows gathered in rank order restore the 1-rank order.
   const std::int64_t total = 7;

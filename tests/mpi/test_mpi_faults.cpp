@@ -13,7 +13,7 @@
 #include <string>
 #include <thread>
 
-#include "data/log.h"
+#include "base/log.h"
 #include "distributed/bootstrap.h"
 #include "distributed/communicator_factory.h"
 

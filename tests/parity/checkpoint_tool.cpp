@@ -13,9 +13,9 @@
 #include <iostream>
 #include <sstream>
 
-#include "core/checkpoint.h"
-#include "core/safetensors.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/io/safetensors.h"
+#include "core/train/checkpoint.h"
 
 int main(int argc, char** argv) {
   if (argc != 6) {

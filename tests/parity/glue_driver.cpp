@@ -11,7 +11,7 @@
 #include <iostream>
 #include <string>
 
-#include "data/error.h"
+#include "base/error.h"
 #include "data/glue.h"
 #include "data/tokenizer.h"
 

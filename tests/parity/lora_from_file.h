@@ -13,9 +13,9 @@
 #include <sstream>
 #include <string>
 
-#include "core/pretrained_model.h"
-#include "core/safetensors.h"
-#include "core/tuning.h"
+#include "core/io/safetensors.h"
+#include "core/model/pretrained_model.h"
+#include "core/tuning/tuning.h"
 
 namespace dsee {
 

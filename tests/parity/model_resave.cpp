@@ -3,8 +3,8 @@
 // transformers and compares its logits with the original model's.
 #include <cstdio>
 
-#include "core/pretrained_model.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/model/pretrained_model.h"
 
 int main(int argc, char** argv) {
   if (argc != 3) {

@@ -17,10 +17,10 @@
 #include <fstream>
 #include <iterator>
 
-#include "core/device.h"
-#include "core/omega.h"
-#include "core/omega_file.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/model/device.h"
+#include "core/sparsity/omega.h"
+#include "core/sparsity/omega_file.h"
 
 namespace {
 

@@ -12,10 +12,10 @@
 
 #include <cstdio>
 
-#include "core/pretrained_model.h"
-#include "core/safetensors.h"
-#include "core/tuning.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/io/safetensors.h"
+#include "core/model/pretrained_model.h"
+#include "core/tuning/tuning.h"
 #include "lora_from_file.h"
 
 int main(int argc, char** argv) {
@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
     const auto logits = model->forward(input).logits;
     (logits.to(at::kFloat) * in->tensor("loss_weights")).sum().backward();
 
-    std::vector<std::pair<std::string, at::Tensor>> out{{"logits", logits.detach()}};
+    dsee::NamedTensors out{{"logits", logits.detach()}};
     for (const auto& [name, tensor] : tuning->trainable_parameters()) {
       DSEE_CHECK(tensor.grad().defined(), "no gradient reached '{}'", name);
       out.emplace_back(name + ".grad", tensor.grad());

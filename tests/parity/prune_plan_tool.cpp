@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "core/prune_plan.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/sparsity/prune_plan.h"
 
 namespace {
 

@@ -17,8 +17,8 @@
 #include <cstdio>
 #include <string>
 
-#include "core/safetensors.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/io/safetensors.h"
 
 namespace {
 
@@ -43,7 +43,7 @@ void describe(const std::string& in) {
 
 void copy(const std::string& in, const std::string& out) {
   const auto file = dsee::SafetensorsFile::open(in);
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  dsee::NamedTensors tensors;
   for (const auto& entry : file->entries()) tensors.emplace_back(entry.name, file->tensor(entry.name));
   dsee::safetensors_save(out, tensors, file->metadata());
 }

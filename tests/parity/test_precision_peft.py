@@ -5,7 +5,7 @@ The reference is what a PEFT user gets from `model.to(torch.bfloat16)` then
 `get_peft_model(...)` (autocast_adapter_dtype=True keeps lora_A/lora_B in
 fp32): PEFT's LoRA layer casts the bf16 input to fp32 for the adapter, adds
 the fp32 update to the bf16 base output and casts the sum back to bf16 —
-the arithmetic of dsee's Note [Mixed precision] (core/tuning.cpp). dsee
+the arithmetic of dsee's Note [Mixed precision] (core/tuning/tuning.cpp). dsee
 trains the task head in fp32 on the bf16 features; here PEFT's trainable
 head copy (modules_to_save) is cast to fp32 with a pre-hook that casts its
 input to fp32, which is the same computation.

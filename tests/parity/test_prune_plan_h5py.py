@@ -1,4 +1,4 @@
-"""Parity: masks.h5 (core/prune_plan.h) read and written by h5py + numpy.
+"""Parity: masks.h5 (core/sparsity/prune_plan.h) read and written by h5py + numpy.
 
 1. Python makes masks (dense-zero ones → "bits", nearly-all-ones → "zero_indices",
    nearly-all-zeros → "one_indices", odd sizes for the padding) and head ids, prune_plan_tool writes masks.h5 from

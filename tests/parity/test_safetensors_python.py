@@ -7,7 +7,7 @@
   Python's, and Python's load_file reads it back bit-exactly;
 - sharded checkpoints written by huggingface_hub read the same as one file;
 - files Python rejects, dsee rejects too (and the two deliberate differences
-  stay as documented in core/safetensors_header.cpp).
+  stay as documented in core/io/safetensors_header.cpp).
 
 usage: test_safetensors_python.py SAFETENSORS_TOOL WORKDIR
 """

@@ -1,4 +1,4 @@
-"""Parity of dsee's LoRA (core/tuning.h, method lora) with PEFT's LoRA.
+"""Parity of dsee's LoRA (core/tuning/tuning.h, method lora) with PEFT's LoRA.
 
 For each case a tiny random transformers model is saved as a Hugging Face
 folder and wrapped with peft's LoraConfig (lora_dropout 0). A and B are drawn

@@ -24,13 +24,13 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/losses.h"
-#include "core/lr_schedule.h"
-#include "core/metrics.h"
-#include "core/optimizer.h"
-#include "core/safetensors.h"
-#include "core/shape_text.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "base/shape_text.h"
+#include "core/io/safetensors.h"
+#include "core/train/losses.h"
+#include "core/train/lr_schedule.h"
+#include "core/train/metrics.h"
+#include "core/train/optimizer.h"
 
 namespace {
 
@@ -83,7 +83,7 @@ void run_optimize(const std::string& input, const std::string& output, OptimizeA
     optimizer->step(schedule->lr());
     schedule->advance();
   }
-  std::vector<std::pair<std::string, at::Tensor>> out = {{"lr", lrs}, {"norm", norms}};
+  dsee::NamedTensors out = {{"lr", lrs}, {"norm", norms}};
   for (const auto& [name, tensor] : parameters) out.push_back({"param." + name, tensor.detach()});
   for (const auto& [name, tensor] : optimizer->state_export()) out.push_back({"state." + name, tensor.cpu()});
   dsee::safetensors_save(output, out);
@@ -102,7 +102,7 @@ void run_loss(const std::string& input, const std::string& output, const std::st
     loss = dsee::causal_lm_loss(logits, labels, smoothing, sum ? dsee::LossReduction::sum : dsee::LossReduction::mean);
   }
   const at::Tensor grad = torch::autograd::grad({loss}, {logits})[0];
-  std::vector<std::pair<std::string, at::Tensor>> out = {{"loss", loss.detach()}, {"grad", grad}};
+  dsee::NamedTensors out = {{"loss", loss.detach()}, {"grad", grad}};
   if (kind == "lm") out.push_back({"targets", at::scalar_tensor(dsee::causal_lm_target_count(labels), at::kLong)});
   dsee::safetensors_save(output, out);
 }

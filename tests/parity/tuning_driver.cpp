@@ -32,12 +32,12 @@
 
 #include <cstdio>
 
-#include "core/losses.h"
-#include "core/pretrained_model.h"
-#include "core/safetensors.h"
-#include "core/trainer.h"
-#include "core/tuning.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/io/safetensors.h"
+#include "core/model/pretrained_model.h"
+#include "core/train/losses.h"
+#include "core/train/trainer.h"
+#include "core/tuning/tuning.h"
 #include "lora_from_file.h"
 
 namespace {
@@ -105,7 +105,7 @@ int train(char** argv, bool lm) {
   const auto result = trainer.run(batches, loss);
   DSEE_CHECK(result.steps == trainer_options.max_steps, "trained {} steps, expected {}", result.steps,
              trainer_options.max_steps);
-  std::vector<std::pair<std::string, at::Tensor>> out;
+  dsee::NamedTensors out;
   if (!lm) out.emplace_back("loss", at::tensor(losses, at::kDouble));
   for (const auto& [name, tensor] : tuning->trainable_parameters())
     if (tensor.numel() > 0) out.emplace_back(name, tensor.detach());
@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
     const auto logits = model->forward(input).logits;
     (logits * in->tensor("loss_weights")).sum().backward();
 
-    std::vector<std::pair<std::string, at::Tensor>> out{{"logits", logits.detach()}};
+    dsee::NamedTensors out{{"logits", logits.detach()}};
     for (const auto& [name, tensor] : tuning->trainable_parameters()) {
       DSEE_CHECK(tensor.grad().defined(), "no gradient reached '{}'", name);
       out.emplace_back(name + ".grad", tensor.grad());

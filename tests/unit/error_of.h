@@ -6,7 +6,7 @@
 #include <functional>
 #include <string>
 
-#include "data/error.h"
+#include "base/error.h"
 
 namespace dsee {
 

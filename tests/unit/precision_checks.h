@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "core/losses.h"
-#include "core/trainer.h"
-#include "core/tuning.h"
+#include "core/train/losses.h"
+#include "core/train/trainer.h"
+#include "core/tuning/tuning.h"
 #include "tiny_models.h"
 
 namespace dsee::precision_checks {

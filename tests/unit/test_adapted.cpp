@@ -1,7 +1,7 @@
 // adapted_matrices: which matrices a tuning method adapts, by HF name pattern.
 #include <gtest/gtest.h>
 
-#include "core/adapted.h"
+#include "core/tuning/adapted.h"
 #include "error_of.h"
 #include "tiny_models.h"
 

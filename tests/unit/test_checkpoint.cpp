@@ -1,4 +1,4 @@
-// Checkpoints (core/checkpoint.h): bit-exact round trip of every part,
+// Checkpoints (core/train/checkpoint.h): bit-exact round trip of every part,
 // keep-last-K, the `latest` pointer, fallback past a truncated or corrupted
 // newest file, detection by the sidecar SHA-256 and by Fletcher-32, refusal
 // of another recipe with the keys listed, atomicity, and the hashes.
@@ -15,9 +15,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/checkpoint.h"
-#include "core/safetensors.h"
-#include "data/config.h"
+#include "base/config.h"
+#include "core/io/safetensors.h"
+#include "core/train/checkpoint.h"
 #include "error_of.h"
 
 namespace dsee {
@@ -36,7 +36,7 @@ std::vector<std::string> folder_entries(const fs::path& folder) {
   return names;
 }
 
-// Removes a folder tree by POSIX calls (Note [std::filesystem and libtorch] in core/omega_file.cpp).
+// Removes a folder tree by POSIX calls (Note [std::filesystem and libtorch] in core/sparsity/omega_file.cpp).
 void remove_tree(const fs::path& folder) {
   for (const std::string& name : folder_entries(folder)) {
     struct stat status {};
@@ -91,7 +91,7 @@ CheckpointState sample_state(std::int64_t step) {
 }
 
 // Same bytes, same dtype, same shape.
-void expect_bit_exact(const std::vector<NamedTensor>& got, const std::vector<NamedTensor>& want) {
+void expect_bit_exact(const NamedTensors& got, const NamedTensors& want) {
   ASSERT_EQ(got.size(), want.size());
   for (std::size_t i = 0; i < want.size(); ++i) {
     SCOPED_TRACE(want[i].name);

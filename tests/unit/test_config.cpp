@@ -4,8 +4,8 @@
 #include <fstream>
 #include <functional>
 
-#include "data/config.h"
-#include "data/error.h"
+#include "base/config.h"
+#include "base/error.h"
 #include "error_of.h"
 
 namespace dsee {
@@ -55,8 +55,8 @@ TEST(Config, DottedKeysAndIntegersForFloats) {
 
 TEST(Config, OverridesApplyAfterTheFileInOrder) {
   const Config c = Config::parse(test_schema(), "[train]\nlr = 1e-3\n", "r.toml",
-                                 {"train.lr=3e-4", "model.path=/data/bert base", "train.lr=5e-4",
-                                  "train.clip=false", "dsee.targets=[\"key\", \"value\"]"});
+                                 {"train.lr=3e-4", "model.path=/data/bert base", "train.lr=5e-4", "train.clip=false",
+                                  "dsee.targets=[\"key\", \"value\"]"});
   EXPECT_DOUBLE_EQ(c.get_float("train.lr"), 5e-4);
   EXPECT_EQ(c.get_string("model.path"), "/data/bert base");
   EXPECT_FALSE(c.get_bool("train.clip"));

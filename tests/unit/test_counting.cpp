@@ -1,11 +1,11 @@
-// Counting (core/counting.h): trainable parameters of BERT-base from its
+// Counting (core/tuning/counting.h): trainable parameters of BERT-base from its
 // shapes alone (meta device), parameters and FLOPs of a head-pruned and masked
 // tiny model against hand computations written out here.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "core/counting.h"
-#include "core/pruning.h"
+#include "core/sparsity/pruning.h"
+#include "core/tuning/counting.h"
 #include "tiny_models.h"
 
 namespace dsee {

@@ -5,7 +5,7 @@
 
 #include <filesystem>
 
-#include "core/pretrained_model.h"
+#include "core/model/pretrained_model.h"
 #include "recipes/demo_data.h"
 
 namespace dsee {

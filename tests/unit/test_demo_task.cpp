@@ -27,12 +27,12 @@ TEST(DemoTask, TensorsAreReproducibleAndMatchTheModelsSlots) {
   ASSERT_EQ(a.size(), slots.size());
   for (std::size_t i = 0; i < a.size(); ++i) {
     const auto expected = (slots[i].in_base_model ? "bert." : "") + slots[i].name;
-    EXPECT_EQ(a[i].first, expected);
-    EXPECT_EQ(a[i].second.sizes(), slots[i].tensor->sizes()) << a[i].first;
-    EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+    EXPECT_EQ(a[i].name, expected);
+    EXPECT_EQ(a[i].tensor.sizes(), slots[i].tensor->sizes()) << a[i].name;
+    EXPECT_TRUE(at::equal(a[i].tensor, b[i].tensor)) << a[i].name;
   }
   spec.seed += 1;
-  EXPECT_FALSE(at::equal(demo_pretrained_tensors(spec)[0].second, a[0].second));
+  EXPECT_FALSE(at::equal(demo_pretrained_tensors(spec)[0].tensor, a[0].tensor));
 }
 
 TEST(DemoTask, ProjectionIsLowRankPlusOutliers) {

@@ -11,10 +11,10 @@
 #include <thread>
 #include <tuple>
 
-#include "core/stop_signal.h"
 #include "distributed/communicator_factory.h"
 #include "distributed/fingerprint.h"
 #include "distributed/gradient_sync.h"
+#include "distributed/stop_signal.h"
 #include "distributed/watchdog.h"
 
 namespace {

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include "base/error.h"
 #include "data/distributed_sampler.h"
-#include "data/error.h"
 
 namespace {
 

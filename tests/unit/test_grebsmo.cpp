@@ -5,9 +5,9 @@
 
 #include <set>
 
-#include "core/grebsmo.h"
-#include "core/omega.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/sparsity/grebsmo.h"
+#include "core/sparsity/omega.h"
 
 namespace dsee {
 namespace {

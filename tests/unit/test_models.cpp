@@ -7,12 +7,12 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/bert.h"
-#include "core/gpt2.h"
-#include "core/model_config.h"
-#include "core/pretrained_model.h"
-#include "core/safetensors.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/io/safetensors.h"
+#include "core/model/bert.h"
+#include "core/model/gpt2.h"
+#include "core/model/model_config.h"
+#include "core/model/pretrained_model.h"
 #include "error_of.h"
 #include "tiny_models.h"
 
@@ -162,8 +162,7 @@ TEST(Gpt2Cache, IncrementalDecodingEqualsFullForward) {
 }
 
 // A folder with config.json and the given tensors.
-std::filesystem::path write_model(const std::string& name, const nlohmann::json& config,
-                                  const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+std::filesystem::path write_model(const std::string& name, const nlohmann::json& config, const NamedTensors& tensors) {
   const auto dir = std::filesystem::temp_directory_path() / ("dsee_test_models_" + name);
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "config.json") << config.dump();
@@ -171,8 +170,8 @@ std::filesystem::path write_model(const std::string& name, const nlohmann::json&
   return dir;
 }
 
-std::vector<std::pair<std::string, at::Tensor>> saved_tensors(PretrainedModel& model, const std::string& prefix) {
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
+NamedTensors saved_tensors(PretrainedModel& model, const std::string& prefix) {
+  NamedTensors tensors;
   for (const auto& slot : model.tensor_slots())
     tensors.emplace_back((slot.in_base_model ? prefix : "") + slot.name,
                          slot.stored_in_by_out ? slot.tensor->t().contiguous() : *slot.tensor);
@@ -184,7 +183,7 @@ TEST(ModelLoad, NewHeadMayBeMissingOtherTensorsMayNot) {
   EncoderModel model(config, true, at::kFloat, at::kCPU);
   randomise(model, 4);
   auto tensors = saved_tensors(model, "bert.");
-  std::erase_if(tensors, [](const auto& t) { return t.first.rfind("classifier.", 0) == 0; });
+  std::erase_if(tensors, [](const auto& t) { return t.name.rfind("classifier.", 0) == 0; });
   tensors.emplace_back("cls.predictions.bias", at::zeros({50}));  // another head: skipped
   const auto dir = write_model("new_head", bert_json(), tensors);
   auto loaded = model_load(dir);
@@ -198,7 +197,7 @@ TEST(ModelLoad, NewHeadMayBeMissingOtherTensorsMayNot) {
   EXPECT_EQ(relabelled->config().id2label.size(), 5u);
 
   auto without_key = tensors;
-  std::erase_if(without_key, [](const auto& t) { return t.first == "bert.encoder.layer.1.attention.self.key.weight"; });
+  std::erase_if(without_key, [](const auto& t) { return t.name == "bert.encoder.layer.1.attention.self.key.weight"; });
   const auto missing = error_of([&] { model_load(write_model("missing", bert_json(), without_key)); });
   EXPECT_NE(missing.find("bert.encoder.layer.1.attention.self.key.weight [24, 24]"), std::string::npos) << missing;
 

@@ -4,8 +4,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
-#include "core/omega.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/sparsity/omega.h"
 
 namespace dsee {
 namespace {

@@ -15,9 +15,9 @@
 #include <filesystem>
 #include <string>
 
-#include "core/adapted.h"
-#include "core/omega.h"
-#include "core/omega_file.h"
+#include "core/sparsity/omega.h"
+#include "core/sparsity/omega_file.h"
+#include "core/tuning/adapted.h"
 #include "error_of.h"
 #include "tiny_models.h"
 
@@ -48,7 +48,7 @@ CommandResult run_dsee(const std::string& arguments, const fs::path& stderr_file
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), text, text + errors};
 }
 
-// Removes a folder tree by POSIX calls (Note [std::filesystem and libtorch] in core/omega_file.cpp).
+// Removes a folder tree by POSIX calls (Note [std::filesystem and libtorch] in core/sparsity/omega_file.cpp).
 void remove_tree(const fs::path& path) {
   if (DIR* d = ::opendir(path.c_str())) {
     while (const dirent* e = ::readdir(d)) {
@@ -110,7 +110,8 @@ void expect_same(const std::vector<OmegaEntry>& got, const std::vector<OmegaEntr
 TEST_F(OmegaCommand, BertGrebsmoFileEqualsOmegaSelectInOrderWithInfo) {
   auto model = save_model(bert_json());
   const fs::path out = dir_ / "omega.h5";
-  const CommandResult r = run(fmt::format("omega {} --out {} --c 5 --seed 3 --outer 2 --threads 1", model_arg(), out.string()));
+  const CommandResult r =
+      run(fmt::format("omega {} --out {} --c 5 --seed 3 --outer 2 --threads 1", model_arg(), out.string()));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   OmegaFileInfo info;
   const auto got = omega_read(out, &info);
@@ -137,8 +138,9 @@ TEST_F(OmegaCommand, Gpt2TargetModulesSelectThirdsAndMethodsMatch) {
   auto model = save_model(gpt2_json());
   const fs::path out = dir_ / "omega.h5";
   for (const std::string method : {"magnitude", "random"}) {
-    const CommandResult r = run(fmt::format("omega {} --out {} --c 7 --seed 5 --method {} --target-modules c_attn:v,c_attn:k",
-                                  model_arg(), out.string(), method));
+    const CommandResult r =
+        run(fmt::format("omega {} --out {} --c 7 --seed 5 --method {} --target-modules c_attn:v,c_attn:k", model_arg(),
+                        out.string(), method));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     OmegaOptions options;
     options.c = 7;
@@ -173,7 +175,8 @@ TEST_F(OmegaCommand, WorkersDoNotChangeTheFileAndToleranceVariantIsRecorded) {
 TEST_F(OmegaCommand, StabilityPrintsATableWithATotal) {
   auto model = save_model(bert_json());
   const fs::path out = dir_ / "omega.h5";
-  const CommandResult r = run(fmt::format("omega {} --out {} --method magnitude --c 4 --stability", model_arg(), out.string()));
+  const CommandResult r =
+      run(fmt::format("omega {} --out {} --method magnitude --c 4 --stability", model_arg(), out.string()));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   OmegaOptions options;
   options.method = OmegaMethod::magnitude;

@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/omega_file.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/sparsity/omega_file.h"
 
 namespace dsee {
 namespace {
@@ -21,7 +21,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
 
-// Entries of a folder, by POSIX calls (Note [std::filesystem and libtorch] in core/omega_file.cpp).
+// Entries of a folder, by POSIX calls (Note [std::filesystem and libtorch] in core/sparsity/omega_file.cpp).
 std::vector<std::string> folder_entries(const fs::path& folder) {
   std::vector<std::string> names;
   if (DIR* d = ::opendir(folder.c_str())) {

@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "error_of.h"
 #include "recipes/pipeline.h"
 #include "recipes/recipe_schema.h"

@@ -14,8 +14,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/counting.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
+#include "core/tuning/counting.h"
 #include "error_of.h"
 #include "precision_checks.h"
 #include "run_dsee.h"

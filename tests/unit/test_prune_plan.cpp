@@ -1,4 +1,4 @@
-// masks.h5 (core/prune_plan.h): round trip of both mask encodings and the
+// masks.h5 (core/sparsity/prune_plan.h): round trip of both mask encodings and the
 // head plan, the encoding chosen by density, and every bad-file error naming
 // the file and the dataset.
 #include <ATen/ATen.h>
@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/prune_plan.h"
+#include "core/sparsity/prune_plan.h"
 #include "error_of.h"
 
 namespace dsee {
@@ -30,7 +30,7 @@ class PrunePlanFile : public ::testing::Test {
     for (const std::string& name : entries()) ::unlink((dir_ / name).c_str());
     ::rmdir(dir_.c_str());
   }
-  // Folder entries by POSIX calls (Note [std::filesystem and libtorch] in core/omega_file.cpp).
+  // Folder entries by POSIX calls (Note [std::filesystem and libtorch] in core/sparsity/omega_file.cpp).
   std::vector<std::string> entries() const {
     std::vector<std::string> names;
     if (DIR* d = ::opendir(dir_.c_str())) {

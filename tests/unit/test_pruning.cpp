@@ -1,4 +1,4 @@
-// DSEE pruning (core/pruning.h): exact counts per pool with ties, pool
+// DSEE pruning (core/sparsity/pruning.h): exact counts per pool with ties, pool
 // membership per family, the |W| fallback plans, and head removal against
 // the unpruned model with those heads' contexts zeroed.
 #include <ATen/ATen.h>
@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <set>
 
-#include "core/pruning.h"
+#include "core/sparsity/pruning.h"
 #include "error_of.h"
 #include "tiny_models.h"
 

@@ -1,13 +1,13 @@
-// Pruning with a DSEE tuning attached (core/pruning.h on core/tuning.h):
+// Pruning with a DSEE tuning attached (core/sparsity/pruning.h on core/tuning/tuning.h):
 // P_adapt scored by |ΔW|, head scores from the unscaled update, Ω re-indexed
 // by head removal, and the trainable counts against tuning_attach.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "core/adapted.h"
-#include "core/counting.h"
-#include "core/pruning.h"
-#include "core/tuning.h"
+#include "core/sparsity/pruning.h"
+#include "core/tuning/adapted.h"
+#include "core/tuning/counting.h"
+#include "core/tuning/tuning.h"
 #include "tiny_models.h"
 
 namespace dsee {

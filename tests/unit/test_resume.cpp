@@ -12,9 +12,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/checkpoint.h"
-#include "core/losses.h"
-#include "core/trainer.h"
+#include "core/train/checkpoint.h"
+#include "core/train/losses.h"
+#include "core/train/trainer.h"
 #include "error_of.h"
 #include "run_dsee.h"
 
@@ -53,7 +53,7 @@ class ShuffledBatches : public BatchSource {
 struct Model {
   NamedTensor weight{"dense.weight", at::zeros({1, 4}).set_requires_grad(true)};
   NamedTensor bias{"dense.bias", at::zeros({1}).set_requires_grad(true)};
-  std::vector<NamedTensor> parameters() const { return {weight, bias}; }
+  NamedTensors parameters() const { return {weight, bias}; }
   at::Tensor loss(const TrainBatch& batch) const {
     const at::Tensor x = at::dropout(batch.tensors.at("x"), 0.3, true);
     return sequence_classification_loss(at::addmm(bias.tensor, x, weight.tensor.t()), batch.tensors.at("y"));
@@ -81,17 +81,17 @@ TrainerOptions resume_options(const std::filesystem::path& metrics) {
 
 struct Snapshot {
   TrainerProgress progress;
-  std::vector<NamedTensor> parameters, optimizer;
+  NamedTensors parameters, optimizer;
   CheckpointState rng;
 };
 
-std::vector<NamedTensor> cloned(const std::vector<NamedTensor>& tensors) {
-  std::vector<NamedTensor> out;
+NamedTensors cloned(const NamedTensors& tensors) {
+  NamedTensors out;
   for (const auto& [name, tensor] : tensors) out.push_back({name, tensor.detach().clone()});
   return out;
 }
 
-void expect_bit_identical(const std::vector<NamedTensor>& a, const std::vector<NamedTensor>& b) {
+void expect_bit_identical(const NamedTensors& a, const NamedTensors& b) {
   ASSERT_EQ(a.size(), b.size());
   for (std::size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i].name, b[i].name);

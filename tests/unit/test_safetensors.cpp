@@ -11,8 +11,8 @@
 #include <functional>
 #include <sstream>
 
-#include "core/safetensors.h"
-#include "data/error.h"
+#include "base/error.h"
+#include "core/io/safetensors.h"
 #include "error_of.h"
 
 namespace dsee {
@@ -67,7 +67,7 @@ class Safetensors : public testing::Test {
 };
 
 // One tensor of each dtype dsee stores, with values that use the whole type.
-std::vector<std::pair<std::string, at::Tensor>> every_dtype() {
+NamedTensors every_dtype() {
   at::manual_seed(7);
   const auto floats = at::randn({3, 5}) * 100;
   return {{"f32", floats},
@@ -98,8 +98,7 @@ TEST_F(Safetensors, RoundTripsEveryDtype) {
 
 TEST_F(Safetensors, RoundTripKeepsSpecialFloatBitsExactly) {
   const auto values = at::tensor({0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-40f, 65504.0f, 3.3895e38f, 1e-7f});
-  const std::vector<std::pair<std::string, at::Tensor>> tensors = {
-      {"f32", values}, {"f16", values.to(at::kHalf)}, {"bf16", values.to(at::kBFloat16)}};
+  const NamedTensors tensors = {{"f32", values}, {"f16", values.to(at::kHalf)}, {"bf16", values.to(at::kBFloat16)}};
   safetensors_save(dir_ / "special.safetensors", tensors);
   const auto file = SafetensorsFile::open(dir_ / "special.safetensors");
   for (const auto& [name, expected] : tensors) {
@@ -131,9 +130,9 @@ TEST_F(Safetensors, WritingToATensorLeavesTheFileAlone) {
 }
 
 TEST_F(Safetensors, EmptyAndZeroDimTensorsRoundTrip) {
-  const std::vector<std::pair<std::string, at::Tensor>> tensors = {{"empty", at::zeros({0})},
-                                                                   {"empty_2d", at::zeros({2, 0, 3}, at::kLong)},
-                                                                   {"scalar", at::scalar_tensor(2.5, at::kDouble)}};
+  const NamedTensors tensors = {{"empty", at::zeros({0})},
+                                {"empty_2d", at::zeros({2, 0, 3}, at::kLong)},
+                                {"scalar", at::scalar_tensor(2.5, at::kDouble)}};
   safetensors_save(dir_ / "e.safetensors", tensors);
   const auto file = SafetensorsFile::open(dir_ / "e.safetensors");
   EXPECT_EQ(file->tensor("empty").sizes(), at::IntArrayRef({0}));

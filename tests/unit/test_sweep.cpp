@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "data/error.h"
+#include "base/error.h"
 #include "error_of.h"
 #include "recipes/sweep.h"
 #include "run_dsee.h"

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "data/byte_bpe.h"
-#include "data/error.h"
 #include "data/tokenizer.h"
 #include "data/unicode.h"
 #include "data/wordpiece.h"

@@ -18,8 +18,8 @@
 #include <sstream>
 #include <tuple>
 
-#include "core/losses.h"
-#include "core/trainer.h"
+#include "core/train/losses.h"
+#include "core/train/trainer.h"
 #include "error_of.h"
 #include "run_dsee.h"
 
@@ -54,7 +54,7 @@ class RegressionBatches : public BatchSource {
 struct Model {
   NamedTensor weight{"dense.weight", at::zeros({1, 4}).set_requires_grad(true)};
   NamedTensor bias{"dense.bias", at::zeros({1}).set_requires_grad(true)};
-  std::vector<NamedTensor> parameters() const { return {weight, bias}; }
+  NamedTensors parameters() const { return {weight, bias}; }
   at::Tensor loss(const TrainBatch& batch) const {
     const at::Tensor logits = at::addmm(bias.tensor, batch.tensors.at("x"), weight.tensor.t());
     return sequence_classification_loss(logits, batch.tensors.at("y"));

@@ -7,10 +7,10 @@
 #include <cmath>
 #include <limits>
 
-#include "core/losses.h"
-#include "core/lr_schedule.h"
-#include "core/metrics.h"
-#include "core/optimizer.h"
+#include "core/train/losses.h"
+#include "core/train/lr_schedule.h"
+#include "core/train/metrics.h"
+#include "core/train/optimizer.h"
 #include "error_of.h"
 
 namespace dsee {
@@ -84,7 +84,7 @@ TEST(AdamW, RejectsDuplicateNamesNonFloatTensorsAndBadOptions) {
 TEST(AdamW, StateImportValidatesNamesShapesAndLeftovers) {
   NamedTensor p = parameter("w", at::ones({3}));
   AdamW optimizer({p}, {});
-  std::vector<NamedTensor> state = optimizer.state_export();
+  NamedTensors state = optimizer.state_export();
   EXPECT_EQ(error_of([&] { optimizer.state_import(state); }), "<no error>");
   auto missing = state;
   missing.pop_back();

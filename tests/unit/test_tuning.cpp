@@ -1,4 +1,4 @@
-// Tuning methods (core/tuning.h): the wrapped forward against the dense
+// Tuning methods (core/tuning/tuning.h): the wrapped forward against the dense
 // formula, gradients (frozen tensors get none; S values against central
 // finite differences in fp64), shrinking (keep_rows / keep_columns re-index
 // Ω), merging, trainable names and order, and the user errors.
@@ -10,7 +10,7 @@
 #include <functional>
 #include <set>
 
-#include "core/tuning.h"
+#include "core/tuning/tuning.h"
 #include "error_of.h"
 #include "tiny_models.h"
 

@@ -8,10 +8,10 @@
 
 #include <memory>
 
-#include "core/bert.h"
-#include "core/gpt2.h"
-#include "core/model_config.h"
-#include "core/pretrained_model.h"
+#include "core/model/bert.h"
+#include "core/model/gpt2.h"
+#include "core/model/model_config.h"
+#include "core/model/pretrained_model.h"
 
 namespace dsee {
 

@@ -1,0 +1,146 @@
+// A pretrained model of one of the three families, loaded from and saved to a
+// Hugging Face model folder (config.json + model.safetensors or shards).
+//
+// Classes (HF name → dsee):
+//   BertModel, BertForSequenceClassification        EncoderModel (bert.h)
+//   RobertaModel, RobertaForSequenceClassification  EncoderModel (bert.h)
+//   GPT2Model, GPT2LMHeadModel                      Gpt2Model (gpt2.h)
+// The task head is part of the same object (EncoderModel's classifier, GPT-2's tied
+// LM head), so names, loading and saving follow the HF *For* class.
+//
+// Tensor names are HF's exactly. A base-model tensor is accepted with or
+// without the family prefix ("bert.", "roberta.", "transformer."); a model
+// with a task head saves with the prefix (as transformers does). See Note
+// [Loading a checkpoint] in pretrained_model.cpp for what may be missing or
+// left over.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/model/linear.h"
+#include "core/model/model_config.h"
+#include "core/model/transformer_layers.h"
+
+namespace dsee {
+
+// GPT-2's key/value cache for incremental decoding: per layer
+// [batch, heads, past, head_dim]. Empty until the first forward fills it; each
+// forward appends its keys/values. Prefix tuning can seed it with per-layer
+// prefix keys/values before the first step.
+struct KvCache {
+  std::vector<at::Tensor> keys, values;
+  std::int64_t length() const { return keys.empty() ? 0 : keys.front().size(2); }
+};
+
+struct ModelInput {
+  at::Tensor input_ids;       // [batch, seq] int64
+  at::Tensor attention_mask;  // [batch, past + seq], 1 token / 0 padding; undefined: all tokens
+  at::Tensor token_type_ids;  // [batch, seq] int64, BERT/RoBERTa; undefined: zeros
+  KvCache* cache = nullptr;   // GPT-2: read and extended when set
+};
+
+struct ModelOutput {
+  at::Tensor last_hidden_state;  // [batch, seq, hidden]
+  at::Tensor pooled;             // BERT: [batch, hidden] (pooler output); else undefined
+  at::Tensor logits;             // [batch, num_labels] or GPT-2 [batch, seq, vocab]; undefined without a head
+};
+
+// One tensor of the model in the HF layout.
+struct TensorSlot {
+  std::string name;       // HF name without the family prefix ("encoder.layer.0...", "classifier.weight")
+  at::Tensor* tensor;     // the model's tensor (replaced on load)
+  bool in_base_model;     // under the family prefix in a *For* model
+  bool task_head;         // a newly added head may lack it (initialised, logged)
+  bool stored_in_by_out;  // GPT-2 Conv1D: the HF tensor is the transpose of ours
+};
+
+// The slots of a projection (weight, bias; stored_in_by_out applies to the
+// weight) and of a layer norm (weight, bias; in the base model).
+void slots_add_linear(std::vector<TensorSlot>& slots, const std::string& name, Linear& linear, bool in_base_model,
+                      bool task_head, bool stored_in_by_out);
+void slots_add_norm(std::vector<TensorSlot>& slots, const std::string& name, LayerNorm& norm);
+
+enum class ModelTask {
+  automatic,                // from config.json's architectures
+  base,                     // BertModel / RobertaModel (GPT-2: always the LM head)
+  sequence_classification,  // BERT/RoBERTa with a classification head (may be new)
+};
+
+class PretrainedModel {
+ public:
+  virtual ~PretrainedModel() = default;
+
+  const ModelConfig& config() const { return config_; }
+  virtual ModelOutput forward(const ModelInput& input) = 0;
+
+  // Every tensor, HF order and names.
+  virtual std::vector<TensorSlot> tensor_slots() = 0;
+  // Every projection by HF module name without the family prefix
+  // ("encoder.layer.3.attention.self.query", "h.5.attn.c_attn", "classifier").
+  virtual std::vector<std::pair<std::string, Linear*>> linears() = 0;
+  // One projection by HF name, with or without the prefix; dsee::Error if none.
+  Linear& linear(const std::string& name);
+
+  // Removes heads (original ids, as HF `pruned_heads`) from layers: Q/K/V
+  // rows and attention-output columns shrink in place, config().pruned_heads
+  // records it. Heads already removed are ignored.
+  void prune_heads(const std::map<std::int64_t, std::vector<std::int64_t>>& heads);
+
+  // "bert.", "roberta.", "transformer.".
+  std::string family_prefix() const;
+  // Whether saved names carry family_prefix() (a model with a task head).
+  virtual bool has_task_head() const = 0;
+
+  // Task-head tensors the checkpoint lacked, initialised by model_load (HF
+  // names as saved); outputs computed from them are not the checkpoint's.
+  const std::vector<std::string>& new_head_tensors() const { return new_head_tensors_; }
+  void set_new_head_tensors(std::vector<std::string> names) { new_head_tensors_ = std::move(names); }
+
+  // The dtype the model was built in: that of its frozen weights. Under
+  // run.precision = bf16 the trainable task head is fp32 (tuning.h) while
+  // dtype() stays bf16.
+  at::ScalarType dtype() const { return dtype_; }
+  c10::Device device() const { return device_; }
+
+ protected:
+  // Original ids of the heads layer `layer` has now.
+  virtual std::vector<std::int64_t>& layer_heads(std::int64_t layer) = 0;
+  // Shrinks layer `layer` to the heads at these positions among its current ones.
+  virtual void layer_keep_heads(std::int64_t layer, const std::vector<std::int64_t>& positions) = 0;
+
+  PretrainedModel(ModelConfig config, at::ScalarType dtype, c10::Device device)
+      : config_(std::move(config)), dtype_(dtype), device_(device) {}
+  ModelConfig config_;
+  at::ScalarType dtype_;
+  c10::Device device_;
+  std::vector<std::string> new_head_tensors_;
+};
+
+// run.precision: "fp32" → kFloat, "bf16" → kBFloat16 (the dtype the frozen
+// weights load in; docs/precision.md); dsee::Error naming both otherwise.
+at::ScalarType model_dtype_of_precision(const std::string& precision);
+
+struct ModelLoadOptions {
+  at::ScalarType dtype = at::kFloat;  // fp32 or bf16 (model_dtype_of_precision)
+  c10::Device device = c10::kCPU;
+  ModelTask task = ModelTask::automatic;
+  std::int64_t num_labels = 0;  // a new classification head's size; 0: config.json's
+  std::uint64_t head_seed = 0;  // generator seed for a new head
+};
+
+// Loads DIR (config.json + safetensors); see Note [Loading a checkpoint].
+std::unique_ptr<PretrainedModel> model_load(const std::filesystem::path& dir, const ModelLoadOptions& options = {});
+
+// Writes DIR/config.json and DIR/model.safetensors in the HF layout, every
+// tensor in the model's dtype (a bf16 model's fp32 head is rounded to bf16),
+// so transformers' from_pretrained loads it.
+void model_save(PretrainedModel& model, const std::filesystem::path& dir);
+
+}  // namespace dsee

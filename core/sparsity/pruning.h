@@ -1,0 +1,86 @@
+// DSEE's pruning (docs/method.md, 'Unstructured pruning' and 'Head pruning'):
+// unstructured masks from two global pools and structured removal of whole
+// attention heads, both as a PrunePlan (prune_plan.h) that prune_plan_apply
+// puts on a model.
+//
+// Unstructured. Pool P_adapt is every adapted matrix, scored by |ΔW|; pool
+// P_rest is every other encoder projection of the method's list (BERT/RoBERTa:
+// query, key, value, attention.output.dense, intermediate.dense, output.dense,
+// plus BERT's pooler.dense / RoBERTa's classifier.dense; GPT-2: the thirds of
+// attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), less the adapted blocks,
+// scored by |W|. Each pool loses exactly round(p · N) entries under one global
+// threshold (Note [Exact pool pruning] in pruning.cpp). Never pruned:
+// embeddings, layer norms, biases, A, B, S and the final classifier / LM head.
+//
+// Structured. Each head of layer ℓ scores Σ over its rows of the unscaled
+// update |B·A + P_Ω(S)| of the adapted query and value (any adapted q/k/v
+// block counts); the k lowest of every layer are removed.
+//
+// Without a tuning (a model folder, no run) both plans fall back to the
+// pretrained weights: P_adapt is the default targets (query, value) scored by
+// |ΔW| = 0, so its cuts fall on the lowest flat indices; heads are scored by
+// Σ |W| of their query and value rows. A run's plan comes from |ΔW|.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/sparsity/prune_plan.h"
+
+namespace dsee {
+
+class PretrainedModel;
+class ModelTuning;
+struct Linear;
+
+// Rows [row_offset, row_offset + rows) of one projection: a pool member.
+struct PoolBlock {
+  std::string module;  // HF module name ("h.0.attn.c_attn")
+  Linear* linear = nullptr;
+  std::int64_t row_offset = 0;
+  std::int64_t rows = 0;
+};
+
+// The two pools in the model's order (linears() order; within GPT-2's
+// c_attn the thirds q, k, v). `tuning` may be null (then P_adapt is the
+// default targets); full fine-tuning has no updates and is treated the same.
+std::vector<PoolBlock> pool_adapt(PretrainedModel& model, ModelTuning* tuning);
+std::vector<PoolBlock> pool_rest(PretrainedModel& model, ModelTuning* tuning);
+
+// Keep-masks (bool, the shapes of `scores`) of one pool: exactly
+// round(fraction · N) entries (N = Σ numel) are removed, the smallest scores
+// first, ties to the lower flat index of the concatenation in the given order.
+std::vector<at::Tensor> pool_keep_masks(const std::vector<at::Tensor>& scores, double fraction);
+
+struct UnstructuredLevels {
+  double p_adapt = 0.0;  // fraction of P_adapt removed, [0, 1]
+  double p_rest = 0.0;   // fraction of P_rest removed, [0, 1]
+};
+
+// The masks (in linears() order, only projections that lose an entry; a
+// GPT-2 c_attn mask combines its thirds). Masks are [out, in] bool, CPU, at
+// the model's current shapes.
+PrunePlan unstructured_plan(PretrainedModel& model, ModelTuning* tuning, const UnstructuredLevels& levels);
+
+// Per layer, the score of each head the layer has now (in the order of
+// config().kept_heads(layer)), fp64 CPU [heads]. From the tuning's unscaled
+// updates, or from |W| when `tuning` is null; dsee::Error when a tuning has
+// no update on the attention's q/k/v (full fine-tuning).
+std::vector<at::Tensor> head_scores(PretrainedModel& model, ModelTuning* tuning);
+
+// Removes the `heads_per_layer` lowest-scoring heads of every layer (ties:
+// the lower original head id goes first): plan.heads holds original ids.
+PrunePlan structured_plan(PretrainedModel& model, ModelTuning* tuning, std::int64_t heads_per_layer);
+
+// Applies a plan: heads first (PretrainedModel::prune_heads; an attached
+// tuning shrinks through LinearTuning::keep_rows/keep_columns), then the
+// masks (Linear::mask in the model's dtype and device), whose shapes are the
+// shapes after head removal. dsee::Error names a module that does not exist
+// or a mask of the wrong shape.
+void prune_plan_apply(PretrainedModel& model, const PrunePlan& plan);
+
+}  // namespace dsee

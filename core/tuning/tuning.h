@@ -1,0 +1,126 @@
+// Tuning methods on the linear seam (docs/method.md, 'The update ΔW'): DSEE's
+// sparse-embedded low-rank update, LoRA (the same with c = 0), and full
+// fine-tuning; which tensors train; and merging the update into the
+// pretrained weights.
+//
+// For each adapted matrix W [m, n] (adapted.h: a whole projection or a GPT-2
+// c_attn third), with s = alpha / rank:
+//   ΔW = s · (B·A + P_Ω(S))    A [r, n] ~ N(0, 0.02²), B [m, r] = 0, S = 0
+//   y  = x·(W⊙M)ᵀ + b + s·(drop(x)·Aᵀ)·Bᵀ + s·drop(x)·P_Ω(S)ᵀ      (1)
+// S is stored as c values on Ω's c flat indices (row-major in m×n,
+// ascending); forward (1) gathers the c input columns and scatters into the c
+// output rows, never building a dense m×n S. Gradients reach A, B and the S
+// values only (and the task head); everything else is frozen.
+//
+// Masks (docs/method.md, 'Unstructured pruning') are Linear::mask. With a mask
+// set and `mask_update` true (ours, the default; docs/method.md, 'A truly
+// sparse deployed model') the forward uses the masked effective weight
+// x·((W + ΔW)⊙M)ᵀ + b, building the dense m×n ΔW once per call; with
+// `mask_update` false (the reference) it is (1).
+//
+// Trainable tensor names (checkpoints, exports): "<prefix>.lora_A",
+// "<prefix>.lora_B", "<prefix>.sparse_values", with AdaptedMatrix::prefix
+// ("encoder.layer.0.attention.self.query", "h.0.attn.c_attn:q"); the fixed
+// indices are "<prefix>.omega" (int64, not trainable). The task head's
+// tensors keep their HF names ("classifier.weight"). Full fine-tuning trains
+// every tensor of the model under its HF name.
+//
+// Precision (docs/precision.md): on a bf16 model (run.precision = bf16) the
+// frozen weights stay bf16 and every trainable tensor is fp32 — A, B, the S
+// values and the task head, which tuning_attach casts to fp32. The frozen
+// product runs in bf16, the update in fp32, their sum is rounded to bf16
+// (Note [Mixed precision] in tuning.cpp). Full fine-tuning refuses a bf16
+// model (it would need fp32 master weights of every tensor).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/named_tensor.h"
+#include "core/sparsity/omega.h"
+#include "core/tuning/adapted.h"
+
+namespace dsee {
+
+class PretrainedModel;
+
+enum class TuningMethod { dsee, lora, full };
+
+// "dsee" / "lora" / "full"; throws dsee::Error naming the accepted names.
+TuningMethod tuning_method_from_name(const std::string& name);
+const char* tuning_method_name(TuningMethod method);
+
+struct TuningOptions {
+  TuningMethod method = TuningMethod::dsee;
+  std::int64_t rank = 16;                   // r
+  double alpha = 32.0;                      // s = alpha / r
+  double dropout = 0.0;                     // on the update's input x (both terms), training only
+  std::vector<std::string> target_modules;  // adapted.h patterns; empty: default_target_modules
+  std::uint64_t seed = 0;                   // A's N(0, 0.02²) draws, in adapted-matrix order
+  bool mask_update = true;                  // retune.mask_update (see above)
+  bool train_head = true;                   // the task head trains (dsee, lora)
+};
+
+// The update of one adapted matrix. Tensors live on the model's device in
+// fp32 (trainable state stays fp32 even for a bf16 model).
+struct SparseUpdate {
+  AdaptedMatrix matrix;      // where it applies; row_offset/rows follow head pruning
+  double scale = 1.0;        // s = alpha / r
+  at::Tensor lora_A;         // [r, n], requires grad
+  at::Tensor lora_B;         // [m, r], requires grad
+  at::Tensor omega;          // int64 [c] flat indices into m×n, ascending (c may be 0)
+  at::Tensor sparse_values;  // [c], requires grad
+
+  // B·A + P_Ω(S), dense [m, n] (head scores: docs/method.md, 'Head pruning').
+  at::Tensor unscaled() const;
+  // ΔW = s·(B·A + P_Ω(S)), dense [m, n] (masks, merge).
+  at::Tensor delta_weight() const;
+};
+
+// The tuning state of a whole model: what tuning_attach returns. The model
+// must outlive it; the Linear wrappers it installs point into it.
+class ModelTuning {
+ public:
+  virtual ~ModelTuning() = default;
+  const TuningOptions& options() const { return options_; }
+
+  // One per adapted matrix, in adapted-matrix order (empty for full).
+  virtual std::vector<SparseUpdate*> updates() = 0;
+  // The tensors the optimizer updates, by name (see the header comment), in a
+  // fixed order: updates in order (lora_A, lora_B, sparse_values), then the
+  // task head in HF order; full: every model tensor in HF order.
+  virtual NamedTensors trainable_parameters() = 0;
+  // Dropout on (true) or off (false, the default: evaluation).
+  virtual void set_training(bool training) = 0;
+
+ protected:
+  explicit ModelTuning(TuningOptions options) : options_(std::move(options)) {}
+  TuningOptions options_;
+};
+
+// Attaches `options.method` to `model`: dsee and lora wrap each adapted
+// matrix (Ω from `omega`, matched by AdaptedMatrix::name; lora requires it
+// empty or every entry with c = 0; dsee requires an entry for every adapted
+// matrix with the matrix's shape — dsee::Error naming the matrix otherwise),
+// mark the head trainable (in fp32, also on a bf16 model) and everything else
+// frozen; full marks every tensor trainable (dsee::Error on a bf16 model).
+// Draws A from a CPU generator seeded with options.seed.
+std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningOptions& options,
+                                           const std::vector<OmegaEntry>& omega = {});
+
+// The weight a projection deploys with: (W + ΔW)⊙M for mask_update (ours),
+// W⊙M + ΔW for the reference; W⊙M without an update; W without a mask.
+// ΔW covers every update block of the projection (GPT-2: the q and v thirds).
+at::Tensor effective_weight(const Linear& linear);
+
+// Replaces every projection's weight by its effective_weight (in the model's
+// dtype: a bf16 model rounds W + ΔW to bf16 once), removes the tuning wrappers and the masks: the model then runs
+// without dsee's tuning code and saves as a plain HF model. `tuning` is
+// unusable afterwards.
+void model_merge(PretrainedModel& model);
+
+}  // namespace dsee
