@@ -1,4 +1,4 @@
-"""Parity: dsee's Ω selection (through omega_driver) against grebsmo_reference.py,
+"""Parity: dsee's Ω selection (through omega_driver) against bench/grebsmo_reference.py,
 an implementation of the spec written independently in plain Python torch.
 
 Same matrices, same seed, one intra-op thread on both sides; requires identical
@@ -15,9 +15,9 @@ import h5py
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
 import grebsmo_reference as ref  # noqa: E402
-import omega_driver_io as io  # noqa: E402
+import omega_io as io  # noqa: E402
 
 torch.set_num_threads(1)
 DRIVER = sys.argv[1]

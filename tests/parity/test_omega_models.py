@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import transformers
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
 import grebsmo_reference as ref  # noqa: E402
 
 torch.set_num_threads(1)

@@ -1,11 +1,13 @@
 """Independent Python-torch reference for GreBsmo and Ω selection.
 
-Written from ../shared/spec/dsee.md §1 alone (not from dsee's C++), so that
-the parity test compares two implementations of the same text. Plain torch,
-fp32, CPU; the caller sets torch.set_num_threads to match dsee.
+Written from docs/method.md ('The index set Ω': 'GreBsmo', 'Selecting Ω from
+S', 'Random draws') alone, not from dsee's C++, so that the parity tests
+(tests/parity/test_omega.py, test_omega_models.py) compare two
+implementations of the same text, and bench/grebsmo times the same loop.
+Plain torch, fp32, CPU; the caller sets torch.set_num_threads to match dsee.
 
-  grebsmo_reference(W, gen)      the spec's loop: 100 outer x 2 inner steps,
-                                 tau = 0.01, rank +5 per outer step, S reset
+  grebsmo_reference(W, gen)      the documented loop: 100 outer x 2 inner
+                                 steps, tau = 0.01, rank +5 per outer step, S reset
   top_c(scores, c)               exactly c flat indices, largest score first,
                                  ties to the lower flat index, returned ascending
   omega_for_matrices(...)        one generator seeded once, matrices in order
@@ -19,7 +21,7 @@ RANK_STEP = 5
 
 
 def grebsmo_reference(W, gen):
-    """S of the spec's GreBsmo for W (m x n, fp32). Draws one randn(1, n) from gen."""
+    """S of the documented GreBsmo loop for W (m x n, fp32). Draws one randn(1, n) from gen."""
     m, n = W.shape
     max_rank = min(m, n)
     V = torch.randn(1, n, generator=gen, dtype=W.dtype).to(W.device)  # CPU draw, as dsee's
