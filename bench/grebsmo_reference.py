@@ -20,13 +20,15 @@ INNER = 2
 RANK_STEP = 5
 
 
-def grebsmo_reference(W, gen):
-    """S of the documented GreBsmo loop for W (m x n, fp32). Draws one randn(1, n) from gen."""
+def grebsmo_reference(W, gen, outer=OUTER):
+    """S of the documented GreBsmo loop for W (m x n, fp32), `outer` outer
+    steps (the documented 100 unless a test shortens it). Draws one
+    randn(1, n) from gen."""
     m, n = W.shape
     max_rank = min(m, n)
     V = torch.randn(1, n, generator=gen, dtype=W.dtype).to(W.device)  # CPU draw, as dsee's
     S = torch.zeros_like(W)
-    for _ in range(OUTER):
+    for _ in range(outer):
         S = torch.zeros_like(W)
         for _ in range(INNER):
             X = W - S
@@ -50,13 +52,13 @@ def top_c(scores, c):
     return sorted(order[:c])
 
 
-def omega_for_matrices(matrices, c, seed, method="grebsmo"):
+def omega_for_matrices(matrices, c, seed, method="grebsmo", outer=OUTER):
     """matrices: list of (name, W out x in). Returns {name: [flat indices]}."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for name, W in matrices:
         if method == "grebsmo":
-            scores = grebsmo_reference(W, gen).abs()
+            scores = grebsmo_reference(W, gen, outer).abs()
         elif method == "magnitude":
             scores = W.abs()
         elif method == "random":
