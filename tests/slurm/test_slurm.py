@@ -12,7 +12,7 @@ GraceTime 60 s on main).
 Usage: test_slurm.py SCENARIO REPO DSEE
   ranks       `sbatch launch/slurm.sbatch` with 2 ranks (srun --mpi=pmix): the
               trained tensors, dev metrics and metrics.jsonl equal a 1-process
-              run's (tiny_run.compare_runs: the mpi tests' bounds).
+              run's (harness.runs.compare_runs: the mpi tests' bounds).
   time_limit  a 2-rank job with --time=1 --signal=USR1@25 and slowed steps
               (DSEE_TEST_STEP_PAUSE_S): Slurm sends USR1 to the ranks at its
               first time-limit check that is within 25 s (+ its 30 s check
@@ -53,11 +53,18 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from tiny_run import compare_runs, fail, tiny_recipe  # noqa: E402
+from harness.runs import compare_runs, tiny_recipe  # noqa: E402
 
 SCENARIO, REPO, DSEE = sys.argv[1], os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3])
 SBATCH_SCRIPT = os.path.join(REPO, "launch", "slurm.sbatch")
 SKIP = 77
+
+
+def fail(message):
+    print("FAILED:", message, flush=True)
+    sys.exit(1)
+
+
 DEADLINE_S = 270  # ctest's TIMEOUT is 300
 # tiny_recipe's training: 2 epochs of 7 optimizer steps, no pruning (so no re-tuning), then evaluation.
 RECIPE = tiny_recipe(prune='kind = "none"', dist="timeout_s = 30.0")
