@@ -20,6 +20,7 @@
 #include <fstream>
 
 #include "base/error.h"
+#include "base/files.h"
 #include "base/shape_text.h"
 #include "core/io/safetensors.h"
 #include "core/model/device.h"
@@ -76,14 +77,9 @@ Command forward_command(CLI::App& app) {
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   return {sub, [options] {
-            std::ifstream in(options->input_ids);
-            DSEE_CHECK(in.good(), "{}: cannot read the token ids", options->input_ids);
-            nlohmann::json json;
-            try {
-              json = nlohmann::json::parse(in);
-            } catch (const nlohmann::json::exception& e) {
-              throw Error(fmt::format("{}: not valid JSON: {}", options->input_ids, e.what()));
-            }
+            DSEE_CHECK(std::filesystem::is_regular_file(options->input_ids), "{}: cannot read the token ids",
+                       options->input_ids);
+            const nlohmann::json json = file_read_json(options->input_ids);
             const bool object = json.is_object();
             DSEE_CHECK(!object || json.contains("input_ids"), "{}: the object needs a key \"input_ids\"",
                        options->input_ids);

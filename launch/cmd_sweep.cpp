@@ -8,6 +8,7 @@
 //   sweep.commands  one shell command per run (line i+1 = array task i)
 //   sweep.sbatch    with --slurm: the job-array script that runs line
 //                   $SLURM_ARRAY_TASK_ID + 1 of sweep.commands under srun
+//                   (launch/sweep_sbatch.h)
 // A run whose directory already holds summary.json is finished and skipped,
 // so re-running a sweep (or requeueing its array) only does what is left.
 #include <sys/wait.h>
@@ -22,6 +23,7 @@
 #include "base/files.h"
 #include "base/log.h"
 #include "launch/commands.h"
+#include "launch/sweep_sbatch.h"
 #include "recipes/report.h"
 #include "recipes/run_dir.h"
 #include "recipes/sweep.h"
@@ -34,13 +36,6 @@ std::filesystem::path self_path() {
   auto path = std::filesystem::read_symlink("/proc/self/exe", error);
   DSEE_CHECK(!error, "cannot find the dsee executable (/proc/self/exe): {}", error.message());
   return path;
-}
-
-// Single quotes for the shell.
-std::string shell_quote(const std::string& text) {
-  std::string out = "'";
-  for (const char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
 }
 
 std::vector<std::string> run_argv(const std::filesystem::path& dsee, const Sweep& sweep, const SweepRun& run) {
@@ -56,53 +51,6 @@ std::string command_line(const std::vector<std::string>& argv) {
   std::string line;
   for (const auto& a : argv) line += (line.empty() ? "" : " ") + shell_quote(a);
   return line;
-}
-
-// The job-array script of `dsee sweep --slurm`: task i runs line i+1 of
-// sweep.commands under srun, with launch/slurm.sbatch's handling of the time
-// limit (USR1 five minutes before it: SIGTERM to the ranks, which checkpoint
-// and exit, then `scontrol requeue` of this array task, which resumes).
-std::string sweep_sbatch_script(const std::string& sweep_file, const Sweep& sweep) {
-  std::string script = R"SH(#!/usr/bin/env bash
-# Written by `dsee sweep --slurm @FILE@`: task i runs line i+1 of sweep.commands.
-#SBATCH --job-name=dsee-@NAME@
-#SBATCH --array=0-@LAST@
-#SBATCH --output=@DIR@/slurm-%A_%a.out
-#SBATCH --open-mode=append
-#SBATCH --requeue
-#SBATCH --signal=B:USR1@300
-set -euo pipefail
-line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" @COMMANDS@)
-[[ -n $line ]] || { echo "dsee: no line $((SLURM_ARRAY_TASK_ID + 1)) in "@COMMANDS@ >&2; exit 2; }
-task="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
-echo "dsee: array task $task (restart ${SLURM_RESTART_COUNT:-0}): $line"
-# DSEE_SRUN_MPI: srun's MPI plugin for Open MPI (default pmix; empty: srun's default).
-mpi=${DSEE_SRUN_MPI-pmix}
-requeue=0 srun_pid=
-trap 'echo "dsee: time limit near: stopping the ranks, then requeueing $task"; requeue=1; kill -TERM "$srun_pid" 2>/dev/null || true' USR1
-eval "command=($line)"  # the line is shell-quoted words
-srun --kill-on-bad-exit=1 ${mpi:+--mpi=$mpi} "${command[@]}" &
-srun_pid=$!
-status=0
-# `wait` returns early when the trap runs; wait again for the ranks to finish.
-wait "$srun_pid" || status=$?
-if ((requeue)); then
-  wait "$srun_pid" || status=$?
-  scontrol requeue "$task"
-  exit 0
-fi
-exit "$status"
-)SH";
-  const auto fill = [&](const std::string& key, const std::string& value) {
-    for (auto at = script.find(key); at != std::string::npos; at = script.find(key, at + value.size()))
-      script.replace(at, key.size(), value);
-  };
-  fill("@FILE@", sweep_file);
-  fill("@NAME@", sweep.name);
-  fill("@LAST@", std::to_string(sweep.runs.size() - 1));
-  fill("@DIR@", sweep.out_dir.string());
-  fill("@COMMANDS@", shell_quote((sweep.out_dir / "sweep.commands").string()));
-  return script;
 }
 
 // Runs argv as a child process; its exit status (128 + signal when killed).

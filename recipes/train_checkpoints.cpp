@@ -134,8 +134,12 @@ std::optional<TrainerProgress> StageCheckpoints::resume(Trainer& trainer, BestTe
 }
 
 void StageCheckpoints::stopped(std::int64_t steps, std::int64_t total) const {
+  stop_signals_ignore();  // every rank agreed, the checkpoint is written
   const int signal = stop_signal();
-  const std::string by = signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : fmt::format("signal {}", signal);
+  const std::string by = signal == SIGINT    ? "SIGINT"
+                         : signal == SIGTERM ? "SIGTERM"
+                         : signal == SIGUSR1 ? "SIGUSR1"
+                                             : fmt::format("signal {}", signal);
   if (last_step_ == steps)  // written at the stop (a periodic one, too, is due then)
     throw StopRequested(signal, fmt::format("stopped by {} at step {} of {}; checkpoint {}; run the same command "
                                             "again to resume",

@@ -1,6 +1,7 @@
-// `dsee run` resuming interrupted training stages (issue 6), end to end on a
-// shrunken one-arm demo recipe (DSEE with unstructured pruning, so both the
-// train and the retune stage run; dropout and gradient accumulation on):
+// `dsee run` resuming interrupted training stages (docs/training.md,
+// 'Resuming `dsee run`'), end to end on a shrunken one-arm demo recipe (DSEE
+// with unstructured pruning, so both the train and the retune stage run;
+// dropout and gradient accumulation on):
 //   - a run stopped by SIGTERM (DSEE_TEST_STOP_AFTER_STEP makes the process
 //     signal itself) exits 143 naming the checkpoint; re-running the same
 //     command resumes; after several interruptions in both stages the
