@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/files.h"
 
 namespace dsee {
 namespace {
@@ -183,13 +184,10 @@ Config Config::parse(const ConfigSchema& schema, const std::string& text, const 
 
 Config Config::load(const ConfigSchema& schema, const std::filesystem::path& file,
                     const std::vector<std::string>& overrides) {
-  std::ifstream in(file);
-  if (!in)
+  if (!std::ifstream(file))
     throw Error(fmt::format("cannot read configuration file '{}': {}", file.string(),
                             std::filesystem::exists(file) ? "permission denied" : "no such file"));
-  std::stringstream text;
-  text << in.rdbuf();
-  return parse(schema, text.str(), file.string(), overrides);
+  return parse(schema, file_read_text(file), file.string(), overrides);
 }
 
 void Config::apply_override(const std::string& assignment) {

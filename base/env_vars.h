@@ -14,7 +14,7 @@ inline constexpr const char* test_stop_after_step = "DSEE_TEST_STOP_AFTER_STEP";
 // fingerprint checks' tests.
 inline constexpr const char* test_perturb_rank = "DSEE_TEST_PERTURB_RANK";
 // Tests only: "WHAT=SECONDS" makes rank 0 of `dsee run` sleep before the
-// rank-0 work named WHAT (recipes/ranks.h root_does), e.g. "preparing the
+// rank-0 work named WHAT (distributed/ranks.h root_does), e.g. "preparing the
 // task data=5" (the long-wait tests of the other ranks' watchdog).
 inline constexpr const char* test_slow_root = "DSEE_TEST_SLOW_ROOT";
 // Tests only: every training step of `dsee run` lasts this many seconds

@@ -10,9 +10,9 @@ Times, in one run on one machine, one intra-op thread per worker everywhere:
                     tol 1e-3, new rows Q5^T E) -- dsee's own variant, so the
                     Python side exists for timing; Ω agreement is reported
   python reference  the reference loop of docs/method.md ('GreBsmo'), as
-                    tests/parity/grebsmo_reference.py writes it (the parity
-                    test's independent reference)
-  dsee              both variants through omega_driver (1 worker unless said)
+                    bench/grebsmo_reference.py writes it (the parity tests'
+                    independent reference)
+  dsee              both variants through bench_omega (1 worker unless said)
 and reports: Ω agreement with the Python side, the reference variant with 1
 and 2 workers (speedup and identical Ω), tolerance vs reference Ω overlap,
 stability under one ulp of noise on W (omega_stability) for both variants,
@@ -32,9 +32,8 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "parity"))
-import grebsmo_reference as ref  # noqa: E402
-import omega_driver_io as io  # noqa: E402
+import grebsmo_reference as ref
+import omega_io as io
 
 C = 16
 SEED = 0
@@ -160,7 +159,7 @@ def planted_matrices(count, rank=8, spikes=16):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--driver", required=True, help="path to omega_driver")
+    parser.add_argument("--driver", required=True, help="path to bench_omega")
     parser.add_argument("--sets", default="bert-base,roberta-large", help="matrix sets (bert-base, roberta-large)")
     parser.add_argument("--tolerance-matrices", type=int, default=None,
                         help="matrices per set for the tolerance variant (default: all)")

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "base/error.h"
+#include "base/files.h"
 #include "data/byte_bpe.h"
 #include "data/unicode.h"
 #include "data/wordpiece.h"
@@ -40,11 +41,8 @@ struct TemplatePiece {
 };
 
 std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  DSEE_CHECK(in, "cannot read {}: the tokenizer folder must contain it", path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  DSEE_CHECK(fs::is_regular_file(path), "cannot read {}: the tokenizer folder must contain it", path.string());
+  return file_read_text(path);
 }
 
 json read_json(const fs::path& path) {

@@ -34,7 +34,7 @@ bool nccl_available();
 std::string communicator_backend(const CommunicatorOptions& options);
 
 // Requires a live MpiSession. `watchdog` guards the collectives (shared with
-// whoever sets long waits on it, recipes/ranks.h); null: a new one with
+// whoever sets long waits on it, distributed/ranks.h); null: a new one with
 // options.timeout_s.
 std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options,
                                                 std::shared_ptr<Watchdog> watchdog = nullptr);

@@ -1,7 +1,8 @@
-// Rank-0 coordination: what rank 0 computes (Ω, pruning masks, the head
-// plan, a checkpoint it read) reaches every rank, and the ranks check they
-// hold the same; and the reverse, rows each rank computed (evaluation
-// predictions) gathered in rank order.
+// Rank-0 coordination of tensors: rank 0's named tensors reach every rank,
+// and the ranks check they hold the same; and the reverse, rows each rank
+// computed (evaluation predictions) gathered in rank order. (`dsee run`'s
+// state, Ω, pruning plans and checkpoints, crosses the ranks as the files
+// rank 0 wrote instead: distributed/ranks.h.)
 #pragma once
 
 #include <string>

@@ -30,6 +30,20 @@ void install_stop_handlers() {
   for (const int signal : {SIGTERM, SIGINT, SIGUSR1}) sigaction(signal, &action, nullptr);
 }
 
+// Note [A decided stop ignores later signals]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// Under `srun --kill-on-bad-exit` the first rank to exit with 128 + signal
+// is a bad exit to srun, which sends SIGTERM to the ranks still running. A
+// rank a few instructions from its own exit would die of it (the second
+// signal's default action), and srun, which reports a signal before any exit
+// code, would end with 143 however the job was stopped: the batch script
+// could no longer tell the time limit's USR1 (138, requeue) from a crash.
+// Once every rank has agreed to stop and the checkpoint is on disk, nothing
+// is left for a second signal to cut short, so the ranks ignore it.
+void stop_signals_ignore() {
+  for (const int signal : {SIGTERM, SIGINT, SIGUSR1}) std::signal(signal, SIG_IGN);
+}
+
 bool stop_requested() { return received.load() != 0; }
 int stop_signal() { return received.load(); }
 

@@ -29,6 +29,10 @@ bool stop_requested();
 int stop_signal();
 // A collective: true on every rank when any rank has a stop request.
 bool stop_requested_on_any_rank(Communicator& comm);
+// The stop is decided and its checkpoint written: from here on SIGTERM,
+// SIGINT and SIGUSR1 are ignored while the process winds down (Note [A
+// decided stop ignores later signals] in stop_signal.cpp).
+void stop_signals_ignore();
 
 // Thrown after a stop signal once the checkpoint is written; not a
 // dsee::Error (nothing went wrong). what() is the message for the user.

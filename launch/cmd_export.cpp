@@ -10,6 +10,7 @@ namespace dsee {
 Command export_command(CLI::App& app) {
   struct Options {
     std::string run_dir, format, out;
+    bool no_lock = false;
   };
   auto options = std::make_shared<Options>();
   auto* sub = app.add_subcommand("export", "Export a finished run's model: hf (merged) or peft (LoRA adapter)");
@@ -18,8 +19,11 @@ Command export_command(CLI::App& app) {
       ->required()
       ->check(CLI::IsMember({"hf", "peft"}));
   sub->add_option("--out", options->out, "Output folder (default: RUN_DIR/export)");
+  sub->add_flag("--no-lock", options->no_lock,
+                "Do not take the run directory's lock when writing into it (file systems without flock)");
   return {sub, [options] {
-            const auto out = export_run(options->run_dir, export_format_from_name(options->format), options->out);
+            const auto out =
+                export_run(options->run_dir, export_format_from_name(options->format), options->out, !options->no_lock);
             std::printf("%s\n", out.string().c_str());
             return 0;
           }};

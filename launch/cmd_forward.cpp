@@ -16,10 +16,8 @@
 #include <ATen/ATen.h>
 #include <torch/types.h>
 
-#include <fstream>
-#include <iterator>
-
 #include "base/error.h"
+#include "base/files.h"
 #include "base/shape_text.h"
 #include "core/io/safetensors.h"
 #include "core/model/device.h"
@@ -58,10 +56,7 @@ Command forward_command(CLI::App& app) {
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   return {sub, [options] {
-            std::ifstream in(options->input_ids, std::ios::binary);
-            DSEE_CHECK(in.good(), "{}: cannot read the token ids", options->input_ids);
-            const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-            const IdListsInput parsed = id_lists_parse(text, options->input_ids);
+            const IdListsInput parsed = id_lists_parse(file_read_text(options->input_ids), options->input_ids);
             const IdLists& ids = parsed.input_ids;
             const IdLists& types = parsed.token_type_ids;
 

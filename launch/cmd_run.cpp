@@ -13,15 +13,15 @@
 
 #include <cstdio>
 
-#include "base/config.h"
 #include "core/model/device.h"
 #include "distributed/bootstrap.h"
 #include "distributed/communicator_factory.h"
 #include "distributed/fingerprint.h"
+#include "distributed/ranks.h"
 #include "distributed/watchdog.h"
 #include "launch/commands.h"
 #include "recipes/pipeline.h"
-#include "recipes/recipe_schema.h"
+#include "recipes/recipe.h"
 
 namespace dsee {
 
@@ -38,28 +38,29 @@ Command run_command(CLI::App& app) {
             MpiSession session;
             const ProcessPlace& place = session.place();
             try {
-              const Config config = Config::load(recipe_schema(), options->recipe, options->overrides);
+              const Recipe recipe = recipe_load(options->recipe, options->overrides);
               CommunicatorOptions comm_options;
-              comm_options.backend = config.get_string("dist.backend");
+              comm_options.backend = backend_request_name(recipe.dist.backend);
               // The communicator lives where the model trains (NCCL for CUDA under dist.backend = auto).
-              comm_options.device = device_choose(config.get_string("run.device"), place.local_rank, "run.device");
+              comm_options.device =
+                  device_choose(device_request_name(recipe.run.device), place.local_rank, "run.device");
               comm_options.local_rank = place.local_rank;
-              comm_options.timeout_s = config.get_float("dist.timeout_s");
+              comm_options.timeout_s = recipe.dist.timeout_s;
               const auto watchdog = std::make_shared<Watchdog>(comm_options.timeout_s);
               const auto comm = make_communicator(comm_options, watchdog);
-              PipelineRanks ranks;
+              Ranks ranks;
               ranks.comm = comm.get();
               ranks.rank = place.rank;
               ranks.world_size = place.world_size;
               ranks.local_rank = place.local_rank;
               ranks.mpi_library = session.mpi_library_version();
               ranks.watchdog = watchdog.get();
-              ranks.root_timeout_s = config.get_float("dist.root_timeout_s");
+              ranks.root_timeout_s = recipe.dist.root_timeout_s;
               if (place.world_size > 1)
                 spdlog::info("dsee run on {} ranks ({} backend on {}, dist.timeout_s = {}, dist.root_timeout_s = {})",
                              place.world_size, comm->backend(), comm_options.device.str(), comm_options.timeout_s,
                              ranks.root_timeout_s);
-              pipeline_run(config, ranks);
+              pipeline_run(recipe, ranks);
             } catch (const FingerprintMismatch&) {
               throw;  // every rank saw it
             } catch (const ErrorOnEveryRank&) {

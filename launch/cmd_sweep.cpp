@@ -1,33 +1,31 @@
 // dsee sweep: expand a sweep file (recipes/sweep.h) into runs and execute
 // them one after another in this allocation, or submit them as a Slurm job
 // array. dsee report: one table over the runs of a sweep (or any folder of
-// run directories), from each run's summary.json.
+// run directories), from each run's summary.json (recipes/report.h).
 //
 // Files written into <out_dir>/<sweep name>/:
 //   sweep.tsv       index, run name, run directory, the --set overrides
 //   sweep.commands  one shell command per run (line i+1 = array task i)
 //   sweep.sbatch    with --slurm: the job-array script that runs line
 //                   $SLURM_ARRAY_TASK_ID + 1 of sweep.commands under srun
+//                   (launch/sweep_sbatch.h)
 // A run whose directory already holds summary.json is finished and skipped,
 // so re-running a sweep (or requeueing its array) only does what is left.
-#include <nlohmann/json.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <functional>
 #include <iostream>
-#include <map>
-#include <set>
 
 #include "base/error.h"
 #include "base/files.h"
 #include "base/log.h"
 #include "launch/commands.h"
+#include "launch/sweep_sbatch.h"
+#include "recipes/report.h"
+#include "recipes/run_dir.h"
 #include "recipes/sweep.h"
 
 namespace dsee {
@@ -38,13 +36,6 @@ std::filesystem::path self_path() {
   auto path = std::filesystem::read_symlink("/proc/self/exe", error);
   DSEE_CHECK(!error, "cannot find the dsee executable (/proc/self/exe): {}", error.message());
   return path;
-}
-
-// Single quotes for the shell.
-std::string shell_quote(const std::string& text) {
-  std::string out = "'";
-  for (const char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
 }
 
 std::vector<std::string> run_argv(const std::filesystem::path& dsee, const Sweep& sweep, const SweepRun& run) {
@@ -60,53 +51,6 @@ std::string command_line(const std::vector<std::string>& argv) {
   std::string line;
   for (const auto& a : argv) line += (line.empty() ? "" : " ") + shell_quote(a);
   return line;
-}
-
-// The job-array script of `dsee sweep --slurm`: task i runs line i+1 of
-// sweep.commands under srun, with launch/slurm.sbatch's handling of the time
-// limit (USR1 five minutes before it: SIGTERM to the ranks, which checkpoint
-// and exit, then `scontrol requeue` of this array task, which resumes).
-std::string sweep_sbatch_script(const std::string& sweep_file, const Sweep& sweep) {
-  std::string script = R"SH(#!/usr/bin/env bash
-# Written by `dsee sweep --slurm @FILE@`: task i runs line i+1 of sweep.commands.
-#SBATCH --job-name=dsee-@NAME@
-#SBATCH --array=0-@LAST@
-#SBATCH --output=@DIR@/slurm-%A_%a.out
-#SBATCH --open-mode=append
-#SBATCH --requeue
-#SBATCH --signal=B:USR1@300
-set -euo pipefail
-line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" @COMMANDS@)
-[[ -n $line ]] || { echo "dsee: no line $((SLURM_ARRAY_TASK_ID + 1)) in "@COMMANDS@ >&2; exit 2; }
-task="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
-echo "dsee: array task $task (restart ${SLURM_RESTART_COUNT:-0}): $line"
-# DSEE_SRUN_MPI: srun's MPI plugin for Open MPI (default pmix; empty: srun's default).
-mpi=${DSEE_SRUN_MPI-pmix}
-requeue=0 srun_pid=
-trap 'echo "dsee: time limit near: stopping the ranks, then requeueing $task"; requeue=1; kill -TERM "$srun_pid" 2>/dev/null || true' USR1
-eval "command=($line)"  # the line is shell-quoted words
-srun --kill-on-bad-exit=1 ${mpi:+--mpi=$mpi} "${command[@]}" &
-srun_pid=$!
-status=0
-# `wait` returns early when the trap runs; wait again for the ranks to finish.
-wait "$srun_pid" || status=$?
-if ((requeue)); then
-  wait "$srun_pid" || status=$?
-  scontrol requeue "$task"
-  exit 0
-fi
-exit "$status"
-)SH";
-  const auto fill = [&](const std::string& key, const std::string& value) {
-    for (auto at = script.find(key); at != std::string::npos; at = script.find(key, at + value.size()))
-      script.replace(at, key.size(), value);
-  };
-  fill("@FILE@", sweep_file);
-  fill("@NAME@", sweep.name);
-  fill("@LAST@", std::to_string(sweep.runs.size() - 1));
-  fill("@DIR@", sweep.out_dir.string());
-  fill("@COMMANDS@", shell_quote((sweep.out_dir / "sweep.commands").string()));
-  return script;
 }
 
 // Runs argv as a child process; its exit status (128 + signal when killed).
@@ -127,7 +71,7 @@ int run_child(const std::vector<std::string>& argv) {
 }
 
 bool run_finished(const Sweep& sweep, const SweepRun& run) {
-  return sweep.command == "run" && std::filesystem::exists(run.run_dir / "summary.json");
+  return sweep.command == "run" && std::filesystem::exists(RunDir(run.run_dir).summary());
 }
 
 }  // namespace
@@ -219,66 +163,10 @@ Command report_command(CLI::App& app) {
       ->check(CLI::IsMember({"table", "tsv", "json"}))
       ->capture_default_str();
   return {sub, [options] {
-            // Runs: DIR itself and its subfolders, two levels deep, with a summary.json
-            // (a run.compare folder's own summary.json only lists its arms, which are rows of their own).
-            std::vector<std::filesystem::path> runs;
-            const std::filesystem::path root(options->dir);
-            if (std::filesystem::exists(root / "summary.json")) runs.push_back(root);
-            for (auto it = std::filesystem::recursive_directory_iterator(root);
-                 it != std::filesystem::recursive_directory_iterator(); ++it) {
-              if (it.depth() > 1) it.disable_recursion_pending();
-              if (it->is_directory() && std::filesystem::exists(it->path() / "summary.json"))
-                runs.push_back(it->path());
-            }
-            std::sort(runs.begin(), runs.end());
-            DSEE_CHECK(!runs.empty(), "no run under '{}' has a summary.json (is the sweep finished?)", options->dir);
-            // Columns: run, then every scalar of the summaries (nested objects as dotted names), first-seen order.
-            std::vector<std::string> columns = {"run"};
-            std::vector<std::map<std::string, std::string>> rows;
-            nlohmann::json all = nlohmann::json::array();
-            for (const auto& dir : runs) {
-              const auto file = dir / "summary.json";
-              const nlohmann::json summary = file_read_json(file, "delete it to re-run that run");
-              // A run.compare index (its arms' list) is not a run: its arms are, in their own folders.
-              if (summary.is_object() && summary.contains("arms")) continue;
-              std::map<std::string, std::string> row;
-              row["run"] = std::filesystem::relative(dir, root).string();
-              if (row["run"] == ".") row["run"] = dir.filename().string();
-              const auto flat = summary.flatten();
-              for (const auto& [pointer, value] : flat.items()) {
-                std::string name = pointer.substr(1);
-                std::replace(name.begin(), name.end(), '/', '.');
-                if (std::find(columns.begin(), columns.end(), name) == columns.end()) columns.push_back(name);
-                row[name] = value.is_string() ? value.get<std::string>() : value.dump();
-              }
-              rows.push_back(row);
-              all.push_back({{"run", row["run"]}, {"summary", summary}});
-            }
-            DSEE_CHECK(!rows.empty(), "no run under '{}' has a summary.json of a finished run (is it finished?)",
-                       options->dir);
-            if (options->format == "json") {
-              std::cout << all.dump(2) << "\n";
-              return 0;
-            }
-            const bool tsv = options->format == "tsv";
-            std::vector<std::size_t> width(columns.size());
-            for (std::size_t c = 0; c < columns.size(); ++c) {
-              width[c] = columns[c].size();
-              for (auto& row : rows) width[c] = std::max(width[c], row[columns[c]].size());
-            }
-            const auto print_row = [&](const std::function<std::string(std::size_t)>& cell) {
-              std::string line;
-              for (std::size_t c = 0; c < columns.size(); ++c) {
-                const auto text = cell(c);
-                line += tsv ? (c ? "\t" : "") + text
-                            : (c ? "  " : "") + text + std::string(width[c] - std::min(width[c], text.size()), ' ');
-              }
-              while (!tsv && !line.empty() && line.back() == ' ') line.pop_back();
-              std::cout << line << "\n";
-            };
-            print_row([&](std::size_t c) { return columns[c]; });
-            for (auto& row : rows)
-              print_row([&](std::size_t c) { return row.count(columns[c]) ? row[columns[c]] : std::string("-"); });
+            const ReportFormat format = options->format == "json"  ? ReportFormat::json
+                                        : options->format == "tsv" ? ReportFormat::tsv
+                                                                   : ReportFormat::table;
+            std::cout << report_text(options->dir, format);
             return 0;
           }};
 }

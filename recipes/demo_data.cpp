@@ -99,7 +99,7 @@ at::Tensor logit_difference(PretrainedModel& model, const at::Tensor& ids) {
 
 DemoData demo_read(const fs::path& dir) {
   DemoData data;
-  data.pretrained_dir = dir / "pretrained";
+  data.pretrained_dir = demo_pretrained_dir(dir);
   const auto train = SafetensorsCheckpoint::open(dir / "train.safetensors");
   const auto dev = SafetensorsCheckpoint::open(dir / "dev.safetensors");
   data.train_ids = train.tensor("input_ids").clone();
@@ -114,6 +114,8 @@ DemoData demo_read(const fs::path& dir) {
 
 }  // namespace
 
+fs::path demo_pretrained_dir(const fs::path& dir) { return dir / "pretrained"; }
+
 DemoData demo_prepare(const DemoOptions& options, const fs::path& dir) {
   DSEE_CHECK(options.train_size > 0 && options.dev_size > 0 && options.teacher_rank > 0,
              "demo: train_size, dev_size and teacher_rank must be positive");
@@ -122,22 +124,22 @@ DemoData demo_prepare(const DemoOptions& options, const fs::path& dir) {
     const auto info = nlohmann::json::parse(file_read_text(dir / "demo.json"), nullptr, /*allow_exceptions=*/false);
     if (!info.is_discarded() && info.contains("options") && info["options"] == wanted) return demo_read(dir);
   }
-  folder_create(dir / "pretrained");
+  folder_create(demo_pretrained_dir(dir));
   const auto& spec = options.spec;
 
   // The pretrained model, with the head calibrated on the training sequences.
   auto tensors = demo_pretrained_tensors(spec);
-  file_write_json(dir / "pretrained" / "config.json", demo_config_json(spec));
-  safetensors_save(dir / "pretrained" / "model.safetensors", tensors);
-  auto model = model_load(dir / "pretrained");
+  file_write_json(demo_pretrained_dir(dir) / "config.json", demo_config_json(spec));
+  safetensors_save(demo_pretrained_dir(dir) / "model.safetensors", tensors);
+  auto model = model_load(demo_pretrained_dir(dir));
   DemoData data;
-  data.pretrained_dir = dir / "pretrained";
+  data.pretrained_dir = demo_pretrained_dir(dir);
   data.train_ids = demo_token_sequences(spec, options.train_size, 0);
   data.dev_ids = demo_token_sequences(spec, options.dev_size, 1);
   const double median = logit_difference(*model, data.train_ids).median().item<double>();
   for (auto& [name, tensor] : tensors)
     if (name == "classifier.bias") tensor[1] -= median;
-  safetensors_save(dir / "pretrained" / "model.safetensors", tensors);
+  safetensors_save(demo_pretrained_dir(dir) / "model.safetensors", tensors);
   model = model_load(dir / "pretrained");
   const auto pretrained_dev = logit_difference(*model, data.dev_ids) > 0;
 

@@ -44,4 +44,7 @@ struct DemoData {
 // already holds a complete copy made with the same options.
 DemoData demo_prepare(const DemoOptions& options, const std::filesystem::path& dir);
 
+// The generated model's folder in the demo's data folder `dir`: dir/pretrained.
+std::filesystem::path demo_pretrained_dir(const std::filesystem::path& dir);
+
 }  // namespace dsee

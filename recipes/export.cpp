@@ -1,18 +1,4 @@
-// Exports of a run's final model: see export.h.
-//
-// Note [Rebuilding a run]
-// ~~~~~~~~~~~~~~~~~~~~~~~
-// The run directory holds everything the final model depends on, and
-// export_run replays the pipeline's stages from it in the pipeline's order:
-// the pretrained model (model.path, or the demo's generated model under the
-// run's data folder: <run>/data/pretrained, or <run>/../data/pretrained for
-// an arm of run.compare, whose data the arms share), Ω from omega.h5 (dsee),
-// the tuning attached with the recipe's options, the trained tensors of
-// trainable-train.safetensors, the pruning plan of masks.h5, then the
-// re-tuned tensors of trainable-retune.safetensors. The order matters: head
-// pruning shrinks A, B and Ω, so the train tensors have the unpruned shapes
-// and the retune tensors the pruned ones. stages/eval.json marks a finished
-// run; without it the export is refused (the tensors may be half-trained).
+// The export formats of a model: see export.h.
 //
 // Note [The PEFT adapter]
 // ~~~~~~~~~~~~~~~~~~~~~~~
@@ -34,21 +20,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <set>
 
 #include "base/error.h"
 #include "base/files.h"
-#include "base/shape_text.h"
 #include "core/io/safetensors.h"
 #include "core/model/pretrained_model.h"
-#include "core/sparsity/omega_file.h"
-#include "core/sparsity/prune_plan.h"
-#include "core/sparsity/pruning.h"
 #include "core/tuning/adapted.h"
 #include "core/tuning/tuning.h"
-#include "recipes/pipeline.h"
-#include "recipes/recipe_schema.h"
 
 namespace dsee {
 namespace {
@@ -147,96 +126,14 @@ void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& ou
   safetensors_save(out / "adapter_model.safetensors", tensors, {{"format", "pt"}});
 }
 
-fs::path require_file(const fs::path& path, const fs::path& run_dir, const std::string& why) {
-  DSEE_CHECK(fs::exists(path),
-             "run directory '{}' is not finished: '{}' ({}) is missing. Run `dsee run` with the run's recipe first",
-             run_dir.string(), path.lexically_relative(run_dir).string(), why);
-  return path;
-}
-
-// The pretrained model the run started from (Note [Rebuilding a run]).
-fs::path run_model_path(const Config& config, const fs::path& run_dir) {
-  if (!config.get_string("model.path").empty()) return config.get_string("model.path");
-  for (const auto& candidate : {run_dir / "data" / "pretrained", run_dir.parent_path() / "data" / "pretrained"})
-    if (fs::exists(candidate / "config.json")) return candidate;
-  throw Error(fmt::format(
-      "run directory '{}': the demo's generated model is in neither '{}' nor '{}' (the data folder of a run or of "
-      "the run.compare arms); run `dsee run` with the run's recipe to regenerate it",
-      run_dir.string(), (run_dir / "data" / "pretrained").string(),
-      (run_dir.parent_path() / "data" / "pretrained").string()));
-}
-
-void trainables_load(ModelTuning& tuning, const fs::path& path) {
-  const auto file = SafetensorsCheckpoint::open(path);
-  at::NoGradGuard no_grad;
-  for (auto& [name, tensor] : tuning.trainable_parameters()) {
-    DSEE_CHECK(file.contains(name), "{}: tensor '{}' is missing; the run directory does not match its config.toml",
-               path.string(), name);
-    const auto saved = file.tensor(name);
-    DSEE_CHECK(saved.sizes() == tensor.sizes(), "{}: tensor '{}' has shape {}, the run expects {}", path.string(), name,
-               shape_text(saved.sizes()), shape_text(tensor.sizes()));
-    tensor.copy_(saved);
-  }
-}
-
 }  // namespace
-
-ExportFormat export_format_from_name(const std::string& name) {
-  if (name == "hf") return ExportFormat::hf;
-  if (name == "peft") return ExportFormat::peft;
-  throw Error(fmt::format("export format '{}' is not known; use hf or peft", name));
-}
 
 void export_write(PretrainedModel& model, ModelTuning& tuning, ExportFormat format, const fs::path& out) {
   if (format == ExportFormat::hf)
     export_hf(model, out);
   else
     export_peft(model, tuning, out);
-  spdlog::info("export: {} → {}", format == ExportFormat::hf ? "hf" : "peft", out.string());
-}
-
-fs::path export_run(const fs::path& run_dir, ExportFormat format, const fs::path& out_arg) {
-  DSEE_CHECK(fs::is_directory(run_dir), "run directory '{}' does not exist", run_dir.string());
-  const auto config_path = run_dir / "config.toml";
-  DSEE_CHECK(fs::exists(config_path),
-             "'{}' is not a run directory: config.toml is missing (dsee run writes it first). Run `dsee run` with the "
-             "recipe first",
-             run_dir.string());
-  const Config config = Config::load(recipe_schema(), config_path);
-  DSEE_CHECK(config.get_strings("run.compare").empty(),
-             "'{}' holds the arms of run.compare; export one arm's directory ({}/<arm>)", run_dir.string(),
-             run_dir.string());
-  require_file(run_dir / "stages" / "eval.json", run_dir, "written when the run finishes");
-
-  ModelLoadOptions load;
-  load.task = ModelTask::sequence_classification;
-  auto model = model_load(run_model_path(config, run_dir), load);
-
-  const auto options = recipe_tuning_options(config);
-  std::vector<OmegaEntry> omega;
-  if (options.method == TuningMethod::dsee) {
-    const auto matrices =
-        adapted_matrices(*model, options.target_modules.empty() ? default_target_modules(model->config().family)
-                                                                : options.target_modules);
-    std::vector<OmegaExpected> expected;
-    for (const auto& m : matrices) expected.push_back({m.name, m.rows, m.cols()});
-    omega = omega_read(require_file(run_dir / "omega.h5", run_dir, "Ω of the dsee run"), expected);
-  }
-  auto tuning = tuning_attach(*model, options, omega);
-  trainables_load(*tuning, require_file(run_dir / "trainable-train.safetensors", run_dir, "the trained tensors"));
-  if (config.get_string("prune.kind") != "none") {
-    prune_plan_apply(*model, prune_plan_read(require_file(run_dir / "masks.h5", run_dir, "the pruning plan")));
-    if (fs::exists(run_dir / "trainable-retune.safetensors"))
-      trainables_load(*tuning, run_dir / "trainable-retune.safetensors");
-    else
-      DSEE_CHECK(!fs::exists(run_dir / "stages" / "retune.json"),
-                 "run directory '{}': stages/retune.json exists but trainable-retune.safetensors is missing; delete "
-                 "stages/retune.json and run `dsee run` again",
-                 run_dir.string());
-  }
-  const fs::path out = out_arg.empty() ? run_dir / "export" : out_arg;
-  export_write(*model, *tuning, format, out);
-  return out;
+  spdlog::info("export: {} → {}", export_format_name(format), out.string());
 }
 
 }  // namespace dsee

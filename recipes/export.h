@@ -10,33 +10,30 @@
 //         (S has no PEFT equivalent), full fine-tuning and pruned runs are
 //         refused with dsee::Error saying to use hf.
 //
-// A finished run directory holds config.toml, stages/eval.json, omega.h5
-// (dsee), trainable-train.safetensors, masks.h5 and trainable-retune.safetensors
-// (when pruned / re-tuned); export_run rebuilds the model from those.
+// export_write (export.cpp) writes a model in memory; export_run
+// (stage_export.cpp, beside the pipeline's export stage) rebuilds the final
+// model of a finished run directory from its files first.
 #pragma once
 
 #include <filesystem>
 #include <string>
 
-#include "base/config.h"
+#include "recipes/recipe.h"
 
 namespace dsee {
 
 class PretrainedModel;
 class ModelTuning;
 
-enum class ExportFormat { hf, peft };
-
-// "hf" / "peft"; dsee::Error naming the accepted names.
-ExportFormat export_format_from_name(const std::string& name);
-
 // Writes `model` (tuning attached, pruning plan applied) to `out` in
 // `format`. hf merges the model in place (the tuning is unusable afterwards).
 void export_write(PretrainedModel& model, ModelTuning& tuning, ExportFormat format, const std::filesystem::path& out);
 
 // Rebuilds the final model of the finished run in `run_dir` (on the CPU,
-// fp32) and writes it to `out` (empty: run_dir/export). Returns `out`.
+// fp32; Note [Rebuilding a run] in stage_export.cpp) and writes it to `out`
+// (empty: run_dir/export). Writing into the run directory, it first takes
+// the run's lock (RunDir::lock) unless `lock` is false. Returns `out`.
 std::filesystem::path export_run(const std::filesystem::path& run_dir, ExportFormat format,
-                                 const std::filesystem::path& out = {});
+                                 const std::filesystem::path& out = {}, bool lock = true);
 
 }  // namespace dsee

@@ -18,7 +18,7 @@ const ConfigSchema& recipe_schema() {
     s.add({"run.precision",
            std::string("fp32"),
            "bf16: frozen pretrained weights stored and multiplied in bf16, trainable tensors and AdamW state in fp32 "
-           "(README \"Precision\"; not with tuning.method full)",
+           "(docs/precision.md; not with tuning.method full)",
            {},
            {},
            {"fp32", "bf16"}});
@@ -34,6 +34,10 @@ const ConfigSchema& recipe_schema() {
            "Arms run side by side and tabulated, each \"name: key=value key=value ...\" over this recipe "
            "(recipes/demo.toml); the arms share the task and its data, so task.* keys in an arm are refused; "
            "empty: one run"});
+    s.add({"run.lock", true,
+           "Hold an exclusive flock on RUN_DIR/.lock while dsee run (or dsee export into the run) works there, so a "
+           "second process on the directory stops at once naming the first; false: for file systems without flock "
+           "(docs/recipes.md, 'The run directory lock'); not part of the recorded recipe"});
     s.add({"model.path", std::string(""),
            "Hugging Face model directory (config.json, model.safetensors); empty with task.name = demo: the demo's "
            "generated model"});

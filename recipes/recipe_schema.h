@@ -1,6 +1,6 @@
-// The keys a recipe (TOML) may hold. recipes/README.md documents them; its
+// The keys a recipe (TOML) may hold. docs/recipes.md documents them; its
 // table is generated from this schema (`dsee config --schema`) and a test
-// keeps the two equal.
+// (recipes_readme_matches_schema) keeps the two equal. recipe.h reads them.
 #pragma once
 
 #include "base/config.h"

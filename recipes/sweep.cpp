@@ -9,8 +9,8 @@
 #include <map>
 #include <sstream>
 
-#include "base/config.h"
 #include "base/error.h"
+#include "recipes/recipe.h"
 #include "recipes/recipe_schema.h"
 
 namespace dsee {
@@ -96,8 +96,8 @@ Sweep sweep_load(const std::filesystem::path& file, std::size_t max_runs) {
              "{}: name '{}' must be a non-empty directory name", source, sweep.name);
   sweep.command = table["command"].value_or(std::string("run"));
 
-  const Config base = Config::load(recipe_schema(), sweep.recipe);
-  sweep.out_dir = std::filesystem::path(table["out_dir"].value_or(base.get_string("run.out_dir"))) / sweep.name;
+  const Recipe base = recipe_load(sweep.recipe);
+  sweep.out_dir = std::filesystem::path(table["out_dir"].value_or(base.run.out_dir)) / sweep.name;
 
   std::map<std::string, std::vector<std::string>> grid, zip;
   if (const auto* t = table["grid"].as_table()) grid = value_lists(*t, "grid", source);
@@ -146,7 +146,7 @@ Sweep sweep_load(const std::filesystem::path& file, std::size_t max_runs) {
     run.overrides = {"run.out_dir=" + sweep.out_dir.string(), "run.name=" + run.name};
     for (const auto& [key, value] : assigned) run.overrides.push_back(key + "=" + value);
     try {
-      Config::load(recipe_schema(), sweep.recipe, run.overrides);
+      recipe_load(sweep.recipe, run.overrides);
     } catch (const Error& e) {
       throw Error(fmt::format("{}: run {} ({}): {}", source, index, run.name, e.what()));
     }

@@ -39,17 +39,17 @@ TaskSplit split_of(std::string name, const GlueTensors& t) {
   return split;
 }
 
-TaskData glue_prepare(const Config& config) {
-  const auto& spec = glue_file_spec(config.get_string("task.name"));
-  const fs::path model_path = config.get_string("model.path");
-  const fs::path data_dir = config.get_string("task.data_dir");
+TaskData glue_prepare(const Recipe& recipe) {
+  const auto& spec = glue_file_spec(recipe.task.name);
+  const fs::path model_path = recipe.model.path;
+  const fs::path data_dir = recipe.task.data_dir;
   DSEE_CHECK(!model_path.empty(),
              "task.name = {} needs model.path: a Hugging Face model folder (config.json, model.safetensors and the "
              "tokenizer files, e.g. bert-base-uncased)",
              spec.name);
   DSEE_CHECK(!data_dir.empty(), "task.name = {} needs task.data_dir: the GLUE folder of the task (train.tsv, {})",
              spec.name, fmt::join(spec.dev_files, ", "));
-  const auto max_seq_length = config.get_int("task.max_seq_length");
+  const auto max_seq_length = recipe.task.max_seq_length;
   const auto tokenizer = Tokenizer::load(model_path);
 
   TaskData data;
@@ -97,10 +97,9 @@ at::Tensor logits_of(PretrainedModel& model, const TaskSplit& split, std::int64_
 
 }  // namespace
 
-TaskData task_data_prepare(const Config& config, const DemoOptions& demo, const fs::path& demo_dir) {
-  const auto name = config.get_string("task.name");
-  TaskData data = name == "demo" ? demo_of(demo_prepare(demo, demo_dir)) : glue_prepare(config);
-  data.eval_batch_size = config.get_int("eval.batch_size");
+TaskData task_data_prepare(const Recipe& recipe, const DemoOptions& demo, const fs::path& demo_dir) {
+  TaskData data = recipe.task.name == "demo" ? demo_of(demo_prepare(demo, demo_dir)) : glue_prepare(recipe);
+  data.eval_batch_size = recipe.eval.batch_size;
   return data;
 }
 

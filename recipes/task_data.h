@@ -8,9 +8,10 @@
 //                        them attention_mask and token_type_ids [n, seq]
 //   TaskData::dev        the dev splits; MNLI: matched, then mismatched
 //
-// Metrics (task_evaluate): the demo reports accuracy; GLUE tasks the metrics
-// of spec/tasks.md (core/train/metrics.h); MNLI's mismatched split adds its
-// metrics with the suffix "_mismatched" ("accuracy" is the matched one).
+// Metrics (task_evaluate): the demo reports accuracy; GLUE tasks their own
+// (docs/models.md, 'Tasks'; core/train/metrics.h); MNLI's mismatched split
+// adds its metrics with the suffix "_mismatched" ("accuracy" is the matched
+// one).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -23,13 +24,13 @@
 #include <string>
 #include <vector>
 
-#include "base/config.h"
 #include "core/model/pretrained_model.h"
 #include "core/train/trainer.h"
 #include "core/tuning/tuning.h"
 #include "data/distributed_sampler.h"
 #include "distributed/communicator.h"
 #include "recipes/demo_data.h"
+#include "recipes/recipe.h"
 
 namespace dsee {
 
@@ -50,11 +51,12 @@ struct TaskData {
   std::int64_t seq_len() const { return train.tensors.at("input_ids").size(1); }
 };
 
-// The task of `config` (task.name, task.data_dir, task.max_seq_length,
-// model.path): the demo is prepared in demo_dir with `demo`; a GLUE task is
-// read from task.data_dir and encoded with model.path's tokenizer.
-// dsee::Error naming the key or file when something is missing.
-TaskData task_data_prepare(const Config& config, const DemoOptions& demo, const std::filesystem::path& demo_dir);
+// The task of `recipe` (task.name, task.data_dir, task.max_seq_length,
+// model.path, eval.batch_size): the demo is prepared in demo_dir with
+// `demo`; a GLUE task is read from task.data_dir and encoded with
+// model.path's tokenizer. dsee::Error naming the key or file when something
+// is missing.
+TaskData task_data_prepare(const Recipe& recipe, const DemoOptions& demo, const std::filesystem::path& demo_dir);
 
 // The metric that ranks checkpoints (early stopping, best dev): "accuracy"
 // for the demo, GlueTaskInfo::main_metric for GLUE (CoLA mcc, MRPC/QQP f1,

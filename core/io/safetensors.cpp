@@ -124,11 +124,8 @@ constexpr const char* kSingleFileName = "model.safetensors";
 constexpr const char* kIndexFileName = "model.safetensors.index.json";
 
 std::map<std::string, std::string> read_weight_map(const fs::path& index_path) {
-  std::ifstream in(index_path, std::ios::binary);
-  DSEE_CHECK(in, "{}: cannot open the checkpoint index", index_path.string());
-  std::stringstream text;
-  text << in.rdbuf();
-  const auto index = json_parse_unique_keys(text.str(), index_path.string(), 4);
+  DSEE_CHECK(fs::is_regular_file(index_path), "{}: cannot open the checkpoint index", index_path.string());
+  const auto index = json_parse_unique_keys(file_read_text(index_path), index_path.string(), 4);
   DSEE_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(),
              "{}: a checkpoint index needs \"weight_map\": {{tensor name: shard file}}", index_path.string());
   std::map<std::string, std::string> weight_map;

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "base/error.h"
+#include "base/files.h"
 
 namespace dsee {
 namespace {
@@ -216,16 +217,9 @@ ModelConfig model_config_parse(const nlohmann::json& object, const std::string& 
 
 ModelConfig model_config_load(const std::filesystem::path& path) {
   const auto file = path.extension() == ".json" ? path : path / "config.json";
-  std::ifstream in(file);
-  DSEE_CHECK(in.good(), "{}: cannot read the model configuration (a Hugging Face model folder holds config.json)",
-             file.string());
-  nlohmann::json object;
-  try {
-    object = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: not valid JSON: {}", file.string(), e.what()));
-  }
-  return model_config_parse(object, file.string());
+  DSEE_CHECK(std::filesystem::is_regular_file(file),
+             "{}: cannot read the model configuration (a Hugging Face model folder holds config.json)", file.string());
+  return model_config_parse(file_read_json(file), file.string());
 }
 
 nlohmann::json model_config_to_json(const ModelConfig& config, const std::string& dtype_name) {

@@ -184,223 +184,326 @@ std::int64_t Trainer::total_steps(const BatchSource& batches) const {
 // (metrics_stage) and a fresh start first cuts the file where that stage's
 // first record begins (with whatever followed it): the file then equals a
 // straight run's byte for byte.
-TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, const EvaluateFunction& evaluate,
-                         const std::function<void(std::int64_t)>& on_best, const TrainerProgress* resume) {
-  const std::int64_t total = total_steps(batches);
-  LrSchedule schedule(options_.lr, options_.schedule, total);
-  if (resume) {
-    metrics_truncate(options_.metrics_path, resume->metrics_bytes);
-  } else {
-    metrics_drop_stage(options_.metrics_path, options_.metrics_stage);
-  }
-  MetricsLog metrics(options_.metrics_path, options_.metrics_stage);
-  const bool tty = isatty(STDERR_FILENO) != 0;
-  const std::int64_t per_epoch_batches = batches.batches_per_epoch();
-  const std::int64_t steps_per_epoch =
-      (per_epoch_batches + options_.grad_accumulation - 1) / options_.grad_accumulation;
-  TrainResult result;
-  std::int64_t evaluations_without_gain = 0;
-  std::int64_t samples_total = 0;
-  std::int64_t step = 0, first_epoch = 0, first_sample = 0;
-  if (resume) {
-    DSEE_CHECK(resume->step >= 0 && resume->step <= total && resume->epoch >= 0 && resume->sample_index >= 0,
-               "cannot resume at step {} (epoch {}, sample {}): this run has {} steps", resume->step, resume->epoch,
-               resume->sample_index, total);
-    step = resume->step;
-    first_epoch = resume->epoch;
-    first_sample = resume->sample_index;
-    result.skipped_steps = resume->skipped_steps;
-    result.best_metric = resume->best_metric;
-    result.best_step = resume->best_step;
-    evaluations_without_gain = resume->evaluations_without_gain;
-    schedule.set_step(step);
-    if (options_.early_stopping_patience > 0 && evaluations_without_gain >= options_.early_stopping_patience) {
-      result.stopped_early = true;
-      result.steps = step;
-      return result;
-    }
-  }
-  const std::int64_t steps_at_start = step;
-  const auto start = std::chrono::steady_clock::now();
+// One call of Trainer::run: the loop's state and its named steps. run()
+// strings them together; each member function is one phase of an optimizer
+// step, in the order the step takes them.
+class Trainer::Loop {
+ public:
+  Loop(Trainer& trainer, BatchSource& batches, const LossFunction& loss_of, const EvaluateFunction& evaluate,
+       const std::function<void(std::int64_t)>& on_best, const TrainerProgress* resume)
+      : t_(trainer),
+        o_(trainer.options_),
+        batches_(batches),
+        loss_of_(loss_of),
+        evaluate_(evaluate),
+        on_best_(on_best),
+        resume_(resume),
+        total_(trainer.total_steps(batches)),
+        schedule_(o_.lr, o_.schedule, total_),
+        metrics_(metrics_open(o_, resume)),
+        tty_(isatty(STDERR_FILENO) != 0),
+        per_epoch_batches_(batches.batches_per_epoch()),
+        steps_per_epoch_((per_epoch_batches_ + o_.grad_accumulation - 1) / o_.grad_accumulation) {}
 
-  auto progress_at = [&](std::int64_t epoch, bool epoch_done) {
-    TrainerProgress p;
-    p.step = step;
-    p.epoch = epoch_done ? epoch + 1 : epoch;
-    p.sample_index = epoch_done ? 0 : batches.sample_index();
-    p.skipped_steps = result.skipped_steps;
-    p.best_metric = result.best_metric;
-    p.best_step = result.best_step;
-    p.evaluations_without_gain = evaluations_without_gain;
-    p.metrics_bytes = metrics.bytes();
-    return p;
+  // Moves to `resume`'s position (the first epoch and sample, the schedule,
+  // the best-metric bookkeeping). False when early stopping had already
+  // ended the run there: nothing is left to do.
+  bool resume_position() {
+    if (resume_) {
+      DSEE_CHECK(resume_->step >= 0 && resume_->step <= total_ && resume_->epoch >= 0 && resume_->sample_index >= 0,
+                 "cannot resume at step {} (epoch {}, sample {}): this run has {} steps", resume_->step, resume_->epoch,
+                 resume_->sample_index, total_);
+      step_ = resume_->step;
+      first_epoch_ = resume_->epoch;
+      first_sample_ = resume_->sample_index;
+      result_.skipped_steps = resume_->skipped_steps;
+      result_.best_metric = resume_->best_metric;
+      result_.best_step = resume_->best_step;
+      evaluations_without_gain_ = resume_->evaluations_without_gain;
+      schedule_.set_step(step_);
+      if (patience_exhausted()) {
+        result_.stopped_early = true;
+        result_.steps = step_;
+        return false;
+      }
+    }
+    steps_at_start_ = step_;
+    start_ = std::chrono::steady_clock::now();
+    return true;
+  }
+
+  std::int64_t first_epoch() const { return first_epoch_; }
+  bool steps_left() const { return step_ < total_; }
+  std::int64_t step() const { return step_; }
+
+  // Positions the batch source at `epoch` (mid-epoch on the resumed one);
+  // returns the micro-batches the epoch has left.
+  std::int64_t epoch_start(std::int64_t epoch) {
+    std::int64_t batches_left = per_epoch_batches_;
+    if (epoch == first_epoch_ && resume_) {
+      const std::int64_t consumed = (step_ - epoch * steps_per_epoch_) * o_.grad_accumulation;
+      DSEE_CHECK(consumed >= 0 && consumed < per_epoch_batches_,
+                 "cannot resume at step {} in epoch {}: that epoch has {} steps of {} micro-batches", step_, epoch + 1,
+                 steps_per_epoch_, o_.grad_accumulation);
+      batches_.seek(epoch, first_sample_);
+      batches_left -= consumed;
+    } else {
+      batches_.start_epoch(epoch);
+    }
+    return batches_left;
+  }
+
+  // One optimizer step's micro-batches: up to grad_accumulation of them,
+  // fetched before the first forward (Note [Token-weighted accumulation]).
+  // Sets `epoch_done` when the source or the epoch's count ends; empty when
+  // the source ended the epoch on a step boundary.
+  std::vector<TrainBatch> micro_batches_next(std::int64_t& batches_left, std::int64_t& in_step, bool& epoch_done) {
+    in_step = std::min(o_.grad_accumulation, std::max<std::int64_t>(batches_left, 1));
+    std::vector<TrainBatch> micro_batches;
+    while (static_cast<std::int64_t>(micro_batches.size()) < in_step) {
+      std::optional<TrainBatch> batch = batches_.next();
+      if (!batch) {
+        epoch_done = true;
+        break;
+      }
+      micro_batches.push_back(std::move(*batch));
+    }
+    batches_left -= static_cast<std::int64_t>(micro_batches.size());
+    if (!micro_batches.empty() && batches_left <= 0) epoch_done = true;
+    return micro_batches;
+  }
+
+  // What each micro-batch's loss is divided by before backward: the step's
+  // micro-batch count, or (causal LM) its target tokens per rank.
+  double loss_divisor(const std::vector<TrainBatch>& micro_batches, std::int64_t in_step) {
+    if (!o_.causal_lm) return static_cast<double>(in_step);
+    std::int64_t tokens = 0;
+    for (const auto& batch : micro_batches) tokens += causal_lm_target_count(lm_labels(batch));
+    std::vector<double> counts = {static_cast<double>(tokens), 1.0};
+    if (o_.sum_over_ranks) o_.sum_over_ranks(counts);  // Note [The loop on many ranks]
+    DSEE_CHECK(counts[0] > 0,
+               "causal LM training: the micro-batches of step {} hold no target token (every label after the "
+               "first position is {}); check the data's completion masks",
+               step_ + 1, kIgnoreLabel);
+    return counts[0] / counts[1];  // tokens per rank: sync_gradients' mean is the global token mean
+  }
+
+  struct StepLoss {
+    double loss = 0;
+    std::int64_t samples = 0;
   };
 
-  auto run_evaluation = [&](std::int64_t step, std::int64_t epoch) {
-    if (!evaluate) return;
-    const std::map<std::string, double> values = evaluate();
-    nlohmann::json record = {{"kind", "eval"}, {"step", step}, {"epoch", epoch}};
+  // Forward and backward of every micro-batch into fresh gradients, the
+  // ranks' sums (global loss and samples) and the gradient average.
+  StepLoss forward_backward(const std::vector<TrainBatch>& micro_batches, double divisor) {
+    double loss_sum = 0;
+    std::int64_t samples = 0;
+    t_.optimizer_.zero_grad();
+    for (const auto& batch : micro_batches) {
+      at::Tensor loss = loss_of_(batch);
+      if (o_.causal_lm) {
+        DSEE_CHECK(loss.defined(),
+                   "causal LM training: the loss function must return logits [batch, seq, vocab], "
+                   "got an undefined tensor");
+        const at::Tensor& labels = lm_labels(batch);
+        loss = causal_lm_loss(loss, labels.to(loss.device()), o_.label_smoothing, LossReduction::sum);
+      }
+      DSEE_CHECK(loss.defined() && loss.numel() == 1, "the loss function must return one value, got {}",
+                 loss.defined() ? fmt::format("{}", shape_text(loss.sizes())) : std::string("an undefined tensor"));
+      (loss / divisor).backward();
+      loss_sum += o_.causal_lm ? loss.item<double>() / divisor : loss.item<double>();
+      samples += batch.samples;
+    }
+    if (o_.sum_over_ranks) {  // Note [The loop on many ranks]
+      std::vector<double> sums = {loss_sum, static_cast<double>(samples), 1.0};
+      o_.sum_over_ranks(sums);
+      loss_sum = sums[0] / sums[2];  // sums[2]: the number of ranks
+      samples = static_cast<std::int64_t>(sums[1]);
+    }
+    if (o_.sync_gradients) o_.sync_gradients();
+    const auto micro = static_cast<double>(micro_batches.size());
+    return {o_.causal_lm ? loss_sum : loss_sum / micro, samples};
+  }
+
+  // Clipping, the non-finite guard (Note [The non-finite guard]) and the
+  // AdamW update at the schedule's rate; the step counts as taken either way.
+  void update(const StepLoss& step_loss, std::int64_t epoch) {
+    const double loss = step_loss.loss;
+    const double norm = grad_clip_norm(t_.parameters_, o_.max_grad_norm);
+    const double lr = schedule_.lr();
+    ++step_;
+    if (!std::isfinite(loss) || !std::isfinite(norm)) {
+      DSEE_CHECK(o_.skip_nonfinite,
+                 "non-finite training at step {} of {} (loss {}, gradient norm {}): lower the learning rate, "
+                 "check the data, or set train.skip_nonfinite = true to skip such steps",
+                 step_, total_, loss, norm);
+      t_.optimizer_.zero_grad();
+      ++result_.skipped_steps;
+      spdlog::warn("step {}: non-finite loss {} or gradient norm {}; step skipped (skipped {} of {} steps so far)",
+                   step_, loss, norm, result_.skipped_steps, step_);
+    } else {
+      t_.optimizer_.step(lr);
+    }
+    schedule_.advance();
+    samples_total_ += step_loss.samples;
+    if (o_.after_step) o_.after_step(step_);
+    report(epoch, loss, lr, norm);
+  }
+
+  // Evaluates when due (eval_every, an epoch's end, the last step), then
+  // decides whether the loop ends here (early stopping, a stop request).
+  void evaluate_and_decide(std::int64_t epoch, bool epoch_done) {
+    const bool eval_now = (o_.eval_every > 0 && step_ % o_.eval_every == 0) || epoch_done || step_ == total_;
+    if (eval_now) evaluation(epoch);
+    if (patience_exhausted()) {
+      spdlog::info("early stopping at step {}: {} evaluations without a better {}", step_, evaluations_without_gain_,
+                   o_.metric_for_best);
+      result_.stopped_early = true;
+    } else if (o_.should_stop && o_.should_stop()) {
+      spdlog::info("stop requested at step {}", step_);
+      result_.stopped_early = true;
+      result_.stop_requested = true;
+    }
+  }
+
+  // The periodic checkpoint, and the one a stop request asks for.
+  void checkpoint_if_due(std::int64_t epoch, bool epoch_done) {
+    if (!o_.on_checkpoint) return;
+    const bool due = o_.checkpoint_every > 0 ? step_ % o_.checkpoint_every == 0 : epoch_done;
+    if (due || (result_.stop_requested && o_.checkpoint_on_stop)) o_.on_checkpoint(progress_at(epoch, epoch_done));
+  }
+
+  bool stopped() const { return result_.stopped_early; }
+  const TrainResult& result() const { return result_; }
+
+  TrainResult finish() {
+    if (tty_ && o_.progress) std::fputc('\n', stderr);
+    result_.steps = step_;
+    if (result_.skipped_steps > 0)
+      spdlog::warn("{} of {} steps were skipped for a non-finite loss or gradient norm", result_.skipped_steps, step_);
+    return result_;
+  }
+
+ private:
+  static MetricsLog metrics_open(const TrainerOptions& o, const TrainerProgress* resume) {
+    if (resume) {
+      metrics_truncate(o.metrics_path, resume->metrics_bytes);
+    } else {
+      metrics_drop_stage(o.metrics_path, o.metrics_stage);
+    }
+    return MetricsLog(o.metrics_path, o.metrics_stage);
+  }
+
+  bool patience_exhausted() const {
+    return o_.early_stopping_patience > 0 && evaluations_without_gain_ >= o_.early_stopping_patience;
+  }
+
+  // The progress line (in place on a terminal, every log_every steps
+  // otherwise) and the step's metrics record.
+  void report(std::int64_t epoch, double loss, double lr, double norm) {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double rate = elapsed > 0 ? static_cast<double>(samples_total_) / elapsed : 0;
+    const double eta = elapsed / static_cast<double>(step_ - steps_at_start_) * static_cast<double>(total_ - step_);
+    const std::string line = fmt::format("step {}/{} epoch {} loss {:.4f} lr {:.3e} |g| {:.3f} {:.1f} samples/s ETA {}",
+                                         step_, total_, epoch + 1, loss, lr, norm, rate, duration_text(eta));
+    if (tty_ && o_.progress) {
+      std::fprintf(stderr, "\r%s\033[K", line.c_str());
+    } else if (o_.log_every > 0 && (step_ % o_.log_every == 0 || step_ == total_)) {
+      spdlog::info("{}", line);
+    }
+    metrics_.write({{"kind", "train"},
+                    {"step", step_},
+                    {"epoch", epoch},
+                    {"loss", loss},
+                    {"lr", lr},
+                    {"grad_norm", std::isfinite(norm) ? nlohmann::json(norm) : nullptr}});
+  }
+
+  // One evaluation: its metrics record, and the best-metric bookkeeping.
+  void evaluation(std::int64_t epoch) {
+    if (!evaluate_) return;
+    const std::map<std::string, double> values = evaluate_();
+    nlohmann::json record = {{"kind", "eval"}, {"step", step_}, {"epoch", epoch}};
     for (const auto& [name, value] : values) record[name] = std::isfinite(value) ? nlohmann::json(value) : nullptr;
-    metrics.write(record);
-    if (tty && options_.progress) std::fputc('\n', stderr);
-    spdlog::info("eval step {}/{}: {}", step, total, record.dump());
-    if (options_.metric_for_best.empty()) return;
-    const auto it = values.find(options_.metric_for_best);
+    metrics_.write(record);
+    if (tty_ && o_.progress) std::fputc('\n', stderr);
+    spdlog::info("eval step {}/{}: {}", step_, total_, record.dump());
+    if (o_.metric_for_best.empty()) return;
+    const auto it = values.find(o_.metric_for_best);
     if (it == values.end()) {
       std::vector<std::string> names;
       for (const auto& [name, value] : values) names.push_back(name);
-      throw Error(fmt::format("metric_for_best '{}' is not among the evaluation's metrics ({})",
-                              options_.metric_for_best, fmt::join(names, ", ")));
+      throw Error(fmt::format("metric_for_best '{}' is not among the evaluation's metrics ({})", o_.metric_for_best,
+                              fmt::join(names, ", ")));
     }
     const double value = it->second;
-    const bool better = std::isfinite(value) &&
-                        (!result.best_metric ||
-                         (options_.greater_is_better ? value > *result.best_metric : value < *result.best_metric));
+    const bool better =
+        std::isfinite(value) &&
+        (!result_.best_metric || (o_.greater_is_better ? value > *result_.best_metric : value < *result_.best_metric));
     if (better) {
-      result.best_metric = value;
-      result.best_step = step;
-      evaluations_without_gain = 0;
-      if (on_best) on_best(step);
+      result_.best_metric = value;
+      result_.best_step = step_;
+      evaluations_without_gain_ = 0;
+      if (on_best_) on_best_(step_);
     } else {
-      ++evaluations_without_gain;
+      ++evaluations_without_gain_;
     }
-  };
-
-  auto finish = [&] {
-    if (tty && options_.progress) std::fputc('\n', stderr);
-    result.steps = step;
-    if (result.skipped_steps > 0)
-      spdlog::warn("{} of {} steps were skipped for a non-finite loss or gradient norm", result.skipped_steps, step);
-    return result;
-  };
-
-  for (std::int64_t epoch = first_epoch; step < total; ++epoch) {
-    std::int64_t batches_left = per_epoch_batches;
-    if (epoch == first_epoch && resume) {
-      const std::int64_t consumed = (step - epoch * steps_per_epoch) * options_.grad_accumulation;
-      DSEE_CHECK(consumed >= 0 && consumed < per_epoch_batches,
-                 "cannot resume at step {} in epoch {}: that epoch has {} steps of {} micro-batches", step, epoch + 1,
-                 steps_per_epoch, options_.grad_accumulation);
-      batches.seek(epoch, first_sample);
-      batches_left -= consumed;
-    } else {
-      batches.start_epoch(epoch);
-    }
-    const std::int64_t steps_before = step;
-    bool epoch_done = false;
-    while (!epoch_done && step < total) {
-      // One optimizer step: up to grad_accumulation micro-batches.
-      const std::int64_t in_step = std::min(options_.grad_accumulation, std::max<std::int64_t>(batches_left, 1));
-      std::vector<TrainBatch> micro_batches;  // fetched first (Note [Token-weighted accumulation])
-      while (static_cast<std::int64_t>(micro_batches.size()) < in_step) {
-        std::optional<TrainBatch> batch = batches.next();
-        if (!batch) {
-          epoch_done = true;
-          break;
-        }
-        micro_batches.push_back(std::move(*batch));
-      }
-      const auto micro = static_cast<std::int64_t>(micro_batches.size());
-      batches_left -= micro;
-      if (micro == 0) break;  // the source ended the epoch on a step boundary
-      if (batches_left <= 0) epoch_done = true;
-      // What each micro-batch's loss is divided by before backward.
-      double divisor = static_cast<double>(in_step);
-      if (options_.causal_lm) {
-        std::int64_t tokens = 0;
-        for (const auto& batch : micro_batches) tokens += causal_lm_target_count(lm_labels(batch));
-        std::vector<double> counts = {static_cast<double>(tokens), 1.0};
-        if (options_.sum_over_ranks) options_.sum_over_ranks(counts);  // Note [The loop on many ranks]
-        DSEE_CHECK(counts[0] > 0,
-                   "causal LM training: the micro-batches of step {} hold no target token (every label after the "
-                   "first position is {}); check the data's completion masks",
-                   step + 1, kIgnoreLabel);
-        divisor = counts[0] / counts[1];  // tokens per rank: sync_gradients' mean is the global token mean
-      }
-      double loss_sum = 0;
-      std::int64_t samples = 0;
-      optimizer_.zero_grad();
-      for (const auto& batch : micro_batches) {
-        at::Tensor loss = loss_of(batch);
-        if (options_.causal_lm) {
-          DSEE_CHECK(loss.defined(),
-                     "causal LM training: the loss function must return logits [batch, seq, vocab], "
-                     "got an undefined tensor");
-          const at::Tensor& labels = lm_labels(batch);
-          loss = causal_lm_loss(loss, labels.to(loss.device()), options_.label_smoothing, LossReduction::sum);
-        }
-        DSEE_CHECK(loss.defined() && loss.numel() == 1, "the loss function must return one value, got {}",
-                   loss.defined() ? fmt::format("{}", shape_text(loss.sizes())) : std::string("an undefined tensor"));
-        (loss / divisor).backward();
-        loss_sum += options_.causal_lm ? loss.item<double>() / divisor : loss.item<double>();
-        samples += batch.samples;
-      }
-      if (options_.sum_over_ranks) {  // Note [The loop on many ranks]
-        std::vector<double> sums = {loss_sum, static_cast<double>(samples), 1.0};
-        options_.sum_over_ranks(sums);
-        loss_sum = sums[0] / sums[2];  // sums[2]: the number of ranks
-        samples = static_cast<std::int64_t>(sums[1]);
-      }
-      if (options_.sync_gradients) options_.sync_gradients();
-      const double loss = options_.causal_lm ? loss_sum : loss_sum / static_cast<double>(micro);
-      const double norm = grad_clip_norm(parameters_, options_.max_grad_norm);
-      const double lr = schedule.lr();
-      ++step;
-      if (!std::isfinite(loss) || !std::isfinite(norm)) {
-        DSEE_CHECK(options_.skip_nonfinite,
-                   "non-finite training at step {} of {} (loss {}, gradient norm {}): lower the learning rate, "
-                   "check the data, or set train.skip_nonfinite = true to skip such steps",
-                   step, total, loss, norm);
-        optimizer_.zero_grad();
-        ++result.skipped_steps;
-        spdlog::warn("step {}: non-finite loss {} or gradient norm {}; step skipped (skipped {} of {} steps so far)",
-                     step, loss, norm, result.skipped_steps, step);
-      } else {
-        optimizer_.step(lr);
-      }
-      schedule.advance();
-      samples_total += samples;
-      if (options_.after_step) options_.after_step(step);
-
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      const double rate = elapsed > 0 ? static_cast<double>(samples_total) / elapsed : 0;
-      const double eta = elapsed / static_cast<double>(step - steps_at_start) * static_cast<double>(total - step);
-      const std::string line =
-          fmt::format("step {}/{} epoch {} loss {:.4f} lr {:.3e} |g| {:.3f} {:.1f} samples/s ETA {}", step, total,
-                      epoch + 1, loss, lr, norm, rate, duration_text(eta));
-      if (tty && options_.progress) {
-        std::fprintf(stderr, "\r%s\033[K", line.c_str());
-      } else if (options_.log_every > 0 && (step % options_.log_every == 0 || step == total)) {
-        spdlog::info("{}", line);
-      }
-      metrics.write({{"kind", "train"},
-                     {"step", step},
-                     {"epoch", epoch},
-                     {"loss", loss},
-                     {"lr", lr},
-                     {"grad_norm", std::isfinite(norm) ? nlohmann::json(norm) : nullptr}});
-
-      const bool eval_now = (options_.eval_every > 0 && step % options_.eval_every == 0) || epoch_done || step == total;
-      if (eval_now) run_evaluation(step, epoch);
-      if (options_.early_stopping_patience > 0 && evaluations_without_gain >= options_.early_stopping_patience) {
-        spdlog::info("early stopping at step {}: {} evaluations without a better {}", step, evaluations_without_gain,
-                     options_.metric_for_best);
-        result.stopped_early = true;
-      } else if (options_.should_stop && options_.should_stop()) {
-        spdlog::info("stop requested at step {}", step);
-        result.stopped_early = true;
-        result.stop_requested = true;
-      }
-      if (options_.on_checkpoint) {
-        const bool due = options_.checkpoint_every > 0 ? step % options_.checkpoint_every == 0 : epoch_done;
-        if (due || (result.stop_requested && options_.checkpoint_on_stop))
-          options_.on_checkpoint(progress_at(epoch, epoch_done));
-      }
-      if (result.stopped_early) return finish();
-    }
-    DSEE_CHECK(step > steps_before, "epoch {} of the training set yielded no batches", epoch + 1);
   }
-  return finish();
+
+  TrainerProgress progress_at(std::int64_t epoch, bool epoch_done) const {
+    TrainerProgress p;
+    p.step = step_;
+    p.epoch = epoch_done ? epoch + 1 : epoch;
+    p.sample_index = epoch_done ? 0 : batches_.sample_index();
+    p.skipped_steps = result_.skipped_steps;
+    p.best_metric = result_.best_metric;
+    p.best_step = result_.best_step;
+    p.evaluations_without_gain = evaluations_without_gain_;
+    p.metrics_bytes = metrics_.bytes();
+    return p;
+  }
+
+  Trainer& t_;
+  const TrainerOptions& o_;
+  BatchSource& batches_;
+  const LossFunction& loss_of_;
+  const EvaluateFunction& evaluate_;
+  const std::function<void(std::int64_t)>& on_best_;
+  const TrainerProgress* resume_;
+  const std::int64_t total_;
+  LrSchedule schedule_;
+  MetricsLog metrics_;
+  const bool tty_;
+  const std::int64_t per_epoch_batches_;
+  const std::int64_t steps_per_epoch_;
+  TrainResult result_;
+  std::int64_t evaluations_without_gain_ = 0;
+  std::int64_t samples_total_ = 0;
+  std::int64_t step_ = 0, first_epoch_ = 0, first_sample_ = 0, steps_at_start_ = 0;
+  std::chrono::steady_clock::time_point start_;
+};
+
+TrainResult Trainer::run(BatchSource& batches, const LossFunction& loss_of, const EvaluateFunction& evaluate,
+                         const std::function<void(std::int64_t)>& on_best, const TrainerProgress* resume) {
+  Loop loop(*this, batches, loss_of, evaluate, on_best, resume);
+  if (!loop.resume_position()) return loop.result();  // early stopping had ended the run at the checkpoint
+  for (std::int64_t epoch = loop.first_epoch(); loop.steps_left(); ++epoch) {
+    std::int64_t batches_left = loop.epoch_start(epoch);
+    const std::int64_t steps_before = loop.step();
+    bool epoch_done = false;
+    while (!epoch_done && loop.steps_left()) {
+      std::int64_t in_step = 0;
+      const std::vector<TrainBatch> micro_batches = loop.micro_batches_next(batches_left, in_step, epoch_done);
+      if (micro_batches.empty()) break;  // the source ended the epoch on a step boundary
+      const double divisor = loop.loss_divisor(micro_batches, in_step);
+      loop.update(loop.forward_backward(micro_batches, divisor), epoch);
+      loop.evaluate_and_decide(epoch, epoch_done);
+      loop.checkpoint_if_due(epoch, epoch_done);
+      if (loop.stopped()) return loop.finish();
+    }
+    DSEE_CHECK(loop.step() > steps_before, "epoch {} of the training set yielded no batches", epoch + 1);
+  }
+  return loop.finish();
 }
 
 }  // namespace dsee

@@ -150,6 +150,7 @@ class Trainer {
   AdamW& optimizer() { return optimizer_; }
 
  private:
+  class Loop;  // one run(): its state and named steps (trainer.cpp)
   NamedTensors parameters_;
   TrainerOptions options_;
   AdamW optimizer_;

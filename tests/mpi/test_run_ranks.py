@@ -1,6 +1,6 @@
 """`dsee run` under mpirun: data parallelism over the trainable parameters.
 
-Usage: test_run_ranks.py SCENARIO MPIEXEC DSEE
+One test per scenario, test_<scenario> (ctest runs each as mpi_run_<scenario>):
   same_result  a tiny DSEE recipe (grad_accumulation 2, clipping on, pieces
                of unequal size, head pruning + re-tuning) run as 1 process and
                under mpirun -n 2 and -n 3: the trained and re-tuned trainable
@@ -62,135 +62,123 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 
 import h5py
 import numpy as np
+import pytest
 from safetensors.numpy import load_file
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from tiny_run import fail, h5_datasets, tiny_recipe, tiny_stsb  # noqa: E402
-
-SCENARIO, MPIEXEC, DSEE = sys.argv[1:4]
+from harness import check, check_close, check_equal
+from harness.runs import compare_runs, files_under, h5_datasets, run_command as run, tiny_recipe, tiny_stsb, write_recipe
 
 RECIPE = tiny_recipe(prune='kind = "heads"\nheads_per_layer = 1', dist="timeout_s = 30.0\nfingerprint_every = 3")
 
 
-def run(command, timeout, env=None):
-    start = time.monotonic()
-    p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                       env=env)
-    return p.returncode, p.stdout, time.monotonic() - start
+class Ranks:
+    """The binaries of a scenario: dsee, and mpiexec with this suite's flags."""
+
+    def __init__(self, dsee, mpiexec):
+        self.dsee, self.mpiexec = dsee, mpiexec
+
+    def mpirun(self, n):
+        return [self.mpiexec, "-n", str(n), "--oversubscribe", "--bind-to", "none"]
 
 
-def mpirun(n):
-    return [MPIEXEC, "-n", str(n), "--oversubscribe", "--bind-to", "none"]
+@pytest.fixture
+def ranks(dsee, mpiexec):
+    return Ranks(dsee, mpiexec)
 
 
-def files_under(root):
-    out = set()
-    for d, _, names in os.walk(root):
-        for name in names:
-            out.add(os.path.relpath(os.path.join(d, name), root))
+@pytest.fixture
+def tmp(tmp_path):
+    return str(tmp_path)
+
+
+@pytest.fixture
+def recipe(tmp):
+    """The tiny DSEE recipe (head pruning, re-tuning, fingerprints every 3 steps) in the test's folder."""
+    return write_recipe(tmp, RECIPE)
+
+
+def one_process(dsee, folder, recipe_text, extra=(), env=None):
+    """`dsee run` of `recipe_text` as one process in `folder`: the run
+    directory the multi-rank runs of a scenario are compared with."""
+    recipe = write_recipe(folder, recipe_text)
+    out = os.path.join(folder, "out1")
+    rc, text, seconds = run([dsee, "run", recipe, "--set", f"run.out_dir={out}", *extra], 120, env)
+    print(f"--- 1 process: exit {rc} after {seconds:.1f} s")
+    check("1 process: dsee run exits 0", rc == 0, text if rc else "")
     return out
 
 
-def same_result(tmp, recipe):
-    dirs = {}
-    for n in (1, 2, 3):
-        out = os.path.join(tmp, f"out{n}")
-        command = ([DSEE] if n == 1 else mpirun(n) + [DSEE]) + ["run", recipe, "--set", f"run.out_dir={out}"]
-        rc, text, seconds = run(command, 120)
-        print(f"--- {n} rank(s): exit {rc} after {seconds:.1f} s")
-        if rc != 0:
-            print(text)
-            fail(f"{n} ranks: exit {rc}")
-        if n > 1:
-            m = re.search(r"gradient sync: \d+ trainable tensors, (\d+) values, (\d+) bytes all-reduced", text)
-            if not m:
-                print(text)
-                fail("no gradient-sync line")
-            print(f"    {m.group(0)}")
-            # Info lines come from rank 0 only.
-            if text.count("gradient sync:") != 2:  # train and retune
-                fail(f"expected 2 gradient-sync lines (rank 0, two stages), got {text.count('gradient sync:')}")
-        dirs[n] = os.path.join(out, "tiny")
-    base = dirs[1]
-    base_files = files_under(base)
-    for n in (2, 3):
-        files = files_under(dirs[n])
-        if files != base_files:
-            fail(f"{n} ranks: run directory differs: {sorted(files ^ base_files)}")
-        for stage_file in ("train", "retune"):
-            a = load_file(os.path.join(base, f"trainable-{stage_file}.safetensors"))
-            b = load_file(os.path.join(dirs[n], f"trainable-{stage_file}.safetensors"))
-            if a.keys() != b.keys():
-                fail(f"{n} ranks: trainable-{stage_file} names differ")
-            worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
-            print(f"    {n} ranks: trainable-{stage_file}.safetensors max |difference| {worst:.2e} "
-                  f"over {sum(v.size for v in a.values())} values")
-            # Re-tuning starts from the trained tensors, so rounding carried over grows a little.
-            if worst > (1e-6 if stage_file == "train" else 1e-5):
-                fail(f"{n} ranks: trainable-{stage_file} differs by {worst}")
-            if all(np.array_equal(a[k], np.zeros_like(a[k])) for k in a):
-                fail("the trainable tensors are all zero: nothing was trained")
-        for h5 in ("omega.h5", "masks.h5"):
-            a, b = h5_datasets(os.path.join(base, h5)), h5_datasets(os.path.join(dirs[n], h5))
-            if a.keys() != b.keys() or any(not np.array_equal(a[k], b[k]) for k in a):
-                fail(f"{n} ranks: {h5} differs")
-            print(f"    {n} ranks: {h5} identical ({len(a)} datasets)")
-        for stage in ("train", "prune", "retune", "eval"):
-            a = json.load(open(os.path.join(base, "stages", f"{stage}.json")))
-            b = json.load(open(os.path.join(dirs[n], "stages", f"{stage}.json")))
-            if a["dev"] != b["dev"]:
-                fail(f"{n} ranks: stages/{stage}.json dev metrics {b['dev']} != 1 rank's {a['dev']}")
-            if stage in ("train", "retune") and a["steps"] != b["steps"]:
-                fail(f"{n} ranks: {stage} took {b['steps']} steps, 1 rank {a['steps']}")
-        print(f"    {n} ranks: dev metrics equal: {json.load(open(os.path.join(base, 'stages', 'eval.json')))['dev']}")
-        # The logged losses are the global mean: the same as 1 rank's.
-        la = [json.loads(l) for l in open(os.path.join(base, "metrics.jsonl"))]
-        lb = [json.loads(l) for l in open(os.path.join(dirs[n], "metrics.jsonl"))]
-        if len(la) != len(lb):
-            fail(f"{n} ranks: metrics.jsonl has {len(lb)} lines, 1 rank {len(la)}")
-        for x, y in zip(la, lb):
-            if x["kind"] == "train" and abs(x["loss"] - y["loss"]) > 1e-5 * max(1.0, abs(x["loss"])):
-                fail(f"{n} ranks: step {x['step']} loss {y['loss']} != 1 rank's {x['loss']}")
+@pytest.fixture(scope="module")
+def same_result_base(dsee, tmp_path_factory):
+    return os.path.join(one_process(dsee, str(tmp_path_factory.mktemp("same-result")), RECIPE), "tiny")
 
 
-def config_mismatch(tmp, recipe):
+@pytest.mark.parametrize("n", [2, 3])
+def test_same_result(n, same_result_base, ranks, tmp, recipe):
+    out = os.path.join(tmp, f"out{n}")
+    rc, text, seconds = run(ranks.mpirun(n) + [ranks.dsee, "run", recipe, "--set", f"run.out_dir={out}"], 120)
+    print(f"--- {n} ranks: exit {rc} after {seconds:.1f} s")
+    check(f"{n} ranks: dsee run exits 0", rc == 0, text if rc else "")
+    m = re.search(r"gradient sync: \d+ trainable tensors, (\d+) values, (\d+) bytes all-reduced", text)
+    check(f"{n} ranks: the gradient-sync line", m, m.group(0) if m else text)
+    # Info lines come from rank 0 only: one per training stage (train and retune).
+    check(f"{n} ranks: 2 gradient-sync lines (rank 0, two stages)", text.count("gradient sync:") == 2,
+          f"{text.count('gradient sync:')}")
+    base, other = same_result_base, os.path.join(out, "tiny")
+    base_files, files = files_under(base), files_under(other)
+    check(f"{n} ranks: the run directory holds the same files (only rank 0 writes)", files == base_files,
+          f"{sorted(files ^ base_files)}")
+    check_trainables(f"{n} ranks", base, other)
+    for h5 in ("omega.h5", "masks.h5"):
+        a, b = h5_datasets(os.path.join(base, h5)), h5_datasets(os.path.join(other, h5))
+        check(f"{n} ranks: {h5} identical ({len(a)} datasets)",
+              a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a))
+    for stage in ("train", "prune", "retune", "eval"):
+        a = json.load(open(os.path.join(base, "stages", f"{stage}.json")))
+        b = json.load(open(os.path.join(other, "stages", f"{stage}.json")))
+        check(f"{n} ranks: stages/{stage}.json dev metrics equal 1 rank's", a["dev"] == b["dev"],
+              f"{b['dev']} vs {a['dev']}")
+        if stage in ("train", "retune"):
+            check(f"{n} ranks: {stage} took 1 rank's steps", a["steps"] == b["steps"], f"{b['steps']} vs {a['steps']}")
+    check_logged_losses(f"{n} ranks", base, other)
+
+
+def test_config_mismatch(ranks, tmp, recipe):
     out = os.path.join(tmp, "out")
     common = ["run", recipe, "--set", f"run.out_dir={out}"]
-    command = (mpirun(1) + [DSEE] + common + [":", "-n", "1", "--bind-to", "none", DSEE] + common +
+    command = (ranks.mpirun(1) + [ranks.dsee] + common + [":", "-n", "1", "--bind-to", "none", ranks.dsee] + common +
                ["--set", "train.lr=0.02"])
     rc, text, seconds = run(command, 60)
     print(text)
     print(f"--- exit {rc} after {seconds:.1f} s")
     if rc == 0:
-        fail("the job exited 0")
+        pytest.fail("the job exited 0")
     if seconds > 30:
-        fail(f"took {seconds:.1f} s to fail")
+        pytest.fail(f"took {seconds:.1f} s to fail")
     lines = [l for l in text.splitlines() if "dsee: error: ranks disagree on the resolved config" in l]
     # Both ranks raise it; mpirun may end the second before it prints.
     if not lines:
-        fail("no rank printed the mismatch")
+        pytest.fail("no rank printed the mismatch")
     for l in lines:
         if not re.search(r"rank 0 \w+, but rank 1 \w+", l) or 'rank 0 has "train.lr = 0.01"' not in l or \
                 'rank 1 has "train.lr = 0.02"' not in l:
-            fail(f"the message does not name the ranks and the key: {l}")
+            pytest.fail(f"the message does not name the ranks and the key: {l}")
     if os.path.exists(os.path.join(out, "tiny", "config.toml")):
-        fail("the run directory was claimed before the ranks agreed")
+        pytest.fail("the run directory was claimed before the ranks agreed")
 
 
-def killed_rank(tmp, recipe):
+def test_killed_rank(ranks, tmp, recipe):
     out = os.path.join(tmp, "out")
     # From the kill: mpirun usually ends the job at once (measured 2.3 s on the loaded
     # 2-core VM); the watchdog's path is the timeout + a poll (0.25 s) + MPI_Abort's
     # teardown (under 1 s); 5 s of slack covers both with headroom.
     timeout_s, margin_s = 10, 5
-    command = mpirun(2) + [DSEE, "run", recipe, "--set", f"run.out_dir={out}", "--set", "train.max_steps=100000",
+    command = ranks.mpirun(2) + [ranks.dsee, "run", recipe, "--set", f"run.out_dir={out}", "--set", "train.max_steps=100000",
                            "--set", "prune.kind=none", "--set", f"dist.timeout_s={timeout_s}"]
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = os.path.join(out, "tiny", "metrics.jsonl")
@@ -202,7 +190,7 @@ def killed_rank(tmp, recipe):
     else:
         job.kill()
         print(job.communicate()[0])
-        fail("training did not start")
+        pytest.fail("training did not start")
     # Rank 1 of this job: a dsee process whose command line names our run directory.
     victim = None
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -216,22 +204,22 @@ def killed_rank(tmp, recipe):
             victim = int(pid)
     if victim is None:
         job.kill()
-        fail("rank 1 not found")
+        pytest.fail("rank 1 not found")
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     try:
         text = job.communicate(timeout=timeout_s + margin_s + 30)[0]
     except subprocess.TimeoutExpired:
         job.kill()
-        fail("the job hung after rank 1 was killed")
+        pytest.fail("the job hung after rank 1 was killed")
     seconds = time.monotonic() - killed_at
     print(text[-3000:])
     print(f"--- rank 1 (pid {victim}) killed; the job exited {job.returncode} after {seconds:.1f} s "
           f"(dist.timeout_s {timeout_s}, bound {timeout_s + margin_s})")
     if job.returncode == 0:
-        fail("the job exited 0")
+        pytest.fail("the job exited 0")
     if seconds > timeout_s + margin_s:
-        fail(f"took {seconds:.1f} s, more than {timeout_s + margin_s} s")
+        pytest.fail(f"took {seconds:.1f} s, more than {timeout_s + margin_s} s")
     # No dsee process of this job is left.
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -239,71 +227,39 @@ def killed_rank(tmp, recipe):
         except OSError:
             continue
         if argv and os.path.basename(argv[0]) == b"dsee" and f"run.out_dir={out}".encode() in argv:
-            fail(f"process {pid} of the job is still running")
+            pytest.fail(f"process {pid} of the job is still running")
 
 
-def compare_runs(base, other, label, stages=("train", "prune", "retune", "eval")):
-    for stage_file in [s for s in ("train", "retune") if s in stages]:
-        a = load_file(os.path.join(base, f"trainable-{stage_file}.safetensors"))
-        b = load_file(os.path.join(other, f"trainable-{stage_file}.safetensors"))
-        worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
-        print(f"    {label}: trainable-{stage_file}.safetensors max |difference| {worst:.2e}")
-        if worst > (1e-6 if stage_file == "train" else 1e-5):
-            fail(f"{label}: trainable-{stage_file} differs by {worst}")
-    for stage in stages:
-        a = json.load(open(os.path.join(base, "stages", f"{stage}.json")))
-        b = json.load(open(os.path.join(other, "stages", f"{stage}.json")))
-        if a["dev"] != b["dev"]:
-            fail(f"{label}: stages/{stage}.json dev metrics {b['dev']} != {a['dev']}")
-        if stage in ("train", "retune") and a["steps"] != b["steps"]:
-            fail(f"{label}: {stage} took {b['steps']} steps, the straight run {a['steps']}")
-    la = [json.loads(l) for l in open(os.path.join(base, "metrics.jsonl"))]
-    lb = [json.loads(l) for l in open(os.path.join(other, "metrics.jsonl"))]
-    if [x["kind"] for x in la] != [y["kind"] for y in lb]:
-        fail(f"{label}: metrics.jsonl records differ in kind or number ({len(lb)} vs {len(la)})")
-    for x, y in zip(la, lb):
-        if x["kind"] == "train" and abs(x["loss"] - y["loss"]) > 1e-5 * max(1.0, abs(x["loss"])):
-            fail(f"{label}: step {x['step']} loss {y['loss']} != straight run's {x['loss']}")
-    print(f"    {label}: dev metrics, steps and {len(la)} metrics.jsonl records agree with the straight run")
+@pytest.fixture(scope="module")
+def omega_split_base(dsee, tmp_path_factory):
+    return os.path.join(one_process(dsee, str(tmp_path_factory.mktemp("omega-split")), RECIPE,
+                                    ["--set", "train.max_steps=1", "--set", "prune.kind=none"]), "tiny", "omega.h5")
 
 
-def omega_split(tmp, recipe):
-    base = os.path.join(tmp, "one")
-    rc, text, _ = run([DSEE, "run", recipe, "--set", f"run.out_dir={base}", "--set", "train.max_steps=1",
-                       "--set", "prune.kind=none"], 120)
-    if rc != 0:
-        print(text)
-        fail(f"1 process: exit {rc}")
-    expected = h5_datasets(os.path.join(base, "tiny", "omega.h5"))
-    for n in (3, 5):
-        out = os.path.join(tmp, f"split{n}")
-        rc, text, seconds = run(mpirun(n) + [DSEE, "run", recipe, "--set", f"run.out_dir={out}", "--set",
-                                             "train.max_steps=1", "--set", "prune.kind=none", "--set",
-                                             "omega.split_across_ranks=true"], 120)
-        print(f"--- {n} ranks, Ω split across ranks: exit {rc} after {seconds:.1f} s")
-        if rc != 0:
-            print(text)
-            fail(f"{n} ranks: exit {rc}")
-        line = re.search(r"Ω: (\d+) matrices split across (\d+) ranks \((\d+) on rank 0\)", text)
-        if not line or int(line.group(2)) != n:
-            print(text)
-            fail(f"{n} ranks: no 'Ω: ... matrices split across {n} ranks' line")
-        print(f"    {line.group(0)}")
-        got = h5_datasets(os.path.join(out, "tiny", "omega.h5"))
-        if got.keys() != expected.keys() or any(not np.array_equal(got[k], expected[k]) for k in expected):
-            fail(f"{n} ranks: omega.h5 differs from the 1-process Ω")
-        with h5py.File(os.path.join(out, "tiny", "omega.h5"), "r") as f, \
-                h5py.File(os.path.join(base, "tiny", "omega.h5"), "r") as g:
-            for name in expected:
-                if dict(f[name].attrs).keys() != dict(g[name].attrs).keys() or \
-                        any(not np.array_equal(f[name].attrs[a], g[name].attrs[a]) for a in g[name].attrs):
-                    fail(f"{n} ranks: omega.h5 attributes of {name} differ")
-        print(f"    {n} ranks: omega.h5 identical to 1 process ({len(expected)} datasets and their attributes)")
+@pytest.mark.parametrize("n", [3, 5])
+def test_omega_split(n, omega_split_base, ranks, tmp, recipe):
+    expected = h5_datasets(omega_split_base)
+    out = os.path.join(tmp, f"split{n}")
+    rc, text, seconds = run(ranks.mpirun(n) + [ranks.dsee, "run", recipe, "--set", f"run.out_dir={out}", "--set",
+                                               "train.max_steps=1", "--set", "prune.kind=none", "--set",
+                                               "omega.split_across_ranks=true"], 120)
+    print(f"--- {n} ranks, Ω split across ranks: exit {rc} after {seconds:.1f} s")
+    check(f"{n} ranks: dsee run exits 0", rc == 0, text if rc else "")
+    line = re.search(r"Ω: (\d+) matrices split across (\d+) ranks \((\d+) on rank 0\)", text)
+    check(f"{n} ranks: the 'Ω: ... matrices split across {n} ranks' line", line and int(line.group(2)) == n,
+          line.group(0) if line else text)
+    got = h5_datasets(os.path.join(out, "tiny", "omega.h5"))
+    check(f"{n} ranks: omega.h5 holds the 1-process Ω ({len(expected)} datasets)",
+          got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in expected))
+    with h5py.File(os.path.join(out, "tiny", "omega.h5"), "r") as f, h5py.File(omega_split_base, "r") as g:
+        differing = [name for name in expected if dict(f[name].attrs).keys() != dict(g[name].attrs).keys() or
+                     any(not np.array_equal(f[name].attrs[a], g[name].attrs[a]) for a in g[name].attrs)]
+    check(f"{n} ranks: omega.h5 attributes equal the 1-process ones", not differing, f"{differing}")
 
 
-def stopped_run(n, steps, recipe, out, extra, label):
+def stopped_run(ranks, n, steps, recipe, out, extra, label):
     """`dsee run` on n ranks whose test hook raises SIGTERM after `steps` steps; the finished process."""
-    command = mpirun(n) + ["-x", "DSEE_TEST_STOP_AFTER_STEP", DSEE, "run", recipe, "--set",
+    command = ranks.mpirun(n) + ["-x", "DSEE_TEST_STOP_AFTER_STEP", ranks.dsee, "run", recipe, "--set",
                            f"run.out_dir={out}"] + extra
     start = time.monotonic()
     p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
@@ -312,46 +268,46 @@ def stopped_run(n, steps, recipe, out, extra, label):
     return p
 
 
-def straight_run(tmp, recipe, extra):
+def straight_run(ranks, tmp, recipe, extra):
     """The uninterrupted 1-rank run the resumed ones are compared with; its run directory."""
     out = os.path.join(tmp, "straight")
-    rc, text, _ = run([DSEE, "run", recipe, "--set", f"run.out_dir={out}"] + extra, 120)
+    rc, text, _ = run([ranks.dsee, "run", recipe, "--set", f"run.out_dir={out}"] + extra, 120)
     if rc != 0:
         print(text)
-        fail(f"straight 1-rank run: exit {rc}")
+        pytest.fail(f"straight 1-rank run: exit {rc}")
     return os.path.join(out, "tiny")
 
 
-def sigterm_resume(tmp, recipe):
+def test_sigterm_resume(ranks, tmp, recipe):
     extra = ["--set", "ckpt.every=2"]
-    straight = straight_run(tmp, recipe, extra)
+    straight = straight_run(ranks, tmp, recipe, extra)
     out = os.path.join(tmp, "out")
-    p = stopped_run(2, 3, recipe, out, extra, "2 ranks with SIGTERM at step 3")
+    p = stopped_run(ranks, 2, 3, recipe, out, extra, "2 ranks with SIGTERM at step 3")
     if p.returncode == 0:
         print(p.stdout)
-        fail("the stopped 2-rank run exited 0")
+        pytest.fail("the stopped 2-rank run exited 0")
     if "stopped by SIGTERM at step 3" not in p.stdout:
         print(p.stdout)
-        fail("no 'stopped by SIGTERM at step 3' message")
+        pytest.fail("no 'stopped by SIGTERM at step 3' message")
     run_dir = os.path.join(out, "tiny")
     if not os.path.exists(os.path.join(run_dir, "ckpt", "step-3.h5")):
-        fail(f"no ckpt/step-3.h5 after the stop: {sorted(files_under(run_dir))}")
+        pytest.fail(f"no ckpt/step-3.h5 after the stop: {sorted(files_under(run_dir))}")
     if os.path.exists(os.path.join(run_dir, "stages", "train.json")):
-        fail("the stopped run recorded the train stage as finished")
+        pytest.fail("the stopped run recorded the train stage as finished")
     # Resumed on 3 ranks (rank 0 reads the checkpoint and broadcasts it), stopped again 2 steps later.
-    p = stopped_run(3, 2, recipe, out, extra, "resumed on 3 ranks, SIGTERM 2 steps later")
+    p = stopped_run(ranks, 3, 2, recipe, out, extra, "resumed on 3 ranks, SIGTERM 2 steps later")
     if p.returncode == 0 or "resuming train from ckpt/step-3.h5" not in p.stdout or \
             "stopped by SIGTERM at step 5" not in p.stdout:
         print(p.stdout)
-        fail("the 3-rank run did not resume from ckpt/step-3.h5 and stop at step 5")
-    rc, text, seconds = run([DSEE, "run", recipe, "--set", f"run.out_dir={out}"] + extra, 120)
+        pytest.fail("the 3-rank run did not resume from ckpt/step-3.h5 and stop at step 5")
+    rc, text, seconds = run([ranks.dsee, "run", recipe, "--set", f"run.out_dir={out}"] + extra, 120)
     print(f"--- resumed on 1 rank: exit {rc} after {seconds:.1f} s")
     if rc != 0:
         print(text)
-        fail(f"resume on 1 rank: exit {rc}")
+        pytest.fail(f"resume on 1 rank: exit {rc}")
     if not re.search(r"resuming train from ckpt/step-5\.h5", text):
         print(text)
-        fail("the 1-rank run did not resume from ckpt/step-5.h5")
+        pytest.fail("the 1-rank run did not resume from ckpt/step-5.h5")
     compare_runs(straight, run_dir, "2 ranks, then 3, then 1")
 
 
@@ -375,7 +331,7 @@ class TimedLines:
             self.job.kill()
             self.reader.join(5)
             print(self.text())
-            fail(f"the job did not end within {timeout} s")
+            pytest.fail(f"the job did not end within {timeout} s")
         self.reader.join(5)
         return self.job.returncode, time.monotonic()
 
@@ -387,18 +343,18 @@ class TimedLines:
         return "".join(l for _, l in self.lines)
 
 
-def slow_root(tmp, recipe):
+def test_slow_root(ranks, tmp, recipe):
     # Rank 0 alone sleeps 6 s before preparing the data; dist.timeout_s is 2.
     sleep_s, timeout_s = 6, 2
     env = dict(os.environ, DSEE_TEST_SLOW_ROOT=f"preparing the task data={sleep_s}")
-    base = mpirun(2) + ["-x", "DSEE_TEST_SLOW_ROOT", DSEE, "run", recipe, "--set", "train.max_steps=2", "--set",
+    base = ranks.mpirun(2) + ["-x", "DSEE_TEST_SLOW_ROOT", ranks.dsee, "run", recipe, "--set", "train.max_steps=2", "--set",
                         "prune.kind=none", "--set", f"dist.timeout_s={timeout_s}"]
     ok = TimedLines(base + ["--set", f"run.out_dir={tmp}/ok"], env)
     rc, _ = ok.wait(90)
     print(f"--- root_timeout_s default, rank 0 slow by {sleep_s} s, dist.timeout_s {timeout_s}: exit {rc}")
     if rc != 0 or not ok.first(f"rank 0 sleeps {sleep_s} s before preparing the task data"):
         print(ok.text())
-        fail(f"the run with a slow rank 0 failed (exit {rc}) or the test hook did not run")
+        pytest.fail(f"the run with a slow rank 0 failed (exit {rc}) or the test hook did not run")
     # dist.root_timeout_s = 2 too: rank 1 gives up after 2 s of rank 0's 6.
     root_timeout_s = 2
     # The bound: the timeout, a watchdog poll (0.25 s), MPI_Abort's teardown of
@@ -412,33 +368,33 @@ def slow_root(tmp, recipe):
     print(text[-3000:])
     started = slow.first("rank 0 sleeps")
     if started is None:
-        fail("the test hook did not run")
+        pytest.fail("the test hook did not run")
     seconds = ended - started[0]
     print(f"--- dist.root_timeout_s {root_timeout_s}: exit {rc} {seconds:.1f} s after rank 0 began its slow work "
           f"(bound {bound_s} s)")
     if rc != 3:
-        fail(f"exit {rc}, expected the watchdog's 3")
+        pytest.fail(f"exit {rc}, expected the watchdog's 3")
     expected = (r"watchdog: rank 1: waiting for rank 0: preparing the task data \(collective 'broadcast' before "
                 rf"training\) has not finished after [0-9.]+ s \(dist.root_timeout_s = {root_timeout_s}\); .*raise "
                 r"dist.root_timeout_s.*omega.split_across_ranks")
     if not re.search(expected, text):
-        fail("no watchdog message naming the wait for rank 0 and what to do")
+        pytest.fail("no watchdog message naming the wait for rank 0 and what to do")
     if seconds > bound_s:
-        fail(f"the job ended {seconds:.1f} s after rank 0 began, more than {bound_s} s")
+        pytest.fail(f"the job ended {seconds:.1f} s after rank 0 began, more than {bound_s} s")
 
 
-def mpirun_sigterm(tmp, recipe):
+def test_mpirun_sigterm(ranks, tmp, recipe):
     # 14 train steps (2 epochs of 7); ckpt.every = 4.
     extra = ["--set", "prune.kind=none", "--set", "ckpt.every=4"]
     stages = ("train", "eval")
-    straight = straight_run(tmp, recipe, extra)
+    straight = straight_run(ranks, tmp, recipe, extra)
     out = os.path.join(tmp, "out")
     grace_s = 3
     launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "launch", "mpirun")
     # Steps made 0.6 s longer (test hook), so that the signal, which reaches the ranks grace_s
     # after mpirun, lands mid-training whatever the machine's speed.
     env = dict(os.environ, DSEE_MPIRUN_SIGKILL_TIMEOUT=str(grace_s), DSEE_TEST_STEP_PAUSE_S="0.6")
-    job = TimedLines([launcher, "-n", "2", "--oversubscribe", "--", DSEE, "run", recipe, "--set",
+    job = TimedLines([launcher, "-n", "2", "--oversubscribe", "--", ranks.dsee, "run", recipe, "--set",
                       f"run.out_dir={out}"] + extra, env)
     metrics = os.path.join(out, "tiny", "metrics.jsonl")
     deadline = time.monotonic() + 60
@@ -449,7 +405,7 @@ def mpirun_sigterm(tmp, recipe):
     else:
         job.job.kill()
         print(job.text())
-        fail("training did not start")
+        pytest.fail("training did not start")
     signalled = time.monotonic()
     os.kill(job.job.pid, signal.SIGTERM)  # launch/mpirun exec'd mpirun: the same process
     rc, ended = job.wait(60)
@@ -458,77 +414,81 @@ def mpirun_sigterm(tmp, recipe):
     print(f"--- launch/mpirun sent SIGTERM: exit {rc} after {ended - signalled:.1f} s "
           f"(DSEE_MPIRUN_SIGKILL_TIMEOUT {grace_s})")
     if f"--mca odls_base_sigkill_timeout {grace_s}" not in text:
-        fail("launch/mpirun did not print the sigkill timeout it passes")
+        pytest.fail("launch/mpirun did not print the sigkill timeout it passes")
     stops = re.findall(r"dsee: stopped by SIGTERM at step (\d+) of (\d+); checkpoint (\S+);", text)
     if len(stops) != 2 or stops[0][0] != stops[1][0]:
-        fail(f"expected both ranks to print 'stopped by SIGTERM' at the same step, got {stops}")
+        pytest.fail(f"expected both ranks to print 'stopped by SIGTERM' at the same step, got {stops}")
     step, total = int(stops[0][0]), int(stops[0][1])
     if not 2 <= step < total:
-        fail(f"stopped at step {step} of {total}: not mid-training")
+        pytest.fail(f"stopped at step {step} of {total}: not mid-training")
     if not os.path.exists(os.path.join(out, "tiny", "ckpt", f"step-{step}.h5")):
-        fail(f"no ckpt/step-{step}.h5 after the stop")
+        pytest.fail(f"no ckpt/step-{step}.h5 after the stop")
     if re.search(r"signal 9|Killed", text):
-        fail("a rank was killed instead of stopping")
+        pytest.fail("a rank was killed instead of stopping")
     if rc == 0:
-        fail("mpirun exited 0 after SIGTERM")
-    rc, text, seconds = run([DSEE, "run", recipe, "--set", f"run.out_dir={out}"] + extra, 120)
+        pytest.fail("mpirun exited 0 after SIGTERM")
+    rc, text, seconds = run([ranks.dsee, "run", recipe, "--set", f"run.out_dir={out}"] + extra, 120)
     print(f"--- resumed on 1 rank: exit {rc} after {seconds:.1f} s")
     if rc != 0 or f"resuming train from ckpt/step-{step}.h5" not in text:
         print(text)
-        fail(f"the 1-rank run did not resume from ckpt/step-{step}.h5 and finish")
+        pytest.fail(f"the 1-rank run did not resume from ckpt/step-{step}.h5 and finish")
     compare_runs(straight, os.path.join(out, "tiny"), "2 ranks stopped through mpirun, 1 rank",
                  stages)
 
 
-def eval_shards(tmp, _recipe):
-    model, data = tiny_stsb(os.path.join(tmp, "stsb"), n_train=16, n_dev=23)
-    recipe = os.path.join(tmp, "stsb.toml")
-    with open(recipe, "w") as f:
-        f.write(f'[run]\nname = "stsb"\nseed = 1\n[model]\npath = "{model}"\n'
-                f'[task]\nname = "stsb"\ndata_dir = "{data}"\nmax_seq_length = 24\n'
-                '[tuning]\nmethod = "lora"\nrank = 4\n[train]\nlr = 0.0\nmax_steps = 1\nbatch_size = 8\n'
-                '[eval]\nbatch_size = 5\n[dist]\ntimeout_s = 30.0\n')
-    # One thread per process everywhere: a matmul's rounding may depend on
-    # how many threads split it, and under mpirun each rank gets one.
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    runs = {}
-    for n in (1, 2, 3):
-        out = os.path.join(tmp, f"out{n}")
-        command = ([DSEE] if n == 1 else mpirun(n) + ["-x", "OMP_NUM_THREADS", DSEE]) + [
-            "run", recipe, "--set", f"run.out_dir={out}"]
-        rc, text, seconds = run(command, 120, env)
-        print(f"--- {n} rank(s): exit {rc} after {seconds:.1f} s")
-        if rc != 0:
-            print(text)
-            fail(f"{n} ranks: exit {rc}")
-        runs[n] = os.path.join(out, "stsb")
-    base = load_file(os.path.join(runs[1], "predictions-dev.safetensors"))
-    logits = base["dev.logits"]
-    if logits.shape != (23, 1) or len(np.unique(logits)) < 20:
-        fail(f"1 rank: dev logits of shape {logits.shape} with {len(np.unique(logits))} distinct values")
-    summary = json.load(open(os.path.join(runs[1], "summary.json")))
-    print(f"    1 rank: dev metrics {summary['dev']}")
-    if sorted(summary["dev"]) != ["pearson", "spearman"]:
-        fail(f"1 rank: dev metrics {summary['dev']}")
-    for n in (2, 3):
-        got = load_file(os.path.join(runs[n], "predictions-dev.safetensors"))
-        if got.keys() != base.keys() or any(got[k].dtype != base[k].dtype or got[k].tobytes() != base[k].tobytes()
-                                            for k in base):
-            worst = float(np.max(np.abs(got["dev.logits"] - logits)))
-            fail(f"{n} ranks: predictions-dev.safetensors differs from 1 rank's (max |difference| {worst:.3e})")
-        other = json.load(open(os.path.join(runs[n], "summary.json")))
-        for where in ("pretrained", "train", "eval"):
-            if other["stages"][where]["dev"] != summary["stages"][where]["dev"]:
-                fail(f"{n} ranks: {where} dev metrics {other['stages'][where]['dev']} != 1 rank's "
-                     f"{summary['stages'][where]['dev']}")
-        print(f"    {n} ranks: predictions bit for bit and dev metrics of every evaluation equal to 1 rank's")
+def stsb_recipe(model, data):
+    return (f'[run]\nname = "stsb"\nseed = 1\n[model]\npath = "{model}"\n'
+            f'[task]\nname = "stsb"\ndata_dir = "{data}"\nmax_seq_length = 24\n'
+            '[tuning]\nmethod = "lora"\nrank = 4\n[train]\nlr = 0.0\nmax_steps = 1\nbatch_size = 8\n'
+            '[eval]\nbatch_size = 5\n[dist]\ntimeout_s = 30.0\n')
 
 
-def mpmd(recipe, out, *contexts):
+# One thread per process everywhere: a matmul's rounding may depend on how
+# many threads split it, and under mpirun each rank gets one.
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def eval_shards_base(dsee, tmp_path_factory):
+    """The tiny STS-B task and its 1-rank run: (recipe text, run directory)."""
+    folder = str(tmp_path_factory.mktemp("eval-shards"))
+    text = stsb_recipe(*tiny_stsb(os.path.join(folder, "stsb"), n_train=16, n_dev=23))
+    base = os.path.join(one_process(dsee, folder, text, env=ONE_THREAD), "stsb")
+    logits = load_file(os.path.join(base, "predictions-dev.safetensors"))["dev.logits"]
+    check(f"1 rank: dev logits of shape {logits.shape} with {len(np.unique(logits))} distinct values",
+          logits.shape == (23, 1) and len(np.unique(logits)) >= 20)
+    summary = json.load(open(os.path.join(base, "summary.json")))
+    check_equal("1 rank: dev metrics", sorted(summary["dev"]), ["pearson", "spearman"])
+    return text, base
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_eval_shards(n, eval_shards_base, ranks, tmp):
+    text, base = eval_shards_base
+    recipe = write_recipe(tmp, text)
+    out = os.path.join(tmp, f"out{n}")
+    rc, output, seconds = run(ranks.mpirun(n) + ["-x", "OMP_NUM_THREADS", ranks.dsee, "run", recipe, "--set",
+                                                 f"run.out_dir={out}"], 120, ONE_THREAD)
+    print(f"--- {n} ranks: exit {rc} after {seconds:.1f} s")
+    check(f"{n} ranks: dsee run exits 0", rc == 0, output if rc else "")
+    expected = load_file(os.path.join(base, "predictions-dev.safetensors"))
+    got = load_file(os.path.join(out, "stsb", "predictions-dev.safetensors"))
+    check(f"{n} ranks: predictions-dev.safetensors equals 1 rank's bit for bit",
+          got.keys() == expected.keys() and all(got[k].dtype == expected[k].dtype and
+                                                 got[k].tobytes() == expected[k].tobytes() for k in expected),
+          f"max |difference| {float(np.max(np.abs(got['dev.logits'] - expected['dev.logits']))):.3e}")
+    summary = json.load(open(os.path.join(base, "summary.json")))
+    other = json.load(open(os.path.join(out, "stsb", "summary.json")))
+    for where in ("pretrained", "train", "eval"):
+        check_equal(f"{n} ranks: {where} dev metrics, as 1 rank's", other["stages"][where]["dev"],
+                    summary["stages"][where]["dev"])
+
+
+def mpmd(ranks, recipe, out, *contexts):
     """mpirun with one rank per (working directory, extra --set arguments) context."""
-    command = [MPIEXEC, "--oversubscribe", "--bind-to", "none"]
+    command = [ranks.mpiexec, "--oversubscribe", "--bind-to", "none"]
     for i, (wdir, sets) in enumerate(contexts):
-        command += ([":"] if i else []) + ["-n", "1", "-wdir", wdir, os.path.abspath(DSEE), "run", recipe, "--set",
+        command += ([":"] if i else []) + ["-n", "1", "-wdir", wdir, os.path.abspath(ranks.dsee), "run", recipe, "--set",
                                            f"run.out_dir={out}"] + sets
     return command
 
@@ -540,30 +500,30 @@ def expect_startup_error(command, env, label, patterns):
     print(p.stdout[-4000:])
     print(f"--- {label}: exit {p.returncode} after {seconds:.1f} s")
     if p.returncode == 0:
-        fail(f"{label}: the job exited 0")
+        pytest.fail(f"{label}: the job exited 0")
     if seconds > 60:
-        fail(f"{label}: took {seconds:.1f} s to fail")
+        pytest.fail(f"{label}: took {seconds:.1f} s to fail")
     lines = [l for l in p.stdout.splitlines() if "dsee: error: ranks disagree on the " in l]
     if not lines:
-        fail(f"{label}: no rank printed a mismatch")
+        pytest.fail(f"{label}: no rank printed a mismatch")
     for l in lines:
         for pattern in patterns:
             if not re.search(pattern, l):
-                fail(f"{label}: the message does not match {pattern!r}: {l}")
+                pytest.fail(f"{label}: the message does not match {pattern!r}: {l}")
     return lines[0]
 
 
-def model_mismatch(tmp, recipe):
+def test_model_mismatch(ranks, tmp, recipe):
     import torch
     from safetensors.numpy import save_file
     from safetensors import safe_open
     from transformers import AutoConfig, BertForSequenceClassification
     # The demo's generated model, from a 1-process run of the omega stage.
     first = os.path.join(tmp, "first")
-    rc, text, _ = run([DSEE, "run", recipe, "--set", f"run.out_dir={first}", "--set", 'run.stages=["omega"]'], 120)
+    rc, text, _ = run([ranks.dsee, "run", recipe, "--set", f"run.out_dir={first}", "--set", 'run.stages=["omega"]'], 120)
     if rc != 0:
         print(text)
-        fail(f"1 process: exit {rc}")
+        pytest.fail(f"1 process: exit {rc}")
     pretrained = os.path.join(first, "tiny", "data", "pretrained")
     dirs = {name: os.path.join(tmp, name) for name in ("same", "weight", "shape")}
     for name, d in dirs.items():
@@ -585,26 +545,26 @@ def model_mismatch(tmp, recipe):
                                                            safe_serialization=True)
     out = os.path.join(tmp, "out")
     sets = ["--set", "model.path=model"]
-    expect_startup_error(mpmd(recipe, out, (dirs["same"], sets), (dirs["weight"], sets)), None, "one weight changed",
+    expect_startup_error(mpmd(ranks, recipe, out, (dirs["same"], sets), (dirs["weight"], sets)), None, "one weight changed",
                          [r"ranks disagree on the pretrained weights \(model\): rank 0 0x[0-9a-f]{16}, "
                           r"but rank 1 0x[0-9a-f]{16}"])
-    expect_startup_error(mpmd(recipe, out, (dirs["same"], sets), (dirs["shape"], sets)), None, "another intermediate size",
+    expect_startup_error(mpmd(ranks, recipe, out, (dirs["same"], sets), (dirs["shape"], sets)), None, "another intermediate size",
                          [r"ranks disagree on the model's tensor shapes: rank 0 0x[0-9a-f]{16}, "
                           r"but rank 1 0x[0-9a-f]{16}",
                           r'rank 0 has "[^"]*intermediate[^"]*", rank 1 has "[^"]*intermediate[^"]*"'])
 
 
-def versions_mismatch(tmp, recipe):
+def test_versions_mismatch(ranks, tmp, recipe):
     out = os.path.join(tmp, "out")
-    command = mpirun(2) + ["-x", "DSEE_TEST_PERTURB_RANK", DSEE, "run", recipe, "--set", f"run.out_dir={out}"]
+    command = ranks.mpirun(2) + ["-x", "DSEE_TEST_PERTURB_RANK", ranks.dsee, "run", recipe, "--set", f"run.out_dir={out}"]
     expect_startup_error(command, dict(os.environ, DSEE_TEST_PERTURB_RANK="1:versions"), "rank 1's versions",
                          [r"ranks disagree on the library versions: rank 0 0x[0-9a-f]{16}, but rank 1 0x[0-9a-f]{16}",
                           r'rank 0 has "<end>", rank 1 has "perturbed by DSEE_TEST_PERTURB_RANK"'])
 
 
-def perturbed_rank(tmp, recipe):
+def test_perturbed_rank(ranks, tmp, recipe):
     out = os.path.join(tmp, "out")
-    command = mpirun(2) + ["-x", "DSEE_TEST_PERTURB_RANK", DSEE, "run", recipe, "--set", f"run.out_dir={out}",
+    command = ranks.mpirun(2) + ["-x", "DSEE_TEST_PERTURB_RANK", ranks.dsee, "run", recipe, "--set", f"run.out_dir={out}",
                            "--set", "prune.kind=none", "--set", "dist.fingerprint_every=2"]
     start = time.monotonic()
     p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=90,
@@ -612,31 +572,17 @@ def perturbed_rank(tmp, recipe):
     print(p.stdout[-4000:])
     print(f"--- rank 1 perturbed after step 3: exit {p.returncode} after {time.monotonic() - start:.1f} s")
     if p.returncode == 0:
-        fail("the job exited 0")
+        pytest.fail("the job exited 0")
     hook = re.search(r"DSEE_TEST_PERTURB_RANK: rank 1 adds 1 to tensor '([^']+)' after step 3", p.stdout)
     if not hook:
-        fail("rank 1 did not log the perturbation")
+        pytest.fail("rank 1 did not log the perturbation")
     lines = [l for l in p.stdout.splitlines() if "dsee: error: ranks disagree on the trainable parameters" in l]
     if not lines:
-        fail("no rank printed the mismatch")
+        pytest.fail("no rank printed the mismatch")
     for l in lines:
         expected = (f"ranks disagree on the trainable parameters after step 4: tensor '{hook.group(1)}' differs "
                     f"(rank 0 0x")
         if expected not in l or not re.search(r"but rank 1 0x[0-9a-f]{16}\)", l) or "collective order" in l:
-            fail(f"the message does not name step 4, the ranks and tensor '{hook.group(1)}': {l}")
+            pytest.fail(f"the message does not name step 4, the ranks and tensor '{hook.group(1)}': {l}")
         if "drifted apart while training" not in l or "Resume from the last checkpoint" not in l:
-            fail(f"the message does not say what drift during training means and what to do: {l}")
-
-
-tmp = tempfile.mkdtemp(prefix="dsee-run-ranks-")
-try:
-    recipe = os.path.join(tmp, "tiny.toml")
-    with open(recipe, "w") as f:
-        f.write(RECIPE)
-    {"same_result": same_result, "config_mismatch": config_mismatch, "killed_rank": killed_rank,
-     "sigterm_resume": sigterm_resume, "omega_split": omega_split, "eval_shards": eval_shards,
-     "model_mismatch": model_mismatch, "versions_mismatch": versions_mismatch,
-     "perturbed_rank": perturbed_rank, "slow_root": slow_root, "mpirun_sigterm": mpirun_sigterm}[SCENARIO](tmp, recipe)
-    print("ok")
-finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+            pytest.fail(f"the message does not say what drift during training means and what to do: {l}")

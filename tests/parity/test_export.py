@@ -24,36 +24,27 @@ stages/eval.json for its unmerged model, and:
         logits within 1e-5, keys in PEFT's naming; dsee and pruned lora:
         refused with the reason.
   Also refused: a run directory that is not finished, one that does not exist.
-
-Usage: test_export.py DSEE_BINARY WORK_DIR
 """
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tomllib
 
 import h5py
 import numpy as np
+import pytest
 import torch
 import transformers
 from peft import PeftModel
 from safetensors.torch import load_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tiny_peft  # noqa: E402
+from harness import check, check_close
 
 TOLERANCE = 1e-5
-checks = tiny_peft.Checks()
-expect = checks.expect
 
 
-def close(name, actual, expected):
-    checks.close(name, actual, expected, TOLERANCE, "ref")
-
-
-def dsee(binary, *args):
+def run_dsee(binary, *args):
     return subprocess.run([binary, *args], capture_output=True, text=True)
 
 
@@ -97,7 +88,7 @@ def load_export(folder):
     config._attn_implementation = "eager"
     model = remove_heads(transformers.BertForSequenceClassification(config), pruned).eval()
     missing, unexpected = model.load_state_dict(load_file(os.path.join(folder, "model.safetensors")), strict=False)
-    expect(not missing and not unexpected, f"{folder}: loads strictly (missing {missing}, unexpected {unexpected})")
+    check(f"{folder}: loads strictly", not missing and not unexpected, f"missing {missing}, unexpected {unexpected}")
     return model
 
 
@@ -194,10 +185,13 @@ def accuracy(logits, labels):
     return (logits.argmax(1) == labels).double().mean().item()
 
 
-def main():
-    binary, work = sys.argv[1], sys.argv[2]
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+ARMS = ["lora", "dsee-unstructured", "dsee-heads", "lora-unstructured"]
+
+
+@pytest.fixture(scope="module")
+def run(dsee, tmp_path_factory):
+    """The run of the four arms: (its folder, the work folder)."""
+    work = str(tmp_path_factory.mktemp("export"))
     torch.manual_seed(0)
     recipe = os.path.join(work, "export.toml")
     with open(recipe, "w") as f:
@@ -224,89 +218,82 @@ batch_size = 32
 [retune]
 epochs = 1
 """)
-    result = dsee(binary, "run", recipe)
-    if result.returncode != 0:
-        print(result.stdout, result.stderr)
-        sys.exit(f"dsee run failed ({result.returncode})")
-    root = os.path.join(work, "exp")
+    result = run_dsee(dsee, "run", recipe)
+    check("dsee run of the four arms exits 0", result.returncode == 0,
+          f"{result.returncode}: {result.stdout}\n{result.stderr}")
+    return os.path.join(work, "exp"), work
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_export_matches_reference(arm, run, dsee):
+    root, work = run
     pretrained = os.path.join(root, "data", "pretrained")
     dev = load_file(os.path.join(root, "data", "dev.safetensors"))
     ids, labels = dev["input_ids"], dev["labels"]
+    arm_dir = os.path.join(root, arm)
+    reference, masks = reference_model(arm_dir, pretrained)
+    with torch.no_grad():
+        ref_logits = reference(input_ids=ids).logits
+    recorded = json.load(open(os.path.join(arm_dir, "stages", "eval.json")))["dev"]["accuracy"]
+    check_close(f"{arm}: reference dev accuracy {accuracy(ref_logits, labels):.4f} = dsee's eval.json "
+                f"{recorded:.4f}", accuracy(ref_logits, labels), recorded, abs=1e-12, reference="eval.json")
 
-    for arm in ["lora", "dsee-unstructured", "dsee-heads", "lora-unstructured"]:
-        arm_dir = os.path.join(root, arm)
-        reference, masks = reference_model(arm_dir, pretrained)
+    out = os.path.join(work, arm + "-hf")
+    r = run_dsee(dsee, "export", arm_dir, "--format", "hf", "--out", out)
+    check(f"{arm}: dsee export --format hf exits 0", r.returncode == 0, r.stderr.strip()[-300:])
+    exported = load_export(out)
+    with torch.no_grad():
+        exported_logits = exported(input_ids=ids).logits
+    check_close(f"{arm}: hf export logits vs reference", exported_logits, ref_logits, rel=TOLERANCE, reference="ref")
+    # dsee's own logits: the eval stage's, from the unmerged model (Ω, A, B,
+    # S and the masks applied on the fly), in predictions-dev.safetensors.
+    own = load_file(os.path.join(arm_dir, "predictions-dev.safetensors"))["dev.logits"]
+    check_close(f"{arm}: hf export logits vs dsee's own eval logits", exported_logits, own, rel=TOLERANCE,
+                reference="ref")
+    modules = dict(exported.named_modules())
+    prefix = exported.base_model_prefix + "."
+    if masks:
+        nonzero = [short for short, mask in masks.items() if not bool((modules[prefix + short].weight[mask == 0] == 0)
+                                                                      .all())]
+        zeros = sum(int((m == 0).sum()) for m in masks.values())
+        check(f"{arm}: all {zeros} masked entries of {len(masks)} projections are exactly zero", not nonzero,
+              f"non-zero weights where the mask is 0: {nonzero}")
+    if arm == "dsee-heads":
+        heads = json.load(open(os.path.join(out, "config.json"))).get("pruned_heads", {})
+        check(f"{arm}: config.json pruned_heads = {heads}", len(heads) == 2 and all(len(h) == 2 for h in heads.values()))
+    if arm == "lora":
+        a = open(os.path.join(out, "model.safetensors"), "rb").read()
+        b = open(os.path.join(arm_dir, "export", "model.safetensors"), "rb").read()
+        check(f"{arm}: the pipeline's export stage and dsee export wrote identical model.safetensors", a == b)
+
+    peft_out = os.path.join(work, arm + "-peft")
+    r = run_dsee(dsee, "export", arm_dir, "--format", "peft", "--out", peft_out)
+    if arm == "lora":
+        check(f"{arm}: dsee export --format peft exits 0", r.returncode == 0, r.stderr.strip()[-300:])
+        keys = sorted(load_file(os.path.join(peft_out, "adapter_model.safetensors")))
+        check(f"{arm}: PEFT key names ({len(keys)} tensors)",
+              "base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight" in keys
+              and "base_model.model.classifier.weight" in keys)
+        peft_model = PeftModel.from_pretrained(load_base(pretrained), peft_out).eval()
         with torch.no_grad():
-            ref_logits = reference(input_ids=ids).logits
-        recorded = json.load(open(os.path.join(arm_dir, "stages", "eval.json")))["dev"]["accuracy"]
-        expect(abs(accuracy(ref_logits, labels) - recorded) < 1e-12,
-               f"{arm}: reference dev accuracy {accuracy(ref_logits, labels):.4f} = dsee's eval.json {recorded:.4f}")
+            check_close(f"{arm}: PeftModel.from_pretrained logits vs reference", peft_model(input_ids=ids).logits,
+                        ref_logits, rel=TOLERANCE, reference="ref")
+    else:
+        reason = "no PEFT equivalent" if arm.startswith("dsee") else "pruned weights"
+        check(f"{arm}: --format peft refused", r.returncode == 1 and reason in r.stderr and "--format hf" in r.stderr,
+              r.stderr.strip())
 
-        out = os.path.join(work, arm + "-hf")
-        r = dsee(binary, "export", arm_dir, "--format", "hf", "--out", out)
-        expect(r.returncode == 0, f"{arm}: dsee export --format hf exits 0 ({r.stderr.strip()[-300:]})")
-        if r.returncode != 0:
-            continue
-        exported = load_export(out)
-        with torch.no_grad():
-            exported_logits = exported(input_ids=ids).logits
-        close(f"{arm}: hf export logits vs reference", exported_logits, ref_logits)
-        # dsee's own logits: the eval stage's, from the unmerged model (Ω, A, B,
-        # S and the masks applied on the fly), in predictions-dev.safetensors.
-        own = load_file(os.path.join(arm_dir, "predictions-dev.safetensors"))["dev.logits"]
-        close(f"{arm}: hf export logits vs dsee's own eval logits", exported_logits, own)
-        modules = dict(exported.named_modules())
-        prefix = exported.base_model_prefix + "."
-        for short, mask in masks.items():
-            weight = modules[prefix + short].weight
-            if not bool((weight[mask == 0] == 0).all()):
-                expect(False, f"{arm}: {short} has non-zero weights where its mask is 0")
-                break
-        else:
-            if masks:
-                zeros = sum(int((m == 0).sum()) for m in masks.values())
-                expect(True, f"{arm}: all {zeros} masked entries of {len(masks)} projections are exactly zero")
-        if arm == "dsee-heads":
-            heads = json.load(open(os.path.join(out, "config.json"))).get("pruned_heads", {})
-            expect(len(heads) == 2 and all(len(h) == 2 for h in heads.values()),
-                   f"{arm}: config.json pruned_heads = {heads}")
-        if arm == "lora":
-            a = open(os.path.join(out, "model.safetensors"), "rb").read()
-            b = open(os.path.join(arm_dir, "export", "model.safetensors"), "rb").read()
-            expect(a == b, f"{arm}: the pipeline's export stage and dsee export wrote identical model.safetensors")
 
-        peft_out = os.path.join(work, arm + "-peft")
-        r = dsee(binary, "export", arm_dir, "--format", "peft", "--out", peft_out)
-        if arm == "lora":
-            expect(r.returncode == 0, f"{arm}: dsee export --format peft exits 0 ({r.stderr.strip()[-300:]})")
-            if r.returncode != 0:
-                continue
-            keys = sorted(load_file(os.path.join(peft_out, "adapter_model.safetensors")))
-            expect("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight" in keys
-                   and "base_model.model.classifier.weight" in keys, f"{arm}: PEFT key names ({len(keys)} tensors)")
-            peft_model = PeftModel.from_pretrained(load_base(pretrained), peft_out).eval()
-            with torch.no_grad():
-                close(f"{arm}: PeftModel.from_pretrained logits vs reference", peft_model(input_ids=ids).logits,
-                      ref_logits)
-        else:
-            reason = "no PEFT equivalent" if arm.startswith("dsee") else "pruned weights"
-            expect(r.returncode == 1 and reason in r.stderr and "--format hf" in r.stderr,
-                   f"{arm}: --format peft refused: {r.stderr.strip()}")
-
-    # Not finished / not a run directory.
+def test_export_refusals(run, dsee):
+    # Not finished / not a run directory / the parent of run.compare's arms.
+    root, work = run
     unfinished = os.path.join(work, "unfinished")
     os.makedirs(os.path.join(unfinished, "stages"))
     shutil.copy(os.path.join(root, "lora", "config.toml"), unfinished)
-    r = dsee(binary, "export", unfinished, "--format", "hf")
-    expect(r.returncode == 1 and "eval.json" in r.stderr and "dsee run" in r.stderr,
-           f"unfinished run refused: {r.stderr.strip()}")
-    r = dsee(binary, "export", os.path.join(work, "nowhere"), "--format", "hf")
-    expect(r.returncode == 1 and "does not exist" in r.stderr, f"missing run directory refused: {r.stderr.strip()}")
-    r = dsee(binary, "export", root, "--format", "hf")
-    expect(r.returncode == 1 and "<arm>" in r.stderr, f"a run.compare parent refused: {r.stderr.strip()}")
-
-    checks.finish()
-
-
-if __name__ == "__main__":
-    main()
+    r = run_dsee(dsee, "export", unfinished, "--format", "hf")
+    check("unfinished run refused", r.returncode == 1 and "eval.json" in r.stderr and "dsee run" in r.stderr,
+          r.stderr.strip())
+    r = run_dsee(dsee, "export", os.path.join(work, "nowhere"), "--format", "hf")
+    check("missing run directory refused", r.returncode == 1 and "does not exist" in r.stderr, r.stderr.strip())
+    r = run_dsee(dsee, "export", root, "--format", "hf")
+    check("a run.compare parent refused", r.returncode == 1 and "<arm>" in r.stderr, r.stderr.strip())

@@ -5,30 +5,28 @@ Writes a few TSV lines per GLUE task in the distribution's column layouts
 mismatched dev files) with tricky fields: literal quote characters, accents,
 CJK and emoji, an empty second sentence, sentences long enough to be
 truncated. Trains a WordPiece and a byte-level BPE vocabulary on them with
-`tokenizers`, and requires glue_driver's tensors to equal, exactly,
+`tokenizers`, and requires dsee_parity's glue-encode tensors to equal, exactly,
   - ids, attention mask and token type ids of BertTokenizerFast /
     RobertaTokenizerFast called as tokenizer(a, b, truncation="longest_first",
     max_length=L, padding="longest") (and padding="max_length");
   - labels read by Python's csv module (tab, no quoting) and numbered as
     transformers' GLUE processors numbered them (MNLI contradiction,
     entailment, neutral; QNLI/RTE entailment, not_entailment), STS-B floats.
-Then, given the dsee binary: `dsee run` on tiny SST-2 and STS-B folders with
-a tiny random BERT (transformers, saved with the trained vocabulary) for one
-epoch; stages/eval.json must hold the task's metrics and they must equal
+Then `dsee run` on tiny SST-2 and STS-B folders with a tiny random BERT
+(transformers, saved with the trained vocabulary) for one epoch;
+stages/eval.json must hold the task's metrics and they must equal
 scikit-learn / scipy on the exported dev predictions.
-
-usage: test_glue.py GLUE_DRIVER [DSEE_BINARY]      exits 1 on any mismatch
 """
 import csv
 import json
 import os
 import random
 import subprocess
-import sys
-import tempfile
 
-DRIVER = sys.argv[1]
-DSEE = sys.argv[2] if len(sys.argv) > 2 else None
+import pytest
+
+from harness import check, check_close, check_equal
+from harness.models import byte_level_bpe_vocabulary, copy_files, tiny_bert_for_vocabulary, wordpiece_vocabulary
 
 WORDS = ("the quick brown fox jumps over a lazy dog \"quoted\" 'single' it's naïve café résumé Ångström "
          "日本語 漢字 😀 👍🏽 don't 12,345.67 $100 50% a+b=c <tag> [x] — … « » “double” Straße İstanbul "
@@ -115,27 +113,39 @@ def python_read(task, path):
     return firsts, seconds, labels
 
 
-def driver(task, path, tokenizer_dir, max_len, pad_to_max=False):
-    args = [DRIVER, task, path, tokenizer_dir, str(max_len)] + (["--pad-to-max-length"] if pad_to_max else [])
-    r = subprocess.run(args, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"glue_driver {task} {path} failed: {r.stderr}")
-    return json.loads(r.stdout)
+def compare_encoding(label, hf, firsts, seconds, labels, got, max_len, padding):
+    """glue-encode's tensors equal transformers' encoding and the labels Python read."""
+    if seconds is None:
+        enc = hf(firsts, truncation="longest_first", max_length=max_len, padding=padding)
+    else:
+        enc = hf(firsts, seconds, truncation="longest_first", max_length=max_len, padding=padding)
+    keys = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in got else [])
+    for key in keys:
+        check_equal(f"{label} {key}", got[key], enc[key])
+    if "token_type_ids" in enc and "token_type_ids" not in got:
+        check(f"{label}: dsee has no token_type_ids, transformers' are all 0",
+              not any(any(r) for r in enc["token_type_ids"]))
+    check_equal(f"{label} labels dtype", got["labels_dtype"], "float32" if isinstance(labels[0], float) else "int64")
+    check_close(f"{label} labels ({len(labels)} rows, {max(len(r) for r in got['input_ids'])} columns)",
+                got["labels"], labels, rel_each=1e-6, floor=1.0, reference="python")
+
+
+def glue_encode(parity, task, path, tokenizer_dir, max_len, pad_to_max=False):
+    """dsee's encoding of a GLUE file, as lists of rows (and the labels' dtype)."""
+    out = parity("glue-encode", {"task": task, "file": path, "tokenizer": tokenizer_dir, "max_seq_length": max_len,
+                                 "pad_to_max_length": pad_to_max}, out=True).tensors
+    got = {key: tensor.tolist() for key, tensor in out.items()}
+    got["labels_dtype"] = str(out["labels"].dtype).replace("torch.", "")
+    return got
 
 
 def train_tokenizers(work, corpus):
-    from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
     with open(f"{work}/corpus.txt", "w", encoding="utf-8") as f:
         f.write("\n".join(corpus))
-    wp = BertWordPieceTokenizer(lowercase=True)
-    wp.train([f"{work}/corpus.txt"], vocab_size=400, min_frequency=1, limit_alphabet=300)
-    bpe = ByteLevelBPETokenizer()
-    bpe.train([f"{work}/corpus.txt"], vocab_size=400, min_frequency=1,
-              special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     folders = {"bert": f"{work}/bert", "roberta": f"{work}/roberta"}
-    for name, tok in (("bert", wp), ("roberta", bpe)):
-        os.makedirs(folders[name], exist_ok=True)
-        tok.save_model(folders[name])
+    wordpiece_vocabulary(f"{work}/corpus.txt", folders["bert"], vocab_size=400, min_frequency=1, limit_alphabet=300)
+    byte_level_bpe_vocabulary(f"{work}/corpus.txt", folders["roberta"], vocab_size=400, min_frequency=1,
+                              special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     with open(f"{folders['bert']}/tokenizer_config.json", "w") as f:
         json.dump({"do_lower_case": True}, f)
     with open(f"{folders['roberta']}/tokenizer_config.json", "w") as f:
@@ -143,33 +153,10 @@ def train_tokenizers(work, corpus):
     return folders
 
 
-def compare_encoding(label, hf, firsts, seconds, labels, got, max_len, padding):
-    if seconds is None:
-        enc = hf(firsts, truncation="longest_first", max_length=max_len, padding=padding)
-    else:
-        enc = hf(firsts, seconds, truncation="longest_first", max_length=max_len, padding=padding)
-    bad = 0
-    keys = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in got else [])
-    for key in keys:
-        if enc[key] != got[key]:
-            bad += 1
-            print(f"FAIL {label} {key}:\n  hf   {enc[key]}\n  dsee {got[key]}")
-    if "token_type_ids" in enc and "token_type_ids" not in got and any(any(r) for r in enc["token_type_ids"]):
-        bad += 1
-        print(f"FAIL {label}: dsee has no token_type_ids, transformers' are not all 0")
-    want_dtype = "float32" if isinstance(labels[0], float) else "int64"
-    close = all(abs(a - b) <= 1e-6 * max(1.0, abs(a)) for a, b in zip(labels, got["labels"]))
-    if len(labels) != len(got["labels"]) or not close or got["labels_dtype"] != want_dtype:
-        bad += 1
-        print(f"FAIL {label} labels ({got['labels_dtype']}, want {want_dtype}):\n  py   {labels}\n  dsee "
-              f"{got['labels']}")
-    longest = max(len(r) for r in got["input_ids"])
-    print(f"{label}: {len(labels)} rows, {longest} columns, {'OK' if not bad else 'FAIL'}")
-    return bad
-
-
-def check_encodings(work):
-    from transformers import BertTokenizerFast, RobertaTokenizerFast
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory):
+    """(the data folder, {task: its files}, the trained tokenizer folders, the work folder)."""
+    work = str(tmp_path_factory.mktemp("glue"))
     rng = random.Random(6)
     data = f"{work}/glue"
     files = {}
@@ -180,53 +167,39 @@ def check_encodings(work):
         for name in files[task]:
             firsts, seconds, _ = python_read(task, f"{data}/{task}/{name}")
             corpus += firsts + (seconds or [])
-    folders = train_tokenizers(work, corpus)
+    return data, files, train_tokenizers(work, corpus), work
+
+
+def test_glue_encoding_matches_transformers(glue, parity):
+    from transformers import BertTokenizerFast, RobertaTokenizerFast
+    data, files, folders, _ = glue
     hfs = {"bert": BertTokenizerFast.from_pretrained(folders["bert"]),
            "roberta": RobertaTokenizerFast.from_pretrained(folders["roberta"])}
-    failures = 0
     truncated = 0
     for task in LABELS:
         for name in files[task]:
             path = f"{data}/{task}/{name}"
             firsts, seconds, labels = python_read(task, path)
             for tok, hf in hfs.items():
-                got = driver(task, path, folders[tok], MAX_LEN)
-                failures += compare_encoding(f"{task}/{name} {tok}", hf, firsts, seconds, labels, got, MAX_LEN,
-                                             "longest")
+                got = glue_encode(parity, task, path, folders[tok], MAX_LEN)
+                compare_encoding(f"{task}/{name} {tok}", hf, firsts, seconds, labels, got, MAX_LEN, "longest")
                 truncated += sum(1 for r in got["attention_mask"] if sum(r) == MAX_LEN)
-        got = driver(task, f"{data}/{task}/train.tsv", folders["bert"], 32, pad_to_max=True)
+        got = glue_encode(parity, task, f"{data}/{task}/train.tsv", folders["bert"], 32, pad_to_max=True)
         firsts, seconds, labels = python_read(task, f"{data}/{task}/train.tsv")
-        failures += compare_encoding(f"{task}/train.tsv bert padded to 32", hfs["bert"], firsts, seconds, labels,
-                                     got, 32, "max_length")
-    if truncated == 0:
-        print("FAIL: no row reached max_length; the truncation path was not exercised")
-        failures += 1
-    print(f"rows truncated to {MAX_LEN}: {truncated}")
-    return failures, folders
+        compare_encoding(f"{task}/train.tsv bert padded to 32", hfs["bert"], firsts, seconds, labels, got, 32,
+                         "max_length")
+    check(f"rows truncated to {MAX_LEN}: the truncation path was exercised", truncated > 0, f"{truncated}")
 
 
-def tiny_bert(folder, vocab_dir, vocab_size):
-    import torch
-    from transformers import BertConfig, BertModel
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=48, max_position_embeddings=64)
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    for f in os.listdir(vocab_dir):
-        with open(f"{vocab_dir}/{f}", "rb") as src, open(f"{folder}/{f}", "wb") as dst:
-            dst.write(src.read())
-
-
-def check_runs(work, folders):
+def test_dsee_run_metrics_match_scikit_learn_and_scipy(glue, dsee):
     from safetensors.numpy import load_file
     from scipy.stats import pearsonr, spearmanr
     from sklearn.metrics import accuracy_score
-    with open(f"{folders['bert']}/vocab.txt", encoding="utf-8") as f:
-        vocab_size = sum(1 for _ in f)
+    _, _, folders, work = glue
     model = f"{work}/tiny-bert"
-    tiny_bert(model, folders["bert"], vocab_size)
+    copy_files(folders["bert"], model)
+    tiny_bert_for_vocabulary(model)
     rng = random.Random(11)
-    failures = 0
     for task, metrics in (("sst2", ["accuracy"]), ("stsb", ["pearson", "spearman"])):
         folder = f"{work}/run-data/{task}"
         write_task(folder, task, rng, n_train=40, n_dev=24)
@@ -236,45 +209,24 @@ def check_runs(work, folders):
                     f'[task]\nname = "{task}"\ndata_dir = "{folder}"\nmax_seq_length = 32\n\n'
                     '[tuning]\nmethod = "dsee"\nrank = 4\nalpha = 8.0\n\n[omega]\nc = 4\n\n'
                     '[train]\nlr = 1e-3\nepochs = 1\nbatch_size = 8\n')
-        r = subprocess.run([DSEE, "run", recipe], capture_output=True, text=True)
-        if r.returncode != 0:
-            print(f"FAIL dsee run {task} ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-            failures += 1
-            continue
+        r = subprocess.run([dsee, "run", recipe], capture_output=True, text=True)
+        check(f"dsee run {task} exits 0", r.returncode == 0, f"{r.returncode}:\n{r.stdout}\n{r.stderr}")
         with open(f"{work}/runs/{task}/stages/eval.json") as f:
             dev = json.load(f)["dev"]
-        if sorted(dev) != sorted(metrics):
-            print(f"FAIL {task}: eval.json dev metrics {sorted(dev)}, expected {sorted(metrics)}")
-            failures += 1
-            continue
+        check_equal(f"{task}: eval.json dev metrics", sorted(dev), sorted(metrics))
         saved = load_file(f"{work}/runs/{task}/predictions-dev.safetensors")
         logits, labels = saved["dev.logits"], saved["dev.labels"]
         _, _, py_labels = python_read(task, f"{folder}/dev.tsv")
-        if list(labels) != [type(labels[0].item())(x) for x in py_labels] and task == "sst2":
-            print(f"FAIL {task}: exported labels differ from the file's")
-            failures += 1
         if task == "sst2":
+            check_equal(f"{task}: exported labels = the file's", list(labels),
+                        [type(labels[0].item())(x) for x in py_labels])
             reference = {"accuracy": accuracy_score(labels, logits.argmax(1))}
         else:
             p = logits[:, 0].astype("float64")
             y = labels.astype("float64")
             reference = {"pearson": pearsonr(p, y).statistic, "spearman": spearmanr(p, y).statistic}
         for m in metrics:
-            ok = abs(dev[m] - reference[m]) <= 1e-5 * max(1.0, abs(reference[m]))
-            in_range = 0.0 <= dev[m] <= 1.0 if m == "accuracy" else -1.0 <= dev[m] <= 1.0
-            print(f"dsee run {task}: {m} {dev[m]:.6f}, reference {reference[m]:.6f} {'OK' if ok and in_range else 'FAIL'}")
-            failures += 0 if ok and in_range else 1
-    return failures
-
-
-def main():
-    with tempfile.TemporaryDirectory() as work:
-        failures, folders = check_encodings(work)
-        if DSEE:
-            failures += check_runs(work, folders)
-    print("PASS" if failures == 0 else f"FAIL: {failures} mismatches")
-    return 1 if failures else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            low = 0.0 if m == "accuracy" else -1.0
+            check(f"dsee run {task}: {m} {dev[m]:.6f} in [{low:g}, 1]", low <= dev[m] <= 1.0)
+            check_close(f"dsee run {task}: {m} vs the reference's {reference[m]:.6f}", dev[m], reference[m],
+                        rel_each=1e-5, floor=1.0)

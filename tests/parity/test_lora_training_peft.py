@@ -4,10 +4,10 @@ A small random BertForSequenceClassification (dropout 0) is saved as a
 Hugging Face folder. PEFT wraps it (LoraConfig task_type SEQ_CLS, r 4,
 lora_alpha 8, query + value, lora_dropout 0; the classifier trains through
 modules_to_save); the initial A is drawn here and copied into PEFT and, via
-a safetensors file, into tuning_driver's `train` mode, which trains with
-core's Trainer, tuning_attach and AdamW as the pipeline's train stage does.
-Both sides take 20 optimizer steps over the same batches in the same order
-with the same hyperparameters:
+a safetensors file, into dsee_parity's lora-train, which trains with core's
+Trainer set up from a recipe by the pipeline's own recipe_trainer_options
+and recipe_tuning_options. Both sides take 20 optimizer steps over the same
+batches in the same order with the same hyperparameters:
   torch.optim.AdamW (weight decay 0.01 except biases, transformers' rule),
   transformers.get_linear_schedule_with_warmup (4 warm-up steps),
   torch.nn.utils.clip_grad_norm_ at 0.1 (it clips: the norms are larger),
@@ -15,8 +15,8 @@ with the same hyperparameters:
 Compared: the loss of every step (|dsee - torch| / |torch| <= 1e-5) and the
 final A, B and classifier (max |diff| / max |torch| <= 1e-5).
 
-Then the same for causal LM training (`tuning_driver train-lm`: the Trainer
-with causal_lm): a small random GPT2LMHeadModel, PEFT LoRA on c_attn
+Then the same for causal LM training (lora-train with causal_lm: the Trainer
+in causal LM mode): a small random GPT2LMHeadModel, PEFT LoRA on c_attn
 (fan_in_fan_out), A and B drawn non-zero, 6 optimizer steps of 2
 micro-batches of 2 rows; each row is context + completion + padding, labels
 -100 on context and padding, so the micro-batches count different numbers
@@ -25,37 +25,37 @@ with num_items_in_batch: per step, count the targets of both micro-batches,
 then backward cross_entropy(label_smoothing=0.1, reduction="sum") / count
 per micro-batch; the step's loss is the summed loss / count. Compared: the
 trainer's own loss of every step (its metrics.jsonl) and the final A and B.
-
-Usage: test_lora_training_peft.py TUNING_DRIVER WORK_DIR
 """
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import torch
 import torch.nn.functional as F
 import transformers
 from peft import LoraConfig, TaskType, get_peft_model
-from safetensors.torch import load_file, save_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tiny_peft  # noqa: E402
+from harness import check, check_close
+from harness.lora import copy_lora, draw_lora, head_name, lora_modules, lora_recipe
+from harness.models import bert_config, gpt2_config
 
 TOLERANCE = 1e-5
 STEPS, BATCH, ROWS, SEQ = 20, 4, 40, 8
 LR, WARMUP, MAX_NORM, WEIGHT_DECAY = 5e-3, 4, 0.1, 0.01
 RANK, ALPHA = 4, 8
-checks = tiny_peft.Checks()
-expect = checks.expect
 
 
-def bert_classification(driver, work):
+def train_keys(steps, batch, warmup, max_norm, accumulation=1):
+    """The [train] table both runs set: the steps, the global batch (rows of
+    all micro-batches), lr, warm-up, clipping and weight decay."""
+    return {"max_steps": steps, "batch_size": batch * accumulation, "grad_accumulation": accumulation, "lr": LR,
+            "schedule": "linear", "warmup_steps": warmup, "max_grad_norm": max_norm, "weight_decay": WEIGHT_DECAY}
+
+
+def test_bert_classification_training_matches_peft(parity, tmp_path):
     torch.manual_seed(0)
-    config = tiny_peft.bert_config(classifier_dropout=0.0, attn_implementation="eager")
+    config = bert_config(classifier_dropout=0.0, attn_implementation="eager")
     model = transformers.BertForSequenceClassification(config)
-    folder = os.path.join(work, "bert")
+    folder = os.path.join(tmp_path, "bert")
     model.save_pretrained(folder)
 
     generator = torch.Generator().manual_seed(5)
@@ -67,16 +67,14 @@ def bert_classification(driver, work):
     tensors = {"input_ids": ids, "labels": labels}
     lora = {}
     with torch.no_grad():
-        for prefix, a_module, b_module in tiny_peft.lora_modules(peft_model, "bert."):
+        for prefix, a_module, b_module in lora_modules(peft_model, "bert."):
             a, b = a_module.weight, b_module.weight
             a.copy_(torch.randn(a.shape, generator=generator) * 0.3)
             tensors[prefix + ".lora_A"] = a.detach().clone().contiguous()
             tensors[prefix + ".lora_B"] = b.detach().clone().contiguous()  # zeros, PEFT's init
             lora[prefix] = (a, b)
-    expect(len(lora) == 4 and all(float(b.detach().abs().max()) == 0 for _, b in lora.values()),
-           f"PEFT adapted {len(lora)} modules, B starts at zero")
-    input_path, output_path = os.path.join(work, "in.safetensors"), os.path.join(work, "out.safetensors")
-    save_file(tensors, input_path)
+    check("PEFT adapted 4 modules, B starts at zero",
+          len(lora) == 4 and all(float(b.detach().abs().max()) == 0 for _, b in lora.values()), f"{len(lora)}")
 
     # The PyTorch loop.
     named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
@@ -98,38 +96,27 @@ def bert_classification(driver, work):
         optimizer.zero_grad()
         losses.append(loss.item())
 
-    cmd = [driver, "train", folder, input_path, output_path, str(RANK), str(ALPHA), "query,value", str(STEPS),
-           str(BATCH), str(LR), str(WARMUP), str(MAX_NORM), str(WEIGHT_DECAY)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        print(result.stdout, result.stderr)
-        sys.exit("tuning_driver train failed")
-    out = load_file(output_path)
-
-    dsee_losses = out["loss"].tolist()
-    expect(len(dsee_losses) == STEPS, f"dsee took {len(dsee_losses)} steps")
-    worst = max(abs(d - t) / abs(t) for d, t in zip(dsee_losses, losses))
-    expect(worst <= TOLERANCE, f"losses of {STEPS} steps: worst relative difference {worst:.2e} "
-                               f"(torch {losses[0]:.5f} → {losses[-1]:.5f}, dsee {dsee_losses[0]:.5f} → "
-                               f"{dsee_losses[-1]:.5f})")
+    result = parity("lora-train", {"model": folder, "recipe": lora_recipe(
+        RANK, ALPHA, ["query", "value"], train=train_keys(STEPS, BATCH, WARMUP, MAX_NORM))}, tensors, out=True)
+    out, dsee_losses = result.tensors, result.json["losses"]
+    check(f"dsee took {STEPS} steps", len(dsee_losses) == STEPS, f"{len(dsee_losses)}")
+    check_close(f"losses of {STEPS} steps (torch {losses[0]:.5f} → {losses[-1]:.5f}, dsee {dsee_losses[0]:.5f} → "
+                f"{dsee_losses[-1]:.5f})", dsee_losses, losses, rel_each=TOLERANCE, reference="torch")
     clipped = sum(n > MAX_NORM for n in norms)
-    expect(clipped > 0, f"clipping is active: {clipped} of {STEPS} steps had a gradient norm above {MAX_NORM}")
-    expect(losses[-1] < losses[0] - 1e-3 or min(losses) < losses[0], "the loop trains (loss moves down)")
-
-    def close(name, actual, expected):
-        checks.close(f"final {name}", actual, expected, TOLERANCE, "torch")
-
+    check("clipping is active", clipped > 0,
+          f"{clipped} of {STEPS} steps had a gradient norm above {MAX_NORM}")
+    check("the loop trains (loss moves down)", losses[-1] < losses[0] - 1e-3 or min(losses) < losses[0])
     for prefix, (a, b) in lora.items():
-        close(prefix + ".lora_A", out[prefix + ".lora_A"], a.detach())
-        close(prefix + ".lora_B", out[prefix + ".lora_B"], b.detach())
+        check_close(f"final {prefix}.lora_A", out[prefix + ".lora_A"], a.detach(), rel=TOLERANCE, reference="torch")
+        check_close(f"final {prefix}.lora_B", out[prefix + ".lora_B"], b.detach(), rel=TOLERANCE, reference="torch")
     for name, p in named:
         if "modules_to_save" in name:
-            head = tiny_peft.head_name(name)
-            close(head, out[head], p.detach())
+            head = head_name(name)
+            check_close(f"final {head}", out[head], p.detach(), rel=TOLERANCE, reference="torch")
 
 
 LM_STEPS, LM_BATCH, LM_ACCUMULATION, LM_SEQ, SMOOTHING = 6, 2, 2, 10, 0.1
-LM_MAX_NORM = 1.0
+LM_WARMUP, LM_MAX_NORM = 2, 1.0
 
 
 def lm_data(generator, rows, vocab):
@@ -149,10 +136,10 @@ def lm_data(generator, rows, vocab):
     return ids, mask, labels
 
 
-def gpt2_causal_lm(driver, work):
+def test_gpt2_causal_lm_training_matches_transformers_arithmetic(parity, tmp_path):
     torch.manual_seed(1)
-    model = transformers.GPT2LMHeadModel(tiny_peft.gpt2_config(attn_implementation="eager"))
-    folder = os.path.join(work, "gpt2")
+    model = transformers.GPT2LMHeadModel(gpt2_config(attn_implementation="eager"))
+    folder = os.path.join(tmp_path, "gpt2")
     model.save_pretrained(folder)
     rows = LM_STEPS * LM_ACCUMULATION * LM_BATCH
     generator = torch.Generator().manual_seed(7)
@@ -160,24 +147,22 @@ def gpt2_causal_lm(driver, work):
     peft_model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=RANK, lora_alpha=ALPHA,
                                                   target_modules=["c_attn"], fan_in_fan_out=True,
                                                   lora_dropout=0.0))
-    ab = tiny_peft.draw_lora(peft_model, "transformer.", generator)
-    lora = tiny_peft.copy_lora(peft_model, "transformer.", ab)
+    ab = draw_lora(peft_model, "transformer.", generator)
+    lora = copy_lora(peft_model, "transformer.", ab)
     tensors = {"input_ids": ids, "attention_mask": mask, "labels": labels}
     for prefix, (a, b) in ab.items():
         tensors[prefix + ".lora_A"] = a.contiguous()
         tensors[prefix + ".lora_B"] = b.contiguous()
-    input_path, output_path = os.path.join(work, "lm_in.safetensors"), os.path.join(work, "lm_out.safetensors")
-    save_file(tensors, input_path)
 
     def targets(rows):
         return int((labels[rows, 1:] != -100).sum())
 
     # The PyTorch loop: transformers' Trainer's token-weighted accumulation.
     named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
-    expect(len(named) == 2 * len(lora) and all("lora_" in n for n, _ in named),
-           f"PEFT trains the {2 * len(lora)} adapter tensors only")
+    check(f"PEFT trains the {2 * len(lora)} adapter tensors only",
+          len(named) == 2 * len(lora) and all("lora_" in n for n, _ in named), f"{[n for n, _ in named]}")
     optimizer = torch.optim.AdamW([p for _, p in named], lr=LR, weight_decay=WEIGHT_DECAY)
-    schedule = transformers.get_linear_schedule_with_warmup(optimizer, 2, LM_STEPS)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, LM_WARMUP, LM_STEPS)
     peft_model.train()
     losses, counts = [], []
     for step in range(LM_STEPS):
@@ -201,42 +186,26 @@ def gpt2_causal_lm(driver, work):
         losses.append(total / items)
         if step == 0:  # what a mean of micro-batch means would log instead: the comparison tells them apart
             gap = abs(sum(means) / len(means) - losses[0]) / losses[0]
-            expect(gap > 1e-3, f"step 1: the mean of micro-batch means differs from the token mean by {gap:.1e}")
+            check("step 1: the mean of micro-batch means differs from the token mean", gap > 1e-3, f"{gap:.1e}")
     uneven = sum(a != b for a, b in counts)
-    expect(uneven >= LM_STEPS // 2, f"micro-batches of a step count different completion tokens in {uneven} of "
-                                    f"{LM_STEPS} steps ({counts})")
+    check("micro-batches of a step count different completion tokens", uneven >= LM_STEPS // 2,
+          f"in {uneven} of {LM_STEPS} steps ({counts})")
 
-    cmd = [driver, "train-lm", folder, input_path, output_path, str(RANK), str(ALPHA), "c_attn", str(LM_STEPS),
-           str(LM_BATCH), str(LR), "2", str(LM_MAX_NORM), str(WEIGHT_DECAY), str(LM_ACCUMULATION), str(SMOOTHING)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        print(result.stdout, result.stderr)
-        checks.expect(False, "tuning_driver train-lm failed")
-        return
-    out = load_file(output_path)
-    with open(output_path + ".jsonl") as f:
-        records = [json.loads(line) for line in f]
-    dsee_losses = [r["loss"] for r in records if r["kind"] == "train"]
-    expect(len(dsee_losses) == LM_STEPS, f"causal LM: dsee took {len(dsee_losses)} steps")
-    worst = max(abs(d - t) / abs(t) for d, t in zip(dsee_losses, losses))
-    expect(worst <= TOLERANCE, f"causal LM losses of {LM_STEPS} steps (token-weighted, label smoothing "
-                               f"{SMOOTHING}): worst relative difference {worst:.2e} (torch {losses[0]:.5f} → "
-                               f"{losses[-1]:.5f}, dsee {dsee_losses[0]:.5f} → {dsee_losses[-1]:.5f})")
+    metrics = os.path.join(tmp_path, "metrics.jsonl")
+    out = parity("lora-train", {
+        "model": folder, "causal_lm": True, "label_smoothing": SMOOTHING, "metrics": metrics,
+        "recipe": lora_recipe(RANK, ALPHA, ["c_attn"],
+                              train=train_keys(LM_STEPS, LM_BATCH, LM_WARMUP, LM_MAX_NORM, LM_ACCUMULATION))},
+        tensors, out=True).tensors
+    with open(metrics) as f:
+        dsee_losses = [r["loss"] for r in map(json.loads, f) if r["kind"] == "train"]
+    check(f"causal LM: dsee took {LM_STEPS} steps", len(dsee_losses) == LM_STEPS, f"{len(dsee_losses)}")
+    check_close(f"causal LM losses of {LM_STEPS} steps (token-weighted, label smoothing {SMOOTHING}; torch "
+                f"{losses[0]:.5f} → {losses[-1]:.5f}, dsee {dsee_losses[0]:.5f} → {dsee_losses[-1]:.5f})",
+                dsee_losses, losses, rel_each=TOLERANCE, reference="torch")
     for prefix, (a, b) in lora.items():
         for name, module in ((prefix + ".lora_A", a), (prefix + ".lora_B", b)):
-            checks.close(f"causal LM final {name}", out[name], module.weight.detach(), TOLERANCE, "torch")
-            expect(not torch.equal(module.weight.detach(), ab[prefix][0 if name.endswith("A") else 1]),
-                   f"causal LM {name} moved")
-
-
-def main():
-    driver, work = sys.argv[1], sys.argv[2]
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    bert_classification(driver, work)
-    gpt2_causal_lm(driver, work)
-    checks.finish()
-
-
-if __name__ == "__main__":
-    main()
+            check_close(f"causal LM final {name}", out[name], module.weight.detach(), rel=TOLERANCE,
+                        reference="torch")
+            check(f"causal LM {name} moved",
+                  not torch.equal(module.weight.detach(), ab[prefix][0 if name.endswith("A") else 1]))

@@ -17,50 +17,44 @@ reference (a head contributes to the output only through those columns), and
 the checkpoint holds the sliced query/key/value rows and output columns with
 `pruned_heads` in config.json.
 
-On CUDA (DSEE_PARITY_DEVICE=cuda; exits 77 where torch sees no GPU), both
+On CUDA (DSEE_PARITY_DEVICE=cuda; skipped where torch sees no GPU), both
 stacks run on the GPU with TF32 off (torch's default for matmul; set here
 explicitly for the reference), so fp32 is cuBLAS/cuDNN fp32 on both sides and
 the same 1e-5 bound applies: the kernels differ from the CPU's only in
 summation order (~1e-7 relative per reduction at these sizes).
 
-Usage: test_models.py DSEE_BINARY WORK_DIR GROUP[,GROUP...]   (GROUP: bert, roberta,
-gpt2, full_size, bf16, round_trip; with RESAVE_BINARY as 4th argument for round_trip)
+Tests: test_forward (the small groups: bert, roberta, gpt2, bf16),
+test_forward_full_size (BERT-base and GPT-2-small dimensions), test_round_trip
+(dsee loads and saves, transformers loads what dsee wrote).
 """
 import json
 import os
 import shutil
 import subprocess
-import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import transformers
 
+from harness import check, check_close, check_equal
+
 TOLERANCE = 1e-5
 DEVICE = os.environ.get("DSEE_PARITY_DEVICE", "cpu")
-failures = []
-passes = 0
 
 
-def rel_error(actual, expected):
-    scale = expected.abs().max().item()
-    return (actual - expected).abs().max().item() / max(scale, 1e-30)
-
-
-def check(name, actual, expected, tolerance=TOLERANCE):
-    global passes
-    if actual.shape != expected.shape:
-        failures.append(f"{name}: shape {tuple(actual.shape)} != reference {tuple(expected.shape)}")
-        print(f"FAIL {name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}")
-        return
-    err = rel_error(actual.float(), expected.float())
-    ok = err <= tolerance
-    print(f"{'ok  ' if ok else 'FAIL'} {name}: relative error {err:.2e} (tolerance {tolerance:.0e})")
-    if ok:
-        passes += 1
-    else:
-        failures.append(f"{name}: relative error {err:.2e} > {tolerance:.0e}")
+@pytest.fixture(autouse=True, scope="module")
+def device():
+    """The device both stacks run on; CUDA runs skip without a GPU and turn TF32 off."""
+    if DEVICE == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("DSEE_PARITY_DEVICE=cuda but torch sees no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        print(f"device: {torch.cuda.get_device_name(0)}, TF32 off")
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    return DEVICE
 
 
 def ragged_ids(generator, lengths, low, high):
@@ -215,23 +209,15 @@ def run_case(dsee, case, work):
     folder, reference, mask = write_case(case, work)
     out = os.path.join(folder, "out.safetensors")
     result = subprocess.run([dsee, "forward", "--model", folder, "--input-ids", os.path.join(folder, "ids.json"),
-                             "--out", out, "--dtype", case.get("dtype", "fp32"), "--device", DEVICE], capture_output=True, text=True)
-    if result.returncode != 0:
-        failures.append(f"{case['name']}: dsee forward failed: {result.stderr.strip()}")
-        print(f"FAIL {case['name']}: dsee forward exited {result.returncode}: {result.stderr.strip()}")
-        return
+                             "--out", out, "--dtype", case.get("dtype", "fp32"), "--device", DEVICE],
+                            capture_output=True, text=True)
+    check(f"{case['name']}: dsee forward exits 0", result.returncode == 0,
+          f"{result.returncode}: {result.stderr.strip()}")
     ours = load_file(out)
-    if not torch.equal(ours["attention_mask"], mask):
-        failures.append(f"{case['name']}: attention mask differs")
+    check(f"{case['name']}: attention mask", torch.equal(ours["attention_mask"], mask))
+    check_equal(f"{case['name']}: dsee's outputs", sorted(ours), sorted(list(reference) + ["attention_mask"]))
     for key, expected in reference.items():
-        if key not in ours:
-            failures.append(f"{case['name']}: dsee wrote no {key}")
-            print(f"FAIL {case['name']}: no {key} in dsee's output")
-            continue
-        check(f"{case['name']} {key}", ours[key], expected, case.get("tolerance", TOLERANCE))
-    extra = set(ours) - set(reference) - {"attention_mask"}
-    if extra:
-        failures.append(f"{case['name']}: dsee wrote unexpected outputs {sorted(extra)}")
+        check_close(f"{case['name']} {key}", ours[key], expected, rel=case.get("tolerance", TOLERANCE))
 
 
 def bert_config(**kw):
@@ -317,51 +303,41 @@ for group in CASES.values():
         c["class"] = c.pop("class_")
 
 
-def round_trip(dsee_resave, work):
+def case_ids(cases):
+    return [c["name"] for c in cases]
+
+
+SMALL = CASES["bert"] + CASES["roberta"] + CASES["gpt2"] + CASES["bf16"]
+
+
+@pytest.mark.parametrize("case", SMALL, ids=case_ids(SMALL))
+def test_forward(case, dsee, tmp_path):
+    run_case(dsee, case, str(tmp_path))
+
+
+@pytest.mark.parametrize("case", CASES["full_size"], ids=case_ids(CASES["full_size"]))
+def test_forward_full_size(case, dsee, tmp_path):
+    run_case(dsee, case, str(tmp_path))
+
+
+ROUND_TRIP = [CASES["bert"][0], CASES["roberta"][0], CASES["gpt2"][0]]
+
+
+@pytest.mark.parametrize("case", ROUND_TRIP, ids=case_ids(ROUND_TRIP))
+def test_round_trip(case, parity, tmp_path):
     """dsee loads and saves; transformers loads what dsee wrote: same logits."""
-    for case in (CASES["bert"][0], CASES["roberta"][0], CASES["gpt2"][0]):
-        folder, reference, _ = write_case(dict(case, name=case["name"] + "_rt"), work)
-        saved = folder + "_saved"
-        result = subprocess.run([dsee_resave, folder, saved], capture_output=True, text=True)
-        if result.returncode != 0:
-            failures.append(f"{case['name']}: resave failed: {result.stderr.strip()}")
-            continue
-        model = getattr(transformers, case["class"]).from_pretrained(saved, attn_implementation="eager").eval()
-        with open(os.path.join(folder, "ids.json")) as f:
-            request = json.load(f)
-        lists = request["input_ids"] if isinstance(request, dict) else request
-        config = model.config
-        ids, mask = pad(lists, config.pad_token_id if config.pad_token_id is not None else 0)
-        kwargs = {"input_ids": ids, "attention_mask": mask}
-        if isinstance(request, dict) and "token_type_ids" in request:
-            kwargs["token_type_ids"] = pad(request["token_type_ids"], 0)[0]
-        with torch.no_grad():
-            logits = model(**kwargs).logits
-        check(f"{case['name']} round trip logits", logits, reference["logits"], tolerance=1e-6)
-
-
-def main():
-    dsee, work, group = sys.argv[1], sys.argv[2], sys.argv[3]
-    os.makedirs(work, exist_ok=True)
-    if DEVICE == "cuda":
-        if not torch.cuda.is_available():
-            print("skipped: DSEE_PARITY_DEVICE=cuda but torch sees no CUDA device")
-            sys.exit(77)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        print(f"device: {torch.cuda.get_device_name(0)}, TF32 off")
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    for name in group.split(","):
-        if name == "round_trip":
-            round_trip(sys.argv[4], work)
-        else:
-            for case in CASES[name]:
-                run_case(dsee, case, work)
-    print(f"{passes} passed, {len(failures)} failed")
-    for f in failures:
-        print("  " + f)
-    sys.exit(1 if failures or passes == 0 else 0)
-
-
-if __name__ == "__main__":
-    main()
+    folder, reference, _ = write_case(dict(case, name=case["name"] + "_rt"), str(tmp_path))
+    saved = folder + "_saved"
+    parity("model-resave", {"model": folder, "save_to": saved})
+    model = getattr(transformers, case["class"]).from_pretrained(saved, attn_implementation="eager").eval()
+    with open(os.path.join(folder, "ids.json")) as f:
+        request = json.load(f)
+    lists = request["input_ids"] if isinstance(request, dict) else request
+    config = model.config
+    ids, mask = pad(lists, config.pad_token_id if config.pad_token_id is not None else 0)
+    kwargs = {"input_ids": ids, "attention_mask": mask}
+    if isinstance(request, dict) and "token_type_ids" in request:
+        kwargs["token_type_ids"] = pad(request["token_type_ids"], 0)[0]
+    with torch.no_grad():
+        logits = model(**kwargs).logits
+    check_close(f"{case['name']} round trip logits", logits, reference["logits"], rel=1e-6)

@@ -1,55 +1,43 @@
-"""Parity: `dsee omega` on Hugging Face model folders against grebsmo_reference.py.
+"""Parity: `dsee omega` on Hugging Face model folders against
+bench/grebsmo_reference.py.
 
-For a small random BERT, RoBERTa or GPT-2 made with transformers (save_pretrained
-into a temp folder), this script enumerates the adapted matrices from the HF
-state dict itself, in the spec's order (layers in order, query before value;
-GPT-2: c_attn's Conv1D weight [in, 3·out] transposed to out×in and split into
-its q and v thirds), runs the independent Python reference on them with the same
-seed and one intra-op thread, and requires `dsee omega --threads 1` to write
-identical Ω (and, for GreBsmo, report the same number of non-zeros of S). The Ω
-file is read with h5py: dataset names, int64 [c], the "shape" attribute, the
-file attributes.
+For a small random BERT, RoBERTa or GPT-2 made with transformers
+(save_pretrained), this module enumerates the adapted matrices from the HF
+state dict itself, in the order docs/method.md ('Random draws') gives (layers
+in order, query before value; GPT-2: c_attn's Conv1D weight [in, 3·out]
+transposed to out×in and split into its q and v thirds), runs the
+independent Python reference on them with the same seed and one intra-op
+thread, and requires `dsee omega --threads 1` to write identical Ω (and, for
+GreBsmo, report the same number of non-zeros of S). The Ω file is read with
+h5py: dataset names, int64 [c], the "shape" attribute, the file attributes.
 
 Cases per family:
-  grebsmo reference, 100 outer steps  the spec's loop as written; on these
-      64×64 matrices the rank reaches 64, S = 0 and Ω is the tie-break
+  grebsmo reference, 100 outer steps  the documented loop as written; on
+      these 64×64 matrices the rank reaches 64, S = 0 and Ω is the tie-break
   grebsmo reference, 6 outer steps    rank 26 < 64: S keeps many entries and Ω
       depends on every rounding of the loop (BERT: also with 2 workers)
   magnitude, random                   orientation (out×in) and the RNG order
   control                             another seed gives another Ω
 
 The tolerance variant has no Python implementation (it is dsee's own
-early-stopping variant, not the spec's loop), so it is not compared here.
-
-usage: test_omega_models.py DSEE_BINARY FAMILY[,FAMILY...]   (bert, roberta, gpt2)
+early-stopping variant, not the documented loop), so it is not compared here.
 """
 import os
 import re
 import subprocess
-import sys
-import tempfile
 
 import h5py
 import numpy as np
+import pytest
 import torch
 import transformers
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import grebsmo_reference as ref  # noqa: E402
+import grebsmo_reference as ref
+from harness import check, check_equal
 
 torch.set_num_threads(1)
-DSEE = sys.argv[1]
-FAMILIES = sys.argv[2].split(",")
 SEED = 31
 C = 16
-failures = []
-
-
-def check(ok, message, quiet=False):
-    if not ok or not quiet:
-        print(("ok   " if ok else "FAIL ") + message)
-    if not ok:
-        failures.append(message)
 
 
 def make_model(family, folder):
@@ -70,7 +58,7 @@ def make_model(family, folder):
 
 
 def adapted_from_state_dict(state):
-    """[(name, W out×in)] in the spec's order, from HF parameter names alone."""
+    """[(name, W out×in)] in the documented order, from HF parameter names alone."""
     found = []
     for key, tensor in state.items():
         m = re.search(r"(?:^|\.)(encoder\.layer\.(\d+)\.attention\.self\.(query|value)\.weight)$", key)
@@ -87,31 +75,26 @@ def adapted_from_state_dict(state):
     return [(name, W) for _, name, W in found]
 
 
-def run_dsee(model_dir, out, args, seed=SEED):
-    cmd = [DSEE, "omega", "--model", model_dir, "--out", out, "--threads", "1", "--seed", str(seed),
+def run_dsee(dsee, model_dir, out, args, seed=SEED):
+    cmd = [dsee, "omega", "--model", model_dir, "--out", out, "--threads", "1", "--seed", str(seed),
            "--c", str(C)] + args
     done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"dsee omega failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr}")
-    nonzeros = {m.group(1): int(m.group(2))
-                for m in re.finditer(r"\] (\S+) \(\d+×\d+\): [\d.]+ s, S non-zeros (\d+)", done.stderr)}
-    return nonzeros, done.stderr
+    check(f"dsee omega {' '.join(args)} exits 0", done.returncode == 0, f"{done.returncode}: {done.stderr[-2000:]}")
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"\] (\S+) \(\d+×\d+\): [\d.]+ s, S non-zeros (\d+)", done.stderr)}
 
 
 def read_file(path, matrices, method, variant, seed=SEED):
     omega = {}
     with h5py.File(path, "r") as h:
-        names = {name for name, _ in matrices}
-        check(set(h.keys()) == names, f"h5py: dataset names {sorted(h.keys())} == {sorted(names)}", quiet=True)
-        check(h.attrs["method"] == method and h.attrs["variant"] == variant and int(h.attrs["c"]) == C
-              and int(h.attrs["seed"]) == seed, f"h5py: file attributes {dict(h.attrs)}", quiet=True)
+        check_equal("h5py: dataset names", sorted(h.keys()), sorted(name for name, _ in matrices))
+        check("h5py: file attributes", h.attrs["method"] == method and h.attrs["variant"] == variant
+              and int(h.attrs["c"]) == C and int(h.attrs["seed"]) == seed, f"{dict(h.attrs)}")
         for name, W in matrices:
-            if name not in h:
-                continue
             d = h[name]
-            ok = d.dtype == np.int64 and d.shape == (C,) and list(d.attrs["shape"]) == list(W.shape)
-            check(ok, f"h5py: {name} int64 [{C}] with shape attribute {list(W.shape)} "
-                      f"(got {d.dtype} {d.shape} {list(d.attrs['shape'])})", quiet=True)
+            check(f"h5py: {name} int64 [{C}] with shape attribute {list(W.shape)}",
+                  d.dtype == np.int64 and d.shape == (C,) and list(d.attrs["shape"]) == list(W.shape),
+                  f"{d.dtype} {d.shape} {list(d.attrs['shape'])}")
             omega[name] = d[:].tolist()
     return omega
 
@@ -120,60 +103,45 @@ def python_omega(matrices, method, outer, seed=SEED):
     if method != "grebsmo":
         return ref.omega_for_matrices(matrices, C, seed, method), {}
     # omega_for_matrices' loop, keeping S to count its non-zeros as well.
-    saved, ref.OUTER = ref.OUTER, outer
-    try:
-        gen = torch.Generator().manual_seed(seed)
-        omega, nonzeros = {}, {}
-        for name, W in matrices:
-            S = ref.grebsmo_reference(W, gen)
-            omega[name] = ref.top_c(S.abs(), C)
-            nonzeros[name] = int((S != 0).sum())
-    finally:
-        ref.OUTER = saved
+    gen = torch.Generator().manual_seed(seed)
+    omega, nonzeros = {}, {}
+    for name, W in matrices:
+        S = ref.grebsmo_reference(W, gen, outer)
+        omega[name] = ref.top_c(S.abs(), C)
+        nonzeros[name] = int((S != 0).sum())
     return omega, nonzeros
 
 
-def compare(label, model_dir, folder, matrices, method, outer=100, extra=()):
+def compare(dsee, label, model_dir, folder, matrices, method, outer=100, extra=()):
     out = os.path.join(folder, "omega.h5")
     args = ["--method", method, "--variant", "reference"] + (["--outer", str(outer)] if outer != 100 else [])
-    dsee_nonzeros, _ = run_dsee(model_dir, out, args + list(extra))
+    dsee_nonzeros = run_dsee(dsee, model_dir, out, args + list(extra))
     got = read_file(out, matrices, method, "reference")
     want, want_nonzeros = python_omega(matrices, method, outer)
     for name, W in matrices:
-        same = got.get(name) == want[name]
-        detail = "" if same else f" dsee {got.get(name)} python {want[name]}"
+        check_equal(f"{label}: {name} {tuple(W.shape)} identical Ω", got.get(name), want[name])
         if method == "grebsmo":
-            same = same and dsee_nonzeros.get(name) == want_nonzeros[name]
-            detail += f"; nnz(S) dsee {dsee_nonzeros.get(name)} python {want_nonzeros[name]}"
-        check(same, f"{label}: {name} {tuple(W.shape)} identical Ω{detail}")
-    check(True, f"{label}: h5py read {os.path.basename(out)}: names, int64 [{C}], shape attributes, file attributes")
+            check_equal(f"{label}: {name} nnz(S), dsee vs python", dsee_nonzeros.get(name), want_nonzeros[name])
     return want, want_nonzeros
 
 
-def family_cases(family):
-    with tempfile.TemporaryDirectory() as folder:
-        model_dir = os.path.join(folder, "model")
-        matrices = adapted_from_state_dict(make_model(family, model_dir))
-        check(len(matrices) == 4, f"{family}: 4 adapted matrices in the state dict ({[n for n, _ in matrices]})")
-        _, nz = compare(f"{family} grebsmo reference, 100 outer", model_dir, folder, matrices, "grebsmo")
-        check(all(v == 0 for v in nz.values()), f"{family}: at full rank S is empty (Ω is the tie-break)")
-        six, nz = compare(f"{family} grebsmo reference, 6 outer", model_dir, folder, matrices, "grebsmo", outer=6)
-        check(all(v > C for v in nz.values()), f"{family}: after 6 outer steps S has more than c non-zeros: {nz}")
-        if family == "bert":  # worker invariance (also in the unit tests and test_omega.py), once
-            compare(f"{family} grebsmo reference, 6 outer, 2 workers", model_dir, folder, matrices, "grebsmo",
-                    outer=6, extra=["--workers", "2"])
-        compare(f"{family} magnitude", model_dir, folder, matrices, "magnitude")
-        compare(f"{family} random", model_dir, folder, matrices, "random")
-        # The comparison can fail: another seed changes Ω.
-        out = os.path.join(folder, "other.h5")
-        run_dsee(model_dir, out, ["--outer", "6"], seed=SEED + 1)
-        other = read_file(out, matrices, "grebsmo", "reference", seed=SEED + 1)
-        check(any(other[name] != six[name] for name, _ in matrices), f"{family} control: seed + 1 changes Ω")
-
-
-for family in FAMILIES:
-    family_cases(family)
-if failures:
-    print(f"{len(failures)} failed")
-    sys.exit(1)
-print("all identical")
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2"])
+def test_dsee_omega_matches_reference(family, dsee, tmp_path):
+    folder = str(tmp_path)
+    model_dir = os.path.join(folder, "model")
+    matrices = adapted_from_state_dict(make_model(family, model_dir))
+    check(f"{family}: 4 adapted matrices in the state dict", len(matrices) == 4, f"{[n for n, _ in matrices]}")
+    _, nz = compare(dsee, f"{family} grebsmo reference, 100 outer", model_dir, folder, matrices, "grebsmo")
+    check(f"{family}: at full rank S is empty (Ω is the tie-break)", all(v == 0 for v in nz.values()), f"{nz}")
+    six, nz = compare(dsee, f"{family} grebsmo reference, 6 outer", model_dir, folder, matrices, "grebsmo", outer=6)
+    check(f"{family}: after 6 outer steps S has more than c non-zeros", all(v > C for v in nz.values()), f"{nz}")
+    if family == "bert":  # worker invariance (also in the unit tests and test_omega.py), once
+        compare(dsee, f"{family} grebsmo reference, 6 outer, 2 workers", model_dir, folder, matrices, "grebsmo",
+                outer=6, extra=["--workers", "2"])
+    compare(dsee, f"{family} magnitude", model_dir, folder, matrices, "magnitude")
+    compare(dsee, f"{family} random", model_dir, folder, matrices, "random")
+    # The comparison can fail: another seed changes Ω.
+    out = os.path.join(folder, "other.h5")
+    run_dsee(dsee, model_dir, out, ["--outer", "6"], seed=SEED + 1)
+    other = read_file(out, matrices, "grebsmo", "reference", seed=SEED + 1)
+    check(f"{family} control: seed + 1 changes Ω", any(other[name] != six[name] for name, _ in matrices))

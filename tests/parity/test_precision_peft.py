@@ -12,11 +12,11 @@ input to fp32, which is the same computation.
 
 For each case (as tests/parity/test_tuning_peft.py: BERT and RoBERTa with a
 classification head, GPT-2 with its tied LM head) a tiny random fp32 model is
-saved; dsee's precision_driver loads it in bf16. A, B are drawn here (B non-
-zero) and copied to both; one forward on the same ids, loss = (logits ·
-fixed weights).sum() in fp32, backward. Compared: logits and the gradients of
-every A, B and the head, as max |dsee − peft| / max |peft|; every trainable
-tensor of dsee must be fp32.
+saved; dsee_parity's lora-step loads it with run.precision = bf16. A, B are
+drawn here (B non-zero) and copied to both; one forward on the same ids,
+loss = (logits · fixed weights).sum() in fp32, backward. Compared: logits and
+the gradients of every A, B and the head, as max |dsee − peft| / max |peft|;
+every trainable tensor of dsee must be fp32.
 
 Bounds (torch 2.11 CPU, printed on every run): dsee-bf16 vs PEFT-bf16
 logits ≤ 2e-2 and gradients ≤ 5e-2. Measured: BERT and RoBERTa bit-exact
@@ -25,37 +25,19 @@ logits ≤ 2e-2 and gradients ≤ 5e-2. Measured: BERT and RoBERTa bit-exact
 weight, so single bf16 roundings differ and propagate). For scale, PEFT-bf16
 against the fp32 PEFT model: logits 4.4e-3 (BERT, RoBERTa), 3.4e-2 (GPT-2);
 gradients up to 2.2e-2 (encoders), 8.6e-2 (GPT-2).
-
-Usage: test_precision_peft.py PRECISION_DRIVER WORK_DIR
 """
 import os
-import shutil
-import sys
 
+import pytest
 import torch
 from peft import get_peft_model
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tiny_peft  # noqa: E402
+from harness import check, check_close, check_equal
+from harness.lora import (CASE_NAMES, copy_lora, draw_lora, dsee_heads, lora_case, lora_request, lora_tensors,
+                          model_inputs, trainable_heads)
 
 LOGITS_BOUND = 2e-2
 GRAD_BOUND = 5e-2
-checks = tiny_peft.Checks()
-
-
-def relative(actual, expected):
-    actual, expected = actual.double(), expected.double()
-    return (actual - expected).abs().max().item() / max(expected.abs().max().item(), 1e-30)
-
-
-def check(name, actual, expected, bound, reference32=None):
-    if actual.shape != expected.shape:
-        checks.expect(False, f"{name}: shape {tuple(actual.shape)} != peft {tuple(expected.shape)}")
-        return
-    err = relative(actual, expected)
-    ok = err <= bound and expected.abs().max().item() > 0
-    scale = f", peft-bf16 vs fp32 {relative(expected, reference32):.2e}" if reference32 is not None else ""
-    checks.expect(ok, f"{name}: dsee-bf16 vs peft-bf16 {err:.2e} (bound {bound:.0e}){scale}")
 
 
 def peft_step(model, case, ab, weights, bf16):
@@ -64,7 +46,7 @@ def peft_step(model, case, ab, weights, bf16):
         model = model.to(torch.bfloat16)
     peft_model = get_peft_model(model, case.peft_config)
     peft_model.eval()
-    lora = tiny_peft.copy_lora(peft_model, case.prefix, ab)
+    lora = copy_lora(peft_model, case.prefix, ab)
     for a, _ in lora.values():
         assert a.weight.dtype == torch.float32, "PEFT should keep adapters in fp32"
     if bf16:
@@ -74,67 +56,50 @@ def peft_step(model, case, ab, weights, bf16):
                 head.register_forward_pre_hook(
                     lambda _m, args: tuple(x.float() if torch.is_tensor(x) and x.is_floating_point() else x
                                            for x in args))
-    logits = peft_model(**tiny_peft.model_inputs(case)).logits
+    logits = peft_model(**model_inputs(case)).logits
     (logits.float() * weights).sum().backward()
-    heads = {name: param.grad for name, param in tiny_peft.trainable_heads(peft_model).items()}
+    heads = {name: param.grad for name, param in trainable_heads(peft_model).items()}
     grads = {p: (a.weight.grad, b.weight.grad) for p, (a, b) in lora.items()}
     return logits.detach().float(), grads, heads
 
 
-def run_case(case, make_model, driver, work):
-    name = case.name
-    folder = os.path.join(work, name)
-    make_model().save_pretrained(folder)
+def check_bf16(name, actual, expected, bound, reference32):
+    """dsee-bf16 against PEFT-bf16 within `bound`; PEFT-bf16 against the fp32
+    PEFT model printed for scale."""
+    check_close(f"{name}: PEFT-bf16 vs fp32 (for scale)", expected, reference32, rel=float("inf"), reference="fp32")
+    check_close(f"{name}: dsee-bf16 vs PEFT-bf16", actual, expected, rel=bound, reference="peft-bf16")
 
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_bf16_lora_step_matches_peft(name, parity, tmp_path):
+    case = lora_case(name, "sdpa")
+
+    def make_model():
+        torch.manual_seed(0)
+        return case.make_model()
+
+    folder = os.path.join(tmp_path, name)
+    make_model().save_pretrained(folder)
     # A, B for every adapted module, by dsee prefix, from a probe PEFT model.
     probe = get_peft_model(make_model(), case.peft_config)
     generator = torch.Generator().manual_seed(11)
-    ab = tiny_peft.draw_lora(probe, case.prefix, generator)
-    logits_shape = probe(**tiny_peft.model_inputs(case)).logits.shape
+    ab = draw_lora(probe, case.prefix, generator)
+    logits_shape = probe(**model_inputs(case)).logits.shape
     weights = torch.randn(logits_shape, generator=generator)
 
     logits16, lora16, heads16 = peft_step(make_model(), case, ab, weights, bf16=True)
     logits32, lora32, heads32 = peft_step(make_model(), case, ab, weights, bf16=False)
 
-    tensors = {**tiny_peft.model_inputs(case), "loss_weights": weights}
-    for p, (a, b) in ab.items():
-        tensors[p + ".lora_A"], tensors[p + ".lora_B"] = a.contiguous(), b.contiguous()
-    result, out = tiny_peft.run_lora_driver(driver, work, case, folder, tensors)
-    if out is None:
-        checks.fail(f"{name}: precision_driver failed: {result.stderr.strip()}")
-        print(result.stderr)
-        return
-
-    not_fp32 = [k[: -len(".dtype_is_fp32")] for k, v in out.items() if k.endswith(".dtype_is_fp32") and v.item() != 1]
-    if not_fp32:
-        checks.fail(f"{name}: dsee trainable tensors not fp32: {not_fp32}")
-    check(f"{name} logits", out["logits"].float(), logits16, LOGITS_BOUND, logits32)
+    result = parity("lora-step", lora_request(case, folder, precision="bf16"),
+                    {**model_inputs(case), **lora_tensors(ab), "loss_weights": weights}, out=True)
+    out = result.tensors
+    not_fp32 = sorted(k for k, dtype in result.json["trainable_dtype"].items() if dtype != "F32")
+    check(f"{name}: every dsee trainable tensor is fp32", not not_fp32, f"not fp32: {not_fp32}")
+    check_bf16(f"{name} logits", out["logits"].float(), logits16, LOGITS_BOUND, logits32)
     for p in ab:
-        check(f"{name} {p}.lora_A grad", out[p + ".lora_A.grad"], lora16[p][0], GRAD_BOUND, lora32[p][0])
-        check(f"{name} {p}.lora_B grad", out[p + ".lora_B.grad"], lora16[p][1], GRAD_BOUND, lora32[p][1])
-    dsee_heads = tiny_peft.dsee_heads(out)
-    if sorted(heads16) != dsee_heads:
-        checks.fail(f"{name}: trainable head tensors differ: peft {sorted(heads16)}, dsee {dsee_heads}")
-    for head_name in sorted(set(heads16) & set(dsee_heads)):
-        check(f"{name} {head_name} grad", out[head_name + ".grad"], heads16[head_name].float(), GRAD_BOUND,
-              heads32[head_name])
-
-
-def main():
-    driver, work = sys.argv[1], sys.argv[2]
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-
-    def seeded(factory):
-        def make():
-            torch.manual_seed(0)
-            return factory()
-        return make
-
-    for case in tiny_peft.lora_cases("sdpa"):
-        run_case(case, seeded(case.make_model), driver, work)
-    checks.finish()
-
-
-if __name__ == "__main__":
-    main()
+        check_bf16(f"{name} {p}.lora_A grad", out[p + ".lora_A.grad"], lora16[p][0], GRAD_BOUND, lora32[p][0])
+        check_bf16(f"{name} {p}.lora_B grad", out[p + ".lora_B.grad"], lora16[p][1], GRAD_BOUND, lora32[p][1])
+    check_equal(f"{name}: trainable head tensors, dsee vs peft", dsee_heads(out), sorted(heads16))
+    for head_name in sorted(heads16):
+        check_bf16(f"{name} {head_name} grad", out[head_name + ".grad"], heads16[head_name].float(), GRAD_BOUND,
+                   heads32[head_name])

@@ -6,19 +6,19 @@ save_pretrained:
 count  parameters total = transformers' parameter count; LoRA's trainable
        count = peft's (target query/value, classifier in modules_to_save;
        BERT/RoBERTa); dsee's = LoRA's + c per adapted matrix; dense FLOPs =
-       the spec §5 formula evaluated here on the transformers modules' shapes.
-prune  `dsee prune --heads 1 --p-rest 0.3` is recomputed here from the spec
-       alone (heads by Σ|W| of their query and value rows, lowest per layer,
-       ties to the lower id; then P_rest by |W| after the heads are gone, one
-       stable sort, round(p·N) half away from zero). The pruned folder must
-       hold exactly those zeros, load in transformers (which has no head
-       pruning since v5: the attention modules are shrunk here, as v4's
-       prune_heads did) and give the reference logits (1e-6), and `dsee
-       forward` on it must match them too (1e-5). A heads-only run must equal
-       the unpruned model with those heads' contexts zeroed. Applying the
-       written masks.h5 with --plan gives the same tensors.
-
-Usage: test_prune.py DSEE_BINARY WORK_DIR
+       the formula of docs/method.md ('Counting parameters and FLOPs')
+       evaluated here on the transformers modules' shapes.
+prune  `dsee prune --heads 1 --p-rest 0.3` is recomputed here from
+       docs/method.md ('Head pruning', 'Unstructured pruning') alone (heads by
+       Σ|W| of their query and value rows, lowest per layer, ties to the lower
+       id; then P_rest by |W| after the heads are gone, one stable sort,
+       round(p·N) half away from zero). The pruned folder must hold exactly
+       those zeros, load in transformers (which has no head pruning since v5:
+       the attention modules are shrunk here, as v4's prune_heads did) and
+       give the reference logits (1e-6), and `dsee forward` on it must match
+       them too (1e-5). A heads-only run must equal the unpruned model with
+       those heads' contexts zeroed. Applying the written masks.h5 with --plan
+       gives the same tensors.
 """
 import json
 import math
@@ -26,32 +26,23 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 import transformers
 from transformers.pytorch_utils import Conv1D
 
-failures = []
-passes = 0
+from harness import check, check_close, check_equal
+
 L = 7  # sequence length of the counts and the forward
 P_REST = 0.3
 
 
-def check(name, ok, detail=""):
-    global passes
-    print(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
-    if ok:
-        passes += 1
-    else:
-        failures.append(f"{name}: {detail}")
-
-
-def close(name, actual, expected, tolerance):
-    err = ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
-    check(name, err <= tolerance, f"relative error {err:.2e} (tolerance {tolerance:.0e})")
+@pytest.fixture(autouse=True, scope="module")
+def threads():
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 CASES = {
@@ -102,7 +93,7 @@ def qv_rows(model, layer):
 
 
 def rest_pool(model):
-    """(name, out×in weight view) of P_rest in model order (spec §3)."""
+    """(name, out×in weight view) of P_rest in model order (docs/method.md, 'Unstructured pruning')."""
     pool = []
     for layer in range(model.config.num_hidden_layers if not is_gpt2(model) else model.config.n_layer):
         if is_gpt2(model):
@@ -205,10 +196,10 @@ def load_pruned(folder, family):
 
 
 # ---------------------------------------------------------------- running
-def dsee(binary, *args):
+def run_dsee(binary, *args):
     result = subprocess.run([binary, *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"dsee {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}")
+    check(f"dsee {' '.join(args[:1])} exits 0", result.returncode == 0,
+          f"dsee {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}")
     return result.stdout
 
 
@@ -229,7 +220,8 @@ def logits(model, ids):
 
 
 def dense_flops(model):
-    """Spec §5 on the transformers modules: 2·out·in per token per projection."""
+    """docs/method.md ('Counting parameters and FLOPs') on the transformers modules:
+    2·out·in per token per projection."""
     flops = 0
     for name, module in model.named_modules():
         if isinstance(module, (torch.nn.Linear, Conv1D)) and name != "lm_head":
@@ -247,7 +239,9 @@ def dense_flops(model):
     return flops
 
 
-def run_family(binary, family, work):
+@pytest.mark.parametrize("family", list(CASES))
+def test_count_and_prune(family, dsee, tmp_path):
+    binary, work = dsee, str(tmp_path)
     folder = os.path.join(work, family)
     shutil.rmtree(folder, ignore_errors=True)
     model = build(family, seed=11)
@@ -255,12 +249,10 @@ def run_family(binary, family, work):
     ids = ids_for(model)
 
     # count
-    out = dsee(binary, "count", "--model", folder, "--seq-len", str(L), "--method", "lora", "--rank", "4")
+    out = run_dsee(binary, "count", "--model", folder, "--seq-len", str(L), "--method", "lora", "--rank", "4")
     params = sum(p.numel() for p in model.parameters())
-    check(f"{family} count: parameters", count_field(out, "parameters total") == params,
-          f"dsee {count_field(out, 'parameters total')}, transformers {params}")
-    check(f"{family} count: dense FLOPs", count_field(out, "FLOPs dense") == dense_flops(model),
-          f"dsee {count_field(out, 'FLOPs dense')}, formula {dense_flops(model)}")
+    check_equal(f"{family} count: parameters, dsee vs transformers", count_field(out, "parameters total"), params)
+    check_equal(f"{family} count: dense FLOPs, dsee vs formula", count_field(out, "FLOPs dense"), dense_flops(model))
     lora = count_field(out, "trainable")
     if family != "gpt2":
         import peft
@@ -268,21 +260,21 @@ def run_family(binary, family, work):
                                          peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"],
                                                          modules_to_save=["classifier"]))
         trainable = peft_model.get_nb_trainable_parameters()[0]
-        check(f"{family} count: lora trainable = peft", lora == trainable, f"dsee {lora}, peft {trainable}")
-    out = dsee(binary, "count", "--model", folder, "--method", "dsee", "--rank", "4", "--c", "5")
+        check_equal(f"{family} count: lora trainable, dsee vs peft", lora, trainable)
+    out = run_dsee(binary, "count", "--model", folder, "--method", "dsee", "--rank", "4", "--c", "5")
     layers = model.config.num_hidden_layers
-    check(f"{family} count: dsee trainable = lora + c per matrix",
-          count_field(out, "trainable") == lora + 2 * layers * 5, f"dsee {count_field(out, 'trainable')}, lora {lora}")
+    check_equal(f"{family} count: dsee trainable = lora ({lora}) + c per matrix", count_field(out, "trainable"),
+                lora + 2 * layers * 5)
 
     # prune: heads and P_rest
     pruned_dir, plan_file = folder + "_pruned", os.path.join(work, family + "_masks.h5")
-    dsee(binary, "prune", "--model", folder, "--out", pruned_dir, "--heads", "1", "--p-rest", str(P_REST),
+    run_dsee(binary, "prune", "--model", folder, "--out", pruned_dir, "--heads", "1", "--p-rest", str(P_REST),
          "--write-plan", plan_file)
     reference = build(family, seed=11)
     heads = head_plan(reference, 1)
     with open(os.path.join(pruned_dir, "config.json")) as f:
         written = {int(k): v for k, v in json.load(f).get("pruned_heads", {}).items()}
-    check(f"{family} prune: heads", written == heads, f"dsee {written}, reference {heads}")
+    check_equal(f"{family} prune: heads, dsee vs reference", written, heads)
     shrink(reference, heads)
     masks = rest_masks(reference, P_REST)
     apply_masks(reference, masks)
@@ -292,39 +284,38 @@ def run_family(binary, family, work):
     check(f"{family} prune: P_rest zeros", zeros_ok, f"{expected_zeros} expected zeros")
     # Embedding padding rows are zero from the start; every other zero is a mask's.
     zeros = lambda m: sum(int((p == 0).sum()) for p in m.parameters())
-    check(f"{family} prune: no zeros outside P_rest", zeros(loaded) == zeros(build(family, seed=11)) + expected_zeros,
-          f"{zeros(loaded)} zeros, expected {zeros(build(family, seed=11))} + {expected_zeros}")
+    check_equal(f"{family} prune: no zeros outside P_rest ({zeros(build(family, seed=11))} + {expected_zeros})",
+                zeros(loaded), zeros(build(family, seed=11)) + expected_zeros)
     want = logits(reference, ids)
-    close(f"{family} prune: transformers logits of the pruned folder", logits(loaded, ids), want, 1e-6)
+    check_close(f"{family} prune: transformers logits of the pruned folder", logits(loaded, ids), want, rel=1e-6)
     with open(os.path.join(work, family + "_ids.json"), "w") as f:
         json.dump(ids.tolist(), f)
     forward_out = os.path.join(work, family + "_forward.safetensors")
-    dsee(binary, "forward", "--model", pruned_dir, "--input-ids", os.path.join(work, family + "_ids.json"),
+    run_dsee(binary, "forward", "--model", pruned_dir, "--input-ids", os.path.join(work, family + "_ids.json"),
          "--out", forward_out)
-    close(f"{family} prune: dsee forward of the pruned folder", load_file(forward_out)["logits"], want, 1e-5)
+    check_close(f"{family} prune: dsee forward of the pruned folder", load_file(forward_out)["logits"], want, rel=1e-5)
 
     # counts of the pruned folder: non-zeros and non-zero FLOPs from the tensors
-    out = dsee(binary, "count", "--model", pruned_dir, "--seq-len", str(L))
+    out = run_dsee(binary, "count", "--model", pruned_dir, "--seq-len", str(L))
     nonzero = sum(int((p != 0).sum()) for p in loaded.parameters())
-    check(f"{family} count pruned: non-zero parameters", count_field(out, "parameters non-zero") == nonzero,
-          f"dsee {count_field(out, 'parameters non-zero')}, tensors {nonzero}")
-    check(f"{family} count pruned: dense FLOPs", count_field(out, "FLOPs dense") == dense_flops(loaded),
-          f"dsee {count_field(out, 'FLOPs dense')}, formula {dense_flops(loaded)}")
+    check_equal(f"{family} count pruned: non-zero parameters, dsee vs tensors", count_field(out, "parameters non-zero"),
+                nonzero)
+    check_equal(f"{family} count pruned: dense FLOPs, dsee vs formula", count_field(out, "FLOPs dense"),
+                dense_flops(loaded))
     removed_flops = 2 * L * expected_zeros - sum(2 * (L - 1) * int((~m).sum()) for n, m in masks.items()
                                                   if n in ("pooler.dense", "classifier.dense"))
-    check(f"{family} count pruned: non-zero FLOPs",
-          count_field(out, "FLOPs non-zero") == dense_flops(loaded) - removed_flops,
-          f"dsee {count_field(out, 'FLOPs non-zero')}, expected {dense_flops(loaded) - removed_flops}")
+    check_equal(f"{family} count pruned: non-zero FLOPs", count_field(out, "FLOPs non-zero"),
+                dense_flops(loaded) - removed_flops)
 
     # the written plan applied with --plan gives the same folder
     replay_dir = folder + "_replay"
-    dsee(binary, "prune", "--model", folder, "--out", replay_dir, "--plan", plan_file)
+    run_dsee(binary, "prune", "--model", folder, "--out", replay_dir, "--plan", plan_file)
     a, b = load_file(os.path.join(pruned_dir, "model.safetensors")), load_file(os.path.join(replay_dir, "model.safetensors"))
     check(f"{family} prune --plan masks.h5 replays", a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a))
 
     # heads only: equals the unpruned model with those heads' contexts zeroed
     heads_dir = folder + "_heads"
-    dsee(binary, "prune", "--model", folder, "--out", heads_dir, "--heads", "2")
+    run_dsee(binary, "prune", "--model", folder, "--out", heads_dir, "--heads", "2")
     zeroed = build(family, seed=11)
     two = head_plan(zeroed, 2)
     head_dim = zeroed.config.hidden_size // zeroed.config.num_attention_heads
@@ -336,24 +327,5 @@ def run_family(binary, family, work):
                     a.c_proj.weight[h * head_dim:(h + 1) * head_dim, :] = 0
                 else:
                     a.output.dense.weight[:, h * head_dim:(h + 1) * head_dim] = 0
-    close(f"{family} prune --heads 2: logits = zeroed head contexts", logits(load_pruned(heads_dir, family), ids),
-          logits(zeroed, ids), 1e-6)
-
-
-def main():
-    binary, work = sys.argv[1], sys.argv[2]
-    os.makedirs(work, exist_ok=True)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    for family in CASES:
-        try:
-            run_family(binary, family, work)
-        except Exception as e:  # a failed dsee call: report, go on with the next family
-            check(f"{family}", False, str(e))
-    print(f"{passes} passed, {len(failures)} failed")
-    for f in failures:
-        print("  " + f)
-    sys.exit(1 if failures or passes == 0 else 0)
-
-
-if __name__ == "__main__":
-    main()
+    check_close(f"{family} prune --heads 2: logits = zeroed head contexts", logits(load_pruned(heads_dir, family), ids),
+                logits(zeroed, ids), rel=1e-6)

@@ -1,31 +1,21 @@
 """Parity: masks.h5 (core/sparsity/prune_plan.h) read and written by h5py + numpy.
 
-1. Python makes masks (dense-zero ones → "bits", nearly-all-ones → "zero_indices",
-   nearly-all-zeros → "one_indices", odd sizes for the padding) and head ids, prune_plan_tool writes masks.h5 from
-   them, and h5py reads the file by the documented layout: bits unpacked with
-   numpy.unpackbits (MSB first) and cut to numel, zero indices scattered into
-   ones, one indices into zeros; compared exactly with the masks Python generated.
+1. Python makes masks (dense-zero ones → "bits", nearly-all-ones →
+   "zero_indices", nearly-all-zeros → "one_indices", odd sizes for the
+   padding) and head ids, dsee_parity's prune-plan-write writes masks.h5 from
+   them, and h5py reads the file by the documented layout
+   (docs/checkpoints.md, 'masks.h5'): bits unpacked with numpy.unpackbits (MSB
+   first) and cut to numel, zero indices scattered into ones, one indices
+   into zeros; compared exactly with the masks Python generated.
 2. h5py writes a masks.h5 of its own (no creation order, every encoding) and
-   prune_plan_tool reads it back; compared exactly.
-
-usage: test_prune_plan_h5py.py path/to/prune_plan_tool
+   prune-plan-read reads it back; compared exactly.
 """
 import os
-import subprocess
-import sys
-import tempfile
 
 import h5py
 import numpy as np
 
-TOOL = sys.argv[1]
-failures = []
-
-
-def check(ok, message):
-    print(("ok   " if ok else "FAIL ") + message)
-    if not ok:
-        failures.append(message)
+from harness import check, check_equal
 
 
 def expected_masks():
@@ -47,57 +37,56 @@ def expected_masks():
             "h.2.attn.c_attn": (half, "bits")}
 
 
+def text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def decode(dataset):
     rows, cols = (int(v) for v in dataset.attrs["shape"])
     numel = int(dataset.attrs["numel"])
-    encoding = dataset.attrs["encoding"]
-    encoding = encoding.decode() if isinstance(encoding, bytes) else encoding
+    encoding = text(dataset.attrs["encoding"])
     data = dataset[()]
     if encoding == "bits":
-        assert data.dtype == np.uint8, data.dtype
+        check_equal(f"{dataset.name}: bits stored as", str(data.dtype), "uint8")
         flat = np.unpackbits(data)[:numel]
     else:
-        assert data.dtype == np.int64 and encoding in ("zero_indices", "one_indices"), (data.dtype, encoding)
+        check(f"{dataset.name}: indices stored as int64", data.dtype == np.int64, f"{data.dtype} {encoding}")
+        check(f"{dataset.name}: a known encoding", encoding in ("zero_indices", "one_indices"), encoding)
         listed = 1 if encoding == "one_indices" else 0
         flat = np.full(numel, 1 - listed, np.uint8)
         flat[data] = listed
     return flat.reshape(rows, cols), encoding, numel
 
 
-def dsee_writes_h5py_reads(folder):
+def test_dsee_writes_h5py_reads(parity, tmp_path):
     masks = expected_masks()
     heads = {0: [1, 3], 5: [0, 2, 11]}
-    args = [TOOL, "write", os.path.join(folder, "masks.h5")]
-    for name, (mask, _) in masks.items():
-        raw = os.path.join(folder, name + ".in.raw")
-        mask.tofile(raw)
-        args.append(f"mask={name}:{mask.shape[0]}:{mask.shape[1]}:{raw}")
-    for layer, ids in heads.items():
-        args.append(f"heads={layer}:{','.join(map(str, ids))}")
-    subprocess.run(args, check=True)
+    path = os.path.join(tmp_path, "masks.h5")
+    parity("prune-plan-write", {"plan": path, "heads": {str(k): v for k, v in heads.items()}},
+           {"mask." + name: mask for name, (mask, _) in masks.items()})
 
-    with h5py.File(os.path.join(folder, "masks.h5"), "r") as f:
-        check(int(f.attrs["format_version"]) == 1, "format_version is 1")
-        kind = f.attrs["kind"]
-        check((kind.decode() if isinstance(kind, bytes) else kind) == "unstructured+heads", f"kind: {kind}")
-        check(sorted(f["masks"].keys()) == sorted(masks), "mask dataset names")
+    with h5py.File(path, "r") as f:
+        check_equal("format_version", int(f.attrs["format_version"]), 1)
+        check_equal("kind", text(f.attrs["kind"]), "unstructured+heads")
+        check_equal("mask dataset names", sorted(f["masks"].keys()), sorted(masks))
         for name, (mask, encoding) in masks.items():
             dataset = f["masks"][name]
             got, got_encoding, numel = decode(dataset)
-            check(got_encoding == encoding, f"{name}: encoding {got_encoding}")
-            check(numel == mask.size and list(dataset.attrs["shape"]) == list(mask.shape), f"{name}: shape/numel")
+            check_equal(f"{name}: encoding", got_encoding, encoding)
+            check(f"{name}: shape/numel", numel == mask.size and list(dataset.attrs["shape"]) == list(mask.shape))
             # Empty datasets (no positions to list) stay contiguous: nothing to checksum.
-            check(dataset.fletcher32 == (dataset.size > 0), f"{name}: Fletcher-32 on unless empty")
-            check(np.array_equal(got, mask), f"{name}: unpacked mask equals the generated one")
-        check(sorted(int(k) for k in f["heads"].keys()) == sorted(heads), "head layers")
+            check(f"{name}: Fletcher-32 on unless empty", dataset.fletcher32 == (dataset.size > 0))
+            check_equal(f"{name}: unpacked mask equals the generated one", got, mask)
+        check_equal("head layers", sorted(int(k) for k in f["heads"].keys()), sorted(heads))
         for layer, ids in heads.items():
             data = f["heads"][str(layer)][()]
-            check(data.dtype == np.int64 and data.tolist() == ids, f"heads/{layer} = {data.tolist()}")
+            check(f"heads/{layer} is int64", data.dtype == np.int64, f"{data.dtype}")
+            check_equal(f"heads/{layer}", data.tolist(), ids)
 
 
-def h5py_writes_dsee_reads(folder):
+def test_h5py_writes_dsee_reads(parity, tmp_path):
     masks = expected_masks()
-    path = os.path.join(folder, "from_h5py.h5")
+    path = os.path.join(tmp_path, "from_h5py.h5")
     with h5py.File(path, "w") as f:
         f.attrs["format_version"] = np.int64(1)
         f.attrs["kind"] = "unstructured+heads"
@@ -113,22 +102,9 @@ def h5py_writes_dsee_reads(folder):
             dataset.attrs["encoding"] = encoding
             dataset.attrs["numel"] = np.int64(mask.size)
         f.create_group("heads").create_dataset("3", data=np.array([0, 4], np.int64))
-    out = subprocess.run([TOOL, "read", path, folder], check=True, capture_output=True, text=True).stdout
-    lines = out.splitlines()
-    read_names = [line.split()[1] for line in lines if line.startswith("mask ")]
-    check(sorted(read_names) == sorted(masks), f"dsee read masks {read_names}")
+    result = parity("prune-plan-read", {"plan": path}, out=True)
+    read = result.arrays
+    check_equal("dsee read masks", sorted(name for name, _, _ in result.json["masks"]), sorted(masks))
     for name, (mask, _) in masks.items():
-        got = np.fromfile(os.path.join(folder, name + ".raw"), np.uint8).reshape(mask.shape)
-        check(np.array_equal(got, mask), f"{name}: dsee decoded h5py's file exactly")
-    check("heads 3 0 4" in lines, "dsee read heads/3 = [0, 4]")
-
-
-with tempfile.TemporaryDirectory() as folder:
-    dsee_writes_h5py_reads(folder)
-with tempfile.TemporaryDirectory() as folder:
-    h5py_writes_dsee_reads(folder)
-
-if failures:
-    print(f"{len(failures)} failure(s)")
-    sys.exit(1)
-print("all passed")
+        check_equal(f"{name}: dsee decoded h5py's file exactly", read["mask." + name], mask)
+    check_equal("dsee read heads", result.json["heads"], {"3": [0, 4]})

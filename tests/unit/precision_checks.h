@@ -1,4 +1,4 @@
-// Mixed-precision checks (run.precision = bf16, README "Precision") shared by
+// Mixed-precision checks (run.precision = bf16, docs/precision.md) shared by
 // the CPU unit tests (tests/unit/test_precision.cpp) and the CUDA test
 // (tests/gpu/test_precision_cuda.cpp), so both devices run the same
 // assertions: which tensors are bf16 and which fp32 before and after Trainer
@@ -35,17 +35,6 @@ inline std::unique_ptr<PretrainedModel> model_copy(PretrainedModel& source, at::
   return model;
 }
 
-// c random distinct ascending flat indices per adapted matrix of the default targets.
-inline std::vector<OmegaEntry> random_omega(PretrainedModel& model, std::int64_t c, std::uint64_t seed) {
-  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
-  std::vector<OmegaEntry> out;
-  for (const auto& m : adapted_matrices(model, default_target_modules(model.config().family))) {
-    const auto indices = at::randperm(m.rows * m.cols(), generator, at::TensorOptions().dtype(at::kLong));
-    out.push_back({m.name, m.rows, m.cols(), std::get<0>(indices.slice(0, 0, c).sort())});
-  }
-  return out;
-}
-
 inline TuningOptions dsee_options(std::int64_t rank = 4) {
   TuningOptions o;
   o.method = TuningMethod::dsee;
@@ -53,17 +42,6 @@ inline TuningOptions dsee_options(std::int64_t rank = 4) {
   o.alpha = 2.0 * double(rank);
   o.seed = 7;
   return o;
-}
-
-// Non-zero A, B and S values, so every term of the update contributes.
-inline void randomise_updates(ModelTuning& tuning, std::uint64_t seed) {
-  at::NoGradGuard no_grad;
-  at::manual_seed(seed);
-  for (auto* u : tuning.updates()) {
-    u->lora_A.copy_(at::randn_like(u->lora_A) * 0.3);
-    u->lora_B.copy_(at::randn_like(u->lora_B) * 0.3);
-    u->sparse_values.copy_(at::randn_like(u->sparse_values));
-  }
 }
 
 // Copies every trainable tensor of `from` into `to` by name (same names and shapes).

@@ -1,18 +1,17 @@
 // Runs the real dsee binary (DSEE_BINARY) from a unit test: exit code and
-// everything it printed (stdout and stderr together); small file helpers
-// the tests share.
+// everything it printed (stdout and stderr together, or stdout on its own as
+// well); the file helpers the tests share come with it (test_files.h).
 #pragma once
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <array>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
+
+#include "test_files.h"
 
 namespace dsee_test {
 
@@ -21,10 +20,8 @@ struct Result {
   std::string output;  // stdout and stderr
 };
 
-// `prefix` goes before the binary (e.g. "PATH=/x:$PATH "); arguments are shell text.
-inline Result run_dsee(const std::string& arguments, const std::string& prefix = "") {
-  std::string command = prefix + DSEE_BINARY;
-  command.append(" ").append(arguments).append(" 2>&1");
+// Runs a shell command line; its exit code (128 + the signal when killed) and stdout.
+inline Result run_shell(const std::string& command) {
   FILE* pipe = popen(command.c_str(), "r");
   EXPECT_NE(pipe, nullptr);
   std::string output;
@@ -48,20 +45,21 @@ inline std::string one_arm_run(const std::filesystem::path& out, const std::stri
          extra;
 }
 
-// A file's whole contents, bytes as they are (a failed test if it cannot be read).
-inline std::string file_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << path;
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+// `prefix` goes before the binary (e.g. "PATH=/x:$PATH "); arguments are shell text.
+inline Result run_dsee(const std::string& arguments, const std::string& prefix = "") {
+  return run_shell(prefix + DSEE_BINARY + " " + arguments + " 2>&1");
 }
 
-// A file in the temporary directory, unique to this process.
-inline std::filesystem::path write_file(const std::string& name, const std::string& text) {
-  const auto path = std::filesystem::temp_directory_path() / ("dsee-test-" + std::to_string(getpid()) + "-" + name);
-  std::ofstream(path) << text;
-  return path;
+struct SplitResult {
+  int exit_code;
+  std::string stdout_text;  // stdout alone
+  std::string output;       // stdout then stderr
+};
+
+// The same with stdout kept apart: stderr goes through `stderr_file`.
+inline SplitResult run_dsee_split(const std::string& arguments, const std::filesystem::path& stderr_file) {
+  const Result r = run_shell(std::string(DSEE_BINARY) + " " + arguments + " 2>" + stderr_file.string());
+  return {r.exit_code, r.output, r.output + file_text(stderr_file)};
 }
 
 }  // namespace dsee_test

@@ -3,7 +3,6 @@
 // newest file, detection by the sidecar SHA-256 and by Fletcher-32, refusal
 // of another recipe with the keys listed, atomicity, and the hashes.
 #include <ATen/ATen.h>
-#include <dirent.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
 #include <spdlog/sinks/ostream_sink.h>
@@ -19,40 +18,15 @@
 #include "core/io/safetensors.h"
 #include "core/train/checkpoint.h"
 #include "error_of.h"
+#include "test_files.h"
 
 namespace dsee {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<std::string> folder_entries(const fs::path& folder) {
-  std::vector<std::string> names;
-  if (DIR* d = ::opendir(folder.c_str())) {
-    while (const dirent* e = ::readdir(d))
-      if (std::string(e->d_name) != "." && std::string(e->d_name) != "..") names.emplace_back(e->d_name);
-    ::closedir(d);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-// Removes a folder tree by POSIX calls (Note [std::filesystem and libtorch] in core/sparsity/omega_file.cpp).
-void remove_tree(const fs::path& folder) {
-  for (const std::string& name : folder_entries(folder)) {
-    struct stat status {};
-    const fs::path path = folder / name;
-    if (::lstat(path.c_str(), &status) == 0 && S_ISDIR(status.st_mode))
-      remove_tree(path);
-    else
-      ::unlink(path.c_str());
-  }
-  ::rmdir(folder.c_str());
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+using dsee_test::folder_entries;
+using dsee_test::remove_tree;
 
 const char* kConfig = "[model]\npath = \"/models/bert\"\n\n[train]\nlr = 0.0005\nepochs = 3\nbatch_size = 32\n";
 
@@ -197,7 +171,7 @@ TEST_F(Checkpoint, KeepsTheLastKAndPointsLatestAtTheNewest) {
   for (std::int64_t step : {10, 20, 30, 40}) checkpoint_write(ckpt(), sample_state(step), 2);
   EXPECT_EQ(folder_entries(ckpt()),
             (std::vector<std::string>{"latest", "step-30.h5", "step-30.h5.sum", "step-40.h5", "step-40.h5.sum"}));
-  EXPECT_EQ(read_text(ckpt() / "latest"), "step-40.h5\n");
+  EXPECT_EQ(dsee_test::file_text(ckpt() / "latest"), "step-40.h5\n");
   const auto loaded = checkpoint_load_latest(ckpt());
   ASSERT_TRUE(loaded.has_value());
   EXPECT_EQ(loaded->path, ckpt() / "step-40.h5");
@@ -208,7 +182,7 @@ TEST_F(Checkpoint, KeepsTheLastKAndPointsLatestAtTheNewest) {
 
 TEST_F(Checkpoint, SidecarIsSha256sumFormat) {
   const fs::path path = checkpoint_write(ckpt(), sample_state(5), 1);
-  const std::string sidecar = read_text(ckpt() / "step-5.h5.sum");
+  const std::string sidecar = dsee_test::file_text(ckpt() / "step-5.h5.sum");
   EXPECT_EQ(sidecar, sha256_file(path) + "  step-5.h5\n");
 }
 
@@ -301,7 +275,7 @@ TEST_F(Checkpoint, NoPartialFileUnderTheFinalName) {
   EXPECT_TRUE(contains(error_of([&] { checkpoint_write(ckpt(), bad, 3); }), "must be non-empty and contain no '/'"));
   EXPECT_EQ(folder_entries(ckpt()), (std::vector<std::string>{"latest", "step-10.h5", "step-10.h5.sum"}))
       << "no step-30.h5, no temporary";
-  EXPECT_EQ(read_text(ckpt() / "latest"), "step-10.h5\n");
+  EXPECT_EQ(dsee_test::file_text(ckpt() / "latest"), "step-10.h5\n");
   CheckpointState unstorable = sample_state(40);
   unstorable.trainable.push_back({"complex", at::ones({2}, at::kComplexFloat)});
   EXPECT_TRUE(contains(error_of([&] { checkpoint_write(ckpt(), unstorable, 3); }), "cannot be stored"));

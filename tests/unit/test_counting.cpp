@@ -33,7 +33,8 @@ TEST(TrainableCount, BertBaseDseeR16C16IsTheSpecsNumber) {
   options.method = TuningMethod::dsee;
   options.rank = 16;
   // 24 matrices of 768×768: r·(m + n) = 16·1536 = 24,576 each, plus c = 16
-  // values each, plus the classifier 768·2 + 2 = 1,538 (spec §2).
+  // values each, plus the classifier 768·2 + 2 = 1,538 (docs/method.md,
+  // 'Counting parameters and FLOPs').
   EXPECT_EQ(trainable_parameter_count(*model, options, 16), 24 * 24576 + 24 * 16 + 1538);
   EXPECT_EQ(trainable_parameter_count(*model, options, 16), 591746);
   options.method = TuningMethod::lora;

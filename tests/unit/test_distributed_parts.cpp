@@ -286,4 +286,17 @@ TEST(StopSignal, FirstSignalSetsTheFlagSecondTerminates) {
       testing::KilledBySignal(SIGTERM), "");
 }
 
+TEST(StopSignal, DecidedStopIgnoresLaterSignals) {
+  EXPECT_EXIT(
+      {
+        dsee::install_stop_handlers();
+        std::raise(SIGUSR1);
+        dsee::stop_signals_ignore();
+        std::raise(SIGTERM);  // srun --kill-on-bad-exit's, after another rank exited 138
+        std::raise(SIGUSR1);
+        std::_Exit(dsee::stop_signal() == SIGUSR1 ? 138 : 1);
+      },
+      testing::ExitedWithCode(138), "");
+}
+
 }  // namespace

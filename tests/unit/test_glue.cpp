@@ -12,6 +12,7 @@
 #include "data/glue.h"
 #include "error_of.h"
 #include "recipes/pipeline.h"
+#include "recipes/recipe.h"
 #include "recipes/recipe_schema.h"
 #include "recipes/task_data.h"
 
@@ -120,11 +121,11 @@ TEST(GlueTasks, RecipeExampleParses) {
 TEST_F(Glue, PipelineNeedsModelPathAndDataDir) {
   const auto out = dir_ / "runs";
   auto config = Config::defaults(recipe_schema(), {"task.name=sst2", "run.out_dir=" + out.string()});
-  auto e = error_of([&] { pipeline_run(config); });
+  auto e = error_of([&] { pipeline_run(recipe_from_config(config)); });
   EXPECT_TRUE(contains(e, "task.name = sst2 needs model.path")) << e;
   config = Config::defaults(recipe_schema(),
                             {"task.name=rte", "run.out_dir=" + out.string(), "run.name=b", "model.path=/nowhere"});
-  e = error_of([&] { pipeline_run(config); });
+  e = error_of([&] { pipeline_run(recipe_from_config(config)); });
   EXPECT_TRUE(contains(e, "task.name = rte needs task.data_dir")) << e;
 }
 

@@ -65,9 +65,10 @@ TEST(Grebsmo, ToleranceWithRankCapAtPlantedRankFindsTheOutliers) {
 
 // The reference variant keeps growing the rank by 5 per outer step; once it
 // passes planted rank + spikes (8 + 16) the low-rank part absorbs the spikes
-// and S is empty, so Ω is the tie-break's first c flat indices. With the
-// spec's 100 outer steps the last rank is 496, so the matrix must be larger
-// than that for the effect not to be mere full rank: 512×512 runs in ~3 s.
+// and S is empty, so Ω is the tie-break's first c flat indices. With the 100
+// outer steps of docs/method.md ('GreBsmo') the last rank is 496, so the
+// matrix must be larger than that for the effect not to be mere full rank:
+// 512×512 runs in ~3 s.
 TEST(Grebsmo, ReferenceAbsorbsPlantedSpikesOnceRankPassesPlantedRankPlusSpikes) {
   const Planted p = planted_matrix(512, 512, 8, 16, 1e-3, 1);
   const GrebsmoOptions options = grebsmo_default_options(GrebsmoVariant::reference);

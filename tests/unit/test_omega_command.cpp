@@ -4,14 +4,9 @@
 // and the --stability table. Parity with the Python reference is in
 // tests/parity/test_omega_models.py.
 #include <ATen/ATen.h>
-#include <dirent.h>
 #include <gtest/gtest.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <string>
 
@@ -19,6 +14,7 @@
 #include "core/sparsity/omega_file.h"
 #include "core/tuning/adapted.h"
 #include "error_of.h"
+#include "run_dsee.h"
 #include "tiny_models.h"
 
 namespace dsee {
@@ -26,45 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CommandResult {
-  int exit_code;
-  std::string stdout_text;  // the --stability table
-  std::string output;       // stdout then stderr
-};
-
-CommandResult run_dsee(const std::string& arguments, const fs::path& stderr_file) {
-  const std::string command = std::string(DSEE_BINARY) + " " + arguments + " 2>" + stderr_file.string();
-  FILE* pipe = popen(command.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string text;
-  std::array<char, 4096> buffer{};
-  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) text.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  std::string errors;
-  if (FILE* f = std::fopen(stderr_file.c_str(), "r")) {
-    while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), f)) errors.append(buffer.data(), n);
-    std::fclose(f);
-  }
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), text, text + errors};
-}
-
-// Removes a folder tree by POSIX calls (Note [std::filesystem and libtorch] in core/sparsity/omega_file.cpp).
-void remove_tree(const fs::path& path) {
-  if (DIR* d = ::opendir(path.c_str())) {
-    while (const dirent* e = ::readdir(d)) {
-      const std::string name = e->d_name;
-      if (name == "." || name == "..") continue;
-      struct stat info {};
-      const fs::path child = path / name;
-      if (::lstat(child.c_str(), &info) == 0 && S_ISDIR(info.st_mode))
-        remove_tree(child);
-      else
-        ::unlink(child.c_str());
-    }
-    ::closedir(d);
-  }
-  ::rmdir(path.c_str());
-}
+using dsee_test::remove_tree;
 
 class OmegaCommand : public ::testing::Test {
  protected:
@@ -82,7 +40,9 @@ class OmegaCommand : public ::testing::Test {
     model_save(*model, dir_ / "model");
     return model;
   }
-  CommandResult run(const std::string& arguments) { return run_dsee(arguments, dir_ / "stderr.txt"); }
+  dsee_test::SplitResult run(const std::string& arguments) {
+    return dsee_test::run_dsee_split(arguments, dir_ / "stderr.txt");
+  }
   std::string model_arg() const { return "--model " + (dir_ / "model").string(); }
   fs::path dir_;
 };
@@ -110,8 +70,7 @@ void expect_same(const std::vector<OmegaEntry>& got, const std::vector<OmegaEntr
 TEST_F(OmegaCommand, BertGrebsmoFileEqualsOmegaSelectInOrderWithInfo) {
   auto model = save_model(bert_json());
   const fs::path out = dir_ / "omega.h5";
-  const CommandResult r =
-      run(fmt::format("omega {} --out {} --c 5 --seed 3 --outer 2 --threads 1", model_arg(), out.string()));
+  const auto r = run(fmt::format("omega {} --out {} --c 5 --seed 3 --outer 2 --threads 1", model_arg(), out.string()));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   OmegaFileInfo info;
   const auto got = omega_read(out, &info);
@@ -138,9 +97,8 @@ TEST_F(OmegaCommand, Gpt2TargetModulesSelectThirdsAndMethodsMatch) {
   auto model = save_model(gpt2_json());
   const fs::path out = dir_ / "omega.h5";
   for (const std::string method : {"magnitude", "random"}) {
-    const CommandResult r =
-        run(fmt::format("omega {} --out {} --c 7 --seed 5 --method {} --target-modules c_attn:v,c_attn:k", model_arg(),
-                        out.string(), method));
+    const auto r = run(fmt::format("omega {} --out {} --c 7 --seed 5 --method {} --target-modules c_attn:v,c_attn:k",
+                                   model_arg(), out.string(), method));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     OmegaOptions options;
     options.c = 7;
@@ -175,8 +133,7 @@ TEST_F(OmegaCommand, WorkersDoNotChangeTheFileAndToleranceVariantIsRecorded) {
 TEST_F(OmegaCommand, StabilityPrintsATableWithATotal) {
   auto model = save_model(bert_json());
   const fs::path out = dir_ / "omega.h5";
-  const CommandResult r =
-      run(fmt::format("omega {} --out {} --method magnitude --c 4 --stability", model_arg(), out.string()));
+  const auto r = run(fmt::format("omega {} --out {} --method magnitude --c 4 --stability", model_arg(), out.string()));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   OmegaOptions options;
   options.method = OmegaMethod::magnitude;
@@ -197,7 +154,7 @@ TEST_F(OmegaCommand, StabilityPrintsATableWithATotal) {
 TEST_F(OmegaCommand, UserErrorsExitOneWithAClearMessage) {
   save_model(bert_json());
   const std::string out = "--out " + (dir_ / "omega.h5").string();
-  CommandResult r = run(fmt::format("omega --model {} {}", (dir_ / "missing").string(), out));
+  auto r = run(fmt::format("omega --model {} {}", (dir_ / "missing").string(), out));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "missing: no such folder"));
   r = run(fmt::format("omega {} {} --method fast", model_arg(), out));

@@ -1,6 +1,5 @@
 // Ω files: round trip, order, and every bad-file error naming file and dataset.
 #include <ATen/ATen.h>
-#include <dirent.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
@@ -12,6 +11,7 @@
 
 #include "base/error.h"
 #include "core/sparsity/omega_file.h"
+#include "test_files.h"
 
 namespace dsee {
 namespace {
@@ -21,16 +21,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
 
-// Entries of a folder, by POSIX calls (Note [std::filesystem and libtorch] in core/sparsity/omega_file.cpp).
-std::vector<std::string> folder_entries(const fs::path& folder) {
-  std::vector<std::string> names;
-  if (DIR* d = ::opendir(folder.c_str())) {
-    while (const dirent* e = ::readdir(d))
-      if (std::string(e->d_name) != "." && std::string(e->d_name) != "..") names.emplace_back(e->d_name);
-    ::closedir(d);
-  }
-  return names;
-}
+using dsee_test::folder_entries;
 
 class OmegaFile : public ::testing::Test {
  protected:

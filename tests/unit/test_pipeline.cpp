@@ -10,7 +10,8 @@
 
 #include "core/io/safetensors.h"
 #include "error_of.h"
-#include "recipes/pipeline.h"
+#include "recipes/compare.h"
+#include "recipes/recipe.h"
 #include "recipes/recipe_schema.h"
 #include "run_dsee.h"
 
@@ -146,7 +147,7 @@ bool same_tensors(const fs::path& a, const fs::path& b) {
   return true;
 }
 
-// Note [The best evaluation] in pipeline.cpp: the best evaluation's tensors
+// Note [The best evaluation] in stage_train.cpp: the best evaluation's tensors
 // are written next to the last step's, and train.load_best_at_end ends the
 // stage with them. The best is found independently here, from the eval
 // records of metrics.jsonl (the first of the highest accuracies).
@@ -199,16 +200,16 @@ TEST(Pipeline, KeepsTheBestEvaluationAndCanEndWithIt) {
 }
 
 // Every training key reaches the trainer's options (recipe_trainer_options,
-// what train_stage uses); retune takes retune.epochs and retune.lr, else train.lr.
+// what stage_train uses); retune takes retune.epochs and retune.lr, else train.lr.
 TEST(Pipeline, TrainingKeysReachTheTrainerOptions) {
-  const auto config = Config::defaults(
+  const auto recipe = recipe_from_config(Config::defaults(
       recipe_schema(),
       {"train.epochs=7", "train.max_steps=11", "train.lr=3e-4", "train.grad_accumulation=4", "train.weight_decay=0.01",
        "train.decay_exclude_bias_norm=false", "train.adam_beta1=0.8", "train.adam_beta2=0.98",
        "train.adam_epsilon=1e-6", "train.schedule=cosine", "train.warmup_steps=5", "train.max_grad_norm=0.5",
        "train.skip_nonfinite=true", "train.eval_every=9", "train.early_stopping_patience=2",
-       "train.metric_for_best=loss", "train.greater_is_better=false", "retune.epochs=2"});
-  const auto train = recipe_trainer_options(config, "train");
+       "train.metric_for_best=loss", "train.greater_is_better=false", "retune.epochs=2"}));
+  const auto train = recipe_trainer_options(recipe, Stage::train);
   EXPECT_EQ(train.epochs, 7);
   EXPECT_EQ(train.max_steps, 11);
   EXPECT_EQ(train.lr, 3e-4);
@@ -227,23 +228,27 @@ TEST(Pipeline, TrainingKeysReachTheTrainerOptions) {
   EXPECT_EQ(train.early_stopping_patience, 2);
   EXPECT_EQ(train.metric_for_best, "loss");
   EXPECT_FALSE(train.greater_is_better);
-  const auto retune = recipe_trainer_options(config, "retune");
+  const auto retune = recipe_trainer_options(recipe, Stage::retune);
   EXPECT_EQ(retune.epochs, 2);
   EXPECT_EQ(retune.max_steps, 0);
   EXPECT_EQ(retune.lr, 3e-4);  // retune.lr = 0: train.lr
-  EXPECT_EQ(recipe_trainer_options(Config::defaults(recipe_schema(), {"retune.lr=1e-5"}), "retune").lr, 1e-5);
+  EXPECT_EQ(
+      recipe_trainer_options(recipe_from_config(Config::defaults(recipe_schema(), {"retune.lr=1e-5"})), Stage::retune)
+          .lr,
+      1e-5);
   // The defaults are the Python stack's (torch.optim.AdamW, transformers' Trainer).
-  const auto defaults = recipe_trainer_options(Config::defaults(recipe_schema()), "train");
+  const auto defaults = recipe_trainer_options(recipe_from_config(Config::defaults(recipe_schema())), Stage::train);
   EXPECT_EQ(defaults.adamw.beta1, 0.9);
   EXPECT_EQ(defaults.adamw.beta2, 0.999);
   EXPECT_EQ(defaults.adamw.eps, 1e-8);
   EXPECT_TRUE(defaults.adamw.exclude_bias_and_norm);
-  EXPECT_TRUE(contains(error_of([] {
-                         recipe_trainer_options(
-                             Config::defaults(recipe_schema(), {"train.warmup_steps=3", "train.warmup_ratio=0.1"}),
-                             "train");
-                       }),
-                       "train.warmup_ratio (0.1) and train.warmup_steps (3) are both set"));
+  EXPECT_TRUE(contains(
+      error_of([] {
+        recipe_trainer_options(
+            recipe_from_config(Config::defaults(recipe_schema(), {"train.warmup_steps=3", "train.warmup_ratio=0.1"})),
+            Stage::train);
+      }),
+      "train.warmup_ratio (0.1) and train.warmup_steps (3) are both set"));
 }
 
 // End to end: a warm-up of 2 steps given as steps or as a ratio of the 8

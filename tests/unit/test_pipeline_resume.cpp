@@ -1,6 +1,7 @@
-// `dsee run` resuming interrupted training stages (issue 6), end to end on a
-// shrunken one-arm demo recipe (DSEE with unstructured pruning, so both the
-// train and the retune stage run; dropout and gradient accumulation on):
+// `dsee run` resuming interrupted training stages (docs/training.md,
+// 'Resuming `dsee run`'), end to end on a shrunken one-arm demo recipe (DSEE
+// with unstructured pruning, so both the train and the retune stage run;
+// dropout and gradient accumulation on):
 //   - a run stopped by SIGTERM (DSEE_TEST_STOP_AFTER_STEP makes the process
 //     signal itself) exits 143 naming the checkpoint; re-running the same
 //     command resumes; after several interruptions in both stages the
@@ -12,14 +13,20 @@
 //   - a stage killed before its first checkpoint starts afresh on the next
 //     run without leaving its earlier metrics lines twice;
 //   - with run.checkpoint_on_signal = false a signal stops the run the same
-//     way without writing a checkpoint.
+//     way without writing a checkpoint;
+//   - a second run on a directory in use stops at once naming the first, and
+//     after the first is killed (SIGKILL) the next run resumes.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "error_of.h"
 #include "run_dsee.h"
@@ -172,6 +179,61 @@ TEST_F(PipelineResume, AStageKilledBeforeItsFirstCheckpointRerunsToAStraightRun)
   ASSERT_EQ(third.exit_code, 0) << third.output;
   EXPECT_TRUE(contains(third.output, "retune starts afresh")) << third.output;
   expect_same_results(*out_ / "straight" / "demo", run_dir);
+}
+
+// `dsee <arguments>` started in the background with `environment` (NAME=VALUE
+// words), its output in `log`; the process id is dsee's own.
+pid_t dsee_start(const std::string& arguments, const std::string& environment, const fs::path& log) {
+  const std::string command =
+      "exec env " + environment + " " + DSEE_BINARY + " " + arguments + " > '" + log.string() + "' 2>&1";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+// Note [The run directory lock] in recipes/run_dir.cpp: while a run trains
+// (slowed down by the step pause), a second `dsee run` on its directory
+// fails at once naming it; SIGKILL releases the lock, and the next run takes
+// it and resumes to the straight run's result. run.lock is not part of the
+// run's identity: a run without the lock continues the same directory.
+TEST_F(PipelineResume, ASecondRunIsRefusedWhileTheFirstRunsAndAKilledRunNeverBlocks) {
+  const auto dir = *out_ / "locked";
+  const auto run_dir = dir / "demo";
+  const pid_t first = dsee_start(one_arm(dir), "DSEE_TEST_STEP_PAUSE_S=3", *out_ / "locked.log");
+  ASSERT_GT(first, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+  while (!fs::exists(run_dir / "ckpt" / "step-2.h5") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ASSERT_TRUE(fs::exists(run_dir / "ckpt" / "step-2.h5")) << file_text(*out_ / "locked.log");
+
+  const auto second = run_dsee(one_arm(dir));
+  EXPECT_EQ(second.exit_code, 1) << second.output;
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  EXPECT_TRUE(contains(second.output, "run directory '" + run_dir.string() +
+                                          "' is in use: another dsee process "
+                                          "holds its lock"))
+      << second.output;
+  EXPECT_TRUE(contains(second.output, "(host " + std::string(host) + ", pid " + std::to_string(first) + ", started "))
+      << second.output;
+  EXPECT_FALSE(contains(second.output, "finished before")) << second.output;  // refused before any stage
+
+  ASSERT_EQ(kill(first, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(first, &status, 0), first);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << file_text(*out_ / "locked.log");
+
+  const auto third = run_dsee(one_arm(dir));
+  ASSERT_EQ(third.exit_code, 0) << third.output;
+  EXPECT_TRUE(contains(third.output, "resuming ")) << third.output;
+  expect_same_results(*out_ / "straight" / "demo", run_dir);
+
+  const auto unlocked = run_dsee(one_arm(dir) + " --set run.lock=false");
+  ASSERT_EQ(unlocked.exit_code, 0) << unlocked.output;
+  EXPECT_TRUE(contains(unlocked.output, "stage retune finished before, skipped")) << unlocked.output;
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Mixed precision on the CPU (run.precision = bf16, README "Precision"):
+// Mixed precision on the CPU (run.precision = bf16, docs/precision.md):
 // frozen weights bf16 and trainable tensors, gradients and AdamW moments fp32
 // after Trainer steps; one bf16 forward against the fp32 forward of the same
 // weights (measured bounds below); bf16 training lowers the loss; the masked

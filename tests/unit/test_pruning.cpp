@@ -3,16 +3,14 @@
 // the unpruned model with those heads' contexts zeroed.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <set>
 
 #include "core/sparsity/pruning.h"
 #include "error_of.h"
+#include "run_dsee.h"
 #include "tiny_models.h"
 
 namespace dsee {
@@ -322,34 +320,22 @@ TEST(StructuredPlan, ScoresFollowOriginalIdsAfterEarlierPruning) {
 namespace dsee {
 namespace {
 
-std::string run_dsee(const std::string& arguments, int* exit_code) {
-  std::string command = std::string(DSEE_BINARY) + " " + arguments + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string output;
-  std::array<char, 4096> buffer{};
-  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return output;
-}
-
 TEST(PruneCommands, CountAndPruneOnATinyFolder) {
   const auto dir = std::filesystem::temp_directory_path() / ("dsee-prune-cli-" + std::to_string(getpid()));
   auto model = tiny_model(bert_json(), 12);
   model_save(*model, dir / "model");
-  int code = 0;
   // dsee r=4 c=3: 4 matrices 24×24 → 4·(4·48 + 3) = 780, plus the classifier 2·24 + 2 = 50.
-  auto out = run_dsee(fmt::format("count --model {} --rank 4 --c 3 --seq-len 5", (dir / "model").string()), &code);
-  EXPECT_EQ(code, 0) << out;
-  EXPECT_TRUE(contains(out, "trainable            830 ")) << out;
-  EXPECT_TRUE(contains(out, "FLOPs dense          ")) << out;
-  out = run_dsee(fmt::format("prune --model {} --out {}", (dir / "model").string(), (dir / "out").string()), &code);
-  EXPECT_EQ(code, 1) << out;
-  EXPECT_TRUE(contains(out, "give a plan")) << out;
-  out = run_dsee(fmt::format("prune --model {} --out {} --heads 1", (dir / "model").string(), (dir / "out").string()),
-                 &code);
-  EXPECT_EQ(code, 0) << out;
-  EXPECT_TRUE(contains(out, "layer   0: heads removed")) << out;
+  auto r = dsee_test::run_dsee(fmt::format("count --model {} --rank 4 --c 3 --seq-len 5", (dir / "model").string()));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "trainable            830 ")) << r.output;
+  EXPECT_TRUE(contains(r.output, "FLOPs dense          ")) << r.output;
+  r = dsee_test::run_dsee(fmt::format("prune --model {} --out {}", (dir / "model").string(), (dir / "out").string()));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "give a plan")) << r.output;
+  r = dsee_test::run_dsee(
+      fmt::format("prune --model {} --out {} --heads 1", (dir / "model").string(), (dir / "out").string()));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "layer   0: heads removed")) << r.output;
   auto pruned = model_load(dir / "out");
   EXPECT_EQ(pruned->config().pruned_heads, structured_plan(*model, nullptr, 1).heads);
   std::system(fmt::format("rm -rf '{}'", dir.string()).c_str());  // Note [std::filesystem and libtorch]

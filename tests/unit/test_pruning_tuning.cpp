@@ -13,17 +13,6 @@
 namespace dsee {
 namespace {
 
-// Ω of c random positions per adapted matrix (ascending), from a fixed seed.
-std::vector<OmegaEntry> random_omega(PretrainedModel& model, std::int64_t c, std::uint64_t seed) {
-  at::manual_seed(seed);
-  std::vector<OmegaEntry> omega;
-  for (const auto& m : adapted_matrices(model, default_target_modules(model.config().family))) {
-    const auto indices = std::get<0>(at::sort(at::randperm(m.rows * m.cols(), at::kLong).narrow(0, 0, c)));
-    omega.push_back({m.name, m.rows, m.cols(), indices, -1});
-  }
-  return omega;
-}
-
 // A trained-looking update: B and the S values random (B = 0 at attach).
 // s = 32 / 2 = 16 multiplies them; larger S values make the attention
 // scores so large that the 1e-6 comparisons below measure rounding alone.

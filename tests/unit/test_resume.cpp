@@ -1,10 +1,10 @@
-// Resuming the training loop (issue 6): a run interrupted after k steps and
-// continued from the progress, AdamW state, parameters and RNG state captured
-// at step k ends bit-identical to a straight run (parameters, optimizer
-// moments) and writes a byte-identical metrics.jsonl. Dropout, gradient
-// accumulation with a short last step per epoch, clipping, a warmup schedule
-// and evaluation with best tracking are all on, so each piece of the state
-// matters.
+// Resuming the training loop (docs/training.md, 'Resuming `dsee run`'): a run
+// interrupted after k steps and continued from the progress, AdamW state,
+// parameters and RNG state captured at step k ends bit-identical to a
+// straight run (parameters, optimizer moments) and writes a byte-identical
+// metrics.jsonl. Dropout, gradient accumulation with a short last step per
+// epoch, clipping, a warmup schedule and evaluation with best tracking are all
+// on, so each piece of the state matters.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -1,8 +1,8 @@
 // The training loop on a tiny linear regression: step counts, gradient
 // accumulation equal to one large batch, the non-finite guard (stop naming
 // the step, or skip), evaluation, best tracking, early stopping, metrics.jsonl;
-// below, the gaps of issue 6's audit (a stage restarted without a checkpoint,
-// non-finite gradients, evaluation at epoch ends, causal LM accumulation).
+// below, a stage restarted without a checkpoint, non-finite gradients,
+// evaluation at epoch ends and causal LM accumulation.
 #include <ATen/ATen.h>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -282,10 +282,10 @@ TEST(Trainer, SumOverRanksOfEqualRanksLogsTheOneRankLoss) {
 }  // namespace
 }  // namespace dsee
 
-// The gaps of issue 6's audit: metrics.jsonl after a stage restarted without
-// a checkpoint, non-finite gradients under a finite loss (stop or skip,
-// skips counted in the log), evaluation at epoch ends besides every N steps,
-// and causal LM training with token-weighted accumulation.
+// metrics.jsonl after a stage restarted without a checkpoint, non-finite
+// gradients under a finite loss (stop or skip, skips counted in the log),
+// evaluation at epoch ends besides every N steps, and causal LM training with
+// token-weighted accumulation.
 namespace dsee {
 namespace {
 
@@ -506,7 +506,7 @@ TEST(Trainer, CausalLmAccumulationWeighsTokensLikeOneBatchOfAllOfThem) {
   std::system(("rm -rf '" + dir.string() + "'").c_str());
 }
 
-// The progress display (issue 6): on a terminal one line redrawn in place
+// The progress display: on a terminal one line redrawn in place
 // ("\r" … "\033[K"), every step; otherwise a plain log line every
 // log_every steps and the last. stderr is pointed at a pseudo-terminal, then
 // at a file, so the trainer's own isatty() decides.

@@ -17,33 +17,6 @@
 namespace dsee {
 namespace {
 
-// c random distinct flat indices per adapted matrix, ascending.
-std::vector<OmegaEntry> random_omega(PretrainedModel& model, const std::vector<std::string>& patterns, std::int64_t c,
-                                     std::uint64_t seed) {
-  at::manual_seed(seed);
-  std::vector<OmegaEntry> out;
-  for (const auto& m : adapted_matrices(model, patterns)) {
-    OmegaEntry e;
-    e.name = m.name;
-    e.rows = m.rows;
-    e.cols = m.cols();
-    e.indices = std::get<0>(at::randperm(m.rows * m.cols(), at::kLong).slice(0, 0, c).sort());
-    out.push_back(e);
-  }
-  return out;
-}
-
-// Non-zero A, B and S values, so every term of (1) contributes.
-void randomise_updates(ModelTuning& tuning, std::uint64_t seed) {
-  at::NoGradGuard no_grad;
-  at::manual_seed(seed);
-  for (auto* u : tuning.updates()) {
-    u->lora_A.copy_(at::randn_like(u->lora_A) * 0.3);
-    u->lora_B.copy_(at::randn_like(u->lora_B) * 0.3);
-    u->sparse_values.copy_(at::randn_like(u->sparse_values));
-  }
-}
-
 // ΔW of the projection, dense [out, in], built directly from the definition:
 // s·(B·A + S) with S scattered densely, placed at the block's rows.
 at::Tensor dense_delta(ModelTuning& tuning, const Linear& linear) {
@@ -91,7 +64,7 @@ TEST(TuningForward, WrappedProjectionEqualsDenseFormula) {
   for (const auto& json : {bert_json(), gpt2_json()}) {
     auto model = tiny_model(json, 1);
     const auto patterns = default_target_modules(model->config().family);
-    auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, patterns, 5, 2));
+    auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, 5, 2, patterns));
     randomise_updates(*tuning, 3);
     const auto x = at::randn({2, 4, model->config().hidden_size});
     int wrapped = 0;
@@ -111,7 +84,7 @@ TEST(TuningForward, MaskWithReferenceVariantAddsUpdateToMaskedWeight) {
   auto model = tiny_model(bert_json(), 1);
   auto options = dsee_options();
   options.mask_update = false;
-  auto tuning = tuning_attach(*model, options, random_omega(*model, {"query", "value"}, 4, 2));
+  auto tuning = tuning_attach(*model, options, random_omega(*model, 4, 2, {"query", "value"}));
   randomise_updates(*tuning, 3);
   random_masks(*model, 4);
   const auto x = at::randn({3, 24});
@@ -122,7 +95,7 @@ TEST(TuningForward, MaskWithReferenceVariantAddsUpdateToMaskedWeight) {
 
 TEST(TuningForward, MaskUpdateMasksTheUpdatedWeight) {
   auto model = tiny_model(bert_json(), 1);
-  auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, {"query", "value"}, 4, 2));
+  auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, 4, 2, {"query", "value"}));
   randomise_updates(*tuning, 3);
   random_masks(*model, 4);
   const auto x = at::randn({3, 24});
@@ -134,7 +107,7 @@ TEST(TuningForward, MaskUpdateMasksTheUpdatedWeight) {
 TEST(TuningForward, StartsAtThePretrainedFunction) {
   auto model = tiny_model(bert_json(), 1);
   const auto before = model->forward(tiny_input(*model)).logits;
-  auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, {"query", "value"}, 4, 2));
+  auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, 4, 2, {"query", "value"}));
   for (auto* u : tuning->updates()) {
     EXPECT_EQ(u->lora_B.abs().max().item<float>(), 0.0f);
     EXPECT_EQ(u->sparse_values.abs().max().item<float>(), 0.0f);
@@ -144,7 +117,7 @@ TEST(TuningForward, StartsAtThePretrainedFunction) {
 
 TEST(TuningForward, InitialADrawsFromTheSeededGeneratorInAdaptedOrder) {
   auto model = tiny_model(bert_json(), 1);
-  auto tuning = tuning_attach(*model, dsee_options(4), random_omega(*model, {"query", "value"}, 4, 2));
+  auto tuning = tuning_attach(*model, dsee_options(4), random_omega(*model, 4, 2, {"query", "value"}));
   auto generator = at::make_generator<at::CPUGeneratorImpl>(7);
   for (auto* u : tuning->updates()) {
     const auto expected = at::randn({4, 24}, generator, at::kFloat) * 0.02;
@@ -157,7 +130,7 @@ TEST(TuningForward, DropoutActsOnlyInTraining) {
   auto model = tiny_model(bert_json(), 1);
   auto options = dsee_options();
   options.dropout = 0.5;
-  auto tuning = tuning_attach(*model, options, random_omega(*model, {"query", "value"}, 4, 2));
+  auto tuning = tuning_attach(*model, options, random_omega(*model, 4, 2, {"query", "value"}));
   randomise_updates(*tuning, 3);
   auto& q = model->linear("encoder.layer.0.attention.self.query");
   const auto x = at::randn({3, 24});
@@ -178,7 +151,7 @@ TEST(TuningForward, MaskedSplitFormWithDropoutEqualsFusedForm) {
   auto model = tiny_model(bert_json(), 1);
   auto options = dsee_options();
   options.dropout = 1e-12;
-  auto tuning = tuning_attach(*model, options, random_omega(*model, {"query", "value"}, 4, 2));
+  auto tuning = tuning_attach(*model, options, random_omega(*model, 4, 2, {"query", "value"}));
   randomise_updates(*tuning, 3);
   random_masks(*model, 4);
   auto& q = model->linear("encoder.layer.0.attention.self.query");
@@ -193,7 +166,7 @@ TEST(TuningForward, MaskedSplitFormWithDropoutEqualsFusedForm) {
 
 TEST(TuningForward, Gpt2QvThirdsLeaveKeyRowsUnchanged) {
   auto model = tiny_model(gpt2_json(), 1);
-  auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, {"c_attn:q", "c_attn:v"}, 6, 2));
+  auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, 6, 2, {"c_attn:q", "c_attn:v"}));
   randomise_updates(*tuning, 3);
   auto& c_attn = model->linear("h.1.attn.c_attn");
   const auto x = at::randn({2, 3, 24});
@@ -210,11 +183,11 @@ TEST(TuningForward, Bf16ModelKeepsFp32TrainableState) {
   auto slots = bf16->tensor_slots();
   auto source = model->tensor_slots();
   for (std::size_t i = 0; i < slots.size(); ++i) slots[i].tensor->copy_(*source[i].tensor);
-  auto tuning = tuning_attach(*bf16, options, random_omega(*bf16, {"query", "value"}, 4, 2));
+  auto tuning = tuning_attach(*bf16, options, random_omega(*bf16, 4, 2, {"query", "value"}));
   randomise_updates(*tuning, 3);
   for (auto* u : tuning->updates()) EXPECT_EQ(u->lora_A.scalar_type(), at::kFloat);
   const auto logits = bf16->forward(tiny_input(*bf16)).logits;
-  EXPECT_EQ(logits.scalar_type(), at::kFloat);  // the trainable head is fp32 (README "Precision")
+  EXPECT_EQ(logits.scalar_type(), at::kFloat);  // the trainable head is fp32 (docs/precision.md)
   logits.to(at::kFloat).sum().backward();
   for (auto* u : tuning->updates()) {
     ASSERT_TRUE(u->lora_A.grad().defined());
@@ -227,7 +200,7 @@ TEST(TuningGrad, FrozenTensorsGetNoGradient) {
   for (const auto& json : {bert_json(), roberta_json(), gpt2_json()}) {
     auto model = tiny_model(json, 1);
     const auto patterns = default_target_modules(model->config().family);
-    auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, patterns, 4, 2));
+    auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, 4, 2, patterns));
     randomise_updates(*tuning, 3);
     model->forward(tiny_input(*model)).logits.pow(2).sum().backward();
     std::set<const void*> trainable;
@@ -271,7 +244,7 @@ TEST(TuningGrad, GradientsMatchCentralFiniteDifferences) {
       model = std::make_unique<EncoderModel>(config, true, at::kDouble, at::kCPU);
     randomise(*model, 1);
     const auto patterns = default_target_modules(config.family);
-    auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, patterns, 5, 2));
+    auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, 5, 2, patterns));
     randomise_updates(*tuning, 3);
     if (variant == 1) random_masks(*model, 4);
     const auto input = tiny_input(*model);
@@ -300,7 +273,7 @@ TEST(TuningGrad, GradientsMatchCentralFiniteDifferences) {
 
 TEST(TuningShrink, KeepRowsReindexesOmegaAndKeepsTheirOutputs) {
   auto model = tiny_model(gpt2_json(), 1);
-  auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, {"c_attn:q", "c_attn:v"}, 40, 2));
+  auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, 40, 2, {"c_attn:q", "c_attn:v"}));
   randomise_updates(*tuning, 3);
   auto& c_attn = model->linear("h.0.attn.c_attn");
   const auto x = at::randn({2, 3, 24});
@@ -333,7 +306,7 @@ TEST(TuningShrink, KeepRowsReindexesOmegaAndKeepsTheirOutputs) {
 
 TEST(TuningShrink, PruneHeadsShrinksBertUpdates) {
   auto model = tiny_model(bert_json(), 1);
-  auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, {"query", "value"}, 30, 2));
+  auto tuning = tuning_attach(*model, dsee_options(), random_omega(*model, 30, 2, {"query", "value"}));
   randomise_updates(*tuning, 3);
   auto& q = model->linear("encoder.layer.1.attention.self.query");
   const auto x = at::randn({2, 24});
@@ -354,7 +327,7 @@ TEST(TuningShrink, KeepColumnsReindexesOmegaAndMatchesZeroedInputs) {
   auto model = tiny_model(bert_json(), 1);
   auto options = dsee_options();
   options.target_modules = {"attention.output.dense"};
-  auto tuning = tuning_attach(*model, options, random_omega(*model, options.target_modules, 40, 2));
+  auto tuning = tuning_attach(*model, options, random_omega(*model, 40, 2, options.target_modules));
   randomise_updates(*tuning, 3);
   auto& out = model->linear("encoder.layer.0.attention.output.dense");
   const auto x = at::randn({2, 24});
@@ -382,7 +355,7 @@ TEST(TuningMerge, MergedModelGivesTheWrappedLogits) {
       auto options = dsee_options();
       options.mask_update = variant != 2;
       const auto patterns = default_target_modules(model->config().family);
-      auto tuning = tuning_attach(*model, options, random_omega(*model, patterns, 5, 2));
+      auto tuning = tuning_attach(*model, options, random_omega(*model, 5, 2, patterns));
       randomise_updates(*tuning, 3);
       if (variant > 0) random_masks(*model, 4);
       const auto input = tiny_input(*model);
@@ -414,7 +387,7 @@ TEST(TuningMerge, EffectiveWeightOfUnwrappedProjections) {
 
 TEST(TuningParameters, NamesOrderAndFreezing) {
   auto bert = tiny_model(bert_json(), 1);
-  auto tuning = tuning_attach(*bert, dsee_options(), random_omega(*bert, {"query", "value"}, 4, 2));
+  auto tuning = tuning_attach(*bert, dsee_options(), random_omega(*bert, 4, 2, {"query", "value"}));
   std::vector<std::string> names;
   for (const auto& p : tuning->trainable_parameters()) names.push_back(p.name);
   std::vector<std::string> expected;
@@ -443,7 +416,7 @@ TEST(TuningParameters, NamesOrderAndFreezing) {
                                       "classifier.out_proj.bias"}));
 
   auto gpt2 = tiny_model(gpt2_json(), 1);
-  auto gt = tuning_attach(*gpt2, dsee_options(), random_omega(*gpt2, {"c_attn:q", "c_attn:v"}, 4, 2));
+  auto gt = tuning_attach(*gpt2, dsee_options(), random_omega(*gpt2, 4, 2, {"c_attn:q", "c_attn:v"}));
   const auto gp = gt->trainable_parameters();
   ASSERT_EQ(gp.size(), 3u * 2 * 3);
   EXPECT_EQ(gp[0].name, "h.0.attn.c_attn:q.lora_A");
@@ -466,7 +439,7 @@ TEST(TuningParameters, NamesOrderAndFreezing) {
 
 TEST(TuningAttach, UserErrorsNameTheProblem) {
   auto model = tiny_model(bert_json(), 1);
-  const auto omega = random_omega(*model, {"query", "value"}, 4, 2);
+  const auto omega = random_omega(*model, 4, 2, {"query", "value"});
   auto options = dsee_options();
   options.rank = 0;
   EXPECT_TRUE(contains(error_of([&] { tuning_attach(*model, options, omega); }), "rank must be positive"));
@@ -487,7 +460,7 @@ TEST(TuningAttach, UserErrorsNameTheProblem) {
   wrong = omega;
   wrong[2].indices = at::tensor(std::vector<std::int64_t>{3, 24 * 24}, at::kLong);
   EXPECT_TRUE(contains(error_of([&] { tuning_attach(*model, options, wrong); }), "outside [0, 576)"));
-  wrong = random_omega(*model, {"query", "value", "key"}, 4, 2);
+  wrong = random_omega(*model, 4, 2, {"query", "value", "key"});
   EXPECT_TRUE(
       contains(error_of([&] { tuning_attach(*model, options, wrong); }), "which target_modules does not adapt"));
 
@@ -501,7 +474,7 @@ TEST(TuningAttach, UserErrorsNameTheProblem) {
   auto lora_model = tiny_model(bert_json(), 1);
   options = dsee_options();
   options.method = TuningMethod::lora;
-  auto lora = tuning_attach(*lora_model, options, random_omega(*lora_model, {"query", "value"}, 0, 2));
+  auto lora = tuning_attach(*lora_model, options, random_omega(*lora_model, 0, 2, {"query", "value"}));
   EXPECT_EQ(lora->trainable_parameters().size(), 4u * 2 + 2);
   for (auto* u : lora->updates()) EXPECT_EQ(u->omega.numel(), 0);
 }

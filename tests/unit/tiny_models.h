@@ -1,9 +1,11 @@
 // Small random models for unit tests: config.json contents for BERT,
-// RoBERTa and GPT-2 and a seeded fill of every tensor. Parity with
-// transformers is in tests/parity; these only need valid shapes and values.
+// RoBERTa and GPT-2, a seeded fill of every tensor, and random Ω and updates
+// for a tuning on them. Parity with transformers is in tests/parity; these
+// only need valid shapes and values.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
 #include <memory>
@@ -12,6 +14,8 @@
 #include "core/model/gpt2.h"
 #include "core/model/model_config.h"
 #include "core/model/pretrained_model.h"
+#include "core/tuning/adapted.h"
+#include "core/tuning/tuning.h"
 
 namespace dsee {
 
@@ -72,6 +76,33 @@ inline std::unique_ptr<PretrainedModel> tiny_model(const nlohmann::json& json, s
     model = std::make_unique<EncoderModel>(config, true, at::kFloat, at::kCPU);
   randomise(*model, seed);
   return model;
+}
+
+// c random distinct flat indices per adapted matrix (`patterns`; empty: the
+// family's default targets), ascending, from a generator of its own seeded
+// with `seed`.
+inline std::vector<OmegaEntry> random_omega(PretrainedModel& model, std::int64_t c, std::uint64_t seed,
+                                            const std::vector<std::string>& patterns = {}) {
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  std::vector<OmegaEntry> out;
+  for (const auto& m :
+       adapted_matrices(model, patterns.empty() ? default_target_modules(model.config().family) : patterns)) {
+    const auto indices = at::randperm(m.rows * m.cols(), generator, at::TensorOptions().dtype(at::kLong));
+    out.push_back({m.name, m.rows, m.cols(), std::get<0>(indices.slice(0, 0, c).sort())});
+  }
+  return out;
+}
+
+// Non-zero A, B and S values (from the global generator seeded with `seed`),
+// so every term of the update contributes.
+inline void randomise_updates(ModelTuning& tuning, std::uint64_t seed) {
+  at::NoGradGuard no_grad;
+  at::manual_seed(seed);
+  for (auto* u : tuning.updates()) {
+    u->lora_A.copy_(at::randn_like(u->lora_A) * 0.3);
+    u->lora_B.copy_(at::randn_like(u->lora_B) * 0.3);
+    u->sparse_values.copy_(at::randn_like(u->sparse_values));
+  }
 }
 
 }  // namespace dsee

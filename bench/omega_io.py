@@ -1,5 +1,5 @@
-"""Hands matrices to omega_driver (raw float32 + a JSON manifest) and reads back
-its report and Ω file. Shared by tests/parity/test_omega.py and bench/grebsmo."""
+"""Hands matrices to bench_omega (raw float32 + a JSON manifest) and reads back
+its report and Ω file, for bench/grebsmo.py."""
 import json
 import os
 import subprocess
@@ -24,13 +24,13 @@ def write_manifest(folder, matrices):
 
 
 def run_driver(driver, folder, matrices, args):
-    """Runs omega_driver on matrices; returns (Ω file path, report dict)."""
+    """Runs bench_omega on matrices; returns (Ω file path, report dict)."""
     out = os.path.join(folder, "omega.h5")
     report = os.path.join(folder, "report.json")
     cmd = [driver, "--input", write_manifest(folder, matrices), "--out", out, "--report", report] + args
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"omega_driver failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr}")
+        raise SystemExit(f"bench_omega failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr}")
     with open(report) as f:
         return out, json.load(f)
 

@@ -1,11 +1,13 @@
 """Independent Python-torch reference for GreBsmo and Ω selection.
 
-Written from ../shared/spec/dsee.md §1 alone (not from dsee's C++), so that
-the parity test compares two implementations of the same text. Plain torch,
-fp32, CPU; the caller sets torch.set_num_threads to match dsee.
+Written from docs/method.md ('The index set Ω': 'GreBsmo', 'Selecting Ω from
+S', 'Random draws') alone, not from dsee's C++, so that the parity tests
+(tests/parity/test_omega.py, test_omega_models.py) compare two
+implementations of the same text, and bench/grebsmo times the same loop.
+Plain torch, fp32, CPU; the caller sets torch.set_num_threads to match dsee.
 
-  grebsmo_reference(W, gen)      the spec's loop: 100 outer x 2 inner steps,
-                                 tau = 0.01, rank +5 per outer step, S reset
+  grebsmo_reference(W, gen)      the documented loop: 100 outer x 2 inner
+                                 steps, tau = 0.01, rank +5 per outer step, S reset
   top_c(scores, c)               exactly c flat indices, largest score first,
                                  ties to the lower flat index, returned ascending
   omega_for_matrices(...)        one generator seeded once, matrices in order
@@ -18,13 +20,15 @@ INNER = 2
 RANK_STEP = 5
 
 
-def grebsmo_reference(W, gen):
-    """S of the spec's GreBsmo for W (m x n, fp32). Draws one randn(1, n) from gen."""
+def grebsmo_reference(W, gen, outer=OUTER):
+    """S of the documented GreBsmo loop for W (m x n, fp32), `outer` outer
+    steps (the documented 100 unless a test shortens it). Draws one
+    randn(1, n) from gen."""
     m, n = W.shape
     max_rank = min(m, n)
     V = torch.randn(1, n, generator=gen, dtype=W.dtype).to(W.device)  # CPU draw, as dsee's
     S = torch.zeros_like(W)
-    for _ in range(OUTER):
+    for _ in range(outer):
         S = torch.zeros_like(W)
         for _ in range(INNER):
             X = W - S
@@ -48,13 +52,13 @@ def top_c(scores, c):
     return sorted(order[:c])
 
 
-def omega_for_matrices(matrices, c, seed, method="grebsmo"):
+def omega_for_matrices(matrices, c, seed, method="grebsmo", outer=OUTER):
     """matrices: list of (name, W out x in). Returns {name: [flat indices]}."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for name, W in matrices:
         if method == "grebsmo":
-            scores = grebsmo_reference(W, gen).abs()
+            scores = grebsmo_reference(W, gen, outer).abs()
         elif method == "magnitude":
             scores = W.abs()
         elif method == "random":

@@ -1,7 +1,7 @@
-// omega_driver: runs dsee's Ω selection on matrices handed over from Python,
-// for the parity test (tests/parity/test_omega.py) and the benchmark
-// (bench/grebsmo). Not a user command: `dsee omega --model DIR` arrives with
-// the models.
+// bench_omega: dsee's side of bench/grebsmo: Ω selection on matrices handed
+// over from Python (bench/omega_io.py), timed, with the knobs a benchmark
+// turns (variant, workers, threads, device, float64, stability). `dsee omega
+// --model DIR` is the user command on model folders.
 //
 // Input: a JSON file {"data": "weights.bin", "matrices": [{"name", "rows",
 // "cols", "offset"}]}; the data file holds each matrix as row-major
@@ -46,7 +46,7 @@ std::vector<dsee::NamedMatrix> read_matrices(const std::filesystem::path& manife
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"omega_driver: dsee's Ω selection on raw float32 matrices (parity tests, benchmarks)"};
+  CLI::App app{"bench_omega: dsee's Ω selection on raw float32 matrices (bench/grebsmo)"};
   std::string manifest, out, report, method = "grebsmo", variant = "reference";
   dsee::OmegaOptions options;
   int outer = 0, inner = 0;
@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
     if (!report.empty()) std::ofstream(report) << result.dump(2) << "\n";
     std::printf("%s\n", result.dump().c_str());
   } catch (const dsee::Error& e) {
-    std::fprintf(stderr, "omega_driver: error: %s\n", e.what());
+    std::fprintf(stderr, "bench_omega: error: %s\n", e.what());
     return 1;
   }
   return 0;

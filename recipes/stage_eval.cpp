@@ -1,0 +1,38 @@
+// Evaluation around the training stages: the pretrained model with the
+// tuning attached (its dev metrics are the table's start column), and the
+// eval stage, the final model's dev metrics and dev outputs
+// (predictions-dev.safetensors). The eval stage runs again whenever it is
+// listed: it only reads, and so reflects the files as they are.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "recipes/stages.h"
+
+namespace dsee {
+
+void stage_pretrained(Run& run) {
+  run.tuning = tuning_attach(*run.model, recipe_tuning_options(run.recipe), run.omega);
+  nlohmann::json pretrained = counts_of(run);
+  pretrained["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data, run.ranks.comm);
+  const auto metric = recipe_metric_for_best(run.recipe);
+  std::vector<std::string> names;
+  for (const auto& [name, value] : pretrained["dev"].items()) names.push_back(name);
+  DSEE_CHECK(pretrained["dev"].contains(metric),
+             "train.metric_for_best = '{}' is not among the evaluation's metrics ({}); use one of those, or leave it "
+             "empty for the task's main metric",
+             metric, fmt::join(names, ", "));
+  run.stages["pretrained"] = std::move(pretrained);
+}
+
+nlohmann::json stage_eval(Run& run) {
+  if (!run.plan.runs(Stage::eval)) return nullptr;
+  nlohmann::json record = counts_of(run);
+  const auto logits = task_dev_logits(*run.model, run.tuning.get(), run.data, run.ranks.comm);
+  record["dev"] = task_metrics(run.data, logits);
+  root_writes(run.ranks, "writing the dev predictions",
+              [&] { task_write_predictions(run.data, logits, run.dir.predictions()); });
+  stage_record(run, Stage::eval, record);
+  return record;
+}
+
+}  // namespace dsee

@@ -1,0 +1,37 @@
+// The prune stage (prune.kind = unstructured | heads): the pruning plan from
+// the trained update (|ΔW| pools, or head scores; core/sparsity/pruning.h) →
+// masks.h5, applied to the model. Rank 0 computes and writes the plan, and
+// every rank takes it from masks.h5 (checked by fingerprint), whether it was
+// computed now or by an earlier run.
+#include "core/sparsity/prune_plan.h"
+#include "core/sparsity/pruning.h"
+#include "recipes/stages.h"
+
+namespace dsee {
+
+void prune_plan_load(Run& run) {
+  read_on_every_rank(run.ranks, run.dir.masks(), "reading masks.h5",
+                     [&] { run.prune_plan = prune_plan_read(run.dir.masks()); });
+  prune_plan_apply(*run.model, run.prune_plan);
+}
+
+void stage_prune(Run& run) {
+  const auto& prune = run.recipe.prune;
+  if (prune.kind == PruneKind::none) return;
+  if (stage_finished(run, Stage::prune)) return prune_plan_load(run);
+  stage_required(run, Stage::prune);
+  const auto start = StageClock::now();
+  root_writes(run.ranks, "computing the pruning plan", [&] {
+    prune_plan_write(run.dir.masks(),
+                     prune.kind == PruneKind::heads
+                         ? structured_plan(*run.model, run.tuning.get(), prune.heads_per_layer)
+                         : unstructured_plan(*run.model, run.tuning.get(), {prune.p_adapt, prune.p_rest}));
+  });
+  prune_plan_load(run);
+  nlohmann::json record = counts_of(run);
+  record["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data, run.ranks.comm);
+  record["seconds"] = seconds_since(start);
+  stage_record(run, Stage::prune, record);
+}
+
+}  // namespace dsee

@@ -1,0 +1,220 @@
+// The training stages, train and retune (retune.epochs > 0 after pruning):
+// the trainer (core/train/trainer.h) over the task's training split, with
+// checkpoints and a resume from the newest one (train_checkpoints.h), stop
+// signals, the best evaluation, and the data-parallel hooks. The stage ends
+// with trainable-<stage>.safetensors and its record.
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <thread>
+
+#include "base/env_vars.h"
+#include "base/shape_text.h"
+#include "core/io/safetensors.h"
+#include "core/train/trainer.h"
+#include "distributed/fingerprint.h"
+#include "distributed/gradient_sync.h"
+#include "distributed/stop_signal.h"
+#include "recipes/stages.h"
+#include "recipes/test_hooks.h"
+#include "recipes/train_checkpoints.h"
+
+namespace dsee {
+namespace {
+
+namespace fs = std::filesystem;
+
+// DSEE_TEST_PERTURB_RANK=RANK:STEP on that rank after that step.
+void test_perturb(Run& run, std::int64_t step) {
+  auto [name, tensor] = run.tuning->trainable_parameters().front();
+  spdlog::warn("{}: rank {} adds 1 to tensor '{}' after step {}", env_vars::test_perturb_rank, run.ranks.rank, name,
+               step);
+  at::NoGradGuard no_grad;
+  tensor.view({-1})[0].add_(1.0);
+}
+
+// The trainer's hooks for data parallelism (Note [The loop on many ranks] in
+// core/train/trainer.cpp): gradient averaging, the global loss, agreed stops, the
+// watchdog's step and the periodic fingerprint of the trainable tensors.
+void data_parallel_options(Run& run, Communicator& comm, std::unique_ptr<GradientSync>& sync, TrainerOptions& options) {
+  std::vector<at::Tensor> parameters;
+  for (auto& [name, tensor] : run.tuning->trainable_parameters()) parameters.push_back(tensor);
+  sync = std::make_unique<GradientSync>(comm, std::move(parameters));
+  auto* gradient_sync = sync.get();
+  options.sync_gradients = [gradient_sync] { gradient_sync->average_gradients(); };
+  options.sum_over_ranks = [&comm](std::vector<double>& values) {
+    at::Tensor sums = at::tensor(values, at::kDouble).to(comm.device());
+    comm.all_reduce_sum(sums);
+    sums = sums.cpu().contiguous();
+    std::copy_n(sums.data_ptr<double>(), values.size(), values.begin());
+  };
+  options.should_stop = [&comm] { return stop_requested_on_any_rank(comm); };
+  const std::int64_t every = run.recipe.dist.fingerprint_every;
+  options.after_step = [&run, &comm, every](std::int64_t step) {
+    comm.set_step(step + 1);
+    if (test_hooks().perturbs(comm.rank(), std::to_string(step))) test_perturb(run, step);
+    if (every > 0 && step % every == 0)
+      fingerprint_verify_state(comm, fmt::format("trainable parameters after step {}", step), trainables_of(run));
+  };
+  comm.set_step(1);
+}
+
+// Note [The best evaluation]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~
+// Every evaluation that improves train.metric_for_best (the trainer's
+// on_best, on every rank at the same step) keeps a copy of the trainable
+// tensors in memory; checkpoints carry that copy (/best), so a resumed stage
+// has the same best as an uninterrupted one. At the stage's end the copy is
+// written to trainable-<stage>-best.safetensors (metadata "step") and, with
+// train.load_best_at_end, copied back into the model, so pruning, re-tuning,
+// evaluation and export continue from the best evaluation instead of the
+// last step. stages/<stage>.json records it under "best".
+
+// The best evaluation at the stage's end: trainable-<stage>-best.safetensors
+// and, with train.load_best_at_end, its tensors back in the model. The
+// record's "best" (null: no evaluation ranked).
+nlohmann::json best_finish(Run& run, Stage stage, const TrainResult& result, const BestTensors& best,
+                           const std::string& metric) {
+  const bool load_best = run.recipe.train.load_best_at_end;
+  if (result.best_step < 0) return nullptr;
+  if (best.step != result.best_step) {
+    // Resumed from a checkpoint written before checkpoints carried /best.
+    DSEE_CHECK(!load_best,
+               "{}: the best evaluation (step {}) came before the checkpoint this stage resumed from, and that "
+               "checkpoint holds no /best tensors (an older dsee wrote it); set train.load_best_at_end = false or "
+               "delete {} to train the stage again",
+               stage_name(stage), result.best_step, run.dir.checkpoints(stage).string());
+    spdlog::warn(
+        "{}: the tensors of the best evaluation (step {}) are not in the checkpoint this stage resumed from; "
+        "trainable-{}-best.safetensors is not written",
+        stage_name(stage), result.best_step, stage_name(stage));
+    return nullptr;
+  }
+  root_writes(run.ranks, fmt::format("writing trainable-{}-best.safetensors", stage_name(stage)), [&] {
+    safetensors_save(run.dir.best_trainables(stage), best.tensors,
+                     {{"format", "pt"}, {"step", std::to_string(result.best_step)}});
+  });
+  if (load_best) {
+    at::NoGradGuard no_grad;
+    std::size_t i = 0;
+    for (auto& [name, tensor] : run.tuning->trainable_parameters()) {
+      DSEE_ASSERT(best.tensors.at(i).name == name, "best tensor {} is '{}', the run's is '{}'", i,
+                  best.tensors.at(i).name, name);
+      tensor.copy_(best.tensors.at(i++).tensor);
+    }
+    spdlog::info("{}: {} ends with the tensors of its best evaluation (step {}, {} = {})", run.dir.name(),
+                 stage_name(stage), result.best_step, metric, *result.best_metric);
+  }
+  return {{"step", result.best_step}, {"metric", metric}, {"value", *result.best_metric}, {"loaded", load_best}};
+}
+
+// One training stage: the trainer over the task's data, from its newest
+// checkpoint when there is one. Returns the stage's record.
+nlohmann::json train(Run& run, Stage stage) {
+  const auto& recipe = run.recipe;
+  const auto start = StageClock::now();
+  TrainerOptions options = recipe_trainer_options(recipe, stage);
+  if (run.ranks.root()) options.metrics_path = run.dir.metrics();
+  options.metrics_stage = stage_name(stage);
+  options.progress = run.ranks.root();
+  const auto micro_batch = recipe.train.batch_size / options.grad_accumulation;
+  DSEE_CHECK(micro_batch >= 1 && micro_batch * options.grad_accumulation == recipe.train.batch_size,
+             "train.batch_size ({}) must be a multiple of train.grad_accumulation ({})", recipe.train.batch_size,
+             options.grad_accumulation);
+  TaskBatches batches(run.data.train, micro_batch,
+                      static_cast<std::uint64_t>(recipe.run.seed) + (stage == Stage::train ? 0 : 1), run.ranks.rank,
+                      run.ranks.world_size);
+  at::manual_seed(static_cast<std::uint64_t>(recipe.run.seed));  // dropout
+  std::unique_ptr<GradientSync> sync;
+  if (auto* comm = run.ranks.comm) data_parallel_options(run, *comm, sync, options);
+
+  BestTensors best;
+  const auto on_best = [&](std::int64_t step) {
+    best.tensors.clear();
+    for (auto& [name, tensor] : run.tuning->trainable_parameters())
+      best.tensors.push_back({name, tensor.detach().clone()});
+    best.step = step;
+  };
+  StageCheckpoints checkpoints(run, stage, best);
+  options.checkpoint_every = recipe.ckpt.every;
+  options.on_checkpoint = [&](const TrainerProgress& progress) { checkpoints.write(progress); };
+  // A stop signal always ends the stage at a step boundary; the checkpoint
+  // is written only with run.checkpoint_on_signal. With ranks the stop is
+  // agreed by all (a collective), so every rank leaves at the same step.
+  install_stop_handlers();
+  options.checkpoint_on_stop = recipe.run.checkpoint_on_signal;
+  options.should_stop = [steps = std::int64_t{0}, hooks = test_hooks(), comm = run.ranks.comm]() mutable {
+    if (hooks.step_pause_s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(hooks.step_pause_s));
+    if (hooks.stop_after_step > 0 && ++steps == hooks.stop_after_step) std::raise(SIGTERM);
+    return comm != nullptr ? stop_requested_on_any_rank(*comm) : stop_requested();
+  };
+
+  Trainer trainer(run.tuning->trainable_parameters(), options);
+  const std::int64_t total = trainer.total_steps(batches);
+  const std::optional<TrainerProgress> resume = checkpoints.resume(trainer, best);
+  if (resume)
+    spdlog::info("{}: resuming {} from {} (step {} of {})", run.dir.name(), stage_name(stage),
+                 fs::relative(checkpoints.resumed_from(), run.dir.path()).string(), resume->step, total);
+
+  auto* model = run.model.get();
+  auto* tuning = run.tuning.get();
+  const auto loss = [&](const TrainBatch& batch) {
+    tuning->set_training(true);
+    if (batch.samples == 0) {  // an empty piece of a short global batch: zero loss, zero gradients
+      at::Tensor zero = at::zeros({}, at::TensorOptions().device(model->device()));
+      for (auto& [name, tensor] : tuning->trainable_parameters()) zero = zero + tensor.sum() * 0;
+      return zero;
+    }
+    const auto mean = task_loss(*model, batch);
+    return run.ranks.comm != nullptr ? mean * batches.loss_scale() : mean;
+  };
+  const auto evaluate = [&] { return task_evaluate(*model, tuning, run.data, run.ranks.comm); };
+  spdlog::info("{}: {} ({} epochs, lr {}, on {})", run.dir.name(), stage_name(stage), options.epochs, options.lr,
+               model->device().str());
+  const auto result = trainer.run(batches, loss, evaluate, on_best, resume ? &*resume : nullptr);
+  if (result.stop_requested) checkpoints.stopped(result.steps, total);
+
+  const nlohmann::json best_record = best_finish(run, stage, result, best, options.metric_for_best);
+  const auto path = run.dir.trainables(stage);
+  root_writes(run.ranks, "writing " + path.filename().string(), [&] { safetensors_save(path, trainables_of(run)); });
+  nlohmann::json record = counts_of(run);
+  if (!best_record.is_null()) record["best"] = best_record;
+  record["dev"] = evaluate();
+  record["steps"] = result.steps;
+  record["device"] = model->device().str();
+  if (run.ranks.comm != nullptr) record["communicator"] = run.ranks.comm->backend();
+  if (sync) record["allreduce_bytes_per_step"] = sync->bytes_per_step();
+  record["skipped_steps"] = result.skipped_steps;
+  record["seconds"] = seconds_since(start);
+  return record;
+}
+
+}  // namespace
+
+void trainables_load(Run& run, Stage stage) {
+  const auto path = run.dir.trainables(stage);
+  read_on_every_rank(run.ranks, path, "reading " + path.filename().string(), [&] {
+    const auto file = SafetensorsCheckpoint::open(path);
+    at::NoGradGuard no_grad;
+    for (auto& [name, tensor] : run.tuning->trainable_parameters()) {
+      DSEE_CHECK(file.contains(name), "{}: tensor '{}' is missing; delete the run's stages/ to redo them",
+                 path.string(), name);
+      const auto saved = file.tensor(name);
+      DSEE_CHECK(saved.sizes() == tensor.sizes(), "{}: tensor '{}' has shape {}, the run expects {}", path.string(),
+                 name, shape_text(saved.sizes()), shape_text(tensor.sizes()));
+      tensor.copy_(saved);
+    }
+  });
+}
+
+void stage_train(Run& run, Stage stage) {
+  DSEE_ASSERT(stage == Stage::train || stage == Stage::retune, "no training stage '{}'", stage_name(stage));
+  if (stage == Stage::retune && !run.recipe.retunes()) return;
+  if (stage_finished(run, stage)) return trainables_load(run, stage);
+  stage_required(run, stage);
+  stage_record(run, stage, train(run, stage));
+}
+
+}  // namespace dsee
