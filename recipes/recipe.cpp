@@ -8,6 +8,7 @@
 #include <iterator>
 #include <sstream>
 
+#include "base/enum_names.h"
 #include "base/error.h"
 #include "recipes/recipe_schema.h"
 #include "recipes/task_data.h"
@@ -51,58 +52,46 @@ std::string without_key(const std::string& text, const std::string& table, const
   return out;
 }
 
+// The recipe's closed sets by name (the schema has checked every name before
+// these tables see it).
+constexpr EnumName<Stage> kStageNames[] = {{Stage::omega, "omega"}, {Stage::train, "train"},
+                                           {Stage::prune, "prune"}, {Stage::retune, "retune"},
+                                           {Stage::eval, "eval"},   {Stage::export_, "export"}};
+constexpr EnumName<DeviceRequest> kDevices[] = {
+    {DeviceRequest::cpu, "cpu"}, {DeviceRequest::cuda, "cuda"}, {DeviceRequest::automatic, "auto"}};
+constexpr EnumName<Precision> kPrecisions[] = {{Precision::fp32, "fp32"}, {Precision::bf16, "bf16"}};
+constexpr EnumName<PruneKind> kPruneKinds[] = {
+    {PruneKind::none, "none"}, {PruneKind::unstructured, "unstructured"}, {PruneKind::heads, "heads"}};
+constexpr EnumName<ExportFormat> kExportFormats[] = {{ExportFormat::hf, "hf"}, {ExportFormat::peft, "peft"}};
+constexpr EnumName<BackendRequest> kBackends[] = {
+    {BackendRequest::mpi, "mpi"}, {BackendRequest::nccl, "nccl"}, {BackendRequest::automatic, "auto"}};
+
 DeviceRequest device_request_of(const std::string& name) {
-  return name == "cpu" ? DeviceRequest::cpu : name == "cuda" ? DeviceRequest::cuda : DeviceRequest::automatic;
+  return enum_from_name(kDevices, name).value_or(DeviceRequest::automatic);
 }
 
-PruneKind prune_kind_of(const std::string& name) {
-  return name == "unstructured" ? PruneKind::unstructured : name == "heads" ? PruneKind::heads : PruneKind::none;
-}
+PruneKind prune_kind_of(const std::string& name) { return enum_from_name(kPruneKinds, name).value_or(PruneKind::none); }
 
 BackendRequest backend_request_of(const std::string& name) {
-  return name == "mpi" ? BackendRequest::mpi : name == "nccl" ? BackendRequest::nccl : BackendRequest::automatic;
+  return enum_from_name(kBackends, name).value_or(BackendRequest::automatic);
 }
 
 }  // namespace
 
-const char* stage_name(Stage stage) {
-  switch (stage) {
-    case Stage::omega:
-      return "omega";
-    case Stage::train:
-      return "train";
-    case Stage::prune:
-      return "prune";
-    case Stage::retune:
-      return "retune";
-    case Stage::eval:
-      return "eval";
-    case Stage::export_:
-      return "export";
-  }
-  DSEE_ASSERT(false, "unknown stage {}", static_cast<int>(stage));
-  return "";
-}
+const char* stage_name(Stage stage) { return enum_name(kStageNames, stage); }
 
-const char* device_request_name(DeviceRequest device) {
-  return device == DeviceRequest::cpu ? "cpu" : device == DeviceRequest::cuda ? "cuda" : "auto";
-}
+const char* device_request_name(DeviceRequest device) { return enum_name(kDevices, device); }
 
-const char* precision_name(Precision precision) { return precision == Precision::bf16 ? "bf16" : "fp32"; }
+const char* precision_name(Precision precision) { return enum_name(kPrecisions, precision); }
 
-const char* prune_kind_name(PruneKind kind) {
-  return kind == PruneKind::unstructured ? "unstructured" : kind == PruneKind::heads ? "heads" : "none";
-}
+const char* prune_kind_name(PruneKind kind) { return enum_name(kPruneKinds, kind); }
 
-const char* export_format_name(ExportFormat format) { return format == ExportFormat::hf ? "hf" : "peft"; }
+const char* export_format_name(ExportFormat format) { return enum_name(kExportFormats, format); }
 
-const char* backend_request_name(BackendRequest backend) {
-  return backend == BackendRequest::mpi ? "mpi" : backend == BackendRequest::nccl ? "nccl" : "auto";
-}
+const char* backend_request_name(BackendRequest backend) { return enum_name(kBackends, backend); }
 
 ExportFormat export_format_from_name(const std::string& name) {
-  if (name == "hf") return ExportFormat::hf;
-  if (name == "peft") return ExportFormat::peft;
+  if (const auto format = enum_from_name(kExportFormats, name)) return *format;
   throw Error(fmt::format("export format '{}' is not known; use hf or peft", name));
 }
 
@@ -112,7 +101,7 @@ Recipe recipe_from_config(const Config& c) {
   r.run.out_dir = c.get_string("run.out_dir");
   r.run.seed = c.get_int("run.seed");
   r.run.device = device_request_of(c.get_string("run.device"));
-  r.run.precision = c.get_string("run.precision") == "bf16" ? Precision::bf16 : Precision::fp32;
+  r.run.precision = enum_from_name(kPrecisions, c.get_string("run.precision")).value_or(Precision::fp32);
   r.run.checkpoint_on_signal = c.get_bool("run.checkpoint_on_signal");
   r.run.stages = stages_of(c.get_strings("run.stages"));
   r.run.compare = c.get_strings("run.compare");

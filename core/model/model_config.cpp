@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include "base/enum_names.h"
 #include "base/error.h"
 #include "base/files.h"
 
@@ -122,15 +123,9 @@ void read_pruned_heads(const Reader& r, ModelConfig& config) {
 }  // namespace
 
 const char* model_family_name(ModelFamily family) {
-  switch (family) {
-    case ModelFamily::bert:
-      return "bert";
-    case ModelFamily::roberta:
-      return "roberta";
-    case ModelFamily::gpt2:
-      return "gpt2";
-  }
-  DSEE_ASSERT(false, "unknown model family");
+  static constexpr EnumName<ModelFamily> kFamilies[] = {
+      {ModelFamily::bert, "bert"}, {ModelFamily::roberta, "roberta"}, {ModelFamily::gpt2, "gpt2"}};
+  return enum_name(kFamilies, family);
 }
 
 std::vector<std::int64_t> ModelConfig::kept_heads(std::int64_t layer) const {

@@ -32,19 +32,22 @@
 #include <algorithm>
 #include <cmath>
 
+#include "base/enum_names.h"
 #include "base/error.h"
 
 namespace dsee {
 
+namespace {
+constexpr EnumName<GrebsmoVariant> kVariants[] = {{GrebsmoVariant::reference, "reference"},
+                                                  {GrebsmoVariant::tolerance, "tolerance"}};
+}  // namespace
+
 GrebsmoVariant grebsmo_variant_from_name(const std::string& name) {
-  if (name == "reference") return GrebsmoVariant::reference;
-  if (name == "tolerance") return GrebsmoVariant::tolerance;
+  if (const auto variant = enum_from_name(kVariants, name)) return *variant;
   throw Error(fmt::format("unknown GreBsmo variant '{}': use 'reference' or 'tolerance'", name));
 }
 
-const char* grebsmo_variant_name(GrebsmoVariant variant) {
-  return variant == GrebsmoVariant::reference ? "reference" : "tolerance";
-}
+const char* grebsmo_variant_name(GrebsmoVariant variant) { return enum_name(kVariants, variant); }
 
 GrebsmoOptions grebsmo_default_options(GrebsmoVariant variant) {
   GrebsmoOptions options;

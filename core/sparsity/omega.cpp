@@ -26,29 +26,23 @@
 #include <mutex>
 #include <thread>
 
+#include "base/enum_names.h"
 #include "base/error.h"
 #include "base/log.h"
 
 namespace dsee {
 
+namespace {
+constexpr EnumName<OmegaMethod> kMethods[] = {
+    {OmegaMethod::grebsmo, "grebsmo"}, {OmegaMethod::magnitude, "magnitude"}, {OmegaMethod::random, "random"}};
+}  // namespace
+
 OmegaMethod omega_method_from_name(const std::string& name) {
-  if (name == "grebsmo") return OmegaMethod::grebsmo;
-  if (name == "magnitude") return OmegaMethod::magnitude;
-  if (name == "random") return OmegaMethod::random;
+  if (const auto method = enum_from_name(kMethods, name)) return *method;
   throw Error(fmt::format("unknown Ω method '{}': use 'grebsmo', 'magnitude' or 'random'", name));
 }
 
-const char* omega_method_name(OmegaMethod method) {
-  switch (method) {
-    case OmegaMethod::grebsmo:
-      return "grebsmo";
-    case OmegaMethod::magnitude:
-      return "magnitude";
-    case OmegaMethod::random:
-      return "random";
-  }
-  DSEE_ASSERT(false, "unhandled Ω method {}", static_cast<int>(method));
-}
+const char* omega_method_name(OmegaMethod method) { return enum_name(kMethods, method); }
 
 at::Tensor omega_top_c(const at::Tensor& scores, std::int64_t c) {
   const at::Tensor flat = scores.detach().reshape(-1).to(at::kCPU);

@@ -7,29 +7,22 @@
 #include <cmath>
 #include <numbers>
 
+#include "base/enum_names.h"
 #include "base/error.h"
 
 namespace dsee {
 
+namespace {
+constexpr EnumName<LrScheduleKind> kKinds[] = {
+    {LrScheduleKind::linear, "linear"}, {LrScheduleKind::constant, "constant"}, {LrScheduleKind::cosine, "cosine"}};
+}  // namespace
+
 LrScheduleKind lr_schedule_kind_from_name(const std::string& name) {
-  if (name == "linear") return LrScheduleKind::linear;
-  if (name == "constant") return LrScheduleKind::constant;
-  if (name == "cosine") return LrScheduleKind::cosine;
-  DSEE_CHECK(false, "unknown learning-rate schedule '{}': use linear, constant or cosine", name);
-  return LrScheduleKind::linear;
+  if (const auto kind = enum_from_name(kKinds, name)) return *kind;
+  throw Error(fmt::format("unknown learning-rate schedule '{}': use linear, constant or cosine", name));
 }
 
-const char* lr_schedule_kind_name(LrScheduleKind kind) {
-  switch (kind) {
-    case LrScheduleKind::linear:
-      return "linear";
-    case LrScheduleKind::constant:
-      return "constant";
-    case LrScheduleKind::cosine:
-      return "cosine";
-  }
-  return "?";
-}
+const char* lr_schedule_kind_name(LrScheduleKind kind) { return enum_name(kKinds, kind); }
 
 std::int64_t lr_warmup_steps(const LrScheduleOptions& options, std::int64_t total_steps) {
   DSEE_CHECK(options.warmup_steps >= 0, "warmup_steps must be >= 0, got {}", options.warmup_steps);

@@ -14,29 +14,23 @@
 #include <map>
 #include <set>
 
+#include "base/enum_names.h"
 #include "base/error.h"
 #include "core/model/pretrained_model.h"
 
 namespace dsee {
 
+namespace {
+constexpr EnumName<TuningMethod> kMethods[] = {
+    {TuningMethod::dsee, "dsee"}, {TuningMethod::lora, "lora"}, {TuningMethod::full, "full"}};
+}  // namespace
+
 TuningMethod tuning_method_from_name(const std::string& name) {
-  if (name == "dsee") return TuningMethod::dsee;
-  if (name == "lora") return TuningMethod::lora;
-  if (name == "full") return TuningMethod::full;
+  if (const auto method = enum_from_name(kMethods, name)) return *method;
   throw Error(fmt::format("unknown tuning method '{}' (expected dsee, lora or full)", name));
 }
 
-const char* tuning_method_name(TuningMethod method) {
-  switch (method) {
-    case TuningMethod::dsee:
-      return "dsee";
-    case TuningMethod::lora:
-      return "lora";
-    case TuningMethod::full:
-      return "full";
-  }
-  return "?";
-}
+const char* tuning_method_name(TuningMethod method) { return enum_name(kMethods, method); }
 
 at::Tensor SparseUpdate::unscaled() const {
   const auto m = lora_B.size(0), n = lora_A.size(1);
