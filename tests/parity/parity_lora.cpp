@@ -1,7 +1,7 @@
 // LoRA against PEFT (test_tuning_peft.py, test_precision_peft.py,
 // test_lora_training_peft.py). Both modes read the tuning method, rank,
 // alpha, target modules and run.precision from "recipe" (a TOML recipe text)
-// with the pipeline's own functions (recipes/pipeline.h), load "model" (a
+// with the pipeline's own functions (recipes/recipe.h), load "model" (a
 // Hugging Face folder) and overwrite every A and B with "<prefix>.lora_A"
 // [r, in] / "<prefix>.lora_B" [out, r] from "in", so both stacks start from
 // the adapters the Python side drew.
@@ -31,7 +31,7 @@
 #include "core/train/trainer.h"
 #include "core/tuning/tuning.h"
 #include "parity_request.h"
-#include "recipes/pipeline.h"
+#include "recipes/recipe.h"
 #include "recipes/recipe_schema.h"
 
 namespace dsee::parity {
@@ -39,15 +39,18 @@ namespace {
 
 // Members in this order: `tuning` points into `model`, so it is destroyed first.
 struct LoraModel {
-  Config recipe;
+  Recipe recipe;
   std::unique_ptr<PretrainedModel> model;
   std::shared_ptr<ModelTuning> tuning;
 };
 
 LoraModel lora_model(const Request& request) {
-  LoraModel out{Config::parse(recipe_schema(), request.get<std::string>("recipe"), "the request's recipe"), {}, {}};
+  LoraModel out{
+      recipe_from_config(Config::parse(recipe_schema(), request.get<std::string>("recipe"), "the request's recipe")),
+      {},
+      {}};
   ModelLoadOptions load;
-  load.dtype = model_dtype_of_precision(out.recipe.get_string("run.precision"));
+  load.dtype = model_dtype_of_precision(precision_name(out.recipe.run.precision));
   out.model = model_load(request.get<std::string>("model"), load);
   out.tuning = tuning_attach(*out.model, recipe_tuning_options(out.recipe));
   at::NoGradGuard no_grad;
@@ -107,12 +110,12 @@ nlohmann::json lora_step(const Request& request) {
 nlohmann::json lora_train(const Request& request) {
   const LoraModel lora = lora_model(request);
   const bool lm = request.get<bool>("causal_lm", false);
-  TrainerOptions options = recipe_trainer_options(lora.recipe, "train");
+  TrainerOptions options = recipe_trainer_options(lora.recipe, Stage::train);
   options.causal_lm = lm;
   options.label_smoothing = request.get<double>("label_smoothing", 0.0);
   options.metrics_path = request.get<std::string>("metrics", "");
   options.log_every = 0;
-  const std::int64_t micro_batch = lora.recipe.get_int("train.batch_size") / options.grad_accumulation;
+  const std::int64_t micro_batch = lora.recipe.train.batch_size / options.grad_accumulation;
   const SafetensorsFile& in = request.in();
   RowBatches batches(in.tensor("input_ids").clone(), in.tensor("labels").clone(), micro_batch,
                      lm ? in.tensor("attention_mask").clone() : at::Tensor());
