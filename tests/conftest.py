@@ -69,6 +69,14 @@ def pytest_runtest_logreport(report):
         print(f"\nSKIPPED: {reason.removeprefix('Skipped: ')}", flush=True)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """item.call_failed: whether the test's body failed (a fixture's teardown may print more then)."""
+    outcome = yield
+    if call.when == "call":
+        item.call_failed = outcome.get_result().failed
+
+
 def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if exitstatus == 0 and reporter is not None and reporter.stats.get("skipped"):

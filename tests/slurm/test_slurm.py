@@ -9,7 +9,8 @@ two partitions on the node: `main` (the default) and `urgent`, whose jobs
 pre-empt main's (PreemptType=preempt/partition_prio, PreemptMode=REQUEUE,
 GraceTime 60 s on main).
 
-Usage: test_slurm.py SCENARIO REPO DSEE
+One pytest test per scenario (ctest: slurm_<scenario>), each on a cluster of
+its own (the `cluster` fixture):
   ranks       `sbatch launch/slurm.sbatch` with 2 ranks (srun --mpi=pmix): the
               trained tensors, dev metrics and metrics.jsonl equal a 1-process
               run's (harness.runs.compare_runs: the mpi tests' bounds).
@@ -37,7 +38,7 @@ Usage: test_slurm.py SCENARIO REPO DSEE
               runs; the whole array requeued afterwards: every task says its
               run is finished and leaves summary.json untouched.
 
-Exit 77 (ctest: Skipped) with the reason when Slurm cannot run here: not
+Skipped with the reason (ctest: Skipped) when Slurm cannot run here: not
 root, or the Debian packages missing (launch/setup installs them as root).
 """
 import ctypes
@@ -48,21 +49,20 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness.runs import compare_runs, tiny_recipe  # noqa: E402
+import pytest
 
-SCENARIO, REPO, DSEE = sys.argv[1], os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3])
+from harness.runs import compare_runs, tiny_recipe, write_recipe
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SBATCH_SCRIPT = os.path.join(REPO, "launch", "slurm.sbatch")
-SKIP = 77
+DSEE = None  # the dsee binary, set by the cluster fixture
 
 
 def fail(message):
-    print("FAILED:", message, flush=True)
-    sys.exit(1)
+    pytest.fail(message, pytrace=False)
 
 
 DEADLINE_S = 270  # ctest's TIMEOUT is 300
@@ -73,8 +73,7 @@ TRAIN_STEPS = 14
 
 
 def skip(reason):
-    print(f"SKIPPED: {reason}")
-    sys.exit(SKIP)
+    pytest.skip(reason)
 
 
 def free_ports(n):
@@ -586,7 +585,12 @@ def sweep(s, tmp, recipe):
         fail(f"requeued tasks: {[(r['ArrayTaskId'], r['JobState']) for r in s.jobs(job)]}")
 
 
-def main():
+@pytest.fixture
+def cluster(dsee, request):
+    """A private Slurm for one scenario: (the cluster, a folder, the tiny recipe); stopped afterwards, its logs
+    printed when the scenario failed."""
+    global DSEE
+    DSEE = os.path.abspath(dsee)
     if os.geteuid() != 0:
         skip("the Slurm daemons need root here (munged, slurmctld and slurmd run as root with a private "
              "configuration); run ./launch/test as root")
@@ -594,31 +598,43 @@ def main():
     if missing:
         skip(f"not installed: {', '.join(missing)} (launch/setup installs slurmctld, slurmd, slurm-client and munge "
              f"as root)")
-    scenario = {"ranks": ranks, "time_limit": time_limit, "preempt": preempt, "killed_rank": killed_rank,
-                "sweep": sweep}[SCENARIO]
-    tmp = tempfile.mkdtemp(prefix=f"dsee-slurm-{SCENARIO}-")
+    tmp = tempfile.mkdtemp(prefix=f"dsee-slurm-{request.node.name}-")
     os.chmod(tmp, 0o755)  # munged: every folder above its socket searchable by all
     slurm = Slurm(os.path.join(tmp, "slurm"))
-    # SIGTERM, or this script's own deadline (before ctest's TIMEOUT of 300 s, whose kill would leave the
-    # jobs' processes behind: slurmstepd is no child of this script): stop the cluster on the way out.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit("FAILED: terminated"))
-    signal.signal(signal.SIGALRM, lambda *_: sys.exit(f"FAILED: {SCENARIO} did not finish within {DEADLINE_S} s"))
+    # SIGTERM, or this test's own deadline (before ctest's TIMEOUT of 300 s, whose kill would leave the jobs'
+    # processes behind: slurmstepd is no child of this process): stop the cluster on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: fail("terminated"))
+    signal.signal(signal.SIGALRM, lambda *_: fail(f"{request.node.name} did not finish within {DEADLINE_S} s"))
     signal.alarm(DEADLINE_S)
     ok = False
     try:
         os.makedirs(slurm.root)
         slurm.start()
-        recipe = os.path.join(tmp, "tiny.toml")
-        with open(recipe, "w") as f:
-            f.write(RECIPE)
-        scenario(slurm, tmp, recipe)
+        yield slurm, tmp, write_recipe(tmp, RECIPE)
         ok = True
-        print("ok")
     finally:
-        if not ok:
+        signal.alarm(0)
+        if not ok or getattr(request.node, "call_failed", False):
             slurm.print_logs()
         slurm.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-main()
+def test_ranks(cluster):
+    ranks(*cluster)
+
+
+def test_time_limit(cluster):
+    time_limit(*cluster)
+
+
+def test_preempt(cluster):
+    preempt(*cluster)
+
+
+def test_killed_rank(cluster):
+    killed_rank(*cluster)
+
+
+def test_sweep(cluster):
+    sweep(*cluster)
