@@ -38,6 +38,13 @@ def pytest_addoption(parser):
     group.addoption("--mpiexec", default="mpiexec", help="the MPI launcher of the mpi tests")
 
 
+def pytest_configure(config):
+    # pytest makes --basetemp itself but not the folders above it (ctest's build/tests/pytest/).
+    basetemp = config.getoption("basetemp", None)
+    if basetemp:
+        pathlib.Path(basetemp).resolve().parent.mkdir(parents=True, exist_ok=True)
+
+
 def _binary(config, option):
     path = config.getoption(option)
     if not os.access(path, os.X_OK):

@@ -70,8 +70,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from harness import check, check_close, check_equal
-from harness.runs import compare_runs, files_under, h5_datasets, run_command as run, tiny_recipe, tiny_stsb, write_recipe
+from harness import check, check_equal
+from harness.runs import (check_logged_losses, check_trainables, compare_runs, files_under, h5_datasets,
+                          run_command as run, tiny_recipe, tiny_stsb, write_recipe)
 
 RECIPE = tiny_recipe(prune='kind = "heads"\nheads_per_layer = 1', dist="timeout_s = 30.0\nfingerprint_every = 3")
 

@@ -106,8 +106,8 @@ nlohmann::json prune_plan_write(const Request& request) {
     DSEE_CHECK(entry.name.starts_with("mask."), "prune-plan-write: unexpected tensor '{}' in the input", entry.name);
     plan.masks.push_back({entry.name.substr(5), in.tensor(entry.name).to(at::kFloat)});
   }
-  for (const auto& [layer, ids] : request.get<nlohmann::json>("heads", nlohmann::json::object()).items())
-    plan.heads[std::stoll(layer)] = ids.get<std::vector<std::int64_t>>();
+  const auto heads = request.get<nlohmann::json>("heads", nlohmann::json::object());  // items() only refers to it
+  for (const auto& [layer, ids] : heads.items()) plan.heads[std::stoll(layer)] = ids.get<std::vector<std::int64_t>>();
   dsee::prune_plan_write(request.get<std::string>("plan"), plan);
   return nlohmann::json::object();
 }

@@ -186,10 +186,11 @@ TEST_P(WriteSite, FailsCleanlyKeepsWhatWasFinishedAndTheRerunEndsEqual) {
   ASSERT_EQ(rerun.exit_code, 0) << rerun.output;
   expect_same_results(straight(), dir);
   // What the failed run finished, the rerun kept: checkpoints may be
-  // rotated away and metrics.jsonl cut back to a checkpoint and regrown.
+  // rotated away, metrics.jsonl cut back to a checkpoint and regrown, and
+  // .lock names its holder, the rerun now.
   const auto now = files_under(dir);
   for (const auto& [file, bytes] : finished) {
-    if (now.count(file) && !file.starts_with("ckpt/") && file != "metrics.jsonl") {
+    if (now.count(file) && !file.starts_with("ckpt/") && file != "metrics.jsonl" && file != ".lock") {
       EXPECT_TRUE(now.at(file) == bytes) << file << " changed after the failed run";
     }
   }
