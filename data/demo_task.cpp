@@ -56,14 +56,14 @@ NamedTensors demo_pretrained_tensors(const DemoSpec& spec) {
   const auto h = spec.hidden_size;
   NamedTensors tensors;
   const auto add_normal = [&](const std::string& name, at::IntArrayRef shape, double std) {
-    tensors.emplace_back(name, at::randn(shape, generator) * std);
+    tensors.push_back({name, at::randn(shape, generator) * std});
   };
   const auto add_norm = [&](const std::string& name, std::int64_t size) {
-    tensors.emplace_back(name + ".weight", at::ones({size}));
-    tensors.emplace_back(name + ".bias", at::zeros({size}));
+    tensors.push_back({name + ".weight", at::ones({size})});
+    tensors.push_back({name + ".bias", at::zeros({size})});
   };
   const auto add_projection = [&](const std::string& name, std::int64_t out, std::int64_t in) {
-    tensors.emplace_back(name + ".weight", demo_projection_weight(out, in, spec, generator));
+    tensors.push_back({name + ".weight", demo_projection_weight(out, in, spec, generator)});
     add_normal(name + ".bias", {out}, 0.02);
   };
 
@@ -84,7 +84,7 @@ NamedTensors demo_pretrained_tensors(const DemoSpec& spec) {
   }
   add_projection("bert.pooler.dense", h, h);
   add_normal("classifier.weight", {2, h}, 0.2);
-  tensors.emplace_back("classifier.bias", at::zeros({2}));
+  tensors.push_back({"classifier.bias", at::zeros({2})});
   return tensors;
 }
 

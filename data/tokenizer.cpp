@@ -563,7 +563,8 @@ Encoding Tokenizer::assemble(std::vector<int64_t> a, std::optional<std::vector<i
   }
   e.attention_mask.assign(e.input_ids.size(), 1);
   if (options.padding == Padding::none) return e;
-  std::vector<Encoding> one(1, std::move(e));
+  std::vector<Encoding> one;
+  one.push_back(std::move(e));
   pad(one, options);
   return std::move(one[0]);
 }

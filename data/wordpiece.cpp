@@ -59,8 +59,8 @@ std::vector<std::string> bert_pre_tokenize(std::u32string_view text) {
   return words;
 }
 
-WordPiece::WordPiece(VocabMap vocab, const std::string& unk_token, std::string continuing_prefix, std::size_t max_chars,
-                     BertNormalizerOptions normalizer)
+WordPiece::WordPiece(VocabMap vocab, const std::string& unk_token, const std::string& continuing_prefix,
+                     std::size_t max_chars, BertNormalizerOptions normalizer)
     : vocab_(std::move(vocab)), max_chars_(max_chars), normalizer_(normalizer) {
   unk_id_ = vocab_find(vocab_, unk_token);
   DSEE_CHECK(unk_id_ >= 0, "the WordPiece vocabulary has no unknown token '{}'; add it to the vocabulary file",

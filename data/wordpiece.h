@@ -35,7 +35,7 @@ std::vector<std::string> bert_pre_tokenize(std::u32string_view text);
 
 class WordPiece {
  public:
-  WordPiece(VocabMap vocab, const std::string& unk_token, std::string continuing_prefix, std::size_t max_chars,
+  WordPiece(VocabMap vocab, const std::string& unk_token, const std::string& continuing_prefix, std::size_t max_chars,
             BertNormalizerOptions normalizer);
 
   // Appends the ids of `text` (no special tokens).

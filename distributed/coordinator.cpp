@@ -53,7 +53,7 @@ NamedTensors broadcast_from_root(Communicator& comm, const NamedTensors& on_root
     at::Tensor tensor = comm.rank() == 0 ? on_root[i].tensor.to(comm.device()).contiguous().clone()
                                          : at::empty(sizes, at::TensorOptions().dtype(dtype).device(comm.device()));
     comm.broadcast(tensor, 0);
-    result.emplace_back(std::move(name), std::move(tensor));
+    result.push_back({std::move(name), std::move(tensor)});
   }
   fingerprint_verify(comm, label + " (broadcast from rank 0)", fingerprint(result));
   return result;
@@ -82,6 +82,7 @@ at::Tensor all_gather_rows(Communicator& comm, const at::Tensor& rows) {
   padded.narrow(0, 0, rows.size(0)).copy_(rows);
   const at::Tensor all = comm.all_gather(padded);  // [world, longest, ...]
   std::vector<at::Tensor> parts;
+  parts.reserve(comm.world_size());
   for (int r = 0; r < comm.world_size(); ++r) parts.push_back(all[r].narrow(0, 0, counts[r].item<std::int64_t>()));
   return at::cat(parts, 0);
 }

@@ -8,6 +8,7 @@ namespace dsee {
 
 NcclInfo nccl_info() { return NcclInfo{}; }
 
+// NOLINTNEXTLINE(performance-unnecessary-value-param): nccl_communicator.cpp's signature, which keeps `watchdog`
 std::unique_ptr<Communicator> nccl_communicator_make(int device_index, std::shared_ptr<Watchdog> watchdog) {
   DSEE_ASSERT(false, "communicator_backend chose nccl in a build without it (device {})", device_index);
   return nullptr;
