@@ -15,6 +15,74 @@
 namespace dsee {
 namespace {
 
+// Note [Non-ASCII outside strings]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// TOML allows characters beyond ASCII only inside strings and comments (bare
+// keys are A-Z a-z 0-9 _ -). toml++ 3.3, Debian's, classifies such a
+// character elsewhere with a whitespace table whose lookup reaches
+// __builtin_unreachable for U+00A1..U+0499 (undefined behaviour, found by
+// fuzzing the recipe reader). So the text is scanned first and such a
+// character is refused with its line and column, before toml++ sees it.
+void toml_check_ascii_outside_strings(const std::string& text, const std::string& source) {
+  std::size_t line = 1, column = 1;
+  enum class In { value, comment, basic, literal, multi_basic, multi_literal } in = In::value;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    const auto starts = [&](const char* with) {
+      return text.compare(i, std::char_traits<char>::length(with), with) == 0;
+    };
+    switch (in) {
+      case In::value:
+        if (static_cast<unsigned char>(c) >= 0x80)
+          throw Error(
+              fmt::format("{}:{}:{}: not valid TOML: a character beyond ASCII outside a string or comment; "
+                          "put it in quotes",
+                          source, line, column));
+        if (c == '#')
+          in = In::comment;
+        else if (starts("\"\"\""))
+          in = In::multi_basic, i += 2, column += 2;
+        else if (starts("'''"))
+          in = In::multi_literal, i += 2, column += 2;
+        else if (c == '"')
+          in = In::basic;
+        else if (c == '\'')
+          in = In::literal;
+        break;
+      case In::comment:
+        if (c == '\n') in = In::value;
+        break;
+      case In::basic:
+        if (c == '\\')
+          ++i, ++column;
+        else if (c == '"' || c == '\n')
+          in = In::value;
+        break;
+      case In::literal:
+        if (c == '\'' || c == '\n') in = In::value;
+        break;
+      case In::multi_basic:
+        if (c == '\\')
+          ++i, ++column;
+        else if (starts("\"\"\""))
+          in = In::value, i += 2, column += 2;
+        break;
+      case In::multi_literal:
+        if (starts("'''")) in = In::value, i += 2, column += 2;
+        break;
+    }
+    if (i < text.size() && text[i] == '\n')
+      ++line, column = 1;
+    else
+      ++column;
+  }
+}
+
+toml::table toml_parse(const std::string& text, const std::string& source) {
+  toml_check_ascii_outside_strings(text, source);
+  return toml::parse(text, source);
+}
+
 std::string format_value(const ConfigValue& value) {
   return std::visit(
       [](const auto& v) -> std::string {
@@ -159,7 +227,7 @@ Config Config::parse(const ConfigSchema& schema, const std::string& text, const 
                      const std::vector<std::string>& overrides) {
   toml::table table;
   try {
-    table = toml::parse(text, source);
+    table = toml_parse(text, source);
   } catch (const toml::parse_error& e) {
     throw Error(fmt::format("{}:{}:{}: not valid TOML: {}", source, e.source().begin.line, e.source().begin.column,
                             e.description()));
@@ -207,7 +275,7 @@ void Config::apply_override(const std::string& assignment) {
     value = ConfigValue{text};
   } else {
     try {
-      const toml::table parsed = toml::parse("v = " + text);
+      const toml::table parsed = toml_parse("v = " + text, where);
       value = convert(*parsed.get("v"), key->default_value);
     } catch (const toml::parse_error&) {
     }
@@ -339,7 +407,7 @@ std::vector<std::string> config_differences(const std::string& toml_a, const std
   const auto leaves = [](const std::string& text, const std::string& source) {
     toml::table table;
     try {
-      table = toml::parse(text, source);
+      table = toml_parse(text, source);
     } catch (const toml::parse_error& e) {
       DSEE_CHECK(false, "{}: not valid TOML: {}", source, e.description());
     }

@@ -102,6 +102,24 @@ TEST(Config, MalformedTomlNamesFileAndLine) {
   EXPECT_NE(message.find("not valid TOML"), std::string::npos) << message;
 }
 
+// Note [Non-ASCII outside strings] in base/config.cpp: the sweep reader's
+// fuzzing found this input (U+03DA where a value starts).
+TEST(Config, NonAsciiOutsideStringsIsRefusedWithItsPosition) {
+  const auto message =
+      error_of([] { Config::parse(test_schema(), "[train]\nlr = 1\n[dsee]\ntargets = [\xcf\x9a-0]\n", "odd.toml"); });
+  EXPECT_NE(message.find("odd.toml:4:12: not valid TOML: a character beyond ASCII outside a string or comment"),
+            std::string::npos)
+      << message;
+  // Inside every kind of string and in comments such characters are text.
+  const Config c = Config::parse(test_schema(),
+                                 "# caf\xc3\xa9\n[model]\npath = \"/d/\xce\xa9 \\\" # \xce\xa9\" # \xce\xa9\n"
+                                 "[run]\ndevice = 'cpu' # '\xce\xa9'\n"
+                                 "[\"dsee\"]\ntargets = [\"\"\"\xce\xa9\n\"\"\", '''\xce\xa9''']\n",
+                                 "unicode.toml");
+  EXPECT_EQ(c.get_string("model.path"), "/d/\xce\xa9 \" # \xce\xa9");
+  EXPECT_EQ(c.get_strings("dsee.targets"), (std::vector<std::string>{"\xce\xa9\n", "\xce\xa9"}));
+}
+
 TEST(Config, MissingFileIsAnError) {
   const auto message = error_of([] { Config::load(test_schema(), "/nonexistent/recipe.toml"); });
   EXPECT_NE(message.find("'/nonexistent/recipe.toml': no such file"), std::string::npos) << message;
