@@ -205,6 +205,11 @@ ModelConfig model_config_parse(const nlohmann::json& object, const std::string& 
   DSEE_CHECK(config.num_layers > 0 && config.vocab_size > 0 && config.intermediate_size > 0 &&
                  config.max_positions > config.position_offset,
              "{}: layer count, vocabulary, intermediate size and positions must be positive", source);
+  // A bound well above any released model (the largest have ~100 layers), so a
+  // damaged count fails here instead of in per-layer loops and allocations.
+  constexpr std::int64_t kMaxLayers = 4096;
+  DSEE_CHECK(config.num_layers <= kMaxLayers, "{}: the layer count is {}; dsee reads at most {} layers", source,
+             config.num_layers, kMaxLayers);
   read_labels(r, config);
   read_pruned_heads(r, config);
   return config;

@@ -30,6 +30,16 @@ TEST(ModelConfig, MissingFieldNamesFieldAndFile) {
   EXPECT_NE(error_of([&] { model_config_parse(gpt2, "g.json"); }).find("\"layer_norm_epsilon\""), std::string::npos);
 }
 
+// Found by fuzzing (tests/fuzz/corpus/model_config/regression-huge-layer-count.json).
+TEST(ModelConfig, ADamagedLayerCountIsRefusedBeforeAnythingIsSizedByIt) {
+  auto json = gpt2_json();
+  json["n_layer"] = 3999999999999;
+  EXPECT_TRUE(contains(error_of([&] { model_config_parse(json, "g.json"); }),
+                       "g.json: the layer count is 3999999999999; dsee reads at most 4096 layers"));
+  json["n_layer"] = 4096;
+  EXPECT_EQ(model_config_parse(json, "g.json").num_layers, 4096);
+}
+
 TEST(ModelConfig, UntiedGpt2HeadIsAnError) {
   auto json = gpt2_json();
   json["tie_word_embeddings"] = false;
