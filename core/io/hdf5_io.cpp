@@ -260,6 +260,13 @@ herr_t collect_innermost(unsigned, const H5E_error2_t* error, void* text) {
 
 }  // namespace
 
+Handle open_read(const std::filesystem::path& path, const std::string& what, const std::string& note) {
+  DSEE_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{} is not an HDF5 file{}", what, note);
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  DSEE_CHECK(file.ok(), "{}: cannot open it{}: {}", what, note, error_text());
+  return file;
+}
+
 std::string error_text() {
   std::string innermost;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_innermost, &innermost);

@@ -97,6 +97,12 @@ std::vector<std::string> children(hid_t group, const std::string& where);
 Handle write_dataset(hid_t location, const std::string& name, hid_t file_type, hid_t memory_type,
                      const std::vector<hsize_t>& dims, const void* data, bool fletcher32, const std::string& where);
 
+// `path` opened read-only, under a Quiet the caller holds. Not an HDF5 file,
+// or one HDF5 cannot open, is an Error: "<what> is not an HDF5 file<note>" or
+// "<what>: cannot open it<note>: <HDF5's reason>", with `what` naming the file
+// ("Ω file 'x.h5'") and `note` a suffix such as " (truncated or corrupted)".
+Handle open_read(const std::filesystem::path& path, const std::string& what, const std::string& note = "");
+
 // Creates `path` through base/files.h's file_write_atomic: `fill` writes the
 // content into a new HDF5 file held in memory (links keep creation order),
 // which is then closed and written out as one block (Note [HDF5 files in

@@ -156,11 +156,10 @@ std::vector<OmegaEntry> omega_read(const std::filesystem::path& path, OmegaFileI
   DSEE_CHECK(::stat(source.c_str(), &status) == 0 && S_ISREG(status.st_mode),
              "Ω file '{}' does not exist (write it with dsee omega)", source);
   hdf5::Quiet quiet;
-  DSEE_CHECK(H5Fis_hdf5(source.c_str()) > 0, "Ω file '{}' is not an HDF5 file", source);
-  Handle file(H5Fopen(source.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  DSEE_CHECK(file.ok(), "Ω file '{}': cannot open it: {}", source, hdf5::error_text());
+  const std::string what = fmt::format("Ω file '{}'", source);
+  const Handle file = hdf5::open_read(path, what);
   // Files written by dsee track creation order; others (h5py by default) are read in name order.
-  return read_entries(file.get(), fmt::format("Ω file '{}'", source), info);
+  return read_entries(file.get(), what, info);
 }
 
 std::vector<OmegaEntry> omega_read(const std::filesystem::path& path, const std::vector<OmegaExpected>& expected,

@@ -262,10 +262,9 @@ PrunePlan prune_plan_read(const std::filesystem::path& path) {
   DSEE_CHECK(::stat(source.c_str(), &status) == 0 && S_ISREG(status.st_mode),
              "prune plan '{}' does not exist (write it with the pipeline's prune stage)", source);
   hdf5::Quiet quiet;
-  DSEE_CHECK(H5Fis_hdf5(source.c_str()) > 0, "prune plan '{}' is not an HDF5 file", source);
-  Handle file(H5Fopen(source.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  DSEE_CHECK(file.ok(), "prune plan '{}': cannot open it: {}", source, hdf5::error_text());
-  return prune_plan_read_group(file.get(), fmt::format("prune plan '{}'", source));
+  const std::string what = fmt::format("prune plan '{}'", source);
+  const Handle file = hdf5::open_read(path, what);
+  return prune_plan_read_group(file.get(), what);
 }
 
 }  // namespace dsee

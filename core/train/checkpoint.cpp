@@ -443,9 +443,7 @@ CheckpointState checkpoint_read(const std::filesystem::path& path, bool verify_s
                expected, sidecar.string());
   }
   hdf5::Quiet quiet;
-  DSEE_CHECK(H5Fis_hdf5(path.c_str()) > 0, "{} is not an HDF5 file (truncated or corrupted)", source);
-  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  DSEE_CHECK(file.ok(), "{}: cannot open it (truncated or corrupted): {}", source, hdf5::error_text());
+  const Handle file = hdf5::open_read(path, source, " (truncated or corrupted)");
   return read_checkpoint_file(file.get(), source);
 }
 
