@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <set>
 #include <utility>
 
@@ -35,6 +36,8 @@ using hdf5::Handle;
 // Checks the indices of one entry; `where` names file and dataset.
 void check_indices(const at::Tensor& indices, std::int64_t rows, std::int64_t cols, const std::string& where) {
   DSEE_CHECK(rows > 0 && cols > 0, "{}: shape [{}, {}] is not a positive matrix shape", where, rows, cols);
+  DSEE_CHECK(rows <= std::numeric_limits<std::int64_t>::max() / cols,
+             "{}: shape [{}, {}] has more entries than an int64 counts (a damaged file?)", where, rows, cols);
   DSEE_CHECK(indices.defined() && indices.dim() == 1 && indices.scalar_type() == at::kLong,
              "{}: indices must be a 1-D int64 tensor", where);
   const at::Tensor cpu = indices.to(at::kCPU).contiguous();
@@ -73,6 +76,23 @@ OmegaEntry read_entry(hid_t file, const std::string& name, const std::string& so
   std::array<std::int64_t, 2> shape{0, 0};
   DSEE_CHECK(shape_is_pair && H5Aread(shape_attribute.get(), H5T_NATIVE_INT64, shape.data()) >= 0,
              "{}: attribute 'shape' must hold two integers [out, in]", where);
+
+  // Before anything is sized by `count`: indices are distinct positions of
+  // the matrix, and a dataset's bytes are in the file (stored as they are,
+  // or compressed, by at most deflate's ~1032:1).
+  DSEE_CHECK(shape[0] > 0 && shape[1] > 0 && shape[0] <= std::numeric_limits<std::int64_t>::max() / shape[1] &&
+                 count <= static_cast<hsize_t>(shape[0] * shape[1]),
+             "{}: {} indices do not fit shape [{}, {}]", where, count, shape[0], shape[1]);
+  Handle containing(H5Iget_file_id(dataset.get()), H5Fclose);
+  hsize_t file_size = 0;
+  DSEE_CHECK(containing.ok() && H5Fget_filesize(containing.get(), &file_size) >= 0, "{}: cannot size the file: {}", where,
+             hdf5::error_text());
+  Handle creation(H5Dget_create_plist(dataset.get()), H5Pclose);
+  const bool filtered = creation.ok() && H5Pget_nfilters(creation.get()) > 0;
+  const hsize_t stored = H5Dget_storage_size(dataset.get());
+  DSEE_CHECK(count <= (filtered ? file_size / 8 * 1100 : stored / 8),
+             "{}: claims {} indices but the file holds {} bytes of them (truncated or damaged)", where, count,
+             filtered ? file_size : stored);
 
   OmegaEntry entry;
   entry.name = name;

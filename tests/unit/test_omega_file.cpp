@@ -132,6 +132,34 @@ TEST_F(OmegaFile, OutOfRangeUnsortedAndShapelessIndicesAreRejected) {
   EXPECT_THAT(read_raw("badshape.h5", {1, 2}, {4, 4, 1}), error_with("'q.weight'", "two integers"));
 }
 
+// Found by fuzzing: a shape whose entry count overflows int64, and datasets
+// that claim more indices than the file holds, are refused before anything
+// is sized by them.
+TEST_F(OmegaFile, ShapesAndCountsBeyondTheFileAreRefusedBeforeAllocating) {
+  write_raw(path("overflow.h5"), "q.weight", {1, 2}, {std::int64_t{1} << 58, 64});
+  EXPECT_THAT([&] { omega_read(path("overflow.h5")); },
+              error_with("'q.weight'", "2 indices do not fit shape [288230376151711744, 64]"));
+  write_raw(path("toomany.h5"), "q.weight", {0, 1, 2, 3, 4}, {2, 2});
+  EXPECT_THAT([&] { omega_read(path("toomany.h5")); }, error_with("'q.weight'", "5 indices do not fit shape [2, 2]"));
+  // 2^40 indices declared, none written (HDF5 allocates storage late).
+  const hid_t file = H5Fcreate(path("unwritten.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  const hsize_t dims[1] = {hsize_t{1} << 40};
+  const hid_t space = H5Screate_simple(1, dims, nullptr);
+  const hid_t dataset = H5Dcreate2(file, "q.weight", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  const std::int64_t shape[2] = {std::int64_t{1} << 30, std::int64_t{1} << 30};
+  const hsize_t shape_dims[1] = {2};
+  const hid_t shape_space = H5Screate_simple(1, shape_dims, nullptr);
+  const hid_t attribute = H5Acreate2(dataset, "shape", H5T_STD_I64LE, shape_space, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(attribute, H5T_NATIVE_INT64, shape);
+  H5Aclose(attribute);
+  H5Sclose(shape_space);
+  H5Dclose(dataset);
+  H5Sclose(space);
+  H5Fclose(file);
+  EXPECT_THAT([&] { omega_read(path("unwritten.h5")); },
+              error_with("'q.weight'", "claims 1099511627776 indices but the file holds 0 bytes of them"));
+}
+
 TEST_F(OmegaFile, MissingOrForeignFileIsAnError) {
   EXPECT_THAT([&] { omega_read(path("none.h5")); }, error_with("none.h5", "does not exist"));
   std::ofstream(path("text.h5")) << "not hdf5\n";
