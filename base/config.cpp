@@ -13,24 +13,39 @@
 #include "base/files.h"
 
 namespace dsee {
-namespace {
 
-// Note [Non-ASCII outside strings]
-// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// Note [Non-ASCII in TOML text]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 // TOML allows characters beyond ASCII only inside strings and comments (bare
-// keys are A-Z a-z 0-9 _ -). toml++ 3.3, Debian's, classifies such a
-// character elsewhere with a whitespace table whose lookup reaches
-// __builtin_unreachable for U+00A1..U+0499 (undefined behaviour, found by
-// fuzzing the recipe reader). So the text is scanned first and such a
-// character is refused with its line and column, before toml++ sees it.
-void toml_check_ascii_outside_strings(const std::string& text, const std::string& source) {
+// keys are A-Z a-z 0-9 _ -). toml++ 3.3, Debian's, asks a whitespace table
+// about characters outside its strings, after a multi-line string's
+// line-ending backslash and while it skips a malformed value, and that table
+// reaches __builtin_unreachable for U+00A1..U+0499 and U+2F6E..U+3367 other
+// than U+3000 (undefined behaviour, found by fuzzing the recipe and sweep
+// readers). So the text is scanned before toml++ sees it: a character beyond
+// ASCII outside strings and comments, and one of those ranges anywhere but in
+// a comment, is refused with its line and column; in a "..." string the
+// latter can be written as a \uXXXX escape.
+void toml_check_text(const std::string& text, const std::string& source) {
   std::size_t line = 1, column = 1;
   enum class In { value, comment, basic, literal, multi_basic, multi_literal } in = In::value;
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
+    const auto byte = [&](std::size_t k) { return k < text.size() ? static_cast<unsigned char>(text[k]) : 0u; };
     const auto starts = [&](const char* with) {
       return text.compare(i, std::char_traits<char>::length(with), with) == 0;
     };
+    if (in != In::comment && byte(i) >= 0xC0) {
+      const char32_t code = byte(i) < 0xE0 ? ((byte(i) & 0x1Fu) << 6) | (byte(i + 1) & 0x3Fu)
+                            : byte(i) < 0xF0
+                                ? ((byte(i) & 0x0Fu) << 12) | ((byte(i + 1) & 0x3Fu) << 6) | (byte(i + 2) & 0x3Fu)
+                                : 0x10000;
+      if ((code >= 0xA1 && code <= 0x499) || (code >= 0x2F6E && code <= 0x3367 && code != 0x3000))
+        throw Error(
+            fmt::format("{}:{}:{}: character U+{:04X} cannot be read by this build's TOML library "
+                        "(toml++ 3.3) here; in a \"...\" string write it as \\u{:04X}",
+                        source, line, column, static_cast<std::uint32_t>(code), static_cast<std::uint32_t>(code)));
+    }
     switch (in) {
       case In::value:
         if (static_cast<unsigned char>(c) >= 0x80)
@@ -73,13 +88,15 @@ void toml_check_ascii_outside_strings(const std::string& text, const std::string
     }
     if (i < text.size() && text[i] == '\n')
       ++line, column = 1;
-    else
+    else if (i < text.size() && (byte(i) & 0xC0u) != 0x80u)  // a character's first byte
       ++column;
   }
 }
 
+namespace {
+
 toml::table toml_parse(const std::string& text, const std::string& source) {
-  toml_check_ascii_outside_strings(text, source);
+  toml_check_text(text, source);
   return toml::parse(text, source);
 }
 

@@ -78,6 +78,12 @@ class Config {
   std::map<std::string, ConfigValue> values_;
 };
 
+// Refuses, before toml++ parses `text`, what that library cannot read safely:
+// a character beyond ASCII outside strings and comments, and the code points
+// its whitespace table mishandles anywhere but in a comment (Note [Non-ASCII
+// in TOML text] in config.cpp). The Error names `source`, line and column.
+void toml_check_text(const std::string& text, const std::string& source);
+
 // Dotted keys whose values differ between two TOML documents (resolved
 // configurations), sorted, each as "key: A → B" with values in TOML syntax
 // and "<absent>" for a side that lacks the key. Throws dsee::Error naming

@@ -9,7 +9,9 @@
 #include <map>
 #include <sstream>
 
+#include "base/config.h"
 #include "base/error.h"
+#include "base/files.h"
 #include "recipes/recipe.h"
 #include "recipes/recipe_schema.h"
 
@@ -73,8 +75,10 @@ std::string leaf(const std::string& key) {
 Sweep sweep_load(const std::filesystem::path& file, std::size_t max_runs) {
   const std::string source = file.string();
   toml::table table;
+  const std::string text = file_read_text(file);
+  toml_check_text(text, source);
   try {
-    table = toml::parse_file(source);
+    table = toml::parse(text, source);
   } catch (const toml::parse_error& e) {
     throw Error(fmt::format("{}:{}:{}: not valid TOML: {}", source, e.source().begin.line, e.source().begin.column,
                             e.description()));

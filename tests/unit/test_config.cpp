@@ -102,22 +102,37 @@ TEST(Config, MalformedTomlNamesFileAndLine) {
   EXPECT_NE(message.find("not valid TOML"), std::string::npos) << message;
 }
 
-// Note [Non-ASCII outside strings] in base/config.cpp: the sweep reader's
-// fuzzing found this input (U+03DA where a value starts).
+// Note [Non-ASCII in TOML text] in base/config.cpp: the sweep and recipe
+// readers' fuzzing found these inputs.
 TEST(Config, NonAsciiOutsideStringsIsRefusedWithItsPosition) {
-  const auto message =
-      error_of([] { Config::parse(test_schema(), "[train]\nlr = 1\n[dsee]\ntargets = [\xcf\x9a-0]\n", "odd.toml"); });
+  const auto message = error_of(
+      [] { Config::parse(test_schema(), "[train]\nlr = 1\n[dsee]\ntargets = [\xe2\x82\xac-0]\n", "odd.toml"); });
   EXPECT_NE(message.find("odd.toml:4:12: not valid TOML: a character beyond ASCII outside a string or comment"),
             std::string::npos)
       << message;
-  // Inside every kind of string and in comments such characters are text.
-  const Config c = Config::parse(test_schema(),
-                                 "# caf\xc3\xa9\n[model]\npath = \"/d/\xce\xa9 \\\" # \xce\xa9\" # \xce\xa9\n"
-                                 "[run]\ndevice = 'cpu' # '\xce\xa9'\n"
-                                 "[\"dsee\"]\ntargets = [\"\"\"\xce\xa9\n\"\"\", '''\xce\xa9''']\n",
-                                 "unicode.toml");
-  EXPECT_EQ(c.get_string("model.path"), "/d/\xce\xa9 \" # \xce\xa9");
-  EXPECT_EQ(c.get_strings("dsee.targets"), (std::vector<std::string>{"\xce\xa9\n", "\xce\xa9"}));
+  // U+0263 after a malformed value, inside what would be a string: toml++
+  // skips the value character by character and would classify it.
+  const auto skipped = error_of([] { Config::parse(test_schema(), "b = 3e3.e\")ab\xc9\xa3\n", "skip.toml"); });
+  EXPECT_NE(skipped.find("skip.toml:1:14: character U+0263 cannot be read by this build's TOML library"),
+            std::string::npos)
+      << skipped;
+  // The same range in a string, and as an escape there.
+  const auto in_string = error_of([] { Config::parse(test_schema(), "[model]\npath = \"/d/\xc3\xa9\"\n", "s.toml"); });
+  EXPECT_NE(in_string.find("s.toml:2:12: character U+00E9 cannot be read by this build's TOML library (toml++ 3.3) "
+                           "here; in a \"...\" string write it as \\u00E9"),
+            std::string::npos)
+      << in_string;
+  EXPECT_EQ(Config::parse(test_schema(), "[model]\npath = \"/d/\\u00E9\"\n", "e.toml").get_string("model.path"),
+            "/d/\xc3\xa9");
+  // Inside every kind of string and in comments other characters are text.
+  const Config c =
+      Config::parse(test_schema(),
+                    "# caf\xc3\xa9\n[model]\npath = \"/d/\xe2\x82\xac \\\" # \xe2\x82\xac\" # \xe2\x82\xac\n"
+                    "[run]\ndevice = 'cpu' # '\xe2\x82\xac'\n"
+                    "[\"dsee\"]\ntargets = [\"\"\"\xe2\x82\xac\n\"\"\", '''\xe2\x82\xac''']\n",
+                    "unicode.toml");
+  EXPECT_EQ(c.get_string("model.path"), "/d/\xe2\x82\xac \" # \xe2\x82\xac");
+  EXPECT_EQ(c.get_strings("dsee.targets"), (std::vector<std::string>{"\xe2\x82\xac\n", "\xe2\x82\xac"}));
 }
 
 TEST(Config, MissingFileIsAnError) {
