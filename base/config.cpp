@@ -20,12 +20,12 @@ namespace dsee {
 // keys are A-Z a-z 0-9 _ -). toml++ 3.3, Debian's, asks a whitespace table
 // about characters outside its strings, after a multi-line string's
 // line-ending backslash and while it skips a malformed value, and that table
-// reaches __builtin_unreachable for U+00A1..U+0499 and U+2F6E..U+3367 other
-// than U+3000 (undefined behaviour, found by fuzzing the recipe and sweep
-// readers). So the text is scanned before toml++ sees it: a character beyond
-// ASCII outside strings and comments, and one of those ranges anywhere but in
-// a comment, is refused with its line and column; in a "..." string the
-// latter can be written as a \uXXXX escape.
+// reaches __builtin_unreachable for U+00A1..U+0499, U+2C5E..U+3057 but
+// U+3000, and U+FB26..U+FEFE (undefined behaviour, found by fuzzing the
+// recipe and sweep readers). So the text is scanned before toml++ sees it: a
+// character beyond ASCII outside strings and comments, and one of those
+// ranges anywhere but in a comment, is refused with its line and column; in
+// a "..." string the latter can be written as a \uXXXX escape.
 void toml_check_text(const std::string& text, const std::string& source) {
   std::size_t line = 1, column = 1;
   enum class In { value, comment, basic, literal, multi_basic, multi_literal } in = In::value;
@@ -40,7 +40,8 @@ void toml_check_text(const std::string& text, const std::string& source) {
                             : byte(i) < 0xF0
                                 ? ((byte(i) & 0x0Fu) << 12) | ((byte(i + 1) & 0x3Fu) << 6) | (byte(i + 2) & 0x3Fu)
                                 : 0x10000;
-      if ((code >= 0xA1 && code <= 0x499) || (code >= 0x2F6E && code <= 0x3367 && code != 0x3000))
+      if ((code >= 0xA1 && code <= 0x499) || (code >= 0x2C5E && code <= 0x3057 && code != 0x3000) ||
+          (code >= 0xFB26 && code <= 0xFEFE))
         throw Error(
             fmt::format("{}:{}:{}: character U+{:04X} cannot be read by this build's TOML library "
                         "(toml++ 3.3) here; in a \"...\" string write it as \\u{:04X}",

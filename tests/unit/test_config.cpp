@@ -116,6 +116,10 @@ TEST(Config, NonAsciiOutsideStringsIsRefusedWithItsPosition) {
   EXPECT_NE(skipped.find("skip.toml:1:14: character U+0263 cannot be read by this build's TOML library"),
             std::string::npos)
       << skipped;
+  // U+FEFB after a multi-line string's line-ending backslash (the library skips whitespace there).
+  const auto after_backslash =
+      error_of([] { Config::parse(test_schema(), "[\"\"\"d\\\" me\\\n\xef\xbb\xbb{K", "m.toml"); });
+  EXPECT_NE(after_backslash.find("m.toml:2:1: character U+FEFB cannot be read"), std::string::npos) << after_backslash;
   // The same range in a string, and as an escape there.
   const auto in_string = error_of([] { Config::parse(test_schema(), "[model]\npath = \"/d/\xc3\xa9\"\n", "s.toml"); });
   EXPECT_NE(in_string.find("s.toml:2:12: character U+00E9 cannot be read by this build's TOML library (toml++ 3.3) "
