@@ -69,7 +69,7 @@ void toml_check_text(const std::string& text, const std::string& source) {
         if (c == '\n') in = In::value;
         break;
       case In::basic:
-        if (c == '\\')
+        if (c == '\\' && byte(i + 1) < 0x80)  // an escape; a character beyond ASCII is checked on its own
           ++i, ++column;
         else if (c == '"' || c == '\n')
           in = In::value;
@@ -78,7 +78,7 @@ void toml_check_text(const std::string& text, const std::string& source) {
         if (c == '\'' || c == '\n') in = In::value;
         break;
       case In::multi_basic:
-        if (c == '\\')
+        if (c == '\\' && byte(i + 1) < 0x80)
           ++i, ++column;
         else if (starts("\"\"\""))
           in = In::value, i += 2, column += 2;

@@ -120,6 +120,9 @@ TEST(Config, NonAsciiOutsideStringsIsRefusedWithItsPosition) {
   const auto after_backslash =
       error_of([] { Config::parse(test_schema(), "[\"\"\"d\\\" me\\\n\xef\xbb\xbb{K", "m.toml"); });
   EXPECT_NE(after_backslash.find("m.toml:2:1: character U+FEFB cannot be read"), std::string::npos) << after_backslash;
+  // U+FCFF right after a backslash.
+  const auto escaped = error_of([] { Config::parse(test_schema(), "\"\"\"nme[i\\\xef\xb3\xbfpr(E#", "b.toml"); });
+  EXPECT_NE(escaped.find("b.toml:1:10: character U+FCFF cannot be read"), std::string::npos) << escaped;
   // The same range in a string, and as an escape there.
   const auto in_string = error_of([] { Config::parse(test_schema(), "[model]\npath = \"/d/\xc3\xa9\"\n", "s.toml"); });
   EXPECT_NE(in_string.find("s.toml:2:12: character U+00E9 cannot be read by this build's TOML library (toml++ 3.3) "
