@@ -270,9 +270,14 @@ Config Config::parse(const ConfigSchema& schema, const std::string& text, const 
 
 Config Config::load(const ConfigSchema& schema, const std::filesystem::path& file,
                     const std::vector<std::string>& overrides) {
-  if (!std::ifstream(file))
+  if (!std::ifstream(file)) {
+    std::error_code error;  // the non-throwing form: a name too long for the system is a reason too
+    const bool exists = std::filesystem::exists(file, error);
     throw Error(fmt::format("cannot read configuration file '{}': {}", file.string(),
-                            std::filesystem::exists(file) ? "permission denied" : "no such file"));
+                            error    ? error.message()
+                            : exists ? "permission denied"
+                                     : "no such file"));
+  }
   return parse(schema, file_read_text(file), file.string(), overrides);
 }
 

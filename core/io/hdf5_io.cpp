@@ -32,6 +32,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "base/error.h"
 #include "base/files.h"
@@ -265,6 +266,22 @@ Handle open_read(const std::filesystem::path& path, const std::string& what, con
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   DSEE_CHECK(file.ok(), "{}: cannot open it{}: {}", what, note, error_text());
   return file;
+}
+
+void check_dataset_fits(hid_t dataset, hsize_t elements, std::size_t element_size, const std::string& where) {
+  DSEE_CHECK(
+      element_size > 0 && elements <= static_cast<hsize_t>(std::numeric_limits<std::int64_t>::max()) / element_size,
+      "{}: claims {} values, more than memory can address (truncated or damaged)", where, elements);
+  Handle file(H5Iget_file_id(dataset), H5Fclose);
+  hsize_t file_size = 0;
+  DSEE_CHECK(file.ok() && H5Fget_filesize(file.get(), &file_size) >= 0, "{}: cannot size the file: {}", where,
+             error_text());
+  Handle creation(H5Dget_create_plist(dataset), H5Pclose);
+  const bool filtered = creation.ok() && H5Pget_nfilters(creation.get()) > 0;
+  const hsize_t held = filtered ? file_size : H5Dget_storage_size(dataset);
+  const hsize_t bound = filtered ? held / element_size * 1100 : held / element_size;
+  DSEE_CHECK(elements <= bound, "{}: claims {} values but the file holds {} bytes of them (truncated or damaged)",
+             where, elements, held);
 }
 
 std::string error_text() {

@@ -103,6 +103,13 @@ Handle write_dataset(hid_t location, const std::string& name, hid_t file_type, h
 // ("Ω file 'x.h5'") and `note` a suffix such as " (truncated or corrupted)".
 Handle open_read(const std::filesystem::path& path, const std::string& what, const std::string& note = "");
 
+// Before a reader allocates `elements` values of `element_size` bytes for
+// `dataset`: the count fits in int64 and the file holds that many bytes of
+// it (as they are, or compressed by at most deflate's ~1032:1 when the
+// dataset has filters). Otherwise an Error naming `where` ("truncated or
+// damaged"), so a damaged header cannot make the reader allocate terabytes.
+void check_dataset_fits(hid_t dataset, hsize_t elements, std::size_t element_size, const std::string& where);
+
 // Creates `path` through base/files.h's file_write_atomic: `fill` writes the
 // content into a new HDF5 file held in memory (links keep creation order),
 // which is then closed and written out as one block (Note [HDF5 files in

@@ -83,16 +83,7 @@ OmegaEntry read_entry(hid_t file, const std::string& name, const std::string& so
   DSEE_CHECK(shape[0] > 0 && shape[1] > 0 && shape[0] <= std::numeric_limits<std::int64_t>::max() / shape[1] &&
                  count <= static_cast<hsize_t>(shape[0] * shape[1]),
              "{}: {} indices do not fit shape [{}, {}]", where, count, shape[0], shape[1]);
-  Handle containing(H5Iget_file_id(dataset.get()), H5Fclose);
-  hsize_t file_size = 0;
-  DSEE_CHECK(containing.ok() && H5Fget_filesize(containing.get(), &file_size) >= 0, "{}: cannot size the file: {}", where,
-             hdf5::error_text());
-  Handle creation(H5Dget_create_plist(dataset.get()), H5Pclose);
-  const bool filtered = creation.ok() && H5Pget_nfilters(creation.get()) > 0;
-  const hsize_t stored = H5Dget_storage_size(dataset.get());
-  DSEE_CHECK(count <= (filtered ? file_size / 8 * 1100 : stored / 8),
-             "{}: claims {} indices but the file holds {} bytes of them (truncated or damaged)", where, count,
-             filtered ? file_size : stored);
+  hdf5::check_dataset_fits(dataset.get(), count, sizeof(std::int64_t), where);
 
   OmegaEntry entry;
   entry.name = name;

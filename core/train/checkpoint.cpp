@@ -65,6 +65,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <set>
 
 #include "base/config.h"
@@ -188,6 +189,12 @@ at::Tensor read_tensor(hid_t group, const std::string& name, const std::string& 
   DSEE_CHECK(rank >= 0, "{}: cannot read its shape", where);
   std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
   if (rank > 0) H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  hsize_t elements = 1;
+  for (const hsize_t d : dims) {
+    DSEE_CHECK(d == 0 || elements <= std::numeric_limits<hsize_t>::max() / d, "{}: shape overflows (damaged)", where);
+    elements *= d;
+  }
+  hdf5::check_dataset_fits(dataset.get(), elements, H5Tget_size(mapping->file_type), where);
   std::vector<std::int64_t> shape(dims.begin(), dims.end());
   at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(mapping->scalar));
   if (tensor.numel() > 0)

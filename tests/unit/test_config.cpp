@@ -145,6 +145,10 @@ TEST(Config, NonAsciiOutsideStringsIsRefusedWithItsPosition) {
 TEST(Config, MissingFileIsAnError) {
   const auto message = error_of([] { Config::load(test_schema(), "/nonexistent/recipe.toml"); });
   EXPECT_NE(message.find("'/nonexistent/recipe.toml': no such file"), std::string::npos) << message;
+  // A name longer than the system takes (found by fuzzing the sweep reader).
+  const std::string long_name = "/tmp/" + std::string(300, 'r') + ".toml";
+  const auto too_long = error_of([&] { Config::load(test_schema(), long_name); });
+  EXPECT_NE(too_long.find(".toml': File name too long"), std::string::npos) << too_long;
 }
 
 TEST(Config, BadOverrideSyntaxIsAUsageError) {

@@ -157,7 +157,7 @@ TEST_F(OmegaFile, ShapesAndCountsBeyondTheFileAreRefusedBeforeAllocating) {
   H5Sclose(space);
   H5Fclose(file);
   EXPECT_THAT([&] { omega_read(path("unwritten.h5")); },
-              error_with("'q.weight'", "claims 1099511627776 indices but the file holds 0 bytes of them"));
+              error_with("'q.weight'", "claims 1099511627776 values but the file holds 0 bytes of them"));
 }
 
 TEST_F(OmegaFile, MissingOrForeignFileIsAnError) {
