@@ -355,13 +355,60 @@ void load_tokenizer_json(Tokenizer::State& s, const fs::path& path) {
   if (padding.is_object() && padding.contains("pad_id")) s.pad = padding["pad_id"].get<int64_t>();
 }
 
-void load_split_files(Tokenizer::State& s, const fs::path& folder, const json& config) {
+// Note [Legacy added_tokens.json]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// Folders saved before tokenizer_config.json carried added_tokens_decoder
+// (older GPT-2-family folders, whisper's multilingual BPE) list their added
+// tokens in added_tokens.json as {"token": id}, often with ids past
+// vocab.json, <|endoftext|> among them. transformers reads that file when
+// the configuration has no added_tokens_decoder: every token becomes a
+// never-split added token, special when it is one of the configuration's
+// special tokens. Without it the special tokens' ids would not be found and
+// "<|endoftext|>" in a text would be encoded as its characters.
+std::vector<AddedToken> legacy_added_tokens(const fs::path& folder, const json& config) {
+  const fs::path path = folder / "added_tokens.json";
+  if (config.contains("added_tokens_decoder") || !fs::exists(path)) return {};
+  const json tokens = read_json(path);
+  DSEE_CHECK(tokens.is_object(), "{}: expected a JSON object of token: id; re-save the tokenizer with transformers",
+             path.string());
+  std::vector<std::string> specials;
+  for (const auto& [key, value] : config.items()) {
+    if (key.ends_with("_token")) {
+      if (const auto text = token_text(config, key.c_str())) specials.push_back(*text);
+    } else if ((key == "additional_special_tokens" || key == "extra_special_tokens") && value.is_array()) {
+      for (const json& t : value)
+        if (t.is_string())
+          specials.push_back(t.get<std::string>());
+        else if (t.is_object() && t.contains("content") && t["content"].is_string())
+          specials.push_back(t["content"].get<std::string>());
+    }
+  }
+  std::vector<AddedToken> out;
+  for (const auto& [token, id] : tokens.items()) {
+    DSEE_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0,
+               "{}: token '{}' has id {}, expected a non-negative integer", path.string(), token, id.dump());
+    DSEE_CHECK(!token.empty(), "{}: an added token is the empty string; remove it", path.string());
+    const bool special = std::find(specials.begin(), specials.end(), token) != specials.end();
+    out.push_back({token, id.get<int64_t>(), special});
+  }
+  return out;
+}
+
+void load_split_files(Tokenizer::State& s, const fs::path& folder, const json& config,
+                      const std::vector<AddedToken>& legacy_added) {
   using Specials = std::vector<std::pair<const char*, const char*>>;  // config key, default token
   const auto special = [&](const char* key, const char* fallback) {
     std::optional<std::string> text = token_text(config, key);
     return text ? *text : std::string(fallback);
   };
-  const auto id_of = [&](const std::string& token) { return vocab_find(s.vocab(), token); };
+  // The vocabulary's id, else added_tokens.json's (Note [Legacy added_tokens.json]).
+  const auto id_of = [&](const std::string& token) {
+    const int64_t id = vocab_find(s.vocab(), token);
+    if (id >= 0) return id;
+    for (const AddedToken& t : legacy_added)
+      if (t.content == token) return t.id;
+    return int64_t{-1};
+  };
   // Registers the special tokens (as never-split added tokens; no lstrip on
   // RoBERTa's <mask>: transformers 5 builds it so from split files, and
   // added_tokens_decoder overrides it where it says otherwise), the template
@@ -465,7 +512,9 @@ Tokenizer Tokenizer::load(const fs::path& folder) {
         if (id >= 0) s->pad = id;
       }
     } else {
-      load_split_files(*s, folder, config);
+      const std::vector<AddedToken> legacy_added = legacy_added_tokens(folder, config);
+      load_split_files(*s, folder, config, legacy_added);
+      for (const AddedToken& t : legacy_added) s->add_token(t);
       // Added tokens saved by transformers: {"id": {"content": ..., "lstrip": ...}}.
       const std::string where = (folder / "tokenizer_config.json").string();
       const json added_tokens = config.value("added_tokens_decoder", json::object());
