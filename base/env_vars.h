@@ -6,6 +6,8 @@ namespace dsee::env_vars {
 
 // The log level (trace … off) when --log-level is not given.
 inline constexpr const char* log_level = "DSEE_LOG_LEVEL";
+// The Python of `dsee score --official` (default: the build's DSEE_PYTHON, the checkout's .venv).
+inline constexpr const char* python = "DSEE_PYTHON";
 // Tests only: `dsee run` raises SIGTERM on itself after this many optimizer
 // steps of a training stage in this process (the resume tests' interruption).
 inline constexpr const char* test_stop_after_step = "DSEE_TEST_STOP_AFTER_STEP";

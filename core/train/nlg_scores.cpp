@@ -284,7 +284,7 @@ class BeamEditDistance {
       } else if (op == EditOp::del) {
         --i;
       } else {
-        DSEE_CHECK(false, "TER: internal error: the edit distance backtrace left the beam");
+        DSEE_ASSERT(false, "TER: the edit distance backtrace left the beam at ({}, {})", i, j);
       }
     }
     std::reverse(trace.begin(), trace.end());
