@@ -27,6 +27,7 @@ Command count_command(CLI::App& app);       // dsee count
 Command prune_command(CLI::App& app);       // dsee prune
 Command omega_command(CLI::App& app);       // dsee omega
 Command export_command(CLI::App& app);      // dsee export
+Command generate_command(CLI::App& app);    // dsee generate
 Command score_command(CLI::App& app);       // dsee score
 
 }  // namespace dsee

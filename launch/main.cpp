@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
       dsee::env_command(app),        dsee::config_command(app), dsee::forward_command(app), dsee::tokenize_command(app),
       dsee::detokenize_command(app), dsee::run_command(app),    dsee::sweep_command(app),   dsee::report_command(app),
       dsee::count_command(app),      dsee::prune_command(app),  dsee::omega_command(app),   dsee::export_command(app),
-      dsee::score_command(app),
+      dsee::generate_command(app),   dsee::score_command(app),
   };
 
   try {

@@ -16,9 +16,13 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <string>
 
+#include "core/model/pretrained_model.h"
+#include "core/tuning/tuning.h"
 #include "recipes/recipe.h"
+#include "recipes/run_dir.h"
 
 namespace dsee {
 
@@ -29,8 +33,21 @@ class ModelTuning;
 // `format`. hf merges the model in place (the tuning is unusable afterwards).
 void export_write(PretrainedModel& model, ModelTuning& tuning, ExportFormat format, const std::filesystem::path& out);
 
-// Rebuilds the final model of the finished run in `run_dir` (on the CPU,
-// fp32; Note [Rebuilding a run] in stage_export.cpp) and writes it to `out`
+// The final model of the finished run in `run_dir`, rebuilt on the CPU in
+// fp32 (Note [Rebuilding a run] in stage_export.cpp) with its tuning attached
+// and its pruning plan applied; `dsee generate --run` decodes with it. With
+// `lock`, the run's lock is taken once the directory checks pass, before
+// anything is loaded, and held while this object lives.
+struct RebuiltRun {
+  RebuiltRun(const std::filesystem::path& run_dir, bool lock);
+  Recipe recipe;
+  RunDir dir;
+  std::filesystem::path model_path;  // the pretrained model folder the run started from
+  std::unique_ptr<PretrainedModel> model;
+  std::shared_ptr<ModelTuning> tuning;
+};
+
+// Rebuilds the final model of the finished run in `run_dir` (RebuiltRun) and writes it to `out`
 // (empty: run_dir/export). Writing into the run directory, it first takes
 // the run's lock (RunDir::lock) unless `lock` is false. Returns `out`.
 std::filesystem::path export_run(const std::filesystem::path& run_dir, ExportFormat format,

@@ -69,19 +69,17 @@ void stage_export(Run& run) {
   stage_record(run, Stage::export_, {{"format", export_format_name(*format)}, {"path", run.dir.export_dir().string()}});
 }
 
-fs::path export_run(const fs::path& run_dir, ExportFormat format, const fs::path& out_arg, bool lock) {
+RebuiltRun::RebuiltRun(const fs::path& run_dir, bool lock) : dir(run_dir) {
   DSEE_CHECK(fs::is_directory(run_dir), "run directory '{}' does not exist", run_dir.string());
-  RunDir dir(run_dir);
   DSEE_CHECK(fs::exists(dir.config()),
              "'{}' is not a run directory: config.toml is missing (dsee run writes it first). Run `dsee run` with the "
              "recipe first",
              run_dir.string());
-  const Recipe recipe = recipe_load(dir.config());
-  DSEE_CHECK(recipe.run.compare.empty(), "'{}' holds the arms of run.compare; export one arm's directory ({}/<arm>)",
+  recipe = recipe_load(dir.config());
+  DSEE_CHECK(recipe.run.compare.empty(), "'{}' holds the arms of run.compare; use one arm's directory ({}/<arm>)",
              run_dir.string(), run_dir.string());
   require_file(dir.record(Stage::eval), run_dir, "written when the run finishes");
-  const fs::path out = out_arg.empty() ? dir.export_dir() : out_arg;
-  if (lock && path_inside(out, run_dir)) dir.lock();
+  if (lock) dir.lock();
 
   const bool dsee = recipe.tuning.method == TuningMethod::dsee;
   const bool pruned = recipe.prune.kind != PruneKind::none;
@@ -94,7 +92,7 @@ fs::path export_run(const fs::path& run_dir, ExportFormat format, const fs::path
              "stages/retune.json and run `dsee run` again",
              run_dir.string());
 
-  Run run(recipe, std::move(dir), Ranks{}, StagePlan{});
+  Run run(recipe, RunDir(run_dir), Ranks{}, StagePlan{});
   ModelLoadOptions load;
   load.task = ModelTask::sequence_classification;
   run.model_path = run_model_path(recipe, run_dir);
@@ -104,7 +102,15 @@ fs::path export_run(const fs::path& run_dir, ExportFormat format, const fs::path
   trainables_load(run, Stage::train);
   if (pruned) prune_plan_load(run);
   if (retuned) trainables_load(run, Stage::retune);
-  export_write(*run.model, *run.tuning, format, out);
+  model_path = run.model_path;
+  model = std::move(run.model);
+  tuning = std::move(run.tuning);
+}
+
+fs::path export_run(const fs::path& run_dir, ExportFormat format, const fs::path& out_arg, bool lock) {
+  const fs::path out = out_arg.empty() ? RunDir(run_dir).export_dir() : out_arg;
+  RebuiltRun rebuilt(run_dir, lock && path_inside(out, run_dir));
+  export_write(*rebuilt.model, *rebuilt.tuning, format, out);
   return out;
 }
 

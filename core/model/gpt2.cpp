@@ -95,12 +95,23 @@ ModelOutput Gpt2Model::forward(const ModelInput& input) {
     const auto options = ids.options().dtype(at::kLong);
     const auto query_positions = at::arange(past, total, options).unsqueeze(1);
     allowed = at::arange(total, options).unsqueeze(0).le(query_positions).view({1, 1, seq, total});
-    if (padded) allowed = allowed & input.attention_mask.to(at::kBool).view({batch, 1, 1, total});
+    if (padded) {
+      // A left-padding query sees no key at all; let it see its causal keys
+      // so its (unused) row stays finite (Note [Attention kernel]).
+      const auto causal_keys = allowed;
+      allowed = allowed & input.attention_mask.to(at::kBool).view({batch, 1, 1, total});
+      allowed = allowed | (causal_keys & allowed.logical_not().all(-1, true));
+    }
   } else {
     causal = past == 0;  // one new token after a cache sees every key
   }
 
-  const auto positions = at::arange(past, total, ids.options().dtype(at::kLong)).unsqueeze(0);
+  at::Tensor positions = input.position_ids;
+  if (positions.defined())
+    DSEE_CHECK(positions.dim() == 2 && positions.size(0) == batch && positions.size(1) == seq,
+               "position_ids must be [batch, seq] = [{}, {}], got {}", batch, seq, shape_text(positions.sizes()));
+  else
+    positions = at::arange(past, total, ids.options().dtype(at::kLong)).unsqueeze(0);
   at::Tensor hidden = at::embedding(wte_, ids) + at::embedding(wpe_, positions);
   if (cache && cache->keys.empty()) {
     cache->keys.resize(blocks_.size());
@@ -129,6 +140,11 @@ ModelOutput Gpt2Model::forward(const ModelInput& input) {
   out.last_hidden_state = ln_f_.forward(hidden);
   out.logits = at::linear(out.last_hidden_state, wte_);
   return out;
+}
+
+void KvCache::reorder(const at::Tensor& rows) {
+  for (auto& k : keys) k = k.index_select(0, rows);
+  for (auto& v : values) v = v.index_select(0, rows);
 }
 
 std::vector<std::int64_t>& Gpt2Model::layer_heads(std::int64_t layer) { return blocks_[layer].heads; }

@@ -1,7 +1,8 @@
 // GPT-2: a pre-norm causal decoder with a tied LM head (GPT2LMHeadModel).
 //
 //   embeddings  wte + wpe at positions past..past+seq-1 (right padding keeps
-//               the positions of the real tokens; HF does the same).
+//               the positions of the real tokens; HF does the same), or at
+//               the input's position_ids (left padding in generation).
 //   block       ln_1 → attn.c_attn ([3·width, hidden], rows q|k|v) → causal
 //               attention (plus the padding mask) → attn.c_proj, residual;
 //               ln_2 → mlp.c_fc → gelu_new → mlp.c_proj, residual.
@@ -11,9 +12,10 @@
 // With a KvCache the forward appends this step's keys/values per layer and
 // attends over past + new keys, so decoding token by token gives the logits
 // of the full forward (Gpt2Cache.IncrementalDecodingEqualsFullForward in
-// tests/unit/test_models.cpp). The cache grows by concatenation, O(length²)
-// copies over a generation: fine for E2E-length outputs; beam search may
-// want a preallocated cache with index_select for reordering beams.
+// tests/unit/test_models.cpp). The cache grows by concatenation and beam
+// search reorders its rows with KvCache::reorder (index_select), as
+// transformers' DynamicCache does: O(length²) copies over a generation, fine
+// for E2E-length outputs (core/train/generation.h).
 #pragma once
 
 #include "core/model/pretrained_model.h"

@@ -33,15 +33,19 @@ namespace dsee {
 // GPT-2's key/value cache for incremental decoding: per layer
 // [batch, heads, past, head_dim]. Empty until the first forward fills it; each
 // forward appends its keys/values. Prefix tuning can seed it with per-layer
-// prefix keys/values before the first step.
+// prefix keys/values before the first step. Beam search (core/train/
+// generation.h) reorders its rows with reorder().
 struct KvCache {
   std::vector<at::Tensor> keys, values;
   std::int64_t length() const { return keys.empty() ? 0 : keys.front().size(2); }
+  // Row i becomes the old row rows[i] (int64 [new_batch], on the cache's device).
+  void reorder(const at::Tensor& rows);
 };
 
 struct ModelInput {
   at::Tensor input_ids;       // [batch, seq] int64
   at::Tensor attention_mask;  // [batch, past + seq], 1 token / 0 padding; undefined: all tokens
+  at::Tensor position_ids;    // GPT-2: [batch, seq] int64; undefined: past..past+seq-1
   at::Tensor token_type_ids;  // [batch, seq] int64, BERT/RoBERTa; undefined: zeros
   KvCache* cache = nullptr;   // GPT-2: read and extended when set
 };

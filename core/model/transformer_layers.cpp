@@ -52,7 +52,8 @@ at::Tensor heads_merge(const at::Tensor& x) {
 // there is no place where the eager formulation is needed for fp32. The
 // mask is boolean (true: attend): a fully masked row would give NaN, which
 // cannot happen here because every sequence has at least one token and
-// padding is on the right (a padded query still sees the real tokens).
+// padding is on the right (a padded query still sees the real tokens); GPT-2's
+// left padding in generation lets a padding query see its causal keys instead.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed,
                      bool causal, double scale) {
   DSEE_ASSERT(!(causal && allowed.defined()), "give the causal mask either way, not both");

@@ -16,6 +16,7 @@ const std::map<std::string, dsee::parity::Mode>& modes() {
   static const std::map<std::string, Mode> table = {
       {"lora-step", lora_step},
       {"lora-train", lora_train},
+      {"lora-generate", lora_generate},
       {"optimize", optimize},
       {"loss", loss},
       {"metrics", metrics},

@@ -23,6 +23,8 @@
 //               every trainable tensor after training; result {"steps",
 //               "losses": the per-step loss the loss function returned
 //               (classification only)}.
+//   lora-generate  the lora-step model (adapters from "in") decoded by
+//               generation_run (parity_generate.cpp): greedy or beam search.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
@@ -141,6 +143,12 @@ nlohmann::json lora_train(const Request& request) {
   nlohmann::json reply = {{"steps", result.steps}};
   if (!lm) reply["losses"] = losses;
   return reply;
+}
+
+// The LoRA model of lora-step (adapters from "in"), decoded by generation_run.
+nlohmann::json lora_generate(const Request& request) {
+  LoraModel lora = lora_model(request);
+  return generation_run(request, *lora.model);
 }
 
 }  // namespace dsee::parity

@@ -27,6 +27,10 @@
 #include "base/named_tensor.h"
 #include "core/io/safetensors.h"
 
+namespace dsee {
+class PretrainedModel;
+}  // namespace dsee
+
 namespace dsee::parity {
 
 class Request {
@@ -73,6 +77,7 @@ using Mode = nlohmann::json (*)(const Request&);
 // parity_lora.cpp: LoRA against PEFT
 nlohmann::json lora_step(const Request&);
 nlohmann::json lora_train(const Request&);
+nlohmann::json lora_generate(const Request&);  // parity_generate.cpp's generation_run on the LoRA model
 // parity_training.cpp: the trainer's pieces against torch, transformers, scikit-learn, scipy
 nlohmann::json optimize(const Request&);
 nlohmann::json loss(const Request&);
@@ -87,6 +92,8 @@ nlohmann::json safetensors_copy(const Request&);
 nlohmann::json prune_plan_write(const Request&);
 nlohmann::json prune_plan_read(const Request&);
 nlohmann::json model_resave(const Request&);
+// parity_generate.cpp: greedy / beam search on `model` with the request's options and prompts
+nlohmann::json generation_run(const Request& request, PretrainedModel& model);
 // parity_glue.cpp: GLUE reading and encoding against transformers
 nlohmann::json glue_encode(const Request&);
 
