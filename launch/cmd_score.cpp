@@ -47,7 +47,7 @@ std::vector<std::string> read_lines(const std::string& path, const char* option)
   try {
     text = file_read_text(path);
   } catch (const Error& e) {
-    throw Error(fmt::format("dsee score: {} {}: {}; give the path of a text file", option, path, e.what()));
+    throw Error(fmt::format("dsee score {}: {}", option, e.what()));
   }
   std::string repaired = text;
   if (unicode::utf8_repair(repaired) > 0) {

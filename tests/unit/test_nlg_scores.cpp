@@ -50,10 +50,11 @@ TEST(NlgBleu, EmptyHypothesisScores0) { EXPECT_EQ(corpus_bleu({item("", {"the ea
 TEST(NlgBleu, BrevityPenalty) {
   // Every n-gram matches; 4 words against 8: BP = exp(1 - 8/4).
   EXPECT_NEAR(corpus_bleu({item("a b c d", {"a b c d e f g h"})}), 100.0 * std::exp(-1.0), 1e-9);
-  // The closest reference length counts (6, not 8), the shorter one on a tie.
+  // The closest reference length counts (6, not 8).
   EXPECT_NEAR(corpus_bleu({item("a b c d", {"a b c d e f g h", "a b c d e f"})}), 100.0 * std::exp(1.0 - 6.0 / 4),
               1e-9);
-  EXPECT_NEAR(corpus_bleu({item("a b c d", {"a b c d e f", "a b"})}), 100.0 * std::exp(1.0 - 6.0 / 4), 1e-9);
+  // 6 and 2 are both 2 words away from 4: the 2 wins, and a hypothesis longer than it has no penalty.
+  EXPECT_NEAR(corpus_bleu({item("a b c d", {"a b c d e f", "a b"})}), 100.0, 1e-9);
 }
 
 TEST(NlgBleu, ExpSmoothingOfAZeroPrecision) {
