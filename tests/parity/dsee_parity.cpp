@@ -29,6 +29,8 @@ const std::map<std::string, dsee::parity::Mode>& modes() {
       {"prune-plan-read", prune_plan_read},
       {"model-resave", model_resave},
       {"glue-encode", glue_encode},
+      {"nlg-read", nlg_read},
+      {"nlg-encode", nlg_encode},
   };
   return table;
 }

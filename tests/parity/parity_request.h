@@ -96,5 +96,8 @@ nlohmann::json model_resave(const Request&);
 nlohmann::json generation_run(const Request& request, PretrainedModel& model);
 // parity_glue.cpp: GLUE reading and encoding against transformers
 nlohmann::json glue_encode(const Request&);
+// parity_nlg.cpp: E2E / WebNLG / DART reading and GPT-2 encoding against Python readings and transformers
+nlohmann::json nlg_read(const Request&);
+nlohmann::json nlg_encode(const Request&);
 
 }  // namespace dsee::parity
