@@ -25,7 +25,15 @@ namespace dsee {
 // recipe and sweep readers). So the text is scanned before toml++ sees it: a
 // character beyond ASCII outside strings and comments, and one of those
 // ranges anywhere but in a comment, is refused with its line and column; in
-// a "..." string the latter can be written as a \uXXXX escape.
+// a "..." string the latter can be written as a \uXXXX escape, which is how
+// toml_quote prints them (so that config.toml always reads back).
+namespace {
+bool toml_mishandled(char32_t code) {
+  return (code >= 0xA1 && code <= 0x499) || (code >= 0x2C5E && code <= 0x3057 && code != 0x3000) ||
+         (code >= 0xFB26 && code <= 0xFEFE);
+}
+}  // namespace
+
 void toml_check_text(const std::string& text, const std::string& source) {
   std::size_t line = 1, column = 1;
   enum class In { value, comment, basic, literal, multi_basic, multi_literal } in = In::value;
@@ -40,8 +48,7 @@ void toml_check_text(const std::string& text, const std::string& source) {
                             : byte(i) < 0xF0
                                 ? ((byte(i) & 0x0Fu) << 12) | ((byte(i + 1) & 0x3Fu) << 6) | (byte(i + 2) & 0x3Fu)
                                 : 0x10000;
-      if ((code >= 0xA1 && code <= 0x499) || (code >= 0x2C5E && code <= 0x3057 && code != 0x3000) ||
-          (code >= 0xFB26 && code <= 0xFEFE))
+      if (toml_mishandled(code))
         throw Error(
             fmt::format("{}:{}:{}: character U+{:04X} cannot be read by this build's TOML library "
                         "(toml++ 3.3) here; in a \"...\" string write it as \\u{:04X}",
@@ -350,10 +357,24 @@ const std::vector<std::string>& Config::get_strings(const std::string& key) cons
 
 namespace {
 
-// TOML basic string: quotes, backslashes and control characters escaped.
+// TOML basic string: quotes, backslashes, control characters and the code
+// points toml++ 3.3 mishandles (Note [Non-ASCII in TOML text]) escaped.
 std::string toml_quote(const std::string& s) {
   std::string out = "\"";
-  for (const unsigned char c : s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    const auto next = [&](std::size_t k) {
+      return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) & 0x3Fu : 0u;
+    };
+    if (c >= 0xC0 && c < 0xF0) {  // two or three bytes: may be one of those code points
+      const std::size_t length = c < 0xE0 ? 2 : 3;
+      const char32_t code = length == 2 ? ((c & 0x1Fu) << 6) | next(1) : ((c & 0x0Fu) << 12) | (next(1) << 6) | next(2);
+      if (toml_mishandled(code) && i + length <= s.size()) {
+        out += fmt::format("\\u{:04X}", static_cast<std::uint32_t>(code));
+        i += length - 1;
+        continue;
+      }
+    }
     if (c == '"' || c == '\\') {
       out += '\\';
       out += char(c);

@@ -14,6 +14,7 @@
 #include "base/hashing.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/files.h"
 
 namespace dsee {
 namespace {
@@ -189,6 +191,52 @@ std::string sha256_file(const std::filesystem::path& path) {
   }
   ::close(fd);
   return sha.hex();
+}
+
+// Note [Checksum sidecars]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~
+// HDF5 1.10 (Debian's library) parses a file before dsee sees any of it, and
+// fuzzing showed it can crash on a malformed file (docs/testing.md,
+// "Fuzzing"). For the HDF5 files dsee writes itself and reads back on resume
+// or on other ranks, the SHA-256 sidecar is checked first, so a truncated or
+// damaged file becomes an error naming it instead of a crash. The write order
+// is: remove the old sidecar, write the file (atomically), write the sidecar.
+// A crash in between leaves a file without sidecar: a checkpoint is then
+// refused (`required`; the previous one is used), an Ω file or masks.h5 is
+// read unchecked (`if_present`: such files may also come from other tools).
+// A file replaced on purpose needs its stale sidecar deleted; the message
+// says so.
+std::filesystem::path checksum_sidecar(const std::filesystem::path& file) { return file.string() + ".sum"; }
+
+void checksum_write(const std::filesystem::path& file) {
+  file_write_text(checksum_sidecar(file), sha256_file(file) + "  " + file.filename().string() + "\n");
+}
+
+void checksum_remove(const std::filesystem::path& file) {
+  const std::filesystem::path sidecar = checksum_sidecar(file);
+  if (::unlink(sidecar.c_str()) != 0 && errno != ENOENT) {
+    DSEE_CHECK(false, "cannot remove the checksum file '{}': {}", sidecar.string(), std::strerror(errno));
+  }
+}
+
+void checksum_verify(const std::filesystem::path& file, const std::string& source, ChecksumSidecar sidecar) {
+  const std::filesystem::path sum = checksum_sidecar(file);
+  struct stat status {};
+  if (::stat(sum.c_str(), &status) != 0 || !S_ISREG(status.st_mode)) {
+    DSEE_CHECK(sidecar == ChecksumSidecar::if_present, "{}: its checksum file '{}' is missing (an interrupted write?)",
+               source, sum.string());
+    return;
+  }
+  const std::string text = file_read_text(sum);
+  const std::string expected = text.substr(0, text.find(' '));
+  DSEE_CHECK(expected.size() == 64 && expected.find_first_not_of("0123456789abcdef") == std::string::npos,
+             "{}: checksum file '{}' does not start with a SHA-256 in hex; delete it to read the file unchecked",
+             source, sum.string());
+  const std::string actual = sha256_file(file);
+  DSEE_CHECK(actual == expected,
+             "{}: SHA-256 {} does not match {} in '{}' (truncated or corrupted since it was written; if you "
+             "replaced the file on purpose, delete '{}')",
+             source, actual, expected, sum.string(), sum.filename().string());
 }
 
 }  // namespace dsee

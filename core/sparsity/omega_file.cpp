@@ -26,6 +26,7 @@
 #include <utility>
 
 #include "base/error.h"
+#include "base/hashing.h"
 #include "core/io/hdf5_io.h"
 
 namespace dsee {
@@ -146,7 +147,9 @@ std::vector<OmegaEntry> read_entries(hid_t location, const std::string& source, 
 void omega_write(const std::filesystem::path& path, const std::vector<OmegaEntry>& entries, const OmegaFileInfo& info) {
   const std::string source = fmt::format("Ω file '{}'", path.string());
   check_entries(entries, source);
+  checksum_remove(path);  // Note [Checksum sidecars] in base/hashing.cpp
   hdf5::write_file_atomically(path, "Ω file", [&](hid_t file) { write_entries(file, entries, info, source, false); });
+  checksum_write(path);
 }
 
 void omega_write_group(std::int64_t location, const std::vector<OmegaEntry>& entries, const OmegaFileInfo& info,
@@ -166,8 +169,9 @@ std::vector<OmegaEntry> omega_read(const std::filesystem::path& path, OmegaFileI
   struct stat status {};
   DSEE_CHECK(::stat(source.c_str(), &status) == 0 && S_ISREG(status.st_mode),
              "Ω file '{}' does not exist (write it with dsee omega)", source);
-  hdf5::Quiet quiet;
   const std::string what = fmt::format("Ω file '{}'", source);
+  checksum_verify(path, what, ChecksumSidecar::if_present);
+  hdf5::Quiet quiet;
   const Handle file = hdf5::open_read(path, what);
   // Files written by dsee track creation order; others (h5py by default) are read in name order.
   return read_entries(file.get(), what, info);

@@ -30,9 +30,11 @@ struct OmegaFileInfo {
 
 // Throws dsee::Error for a name containing '/' (HDF5 would make groups of it),
 // an empty name, a duplicate, or an entry that is not valid as read() checks.
+// Writes the checksum sidecar "<path>.sum" after the file (base/hashing.h).
 void omega_write(const std::filesystem::path& path, const std::vector<OmegaEntry>& entries, const OmegaFileInfo& info);
 
-// Every dataset of the file, in the order written.
+// Every dataset of the file, in the order written. A sidecar "<path>.sum",
+// where there is one, is verified before HDF5 opens the file.
 std::vector<OmegaEntry> omega_read(const std::filesystem::path& path, OmegaFileInfo* info = nullptr);
 
 // The same datasets and attributes inside an open HDF5 file or group

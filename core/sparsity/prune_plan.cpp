@@ -39,6 +39,7 @@
 #include <set>
 
 #include "base/error.h"
+#include "base/hashing.h"
 #include "core/io/hdf5_io.h"
 
 namespace dsee {
@@ -253,7 +254,9 @@ PrunePlan prune_plan_read_group(std::int64_t location, const std::string& where)
 
 void prune_plan_write(const std::filesystem::path& path, const PrunePlan& plan) {
   const std::string where = fmt::format("prune plan '{}'", path.string());
+  checksum_remove(path);  // Note [Checksum sidecars] in base/hashing.cpp
   hdf5::write_file_atomically(path, "prune plan", [&](hid_t file) { write_plan(file, plan, where); });
+  checksum_write(path);
 }
 
 PrunePlan prune_plan_read(const std::filesystem::path& path) {
@@ -261,8 +264,9 @@ PrunePlan prune_plan_read(const std::filesystem::path& path) {
   struct stat status {};
   DSEE_CHECK(::stat(source.c_str(), &status) == 0 && S_ISREG(status.st_mode),
              "prune plan '{}' does not exist (write it with the pipeline's prune stage)", source);
-  hdf5::Quiet quiet;
   const std::string what = fmt::format("prune plan '{}'", source);
+  checksum_verify(path, what, ChecksumSidecar::if_present);
+  hdf5::Quiet quiet;
   const Handle file = hdf5::open_read(path, what);
   return prune_plan_read_group(file.get(), what);
 }

@@ -38,11 +38,13 @@ struct PrunePlan {
   bool empty() const { return masks.empty() && heads.empty(); }
 };
 
-// Writes atomically (temporary file, fsync, rename). Throws dsee::Error on
+// Writes atomically (temporary file, fsync, rename), then the checksum
+// sidecar "<path>.sum" (base/hashing.h). Throws dsee::Error on
 // I/O failure or an invalid plan (a mask that is not 2-D / not 0/1).
 void prune_plan_write(const std::filesystem::path& path, const PrunePlan& plan);
 
-// Reads and validates (shapes, encodings, indices in range, head ids);
+// Verifies the sidecar where there is one, then reads and validates
+// (shapes, encodings, indices in range, head ids);
 // dsee::Error names the file and the dataset. Masks come back as bool [out, in].
 PrunePlan prune_plan_read(const std::filesystem::path& path);
 

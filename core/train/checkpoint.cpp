@@ -71,6 +71,7 @@
 #include "base/config.h"
 #include "base/error.h"
 #include "base/files.h"
+#include "base/hashing.h"
 #include "base/log.h"
 #include "base/versions.h"
 #include "core/io/hdf5_io.h"
@@ -389,8 +390,6 @@ CheckpointState read_checkpoint_file(hid_t file, const std::string& source) {
   return state;
 }
 
-std::filesystem::path sidecar_of(const std::filesystem::path& path) { return path.string() + ".sum"; }
-
 }  // namespace
 
 std::uint64_t config_hash(const std::string& config_text) { return hash64(config_text.data(), config_text.size()); }
@@ -422,14 +421,14 @@ std::filesystem::path checkpoint_write(const std::filesystem::path& dir, const C
   const std::filesystem::path path = dir / name;
   const std::string source = fmt::format("checkpoint '{}'", path.string());
   hdf5::write_file_atomically(path, "checkpoint", [&](hid_t file) { write_checkpoint_file(file, state, source); });
-  file_write_text(sidecar_of(path), fmt::format("{}  {}\n", sha256_file(path), name));
+  checksum_write(path);
   file_write_text(dir / "latest", name + "\n");
 
   const std::vector<std::string> all = checkpoints_newest_first(dir);
   for (std::size_t i = static_cast<std::size_t>(keep_last); i < all.size(); ++i) {
     if (all[i] == name) continue;  // an older step number written later (a restarted run) stays: `latest` names it
     ::unlink((dir / all[i]).c_str());
-    ::unlink(sidecar_of(dir / all[i]).c_str());
+    ::unlink(checksum_sidecar(dir / all[i]).c_str());
   }
   return path;
 }
@@ -437,18 +436,7 @@ std::filesystem::path checkpoint_write(const std::filesystem::path& dir, const C
 CheckpointState checkpoint_read(const std::filesystem::path& path, bool verify_sidecar) {
   const std::string source = fmt::format("checkpoint '{}'", path.string());
   DSEE_CHECK(is_plain_file(path), "{} does not exist", source);
-  if (verify_sidecar) {
-    const std::filesystem::path sidecar = sidecar_of(path);
-    DSEE_CHECK(is_plain_file(sidecar), "{}: its checksum file '{}' is missing (an interrupted write?)", source,
-               sidecar.string());
-    const std::string text = file_read_text(sidecar);
-    const std::string expected = text.substr(0, text.find(' '));
-    DSEE_CHECK(expected.size() == 64, "{}: checksum file '{}' does not start with a SHA-256 in hex", source,
-               sidecar.string());
-    const std::string actual = sha256_file(path);
-    DSEE_CHECK(actual == expected, "{}: SHA-256 {} does not match {} in '{}' (truncated or corrupted)", source, actual,
-               expected, sidecar.string());
-  }
+  if (verify_sidecar) checksum_verify(path, source, ChecksumSidecar::required);
   hdf5::Quiet quiet;
   const Handle file = hdf5::open_read(path, source, " (truncated or corrupted)");
   return read_checkpoint_file(file.get(), source);

@@ -131,6 +131,12 @@ TEST(Config, NonAsciiOutsideStringsIsRefusedWithItsPosition) {
       << in_string;
   EXPECT_EQ(Config::parse(test_schema(), "[model]\npath = \"/d/\\u00E9\"\n", "e.toml").get_string("model.path"),
             "/d/\xc3\xa9");
+  // Printed back (config.toml) as escapes, so what a run records reads back
+  // (the recipe fuzzer found U+0445 printed as itself).
+  const Config escapes = Config::parse(test_schema(), "[model]\npath = \"/d/\\u00E9\\u3001x\"\n", "e.toml");
+  const std::string printed = escapes.to_toml();
+  EXPECT_NE(printed.find("\"/d/\\u00E9\\u3001x\""), std::string::npos) << printed;
+  EXPECT_EQ(Config::parse(test_schema(), printed, "config.toml").get_string("model.path"), "/d/\xc3\xa9\xe3\x80\x81x");
   // Inside every kind of string and in comments other characters are text.
   const Config c =
       Config::parse(test_schema(),

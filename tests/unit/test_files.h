@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -24,6 +25,17 @@ inline std::string file_text(const std::filesystem::path& path) {
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// Flips the lowest bit of the byte at `offset` of a file, in place.
+inline void flip_byte(const std::filesystem::path& path, std::uint64_t offset) {
+  std::fstream io(path, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(io.good()) << path;
+  io.seekg(static_cast<std::streamoff>(offset));
+  char byte = 0;
+  io.get(byte);
+  io.seekp(static_cast<std::streamoff>(offset));
+  io.put(static_cast<char>(byte ^ 0x01));
 }
 
 // A file in the temporary directory, unique to this process.

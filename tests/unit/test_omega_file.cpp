@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "base/error.h"
+#include "base/hashing.h"
 #include "core/sparsity/omega_file.h"
 #include "test_files.h"
 
@@ -85,7 +86,7 @@ TEST_F(OmegaFile, RoundTripKeepsOrderNamesShapesAndInfo) {
   EXPECT_EQ(info.seed, 42u);
   EXPECT_EQ(info.c, 3);
   // No temporary file is left next to it.
-  EXPECT_EQ(folder_entries(dir_), std::vector<std::string>{"omega.h5"});
+  EXPECT_EQ(folder_entries(dir_), (std::vector<std::string>{"omega.h5", "omega.h5.sum"}));
 
   const auto in_model_order = omega_read(path("omega.h5"), {{"h.0.attn.c_attn.weight:q", 4, 4},
                                                             {"bert.encoder.layer.1.attention.self.query.weight", 8, 6},
@@ -183,6 +184,26 @@ TEST_F(OmegaFile, RewriteReplacesTheOldFileWhole) {
   const auto read = omega_read(path("o.h5"));
   ASSERT_EQ(read.size(), 1u);
   EXPECT_EQ(read[0].name, "new");
+}
+
+// The checksum sidecar (Note [Checksum sidecars] in base/hashing.cpp): a
+// damaged Ω file dsee wrote is refused before HDF5 parses it, which fuzzing
+// showed can crash on malformed files; a file without sidecar is read as is.
+TEST_F(OmegaFile, SidecarRefusesADamagedFileBeforeHdf5ReadsIt) {
+  omega_write(path("omega.h5"), {entry("a.weight", 8, 8, {1, 2, 30})}, {});
+  EXPECT_EQ(dsee_test::file_text(path("omega.h5.sum")), sha256_file(path("omega.h5")) + "  omega.h5\n");
+  dsee_test::flip_byte(path("omega.h5"), 40);  // inside HDF5's superblock
+  EXPECT_THAT([&] { omega_read(path("omega.h5")); },
+              error_with(fmt::format("Ω file '{}': SHA-256 ", path("omega.h5").string()),
+                         "(truncated or corrupted since it was written; if you replaced the file on purpose, delete "
+                         "'omega.h5.sum')"));
+  omega_write(path("omega.h5"), {entry("a.weight", 8, 8, {1, 2, 30})}, {});
+  ASSERT_EQ(::truncate(path("omega.h5").c_str(), 100), 0);
+  EXPECT_THAT([&] { omega_read(path("omega.h5")); }, error_with("SHA-256", "does not match"));
+
+  omega_write(path("omega.h5"), {entry("a.weight", 8, 8, {1, 2, 30})}, {});
+  ASSERT_EQ(::unlink(path("omega.h5.sum").c_str()), 0);
+  ASSERT_EQ(omega_read(path("omega.h5")).size(), 1u);
 }
 
 }  // namespace

@@ -11,8 +11,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include "base/hashing.h"
 #include "core/sparsity/prune_plan.h"
 #include "error_of.h"
+#include "test_files.h"
 
 namespace dsee {
 namespace {
@@ -233,7 +235,8 @@ TEST_F(PrunePlanFile, ErrorsNameFileAndDataset) {
   EXPECT_TRUE(contains(error_of([&] { prune_plan_read(path("text.h5")); }), "is not an HDF5 file"));
 }
 
-// A flipped byte inside a mask's data: Fletcher-32 turns it into a read error.
+// A flipped byte inside a mask's data: the checksum sidecar, or without one
+// Fletcher-32, turns it into a read error.
 TEST_F(PrunePlanFile, CorruptedDatasetIsDetected) {
   PrunePlan plan;
   const at::Tensor mask = random_mask(64, 64, 0.5, 3);
@@ -252,13 +255,16 @@ TEST_F(PrunePlanFile, CorruptedDatasetIsDetected) {
   H5Fclose(f);
   ASSERT_NE(offset, HADDR_UNDEF);
 
-  std::fstream io(path("masks.h5"), std::ios::in | std::ios::out | std::ios::binary);
-  io.seekg(static_cast<std::streamoff>(offset + 100));
-  char byte = 0;
-  io.get(byte);
-  io.seekp(static_cast<std::streamoff>(offset + 100));
-  io.put(static_cast<char>(byte ^ 0x10));
-  io.close();
+  dsee_test::flip_byte(path("masks.h5"), offset + 100);
+  // With its checksum file the damage is found before HDF5 opens the file
+  // (Note [Checksum sidecars] in base/hashing.cpp) ...
+  EXPECT_TRUE(contains(error_of([&] { prune_plan_read(path("masks.h5")); }),
+                       fmt::format("prune plan '{}': SHA-256 ", path("masks.h5").string())));
+  EXPECT_TRUE(contains(error_of([&] { prune_plan_read(path("masks.h5")); }),
+                       "if you replaced the file on purpose, "
+                       "delete 'masks.h5.sum'"));
+  // ... and without it (a copy that left it behind), by Fletcher-32.
+  ASSERT_EQ(::unlink((path("masks.h5").string() + ".sum").c_str()), 0);
   EXPECT_TRUE(contains(
       error_of([&] { prune_plan_read(path("masks.h5")); }),
       fmt::format("prune plan '{}', dataset 'masks/q': cannot read the bits (corrupted", path("masks.h5").string())));
@@ -285,6 +291,25 @@ TEST(PrunePlanGroup, WritesIntoAGroupOfAnOpenFile) {
   ASSERT_EQ(read.masks.size(), 1u);
   EXPECT_TRUE(at::equal(read.masks[0].mask, plan.masks[0].mask));
   EXPECT_EQ(read.heads, plan.heads);
+}
+
+// The checksum sidecar: written with the file in `sha256sum` format, replaced
+// with it, and a file without one (another tool's) read unchecked.
+TEST_F(PrunePlanFile, SidecarIsWrittenWithTheFileAndOptionalOnRead) {
+  PrunePlan plan;
+  plan.masks.push_back({"q", random_mask(16, 16, 0.5, 4)});
+  prune_plan_write(path("masks.h5"), plan);
+  const std::string sum = dsee_test::file_text(path("masks.h5.sum"));
+  EXPECT_EQ(sum, sha256_file(path("masks.h5")) + "  masks.h5\n");
+  plan.masks[0].mask = random_mask(16, 16, 0.5, 5);
+  prune_plan_write(path("masks.h5"), plan);
+  EXPECT_NE(dsee_test::file_text(path("masks.h5.sum")), sum);
+  EXPECT_TRUE(at::equal(prune_plan_read(path("masks.h5")).masks[0].mask, plan.masks[0].mask));
+  ASSERT_EQ(::unlink(path("masks.h5.sum").c_str()), 0);
+  EXPECT_TRUE(at::equal(prune_plan_read(path("masks.h5")).masks[0].mask, plan.masks[0].mask));
+  std::ofstream(path("masks.h5.sum")) << "not a checksum\n";
+  EXPECT_TRUE(contains(error_of([&] { prune_plan_read(path("masks.h5")); }),
+                       "checksum file '" + path("masks.h5.sum").string() + "' does not start with a SHA-256"));
 }
 
 }  // namespace
