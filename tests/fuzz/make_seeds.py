@@ -98,6 +98,35 @@ def id_lists():
     write("id_lists", "ids_only.json", json.dumps({"input_ids": [[0]]}))
 
 
+def nlg_data():
+    """One seed per format of data/nlg_data.h; the first byte picks the format
+    (index in automatic, e2e, e2e-csv, webnlg-json, webnlg-xml, dart, jsonl)
+    and, divided by 7, the extension (.txt, .csv, .json, .xml, .jsonl)."""
+    files = {
+        "e2e.txt": (1, "name : Blue Spice | Type : pub||Blue Spice is a pub .\r\n\n  name : A ||x || y\n"),
+        "e2e.csv": (2, 'mr,ref\n"name[The Eagle], eatType[pub], priceRange[£20-25]","A ""quoted"", pub.\nTwo"\n'),
+        "webnlg.json": (3, json.dumps({"entries": [{"1": {
+            "category": "Airport", "modifiedtripleset": [{"subject": "Aarhus_Airport", "property": "cityServed",
+                                                          "object": "\"Aarhus, Denmark\""}],
+            "lexicalisations": [{"comment": "good", "lex": "Aarhus Airport serves Aarhus."},
+                                {"comment": "toFix", "lex": "x"}]}}]})),
+        "webnlg.xml": (4, '<?xml version="1.0"?>\n<!-- c --><benchmark><entries>\n<entry category="City" eid="Id1">'
+                          "<modifiedtripleset><mtriple>A | p | &quot;B&quot; &#233;</mtriple></modifiedtripleset>"
+                          '<lex comment="good" lid="Id1"><![CDATA[A <is> B]]> &amp; C</lex>'
+                          '<lex comment="good" lid="Id2"><text>A is B.</text></lex></entry></entries></benchmark>\n'),
+        "dart.json": (5, json.dumps([{"tripleset": [["Mars Hill College", "JOINED", "1973"]],
+                                      "annotations": [{"source": "x", "text": "It joined in 1973."},
+                                                      {"source": "y", "text": "Joined 1973."}]}])),
+        "lines.jsonl": (6, '{"context": "a : b : c", "completion": "x", "cate": true}\n{"context": "d", "completion": "y"}\n'),
+        "auto-xml.xml": (0 + 7 * 3, "<benchmark><entries><entry category=\"Food\"><modifiedtripleset><mtriple>"
+                                    "a | b | c</mtriple></modifiedtripleset><lex comment=\"good\">t</lex></entry>"
+                                    "</entries></benchmark>"),
+        "auto-dart.json": (0 + 7 * 2, '[{"tripleset": [["a", "B", "c"]], "annotations": [{"text": "t"}]}]'),
+    }
+    for name, (first, text) in files.items():
+        write("nlg_data", name, bytes([first]) + text.encode("utf-8"))
+
+
 def recipes():
     os.makedirs(os.path.join(HERE, "corpus", "recipe"), exist_ok=True)
     for name in ("demo.toml", "glue-sst2-bert-base.toml"):
@@ -159,6 +188,7 @@ def main():
     tokenizers()
     glue()
     id_lists()
+    nlg_data()
     recipes()
     hdf5_files()
     if len(sys.argv) > 1:
