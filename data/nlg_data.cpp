@@ -268,6 +268,8 @@ json parse_json(const fs::path& file, const std::string& text, const char* what)
   } catch (const json::parse_error& e) {
     throw Error(fmt::format("{}: line {}: not valid JSON ({}); expected {}", file.string(), line_of(text, e.byte),
                             e.what(), what));
+  } catch (const json::exception& e) {  // out_of_range: a number beyond double
+    throw Error(fmt::format("{}: not valid JSON ({}); expected {}", file.string(), e.what(), what));
   }
 }
 
@@ -438,7 +440,7 @@ std::vector<NlgExample> read_jsonl(const fs::path& file, const std::string& text
     json object;
     try {
       object = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double
       throw Error(fmt::format("{}: not valid JSON ({}); each line is {{\"context\": ..., \"completion\": ...}}", where,
                               e.what()));
     }

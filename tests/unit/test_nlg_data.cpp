@@ -290,6 +290,11 @@ TEST_F(NlgData, JsonlLinesCarryTheSeenFlag) {
   EXPECT_TRUE(contains(e, ": line 1: field 'cate' is \"Airport\", expected true (seen) or false (unseen)")) << e;
   e = read_error("d.jsonl", "{\"context\": \"d\",\n");
   EXPECT_TRUE(contains(e, ": line 1: not valid JSON")) << e;
+  // nlohmann::json reports a number beyond double as out_of_range, not as a parse error (found by fuzzing).
+  e = read_error("e.jsonl", "{\"context\": \"d\", \"completion\": \"y\", \"x\": 1e999}\n");
+  EXPECT_TRUE(contains(e, ": line 1: not valid JSON")) << e;
+  e = read_error("f.json", "[1e999]");
+  EXPECT_TRUE(contains(e, "not valid JSON")) << e;
 }
 
 TEST_F(NlgData, FormatDetectionAndOverride) {
