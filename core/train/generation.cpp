@@ -304,6 +304,16 @@ std::vector<std::vector<std::int64_t>> generate(PretrainedModel& model,
                                                 const std::vector<std::vector<std::int64_t>>& prompts,
                                                 const GenerationOptions& options) {
   auto next_token = next_token_model_of(model);
+  options_check(prompts, options);
+  eos_check(options, model.config().vocab_size);
+  DSEE_CHECK(options.pad_id < model.config().vocab_size,
+             "generation: pad id {} is outside the model's vocabulary of {} ids", options.pad_id,
+             model.config().vocab_size);
+  for (std::size_t i = 0; i < prompts.size(); ++i)
+    for (const auto id : prompts[i])
+      DSEE_CHECK(id >= 0 && id < model.config().vocab_size,
+                 "generation: prompt {} holds token id {}, outside the model's vocabulary of {} ids", i, id,
+                 model.config().vocab_size);
   std::size_t longest = 0;
   for (const auto& p : prompts) longest = std::max(longest, p.size());
   DSEE_CHECK(std::int64_t(longest) + options.max_new_tokens <= model.config().max_positions,
