@@ -461,6 +461,7 @@ NlgFormat nlg_format_from_name(const std::string& name) {
   for (const auto& [format, text] : kFormatNames)
     if (name == text) return format;
   std::vector<std::string> names;
+  names.reserve(kFormatNames.size());
   for (const auto& entry : kFormatNames) names.emplace_back(entry.second);
   throw Error(fmt::format("unknown data format '{}'; the formats are {}", name, fmt::join(names, ", ")));
 }
