@@ -21,7 +21,9 @@ both eos ids end hypotheses, others run to max_new_tokens), so a search that
 ignored an option would fail a case.
 
 Tests: test_generate_matches_transformers[case], test_the_cases_exercise_the_search,
-test_lora_generate_matches_peft, test_default_eos_and_text_output,
+test_lora_generate_matches_peft, test_run_model_decodes_as_its_export (a
+tiny E2E LoRA run by `dsee run`, decoded with --run, against transformers on
+its exported folder), test_default_eos_and_text_output,
 test_errors_exit_non_zero.
 """
 import json
@@ -223,6 +225,37 @@ def test_lora_generate_matches_peft(parity, setup):
             check(f"LoRA beam {beam}: the update changes the output", base != expected)
     finally:
         peft_model.unload()
+
+
+def test_run_model_decodes_as_its_export(dsee, setup, tmp_path):
+    """`dsee generate --run` decodes a finished run's model (pretrained +
+    trained LoRA update, rebuilt as `dsee export` rebuilds it) with the tokens
+    transformers generates from the run's `dsee export --format hf` folder."""
+    work, folder, tokenizer, model, eos_ids = setup
+    rng = random.Random(1)
+    for name, count in [("train.txt", 24), ("valid.txt", 4)]:
+        rows = []
+        for _ in range(count):
+            restaurant, food, area = rng.choice(NAMES), rng.choice(FOODS), rng.choice(AREAS)
+            rows.append(f"name : {restaurant} | food : {food} | area : {area}||"
+                        f"{restaurant} serves {food} food in the {area} .")
+        (tmp_path / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    recipe = tmp_path / "e2e.toml"
+    recipe.write_text(f"""[run]\nname = "g"\nout_dir = "{tmp_path / 'runs'}"\n[task]\nname = "e2e"\n"""
+                      f"""data_dir = "{tmp_path}"\n[model]\npath = "{folder}"\n[tuning]\nmethod = "lora"\n"""
+                      f"""rank = 2\n[train]\nlr = 0.3\nepochs = 10\n""")
+    run_dir = tmp_path / "runs" / "g"
+    for args in [["run", str(recipe)], ["export", str(run_dir), "--format", "hf", "--out", str(tmp_path / "hf")]]:
+        result = subprocess.run([dsee] + args, capture_output=True, text=True)
+        check(f"dsee {args[0]} exits 0", result.returncode == 0, result.stderr[-3000:])
+    case = (4, 0.8, 4, 20, 0, 3)
+    exported = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "hf")).eval()
+    expected = reference(exported, tokenizer, CONTEXTS, case, eos_ids)
+    result, lines = dsee_generate(dsee, work, folder, case, eos_ids, extra=["--run", str(run_dir)])
+    check("dsee generate --run exits 0", result.returncode == 0, result.stderr)
+    check_equal("--run: new tokens", [json.loads(line) for line in lines], expected)
+    check("--run: the trained update changes the output",
+          expected != reference(model, tokenizer, CONTEXTS, case, eos_ids))
 
 
 def test_default_eos_and_text_output(dsee, setup):
