@@ -109,6 +109,9 @@ Recipe recipe_from_config(const Config& c) {
   r.model.path = c.get_string("model.path");
   r.task.name = c.get_string("task.name");
   r.task.data_dir = c.get_string("task.data_dir");
+  r.task.train_file = c.get_string("task.train_file");
+  r.task.dev_file = c.get_string("task.dev_file");
+  r.task.format = c.get_string("task.format");
   r.task.max_seq_length = c.get_int("task.max_seq_length");
   r.task.train_size = c.get_int("task.train_size");
   r.task.dev_size = c.get_int("task.dev_size");
@@ -145,6 +148,7 @@ Recipe recipe_from_config(const Config& c) {
   r.train.metric_for_best = c.get_string("train.metric_for_best");
   r.train.greater_is_better = c.get_bool("train.greater_is_better");
   r.train.load_best_at_end = c.get_bool("train.load_best_at_end");
+  r.train.label_smoothing = c.get_float("train.label_smoothing");
   r.prune.kind = prune_kind_of(c.get_string("prune.kind"));
   r.prune.p_adapt = c.get_float("prune.p_adapt");
   r.prune.p_rest = c.get_float("prune.p_rest");
@@ -153,6 +157,11 @@ Recipe recipe_from_config(const Config& c) {
   r.retune.lr = c.get_float("retune.lr");
   r.retune.mask_update = c.get_bool("retune.mask_update");
   r.eval.batch_size = c.get_int("eval.batch_size");
+  r.eval.beam_size = c.get_int("eval.beam_size");
+  r.eval.length_penalty = c.get_float("eval.length_penalty");
+  r.eval.no_repeat_ngram_size = c.get_int("eval.no_repeat_ngram_size");
+  r.eval.max_new_tokens = c.get_int("eval.max_new_tokens");
+  r.eval.max_items = c.get_int("eval.max_items");
   if (c.get_string("export.format") != "none")
     r.export_.format = export_format_from_name(c.get_string("export.format"));
   r.ckpt.keep_last = c.get_int("ckpt.keep_last");
@@ -223,6 +232,10 @@ std::string recipe_metric_for_best(const Recipe& r) {
   return r.train.metric_for_best.empty() ? task_main_metric(r.task.name) : r.train.metric_for_best;
 }
 
+bool recipe_is_nlg(const Recipe& recipe) {
+  return recipe.task.name == "e2e" || recipe.task.name == "webnlg" || recipe.task.name == "dart";
+}
+
 TrainerOptions recipe_trainer_options(const Recipe& r, Stage stage) {
   DSEE_ASSERT(stage == Stage::train || stage == Stage::retune, "no training stage '{}'", stage_name(stage));
   TrainerOptions options;
@@ -248,6 +261,11 @@ TrainerOptions recipe_trainer_options(const Recipe& r, Stage stage) {
   options.early_stopping_patience = r.train.early_stopping_patience;
   options.metric_for_best = recipe_metric_for_best(r);
   options.greater_is_better = r.train.greater_is_better;
+  options.causal_lm = recipe_is_nlg(r);
+  DSEE_CHECK(options.causal_lm || r.train.label_smoothing == 0,
+             "train.label_smoothing = {} applies to the data-to-text tasks (e2e, webnlg, dart) only; task.name is {}",
+             r.train.label_smoothing, r.task.name);
+  options.label_smoothing = r.train.label_smoothing;
   return options;
 }
 

@@ -63,8 +63,9 @@ struct Recipe {
     std::string path;  // empty: the demo's generated model
   } model;
   struct {
-    std::string name;  // "demo" or a GLUE task's name
+    std::string name;  // "demo", a GLUE task's name, or a data-to-text task (e2e, webnlg, dart)
     std::string data_dir;
+    std::string train_file, dev_file, format = "auto";  // data-to-text tasks; empty files: the task's defaults
     std::int64_t max_seq_length = 128;
     std::int64_t train_size = 2048, dev_size = 512;  // the demo's
   } task;
@@ -98,6 +99,7 @@ struct Recipe {
     std::int64_t early_stopping_patience = 0;
     std::string metric_for_best;  // empty: the task's main metric
     bool greater_is_better = true, load_best_at_end = false;
+    double label_smoothing = 0.0;  // data-to-text tasks (causal LM loss)
   } train;
   struct {
     PruneKind kind = PruneKind::none;
@@ -111,6 +113,9 @@ struct Recipe {
   } retune;
   struct {
     std::int64_t batch_size = 256;
+    // Decoding for the data-to-text tasks (core/train/generation.h).
+    std::int64_t beam_size = 10, no_repeat_ngram_size = 4, max_new_tokens = 64, max_items = 0;
+    double length_penalty = 0.9;
   } eval;
   struct {
     std::optional<ExportFormat> format;  // none: nullopt
@@ -153,6 +158,10 @@ std::map<std::string, std::string> recipe_lines(const std::string& text);
 TuningOptions recipe_tuning_options(const Recipe& recipe);
 // Ω's options (omega.*), without the progress report and the rank's share.
 OmegaOptions recipe_omega_options(const Recipe& recipe);
+
+// Whether task.name is a data-to-text task (e2e, webnlg, dart): GPT-2 trained
+// as a causal LM and evaluated by decoding and NLG scores.
+bool recipe_is_nlg(const Recipe& recipe);
 
 // train.metric_for_best, or the task's main metric (demo: accuracy).
 std::string recipe_metric_for_best(const Recipe& recipe);

@@ -43,15 +43,28 @@ const ConfigSchema& recipe_schema() {
            "generated model"});
     s.add({"task.name",
            std::string("demo"),
-           "The task; demo is the built-in synthetic task (data/demo_task.h), the others GLUE tasks read from "
-           "task.data_dir (data/glue.h)",
+           "The task; demo is the built-in synthetic task (data/demo_task.h); cola ... wnli GLUE tasks read from "
+           "task.data_dir (data/glue.h); e2e, webnlg, dart data-to-text tasks for GPT-2 (docs/nlg-data.md)",
            {},
            {},
-           {"demo", "cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}});
+           {"demo", "cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli", "e2e", "webnlg", "dart"}});
     s.add({"task.data_dir", std::string(""),
            "GLUE: the task's folder (train.tsv, dev.tsv; MNLI dev_matched.tsv, dev_mismatched.tsv)"});
+    s.add({"task.train_file", std::string(""),
+           "e2e/webnlg/dart: training file under task.data_dir; empty: train.txt (e2e), train.json (webnlg, dart)"});
+    s.add({"task.dev_file", std::string(""),
+           "e2e/webnlg/dart: dev file under task.data_dir, decoded and scored; empty: valid.txt (e2e), dev.json "
+           "(webnlg, dart)"});
+    s.add({"task.format",
+           std::string("auto"),
+           "e2e/webnlg/dart: the files' format (docs/nlg-data.md); auto: from the extension and content",
+           {},
+           {},
+           {"auto", "e2e", "e2e-csv", "webnlg-json", "webnlg-xml", "dart", "jsonl"}});
     s.add({"task.max_seq_length", std::int64_t{128},
-           "GLUE: tokens per input, special tokens included; pairs are truncated longest first", 4.0});
+           "GLUE: tokens per input, special tokens included; pairs are truncated longest first; e2e/webnlg/dart: "
+           "tokens per training sequence (context, eos, completion, eos), right-truncated",
+           4.0});
     s.add({"task.train_size", std::int64_t{2048}, "demo: training sequences", 1.0});
     s.add({"task.dev_size", std::int64_t{512}, "demo: dev sequences", 1.0});
     s.add({"tuning.method",
@@ -105,6 +118,10 @@ const ConfigSchema& recipe_schema() {
     s.add({"train.load_best_at_end", false,
            "End train and retune with the trainable tensors of their best evaluation (train.metric_for_best) instead "
            "of the last step's; either way trainable-<stage>-best.safetensors holds the best"});
+    s.add({"train.label_smoothing", 0.0,
+           "e2e/webnlg/dart: label smoothing ε of the causal LM loss, (1 − ε)·NLL + ε·mean −log p over the "
+           "vocabulary (LoRA's E2E and WebNLG recipes: 0.1; DART: 0)",
+           0.0, 1.0});
     s.add({"prune.kind", std::string("none"), "Pruning after training", {}, {}, {"none", "unstructured", "heads"}});
     s.add(
         {"prune.p_adapt", 0.3, "unstructured: fraction of the adapted matrices' entries removed (by |ΔW|)", 0.0, 1.0});
@@ -118,6 +135,20 @@ const ConfigSchema& recipe_schema() {
            "Dev examples per evaluation forward pass; under data parallelism each rank evaluates whole batches of "
            "the 1-rank run, so metrics and predictions equal the 1-rank ones exactly",
            1.0});
+    s.add({"eval.beam_size", std::int64_t{10}, "e2e/webnlg/dart: beams of the dev decoding (1: greedy)", 1.0});
+    s.add({"eval.length_penalty", 0.9,
+           "e2e/webnlg/dart: a finished beam scores Σ log p / new_tokens^length_penalty (LoRA paper: 0.9 for E2E, "
+           "0.8 for WebNLG and DART)"});
+    s.add({"eval.no_repeat_ngram_size", std::int64_t{4},
+           "e2e/webnlg/dart: no n-gram of this size occurs twice in a decoded sequence (0: off)", 0.0});
+    s.add({"eval.max_new_tokens", std::int64_t{64},
+           "e2e/webnlg/dart: tokens decoded at most per context; the prompt keeps the last task.max_seq_length − "
+           "this context tokens",
+           1.0});
+    s.add({"eval.max_items", std::int64_t{0},
+           "e2e/webnlg/dart: decode and score only the first N dev contexts (0: all), for evaluations during "
+           "training on a large dev set",
+           0.0});
     s.add({"export.format",
            std::string("none"),
            "Export after the run to export/: hf the merged model, peft a PEFT LoRA adapter (lora without "

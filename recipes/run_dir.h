@@ -13,6 +13,7 @@
 //   <run>/trainable-<stage>.safetensors      the trainable tensors after train / retune
 //   <run>/trainable-<stage>-best.safetensors the same at the stage's best evaluation
 //   <run>/predictions-dev.safetensors        the eval stage's dev outputs
+//   <run>/hypotheses/                        the eval stage's decoded dev contexts and references (e2e, webnlg, dart)
 //   <run>/summary.json                       written last
 //   <run>/export/                            export.format's export
 //   <run>/data/                              the demo's data; the arms of run.compare share their parent's
@@ -61,6 +62,7 @@ class RunDir {
   std::filesystem::path trainables(Stage stage) const;       // trainable-<stage>.safetensors
   std::filesystem::path best_trainables(Stage stage) const;  // trainable-<stage>-best.safetensors
   std::filesystem::path predictions() const { return dir_ / "predictions-dev.safetensors"; }
+  std::filesystem::path hypotheses() const { return dir_ / "hypotheses"; }
   std::filesystem::path summary() const { return dir_ / "summary.json"; }
   std::filesystem::path export_dir() const { return dir_ / "export"; }
   const std::filesystem::path& data() const { return data_; }

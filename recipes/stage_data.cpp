@@ -56,7 +56,7 @@ void model_and_data_verify(Run& run) {
 // The pretrained model, loaded onto run.device in run.precision.
 void model_load_into(Run& run, const fs::path& model_path) {
   ModelLoadOptions load;
-  load.task = ModelTask::sequence_classification;
+  load.task = run.data.causal_lm ? ModelTask::automatic : ModelTask::sequence_classification;
   load.dtype = model_dtype_of_precision(precision_name(run.recipe.run.precision));
   load.device = run.device;
   if (run.recipe.task.name != "demo") {  // a new head of the task's size, seeded by the run
@@ -64,6 +64,10 @@ void model_load_into(Run& run, const fs::path& model_path) {
     load.head_seed = static_cast<std::uint64_t>(run.recipe.run.seed);
   }
   run.model = model_load(model_path, load);
+  DSEE_CHECK(!run.data.causal_lm || run.model->config().family == ModelFamily::gpt2,
+             "task.name = {} trains a GPT-2 language model, but model.path '{}' holds a {} model; give a GPT-2 folder "
+             "(e.g. gpt2-medium)",
+             run.recipe.task.name, model_path.string(), model_family_name(run.model->config().family));
   run.model_path = model_path;
 }
 

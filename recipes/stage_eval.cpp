@@ -1,8 +1,9 @@
 // Evaluation around the training stages: the pretrained model with the
 // tuning attached (its dev metrics are the table's start column), and the
 // eval stage, the final model's dev metrics and dev outputs
-// (predictions-dev.safetensors). The eval stage runs again whenever it is
-// listed: it only reads, and so reflects the files as they are.
+// (predictions-dev.safetensors; for e2e, webnlg and dart the decoded dev
+// contexts and their references in hypotheses/). The eval stage runs again
+// whenever it is listed: it only reads, and so reflects the files as they are.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -27,6 +28,14 @@ void stage_pretrained(Run& run) {
 nlohmann::json stage_eval(Run& run) {
   if (!run.plan.runs(Stage::eval)) return nullptr;
   nlohmann::json record = counts_of(run);
+  if (run.data.causal_lm) {  // Note [Data-to-text in the pipeline] in task_data.cpp
+    const auto hypotheses = task_dev_hypotheses(*run.model, run.tuning.get(), run.data, run.ranks.comm);
+    record["dev"] = task_nlg_metrics(run.data, hypotheses);
+    root_writes(run.ranks, "writing the dev hypotheses",
+                [&] { task_write_hypotheses(run.data, hypotheses, run.dir.hypotheses()); });
+    stage_record(run, Stage::eval, record);
+    return record;
+  }
   const auto logits = task_dev_logits(*run.model, run.tuning.get(), run.data, run.ranks.comm);
   record["dev"] = task_metrics(run.data, logits);
   root_writes(run.ranks, "writing the dev predictions",

@@ -125,7 +125,7 @@ nlohmann::json train(Run& run, Stage stage) {
              options.grad_accumulation);
   TaskBatches batches(run.data.train, micro_batch,
                       static_cast<std::uint64_t>(recipe.run.seed) + (stage == Stage::train ? 0 : 1), run.ranks.rank,
-                      run.ranks.world_size);
+                      run.ranks.world_size, run.data.causal_lm);
   at::manual_seed(static_cast<std::uint64_t>(recipe.run.seed));  // dropout
   std::unique_ptr<GradientSync> sync;
   if (auto* comm = run.ranks.comm) data_parallel_options(run, *comm, sync, options);
@@ -165,8 +165,11 @@ nlohmann::json train(Run& run, Stage stage) {
     if (batch.samples == 0) {  // an empty piece of a short global batch: zero loss, zero gradients
       at::Tensor zero = at::zeros({}, at::TensorOptions().device(model->device()));
       for (auto& [name, tensor] : tuning->trainable_parameters()) zero = zero + tensor.sum() * 0;
+      if (run.data.causal_lm)  // no logits: the trainer's token-summed loss of them is that zero
+        return at::zeros({0, batch.tensors.at("labels").size(1), model->config().vocab_size}, zero.options()) + zero;
       return zero;
     }
+    if (run.data.causal_lm) return task_loss(*model, batch);  // logits: the trainer weighs tokens across ranks
     const auto mean = task_loss(*model, batch);
     return run.ranks.comm != nullptr ? mean * batches.loss_scale() : mean;
   };

@@ -9,6 +9,23 @@
 // So the demo (ids and labels only, no padding) and GLUE (padded pairs with
 // masks and token types) go through the same code, and a new task only has
 // to produce the map.
+//
+// Note [Data-to-text in the pipeline]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// E2E, WebNLG and DART follow the LoRA NLG examples (docs/nlg-data.md): the
+// training sequence is BPE(context) + eos + BPE(" " + completion) + eos,
+// labels only on the completion and its eos, so the same map of tensors
+// (input_ids, attention_mask, labels [n, seq]) trains through the causal LM
+// mode of the trainer (token-weighted loss, train.label_smoothing). Rows are
+// right-padded to the split's longest and every batch is cut back to its own
+// longest row (dynamic padding; the model never sees the split's width).
+// Evaluation cannot be a forward pass: the dev contexts are decoded with beam
+// search (eval.beam_size, eval.length_penalty, eval.no_repeat_ngram_size,
+// eval.max_new_tokens, stop at eos or "\n\n") in batches of eval.batch_size
+// contexts and the hypotheses scored against each context's references. The
+// batches are the same on any number of ranks (each rank decodes whole
+// batches of its shard and the ids are gathered), so the hypotheses equal the
+// 1-rank ones.
 #include "recipes/task_data.h"
 
 #include <ATen/ATen.h>
@@ -16,11 +33,18 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <numeric>
+
 #include "base/error.h"
+#include "base/files.h"
 #include "core/io/safetensors.h"
 #include "core/train/losses.h"
 #include "core/train/metrics.h"
+#include "core/train/nlg_scores.h"
 #include "data/glue.h"
+#include "data/nlg_encoding.h"
+#include "data/nlg_text.h"
 #include "data/tokenizer.h"
 #include "distributed/coordinator.h"
 
@@ -67,6 +91,84 @@ TaskData glue_prepare(const Recipe& recipe) {
   return data;
 }
 
+TaskData nlg_prepare(const Recipe& recipe) {
+  const std::string& task = recipe.task.name;
+  const bool e2e = task == "e2e";
+  const std::string train_file = !recipe.task.train_file.empty() ? recipe.task.train_file
+                                 : e2e                           ? "train.txt"
+                                                                 : "train.json";
+  const std::string dev_file = !recipe.task.dev_file.empty() ? recipe.task.dev_file : e2e ? "valid.txt" : "dev.json";
+  DSEE_CHECK(!recipe.model.path.empty(),
+             "task.name = {} needs model.path: a GPT-2 model folder (config.json, model.safetensors, vocab.json and "
+             "merges.txt or tokenizer.json), e.g. gpt2-medium",
+             task);
+  DSEE_CHECK(!recipe.task.data_dir.empty(),
+             "task.name = {} needs task.data_dir: the folder of the dataset's files ({} and {}; task.train_file and "
+             "task.dev_file name others)",
+             task, train_file, dev_file);
+  const auto max_prompt = recipe.task.max_seq_length - recipe.eval.max_new_tokens;
+  DSEE_CHECK(max_prompt >= 1,
+             "task.max_seq_length = {} leaves no room for the prompt: it keeps the last task.max_seq_length − "
+             "eval.max_new_tokens ({}) context tokens; raise task.max_seq_length or lower eval.max_new_tokens",
+             recipe.task.max_seq_length, recipe.eval.max_new_tokens);
+  const fs::path model_path = recipe.model.path;
+  const fs::path data_dir = recipe.task.data_dir;
+  const NlgFormat format = nlg_format_from_name(recipe.task.format);
+  auto tokenizer = std::make_shared<const Tokenizer>(Tokenizer::load(model_path));
+  const std::int64_t eos = nlg_eos_id(*tokenizer);
+
+  TaskData data;
+  data.task = task;
+  data.pretrained_dir = model_path;
+  data.causal_lm = true;
+  data.num_labels = 0;
+  const auto sequences =
+      nlg_encode_examples(*tokenizer, nlg_read(data_dir / train_file, format), eos, recipe.task.max_seq_length);
+  std::vector<std::int64_t> rows(sequences.size());
+  std::iota(rows.begin(), rows.end(), 0);
+  NlgBatch train = nlg_collate(sequences, rows, eos);
+  data.train.name = "train";
+  data.train.tensors = {
+      {"input_ids", train.input_ids}, {"attention_mask", train.attention_mask}, {"labels", train.labels}};
+
+  auto nlg = std::make_shared<NlgTaskData>();
+  nlg->tokenizer = tokenizer;
+  NlgDevSplit dev;
+  dev.items = nlg_group(nlg_read(data_dir / dev_file, format));
+  const auto max_items = static_cast<std::size_t>(recipe.eval.max_items);
+  if (max_items > 0 && dev.items.size() > max_items) dev.items.resize(max_items);
+  std::vector<NlgSequence> prompts;
+  for (const auto& item : dev.items) {
+    dev.prompts.push_back(nlg_encode_prompt(*tokenizer, item.context, eos, max_prompt));
+    prompts.push_back({dev.prompts.back(), static_cast<std::int64_t>(dev.prompts.back().size())});
+  }
+  rows.resize(prompts.size());
+  std::iota(rows.begin(), rows.end(), 0);
+  const NlgBatch dev_prompts = nlg_collate(prompts, rows, eos);
+  TaskSplit dev_split;
+  dev_split.name = "dev";
+  dev_split.tensors = {{"input_ids", dev_prompts.input_ids}, {"attention_mask", dev_prompts.attention_mask}};
+  data.dev.push_back(std::move(dev_split));
+  nlg->dev.push_back(std::move(dev));
+
+  GenerationOptions& generation = nlg->generation;
+  generation.beam_size = recipe.eval.beam_size;
+  generation.length_penalty = recipe.eval.length_penalty;
+  generation.no_repeat_ngram_size = recipe.eval.no_repeat_ngram_size;
+  generation.max_new_tokens = recipe.eval.max_new_tokens;
+  generation.eos_ids = nlg_stop_ids(model_path, *tokenizer);
+  data.nlg = std::move(nlg);
+  std::int64_t completion_tokens = 0;
+  for (const auto& sequence : sequences)
+    completion_tokens += static_cast<std::int64_t>(sequence.ids.size()) - sequence.context_length;
+  spdlog::info(
+      "{}: {} training sequences ({} completion tokens) from {}, {} dev contexts from {} (tokenizer: {}; "
+      "longest {} tokens)",
+      task, data.train.size(), completion_tokens, (data_dir / train_file).string(), data.nlg->dev.front().items.size(),
+      (data_dir / dev_file).string(), tokenizer->describe(), data.seq_len());
+  return data;
+}
+
 TaskData demo_of(DemoData demo) {
   TaskData data;
   data.task = "demo";
@@ -98,18 +200,28 @@ at::Tensor logits_of(PretrainedModel& model, const TaskSplit& split, std::int64_
 }  // namespace
 
 TaskData task_data_prepare(const Recipe& recipe, const DemoOptions& demo, const fs::path& demo_dir) {
-  TaskData data = recipe.task.name == "demo" ? demo_of(demo_prepare(demo, demo_dir)) : glue_prepare(recipe);
+  TaskData data = recipe.task.name == "demo" ? demo_of(demo_prepare(demo, demo_dir))
+                  : recipe_is_nlg(recipe)    ? nlg_prepare(recipe)
+                                             : glue_prepare(recipe);
   data.eval_batch_size = recipe.eval.batch_size;
   return data;
 }
 
+namespace {
+bool task_is_nlg(const std::string& task_name) {
+  return task_name == "e2e" || task_name == "webnlg" || task_name == "dart";
+}
+}  // namespace
+
 std::string task_main_metric(const std::string& task_name) {
   if (task_name == "demo") return "accuracy";
+  if (task_is_nlg(task_name)) return "bleu";
   return glue_task_info(glue_task_from_name(task_name)).main_metric;
 }
 
 std::vector<std::string> task_metric_names(const std::string& task_name) {
   if (task_name == "demo") return {"accuracy"};
+  if (task_is_nlg(task_name)) return native_metric_names();
   const auto task = glue_task_from_name(task_name);
   auto names = glue_task_info(task).metrics;
   if (task == GlueTask::mnli)
@@ -118,11 +230,12 @@ std::vector<std::string> task_metric_names(const std::string& task_name) {
 }
 
 TaskBatches::TaskBatches(const TaskSplit& split, std::int64_t global_batch_size, std::uint64_t seed, int rank,
-                         int world_size)
+                         int world_size, bool trim_padding)
     : tensors_(split.tensors),
       world_size_(world_size),
       global_batch_(global_batch_size),
-      sampler_({split.size(), global_batch_size, seed, true, false}, rank, world_size) {}
+      sampler_({split.size(), global_batch_size, seed, true, false}, rank, world_size),
+      trim_padding_(trim_padding) {}
 
 void TaskBatches::seek(std::int64_t epoch, std::int64_t sample_index) {
   sampler_.set_position({epoch, sample_index});
@@ -145,6 +258,12 @@ std::optional<TrainBatch> TaskBatches::next() {
   TrainBatch out;
   for (const auto& [name, tensor] : tensors_) out.tensors[name] = tensor.index_select(0, index);
   out.samples = index.size(0);
+  if (trim_padding_ && out.samples > 0) {  // Note [Data-to-text in the pipeline]
+    const auto& mask = out.tensors.at("attention_mask");
+    const std::int64_t longest = std::max<std::int64_t>(mask.sum(1).max().item<std::int64_t>(), 1);
+    for (auto& [name, tensor] : out.tensors)
+      if (tensor.dim() == 2 && tensor.size(1) > longest) tensor = tensor.narrow(1, 0, longest).contiguous();
+  }
   return out;
 }
 
@@ -159,6 +278,7 @@ ModelInput task_model_input(const std::map<std::string, at::Tensor>& tensors) {
 at::Tensor task_loss(PretrainedModel& model, const TrainBatch& batch) {
   std::map<std::string, at::Tensor> on_device;  // the batch where the model is (a no-op on the CPU)
   for (const auto& [name, tensor] : batch.tensors) on_device[name] = tensor.to(model.device());
+  if (on_device.at("labels").dim() == 2) return model.forward(task_model_input(on_device)).logits;
   return sequence_classification_loss(model.forward(task_model_input(on_device)).logits, on_device.at("labels"));
 }
 
@@ -201,8 +321,104 @@ std::map<std::string, double> task_metrics(const TaskData& data, const std::vect
   return out;
 }
 
+std::vector<std::vector<std::string>> task_dev_hypotheses(PretrainedModel& model, ModelTuning* tuning,
+                                                          const TaskData& data, Communicator* comm) {
+  DSEE_ASSERT(data.nlg != nullptr, "task '{}' has no contexts to decode", data.task);
+  DSEE_CHECK(data.eval_batch_size >= 1, "eval.batch_size = {}: give at least 1", data.eval_batch_size);
+  at::NoGradGuard no_grad;
+  if (tuning) tuning->set_training(false);
+  const NlgTaskData& nlg = *data.nlg;
+  const auto max_new = nlg.generation.max_new_tokens;
+  std::vector<std::vector<std::string>> out;
+  for (const auto& split : nlg.dev) {
+    const auto n = static_cast<std::int64_t>(split.prompts.size());
+    const auto batch = data.eval_batch_size;
+    const auto [begin, end] = comm == nullptr ? std::pair<std::int64_t, std::int64_t>{0, n}
+                                              : batch_shard_range(n, batch, comm->rank(), comm->world_size());
+    // Generated ids of rows [begin, end), -1 after a row's last one.
+    at::Tensor ids = at::full({end - begin, max_new}, -1, at::kLong);
+    auto written = ids.accessor<std::int64_t, 2>();
+    const auto started = std::chrono::steady_clock::now();
+    for (std::int64_t start = begin; start < end; start += batch) {
+      const auto stop = std::min(end, start + batch);
+      const std::vector<std::vector<std::int64_t>> prompts(split.prompts.begin() + start, split.prompts.begin() + stop);
+      const auto generated = generate(model, prompts, nlg.generation);
+      for (std::size_t i = 0; i < generated.size(); ++i)
+        for (std::size_t t = 0; t < generated[i].size(); ++t)
+          written[start - begin + static_cast<std::int64_t>(i)][static_cast<std::int64_t>(t)] = generated[i][t];
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      if (comm == nullptr || comm->world_size() == 1)
+        spdlog::info("decoding dev: {}/{} contexts ({:.1f} s)", stop, n, seconds);
+      else if (comm->rank() == 0)
+        spdlog::info("decoding dev: {}/{} contexts of rank 0's share ({} of {}; {:.1f} s)", stop - begin, end - begin,
+                     end - begin, n, seconds);
+    }
+    if (comm != nullptr) ids = all_gather_rows(*comm, ids.to(comm->device())).cpu().contiguous();
+    const auto all = ids.accessor<std::int64_t, 2>();
+    std::vector<std::string> texts;
+    for (std::int64_t row = 0; row < n; ++row) {
+      std::vector<std::int64_t> generated;
+      for (std::int64_t t = 0; t < max_new && all[row][t] >= 0; ++t) generated.push_back(all[row][t]);
+      texts.push_back(nlg_completion_text(*nlg.tokenizer, std::move(generated), nlg.generation.eos_ids));
+    }
+    out.push_back(std::move(texts));
+  }
+  return out;
+}
+
+std::map<std::string, double> task_nlg_metrics(const TaskData& data,
+                                               const std::vector<std::vector<std::string>>& hypotheses) {
+  DSEE_ASSERT(data.nlg != nullptr && hypotheses.size() == data.nlg->dev.size(), "{} hypothesis sets for {} splits",
+              hypotheses.size(), data.nlg ? data.nlg->dev.size() : 0);
+  std::map<std::string, double> out;
+  for (std::size_t i = 0; i < hypotheses.size(); ++i) {
+    const auto& items = data.nlg->dev[i].items;
+    const std::string suffix = i == 0 ? "" : "_" + data.dev[i].name;
+    std::vector<TextItem> all, seen, unseen;
+    for (std::size_t k = 0; k < items.size(); ++k) {
+      TextItem item{hypotheses[i][k], items[k].references};
+      if (items[k].seen.has_value()) (*items[k].seen ? seen : unseen).push_back(item);
+      all.push_back(std::move(item));
+    }
+    for (const auto& [name, value] : score_corpus(all, native_metric_names())) out[name + suffix] = value;
+    if (data.task != "webnlg") continue;
+    for (const auto& [part, part_items] : {std::pair{"_seen", &seen}, std::pair{"_unseen", &unseen}})
+      if (!part_items->empty())
+        for (const auto& [name, value] : score_corpus(*part_items, native_metric_names()))
+          out[name + part + suffix] = value;
+  }
+  return out;
+}
+
+void task_write_hypotheses(const TaskData& data, const std::vector<std::vector<std::string>>& hypotheses,
+                           const fs::path& dir) {
+  DSEE_ASSERT(data.nlg != nullptr && hypotheses.size() == data.nlg->dev.size(), "{} hypothesis sets for {} splits",
+              hypotheses.size(), data.nlg ? data.nlg->dev.size() : 0);
+  folder_create(dir);
+  for (std::size_t i = 0; i < hypotheses.size(); ++i) {
+    const auto& items = data.nlg->dev[i].items;
+    const std::string& split = data.dev[i].name;
+    std::string hyps, grouped;
+    std::size_t most = 0;
+    for (std::size_t k = 0; k < items.size(); ++k) {
+      hyps += hypotheses[i][k] + "\n";
+      for (const auto& reference : items[k].references) grouped += reference + "\n";
+      grouped += "\n";
+      most = std::max(most, items[k].references.size());
+    }
+    file_write_text(dir / (split + ".hyp.txt"), hyps);
+    file_write_text(dir / (split + ".refs.txt"), grouped);
+    for (std::size_t r = 0; r < most; ++r) {
+      std::string lines;
+      for (const auto& item : items) lines += (r < item.references.size() ? item.references[r] : "") + "\n";
+      file_write_text(dir / fmt::format("{}.ref{}.txt", split, r), lines);
+    }
+  }
+}
+
 std::map<std::string, double> task_evaluate(PretrainedModel& model, ModelTuning* tuning, const TaskData& data,
                                             Communicator* comm) {
+  if (data.causal_lm) return task_nlg_metrics(data, task_dev_hypotheses(model, tuning, data, comm));
   return task_metrics(data, task_dev_logits(model, tuning, data, comm));
 }
 

@@ -1,7 +1,16 @@
-// The task a recipe trains on, whatever it is: the built-in demo or a GLUE
-// task read from task.data_dir (data/glue.h). The pipeline's stages see only
+// The task a recipe trains on, whatever it is: the built-in demo, a GLUE
+// task read from task.data_dir (data/glue.h), or a data-to-text task (E2E,
+// WebNLG, DART: data/nlg_data.h) for GPT-2. The pipeline's stages see only
 // this: tensors for the training split and each dev split, the head's size,
-// whether the task is a regression, and how to score it.
+// whether the task is a regression or a causal LM, and how to score it.
+//
+// Data-to-text tasks (Note [Data-to-text in the pipeline] in task_data.cpp):
+// the training split holds input_ids, attention_mask and labels [n, seq]
+// (-100 outside the completion), each batch trimmed to its longest row; a dev
+// split's rows are its contexts (input_ids the prompts, right-padded), and
+// TaskData::nlg holds their references and the decoding options. Evaluation
+// decodes the prompts (core/train/generation.h) and scores the hypotheses
+// (core/train/nlg_scores.h).
 //
 //   TaskSplit::tensors   input_ids [n, seq] int64, labels [n] (int64, or
 //                        float32 for regression), and where the task has
@@ -25,9 +34,12 @@
 #include <vector>
 
 #include "core/model/pretrained_model.h"
+#include "core/train/generation.h"
 #include "core/train/trainer.h"
 #include "core/tuning/tuning.h"
 #include "data/distributed_sampler.h"
+#include "data/nlg_data.h"
+#include "data/tokenizer.h"
 #include "distributed/communicator.h"
 #include "recipes/demo_data.h"
 #include "recipes/recipe.h"
@@ -37,7 +49,20 @@ namespace dsee {
 struct TaskSplit {
   std::string name;  // "train", "dev", "dev_matched", "dev_mismatched"
   std::map<std::string, at::Tensor> tensors;
-  std::int64_t size() const { return tensors.at("labels").size(0); }
+  std::int64_t size() const { return tensors.at("input_ids").size(0); }
+};
+
+// A data-to-text dev split: its contexts with their references and prompts.
+struct NlgDevSplit {
+  std::vector<NlgItem> items;
+  std::vector<std::vector<std::int64_t>> prompts;  // BPE(context) + eos, the last max_seq_length − max_new_tokens
+};
+
+// What decoding and scoring a data-to-text task needs.
+struct NlgTaskData {
+  std::vector<NlgDevSplit> dev;  // parallel to TaskData::dev
+  std::shared_ptr<const Tokenizer> tokenizer;
+  GenerationOptions generation;
 };
 
 struct TaskData {
@@ -47,7 +72,9 @@ struct TaskData {
   std::vector<TaskSplit> dev;
   std::int64_t num_labels = 2;  // 1: regression (STS-B, MSE loss)
   bool regression = false;
-  std::int64_t eval_batch_size = 256;  // eval.batch_size: dev rows per forward pass
+  bool causal_lm = false;              // a data-to-text task: GPT-2's LM head, `nlg` set
+  std::shared_ptr<NlgTaskData> nlg;    // data-to-text tasks only
+  std::int64_t eval_batch_size = 256;  // eval.batch_size: dev rows per forward pass (contexts per decoding batch)
   std::int64_t seq_len() const { return train.tensors.at("input_ids").size(1); }
 };
 
@@ -70,8 +97,10 @@ std::vector<std::string> task_metric_names(const std::string& task_name);
 // `rank` of `world_size` gets its share of each global batch.
 class TaskBatches final : public BatchSource {
  public:
+  // trim_padding: cut every [batch, seq] tensor of a batch to its longest
+  // row by attention_mask (right padding; the data-to-text tasks).
   TaskBatches(const TaskSplit& split, std::int64_t global_batch_size, std::uint64_t seed, int rank = 0,
-              int world_size = 1);
+              int world_size = 1, bool trim_padding = false);
   std::int64_t batches_per_epoch() const override;
   void start_epoch(std::int64_t epoch) override;
   std::optional<TrainBatch> next() override;
@@ -90,6 +119,7 @@ class TaskBatches final : public BatchSource {
   DistributedSampler sampler_;
   std::int64_t left_ = 0;
   double loss_scale_ = 1.0;
+  bool trim_padding_ = false;
 };
 
 // The model's inputs from a batch's tensors (input_ids and, when present,
@@ -97,7 +127,9 @@ class TaskBatches final : public BatchSource {
 ModelInput task_model_input(const std::map<std::string, at::Tensor>& tensors);
 
 // Cross-entropy, or MSE on the single output for regression, of a batch
-// (CPU tensors; copied to the model's device).
+// (CPU tensors; copied to the model's device). For a causal LM batch
+// (labels [batch, seq]) the logits [batch, seq, vocab]: the trainer takes
+// the loss (TrainerOptions::causal_lm).
 at::Tensor task_loss(PretrainedModel& model, const TrainBatch& batch);
 
 // The model's dev logits, one [n, num_labels] fp32 CPU tensor per dev
@@ -109,6 +141,27 @@ at::Tensor task_loss(PretrainedModel& model, const TrainBatch& batch);
 // order: every rank gets the 1-rank logits bit for bit.
 std::vector<at::Tensor> task_dev_logits(PretrainedModel& model, ModelTuning* tuning, const TaskData& data,
                                         Communicator* comm = nullptr);
+
+// A data-to-text task's dev decoding: per dev split, the hypotheses (one
+// per context, nlg_completion_text) of the model as it is, in evaluation
+// mode. With `comm` rank r decodes its batch_shard_range of the contexts —
+// whole decoding batches of the 1-rank run, so the very same searches — and
+// the generated ids are gathered in rank order: every rank gets the 1-rank
+// hypotheses.
+std::vector<std::vector<std::string>> task_dev_hypotheses(PretrainedModel& model, ModelTuning* tuning,
+                                                          const TaskData& data, Communicator* comm = nullptr);
+// Their scores: bleu, nist, rouge_l, cider, ter (core/train/nlg_scores.h;
+// the dev split's name is a suffix after the first split); WebNLG adds each
+// metric over the seen and the unseen categories ("bleu_seen", ...).
+std::map<std::string, double> task_nlg_metrics(const TaskData& data,
+                                               const std::vector<std::vector<std::string>>& hypotheses);
+// Writes dev split i's hypotheses to `dir`/<split>.hyp.txt (one per line),
+// its references to <split>.ref<k>.txt (reference k of each context, an empty
+// line where it has fewer: sacrebleu's and `dsee score`'s layout) and to
+// <split>.refs.txt (each context's references, one per line, contexts
+// separated by a blank line: the E2E challenge scorer's layout).
+void task_write_hypotheses(const TaskData& data, const std::vector<std::vector<std::string>>& hypotheses,
+                           const std::filesystem::path& dir);
 
 // The task's dev metrics from task_dev_logits' logits.
 std::map<std::string, double> task_metrics(const TaskData& data, const std::vector<at::Tensor>& logits);
