@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/train/nlg_scores.h"
 #include "error_of.h"
 #include "recipes/pipeline.h"
 #include "recipes/recipe.h"
@@ -75,6 +76,39 @@ TEST(NlgPipeline, RecipesThatCannotRunNameTheKey) {
   EXPECT_TRUE(contains(fails_with({"model.path=/nonexistent", "task.data_dir=/nonexistent", "task.max_seq_length=64"}),
                        "task.max_seq_length = 64 leaves no room for the prompt"));
   std::system(("rm -rf '" + out + "'").c_str());
+}
+
+// WebNLG's scores split by category: every metric over all contexts, over
+// the seen and over the unseen ones, each as score_corpus gives it for that
+// subset; other tasks report the overall scores only.
+TEST(NlgPipeline, WebnlgScoresSplitIntoSeenAndUnseen) {
+  TaskData data;
+  data.task = "webnlg";
+  data.causal_lm = true;
+  data.dev.push_back({"dev", {}});
+  data.nlg = std::make_shared<NlgTaskData>();
+  NlgDevSplit split;
+  split.items = {{"a : b : c", {"the b of a is c .", "a has b c ."}, "Airport", true},
+                 {"d : e : f", {"d is e of f ."}, "Athlete", false},
+                 {"g : h : i", {"g h i .", "i is the h of g ."}, "City", true}};
+  data.nlg->dev.push_back(split);
+  const std::vector<std::vector<std::string>> hypotheses = {{"the b of a is c .", "f is e of d .", "g h i ."}};
+  const auto scores = task_nlg_metrics(data, hypotheses);
+  const auto subset = [&](std::vector<std::size_t> rows) {
+    std::vector<TextItem> items;
+    for (std::size_t row : rows) items.push_back({hypotheses[0][row], split.items[row].references});
+    return score_corpus(items, native_metric_names());
+  };
+  const auto all = subset({0, 1, 2}), seen = subset({0, 2}), unseen = subset({1});
+  for (const auto& name : native_metric_names()) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(scores.at(name), all.at(name));
+    EXPECT_EQ(scores.at(name + "_seen"), seen.at(name));
+    EXPECT_EQ(scores.at(name + "_unseen"), unseen.at(name));
+  }
+  EXPECT_NE(scores.at("bleu_seen"), scores.at("bleu_unseen"));
+  data.task = "dart";
+  EXPECT_EQ(task_nlg_metrics(data, hypotheses).size(), native_metric_names().size());
 }
 
 }  // namespace
