@@ -10,6 +10,21 @@
 #include "base/shape_text.h"
 
 namespace dsee {
+namespace {
+
+// past [batch, heads, length, d] (its rows `rows` when defined, in that
+// order) followed by now [new batch, heads, seq, d], in one copy.
+at::Tensor cache_append(const at::Tensor& past, const at::Tensor& now, const at::Tensor& rows) {
+  if (!rows.defined()) return at::cat({past, now}, 2);
+  auto out = at::empty({now.size(0), now.size(1), past.size(2) + now.size(2), now.size(3)}, now.options());
+  auto head = out.narrow(2, 0, past.size(2));
+  at::index_select_out(head, past, 0, rows);
+  out.narrow(2, past.size(2), now.size(2)).copy_(now);
+  return out;
+}
+
+}  // namespace
+
 Gpt2Model::Gpt2Model(ModelConfig config, at::ScalarType dtype, c10::Device device)
     : PretrainedModel(std::move(config), dtype, device) {
   const auto& c = config_;
@@ -77,9 +92,9 @@ ModelOutput Gpt2Model::forward(const ModelInput& input) {
   DSEE_CHECK(total <= config_.max_positions, "{} tokens (past {} + new {}) exceed GPT-2's {} positions", total, past,
              seq, config_.max_positions);
   if (cache && !cache->keys.empty())
-    DSEE_CHECK(cache->keys.size() == blocks_.size() && cache->keys.front().size(0) == batch,
+    DSEE_CHECK(cache->keys.size() == blocks_.size() && cache->batch() == batch,
                "the key/value cache holds {} layers of batch {}, the model has {} layers and the input batch {}",
-               cache->keys.size(), cache->keys.front().size(0), blocks_.size(), batch);
+               cache->keys.size(), cache->batch(), blocks_.size(), batch);
 
   // Which keys each query sees: [batch or 1, 1, seq, total], or the kernel's
   // own causal mask when nothing else limits it.
@@ -126,8 +141,8 @@ ModelOutput Gpt2Model::forward(const ModelInput& input) {
     auto v = heads_split(qkv[2], heads);
     if (cache) {
       if (cache->keys[i].defined()) {
-        k = at::cat({cache->keys[i], k}, 2);
-        v = at::cat({cache->values[i], v}, 2);
+        k = cache_append(cache->keys[i], k, cache->pending_rows);
+        v = cache_append(cache->values[i], v, cache->pending_rows);
       }
       cache->keys[i] = k;
       cache->values[i] = v;
@@ -136,6 +151,7 @@ ModelOutput Gpt2Model::forward(const ModelInput& input) {
     const auto inner = activation_apply(config_.activation, b.c_fc.forward(b.ln_2.forward(hidden)));
     hidden = hidden + b.mlp_c_proj.forward(inner);
   }
+  if (cache) cache->pending_rows = at::Tensor();
   ModelOutput out;
   out.last_hidden_state = ln_f_.forward(hidden);
   out.logits = at::linear(out.last_hidden_state, wte_);
@@ -143,8 +159,7 @@ ModelOutput Gpt2Model::forward(const ModelInput& input) {
 }
 
 void KvCache::reorder(const at::Tensor& rows) {
-  for (auto& k : keys) k = k.index_select(0, rows);
-  for (auto& v : values) v = v.index_select(0, rows);
+  pending_rows = pending_rows.defined() ? pending_rows.index_select(0, rows) : rows;
 }
 
 std::vector<std::int64_t>& Gpt2Model::layer_heads(std::int64_t layer) { return blocks_[layer].heads; }

@@ -12,10 +12,11 @@
 // With a KvCache the forward appends this step's keys/values per layer and
 // attends over past + new keys, so decoding token by token gives the logits
 // of the full forward (Gpt2Cache.IncrementalDecodingEqualsFullForward in
-// tests/unit/test_models.cpp). The cache grows by concatenation and beam
-// search reorders its rows with KvCache::reorder (index_select), as
-// transformers' DynamicCache does: O(length²) copies over a generation, fine
-// for E2E-length outputs (core/train/generation.h).
+// tests/unit/test_models.cpp). The cache grows by concatenation; beam
+// search reorders its rows with KvCache::reorder, which the next forward
+// applies while appending (index_select into the grown tensor: one copy per
+// step). O(length²) copies over a generation, fine for E2E-length outputs
+// (core/train/generation.h).
 #pragma once
 
 #include "core/model/pretrained_model.h"

@@ -34,10 +34,14 @@ namespace dsee {
 // [batch, heads, past, head_dim]. Empty until the first forward fills it; each
 // forward appends its keys/values. Prefix tuning can seed it with per-layer
 // prefix keys/values before the first step. Beam search (core/train/
-// generation.h) reorders its rows with reorder().
+// generation.h) reorders its rows with reorder(), which the next forward
+// applies while it appends (one copy of the cache per step, not two); until
+// then keys/values hold the rows before the reorder.
 struct KvCache {
   std::vector<at::Tensor> keys, values;
+  at::Tensor pending_rows;  // int64 [batch]: the rows the next forward takes; undefined: all, in order
   std::int64_t length() const { return keys.empty() ? 0 : keys.front().size(2); }
+  std::int64_t batch() const { return pending_rows.defined() ? pending_rows.size(0) : keys.front().size(0); }
   // Row i becomes the old row rows[i] (int64 [new_batch], on the cache's device).
   void reorder(const at::Tensor& rows);
 };
