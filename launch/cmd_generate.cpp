@@ -5,10 +5,13 @@
 //
 //   input    CONTEXTS.txt, one context per line (a trailing '\r' is dropped;
 //            invalid UTF-8 becomes U+FFFD with a warning). The prompt is the
-//            last --max-prompt-tokens tokens of the context's BPE.
+//            last --max-prompt-tokens tokens of the context's BPE (followed
+//            by <|endoftext|> with --append-eos, as the data-to-text runs
+//            decode: data/nlg_encoding.h).
 //   output   HYPS.txt, line i for context i: the decoded new tokens, cut at
 //            the first eos id and at the first blank line ("\n\n"), other
-//            line breaks turned into spaces, surrounding spaces stripped.
+//            line breaks turned into spaces, surrounding spaces stripped
+//            (data/nlg_text.h, as the pipeline's eval stage writes them).
 //            With --ids: the new token ids as a JSON list, up to and
 //            including the first eos id.
 //   eos      --eos, or config.json's eos_token_id (else the tokenizer's
@@ -29,6 +32,8 @@
 #include "core/model/device.h"
 #include "core/model/pretrained_model.h"
 #include "core/train/generation.h"
+#include "data/nlg_encoding.h"
+#include "data/nlg_text.h"
 #include "data/tokenizer.h"
 #include "data/unicode.h"
 #include "launch/commands.h"
@@ -76,40 +81,6 @@ std::vector<std::int64_t> eos_ids_parse(const std::string& text) {
   return ids;
 }
 
-// config.json's eos_token_id (a number or a list), else the tokenizer's
-// <|endoftext|>, plus "\n\n" when the vocabulary has it as one token.
-std::vector<std::int64_t> eos_ids_default(const fs::path& model_dir, const Tokenizer& tokenizer) {
-  std::vector<std::int64_t> ids;
-  const auto config = file_read_json(model_dir / "config.json");
-  if (const auto it = config.find("eos_token_id"); it != config.end()) {
-    if (it->is_number_integer()) ids.push_back(it->get<std::int64_t>());
-    if (it->is_array())
-      for (const auto& id : *it) ids.push_back(id.get<std::int64_t>());
-  }
-  if (ids.empty())
-    if (const auto id = tokenizer.token_id("<|endoftext|>")) ids.push_back(*id);
-  DSEE_CHECK(!ids.empty(),
-             "{}: neither config.json's eos_token_id nor the tokenizer's <|endoftext|> names an end-of-text token; "
-             "give the ids with --eos",
-             model_dir.string());
-  const auto blank_line = tokenizer.tokenize("\n\n");
-  if (blank_line.size() == 1 && std::find(ids.begin(), ids.end(), blank_line[0]) == ids.end())
-    ids.push_back(blank_line[0]);
-  return ids;
-}
-
-std::string completion_text(const Tokenizer& tokenizer, std::vector<std::int64_t> ids,
-                            const std::vector<std::int64_t>& eos_ids) {
-  if (!ids.empty() && std::find(eos_ids.begin(), eos_ids.end(), ids.back()) != eos_ids.end()) ids.pop_back();
-  std::string text = tokenizer.decode(ids);
-  if (const auto blank = text.find("\n\n"); blank != std::string::npos) text.resize(blank);
-  std::replace(text.begin(), text.end(), '\n', ' ');
-  std::replace(text.begin(), text.end(), '\r', ' ');
-  const auto first = text.find_first_not_of(" \t");
-  if (first == std::string::npos) return "";
-  return text.substr(first, text.find_last_not_of(" \t") - first + 1);
-}
-
 std::string ids_json(const std::vector<std::int64_t>& ids) { return fmt::format("[{}]", fmt::join(ids, ", ")); }
 
 }  // namespace
@@ -117,7 +88,7 @@ std::string ids_json(const std::vector<std::int64_t>& ids) { return fmt::format(
 Command generate_command(CLI::App& app) {
   struct Options {
     std::string model, run, input, out, eos, device = "cpu";
-    bool ids = false;
+    bool ids = false, append_eos = false;
     std::int64_t beam = 10, no_repeat_ngram = 4, max_new_tokens = 64, min_new_tokens = 0, batch_size = 8;
     std::int64_t max_prompt_tokens = 0;
     double length_penalty = 0.8;
@@ -140,6 +111,9 @@ Command generate_command(CLI::App& app) {
   sub->add_option("--min-new-tokens", o->min_new_tokens, "No eos before this many new tokens")->capture_default_str();
   sub->add_option("--batch-size", o->batch_size, "Contexts decoded together")->capture_default_str();
   sub->add_option("--eos", o->eos, "Comma-separated end ids (default: config.json's eos_token_id and \"\\n\\n\")");
+  sub->add_flag("--append-eos", o->append_eos,
+                "Prompt = the context's BPE + <|endoftext|>, as the E2E / WebNLG / DART runs are trained and decoded "
+                "(LoRA's NLG examples)");
   sub->add_option("--max-prompt-tokens", o->max_prompt_tokens,
                   "Keep the last N context tokens (default: the model's positions minus --max-new-tokens)");
   sub->add_option("--device", o->device, "cpu or cuda (--model only; a run is rebuilt on the CPU)")
@@ -179,7 +153,7 @@ Command generate_command(CLI::App& app) {
             generation.no_repeat_ngram_size = o->no_repeat_ngram;
             generation.max_new_tokens = o->max_new_tokens;
             generation.min_new_tokens = o->min_new_tokens;
-            generation.eos_ids = o->eos.empty() ? eos_ids_default(tokenizer_dir, tokenizer) : eos_ids_parse(o->eos);
+            generation.eos_ids = o->eos.empty() ? nlg_stop_ids(tokenizer_dir, tokenizer) : eos_ids_parse(o->eos);
             const auto positions = model->config().max_positions;
             DSEE_CHECK(o->max_new_tokens >= 1 && o->max_new_tokens < positions,
                        "--max-new-tokens must be in [1, {}) (the model's positions), got {}", positions,
@@ -190,6 +164,7 @@ Command generate_command(CLI::App& app) {
             for (std::size_t i = 0; i < contexts.size(); ++i) {
               auto ids = tokenizer.tokenize(contexts[i]);
               DSEE_CHECK(!ids.empty(), "{} line {}: the context is empty; every line needs a context", o->input, i + 1);
+              if (o->append_eos) ids.push_back(nlg_eos_id(tokenizer));
               if (std::int64_t(ids.size()) > max_prompt) ids.erase(ids.begin(), ids.end() - max_prompt);
               prompts.push_back(std::move(ids));
             }
@@ -216,7 +191,7 @@ Command generate_command(CLI::App& app) {
 
             std::string text;
             for (const auto& ids : outputs)
-              text += (o->ids ? ids_json(ids) : completion_text(tokenizer, ids, generation.eos_ids)) + "\n";
+              text += (o->ids ? ids_json(ids) : nlg_completion_text(tokenizer, ids, generation.eos_ids)) + "\n";
             file_write_atomic(o->out, [&](FileWriter& out) { out.write(text.data(), text.size()); });
             spdlog::info("generate: wrote {} line(s) to {}", outputs.size(), o->out);
             return 0;

@@ -17,7 +17,8 @@ data. DSEE adapts every linear (c_attn, c_proj, c_fc).
                stages/eval.json records, within 0.01; after unstructured
                pruning and re-tuning, the hf export loaded by transformers
                and decoded by GPT2LMHeadModel.generate with the same beam
-               settings, prompts and stop ids gives the same hypotheses.
+               settings, prompts and stop ids gives the same hypotheses, and
+               so does `dsee generate --run RUN --append-eos`.
   ranks        two epochs under mpirun -n 2: the logged losses equal 1
                process's within 1e-5, the trained tensors within 1e-4 of their
                largest value (AdamW amplifies round-off where |g| ~ ε), the
@@ -199,6 +200,17 @@ def test_learns_and_scores(dsee, task):
                     break
             expected.append(completion(tokenizer, cut, stop_ids))
     check_equal("the hf export generates the eval stage's hypotheses under transformers", hyps, expected)
+
+    # dsee generate --run --append-eos with the eval stage's settings writes the same file.
+    (task[0] / "contexts.txt").write_text("\n".join(contexts) + "\n", encoding="utf-8")
+    out = task[0] / "generated.txt"
+    rc, text, _ = run([dsee, "generate", "--run", str(run_dir), "--input", str(task[0] / "contexts.txt"), "--out",
+                       str(out), "--append-eos", "--beam", str(BEAM), "--length-penalty", str(PENALTY),
+                       "--no-repeat-ngram", str(NGRAM), "--max-new-tokens", str(MAX_NEW), "--batch-size",
+                       str(EVAL_BATCH), "--max-prompt-tokens", str(MAX_SEQ - MAX_NEW)], 120)
+    check("dsee generate --run exits 0", rc == 0, text if rc else "")
+    check_equal("dsee generate --run --append-eos writes the eval stage's hypotheses",
+                out.read_text(encoding="utf-8").splitlines(), hyps)
 
 
 def test_ranks(dsee, mpiexec, task):
