@@ -56,6 +56,22 @@ def byte_level_bpe_vocabulary(corpus_file, folder, **train_options):
     return folder
 
 
+def gpt2_bpe_tokenizer(corpus_file, folder, vocab_size):
+    """A GPT-2-style tokenizer folder: a byte-level BPE trained on `corpus_file`
+    with <|endoftext|> as its first token (id 0), vocab.json + merges.txt and a
+    tokenizer_config.json naming GPT2Tokenizer, in `folder` (made). Returns
+    transformers' GPT2TokenizerFast for it."""
+    import json
+    from tokenizers import ByteLevelBPETokenizer
+    bpe = ByteLevelBPETokenizer()
+    bpe.train([str(corpus_file)], vocab_size=vocab_size, min_frequency=2, special_tokens=["<|endoftext|>"])
+    os.makedirs(folder, exist_ok=True)
+    bpe.save_model(str(folder))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "GPT2Tokenizer"}, f)
+    return transformers.GPT2TokenizerFast.from_pretrained(str(folder))
+
+
 def tiny_bert_for_vocabulary(folder):
     """A random BertModel (hidden 32, 2 layers, 4 heads, intermediate 48, 64
     positions; torch seed 0) sized to folder/vocab.txt, saved into `folder`

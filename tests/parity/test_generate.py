@@ -34,6 +34,7 @@ import pytest
 import torch
 import transformers
 
+from harness.models import gpt2_bpe_tokenizer
 from harness import check, check_equal
 from harness.lora import copy_lora, draw_lora, lora_recipe, lora_tensors
 
@@ -83,7 +84,6 @@ def sharpen(model, eos_ids, generator):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """(work folder, model folder, HF tokenizer, HF model, eos ids)."""
-    from tokenizers import ByteLevelBPETokenizer
     work = tmp_path_factory.mktemp("generate")
     rng = random.Random(0)
     lines = []
@@ -91,13 +91,8 @@ def setup(tmp_path_factory):
         name, food, area = rng.choice(NAMES), rng.choice(FOODS), rng.choice(AREAS)
         lines.append(f"name : {name} | food : {food} | area : {area}\n{name} serves {food} food in the {area}.")
     (work / "corpus.txt").write_text("\n".join(lines), encoding="utf-8")
-    bpe = ByteLevelBPETokenizer()
-    bpe.train([str(work / "corpus.txt")], vocab_size=330, min_frequency=2, special_tokens=["<|endoftext|>"])
     folder = work / "model"
-    folder.mkdir()
-    bpe.save_model(str(folder))
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer"}))
-    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
+    tokenizer = gpt2_bpe_tokenizer(work / "corpus.txt", folder, vocab_size=330)
     second = tokenizer.encode(SECOND_EOS_TEXT)
     assert len(second) == 1, f"{SECOND_EOS_TEXT!r} is {second} in the trained vocabulary; pick another second eos"
     eos_ids = [EOS, second[0]]

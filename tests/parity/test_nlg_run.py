@@ -37,6 +37,7 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
+from harness.models import gpt2_bpe_tokenizer
 from harness import check, check_close, check_equal
 from harness.runs import run_command as run, write_recipe
 
@@ -62,7 +63,6 @@ def e2e_lines(rng, records):
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     """(work folder, model folder, data folder)."""
-    from tokenizers import ByteLevelBPETokenizer
     work = tmp_path_factory.mktemp("nlg-run")
     rng = random.Random(0)
     data = work / "e2e"
@@ -71,13 +71,8 @@ def task(tmp_path_factory):
     (data / "train.txt").write_text("\n".join(train) + "\n", encoding="utf-8")
     (data / "valid.txt").write_text("\n".join(e2e_lines(rng, 16)) + "\n", encoding="utf-8")
     (work / "corpus.txt").write_text("\n".join(line.replace("||", " ") for line in train), encoding="utf-8")
-    bpe = ByteLevelBPETokenizer()
-    bpe.train([str(work / "corpus.txt")], vocab_size=600, min_frequency=2, special_tokens=["<|endoftext|>"])
     model = work / "model"
-    model.mkdir()
-    bpe.save_model(str(model))
-    (model / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GPT2Tokenizer"}))
-    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(model))
+    tokenizer = gpt2_bpe_tokenizer(work / "corpus.txt", model, vocab_size=600)
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=64,
                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
