@@ -84,6 +84,7 @@ nlohmann::json summary_final(const Run& run, const nlohmann::json& eval, StageCl
                             {"dev", eval["dev"]},
                             {"stages", run.stages},
                             {"seconds", seconds_since(start)}};
+  if (eval.contains("test")) summary["test"] = eval["test"];  // eval.splits = ["dev", "test"]
   root_writes(run.ranks, "writing summary.json", [&] { file_write_json(run.dir.summary(), summary); });
   return summary;
 }

@@ -40,6 +40,23 @@ std::vector<Stage> stages_of(const std::vector<std::string>& names) {
   return out;
 }
 
+// eval.splits: "dev" first, then optionally "test", which only the
+// data-to-text tasks have.
+std::vector<std::string> eval_splits_of(const std::vector<std::string>& names, const std::string& task) {
+  const bool nlg = task == "e2e" || task == "webnlg" || task == "dart";
+  const bool dev_then_test =
+      !names.empty() && names.front() == "dev" && (names.size() == 1 || (names.size() == 2 && names.back() == "test"));
+  DSEE_CHECK(dev_then_test,
+             "eval.splits = [{}]: give [\"dev\"] or [\"dev\", \"test\"] (the eval stage always scores the dev split, "
+             "which summary.json and the tables read; \"test\" also decodes task.test_file)",
+             fmt::join(names, ", "));
+  DSEE_CHECK(names.size() == 1 || nlg,
+             "eval.splits lists \"test\", which task.name = {} has not: a test split is decoded for the "
+             "data-to-text tasks (e2e, webnlg, dart) only; use [\"dev\"]",
+             task);
+  return names;
+}
+
 // `text` (Config::to_toml) without the line of `key` in `table`.
 std::string without_key(const std::string& text, const std::string& table, const std::string& key) {
   std::istringstream in(text);
@@ -111,6 +128,7 @@ Recipe recipe_from_config(const Config& c) {
   r.task.data_dir = c.get_string("task.data_dir");
   r.task.train_file = c.get_string("task.train_file");
   r.task.dev_file = c.get_string("task.dev_file");
+  r.task.test_file = c.get_string("task.test_file");
   r.task.format = c.get_string("task.format");
   r.task.max_seq_length = c.get_int("task.max_seq_length");
   r.task.train_size = c.get_int("task.train_size");
@@ -149,6 +167,7 @@ Recipe recipe_from_config(const Config& c) {
   r.train.greater_is_better = c.get_bool("train.greater_is_better");
   r.train.load_best_at_end = c.get_bool("train.load_best_at_end");
   r.train.label_smoothing = c.get_float("train.label_smoothing");
+  r.train.length_buckets = c.get_bool("train.length_buckets");
   r.prune.kind = prune_kind_of(c.get_string("prune.kind"));
   r.prune.p_adapt = c.get_float("prune.p_adapt");
   r.prune.p_rest = c.get_float("prune.p_rest");
@@ -162,6 +181,7 @@ Recipe recipe_from_config(const Config& c) {
   r.eval.no_repeat_ngram_size = c.get_int("eval.no_repeat_ngram_size");
   r.eval.max_new_tokens = c.get_int("eval.max_new_tokens");
   r.eval.max_items = c.get_int("eval.max_items");
+  r.eval.splits = eval_splits_of(c.get_strings("eval.splits"), r.task.name);
   if (c.get_string("export.format") != "none")
     r.export_.format = export_format_from_name(c.get_string("export.format"));
   r.ckpt.keep_last = c.get_int("ckpt.keep_last");
@@ -234,6 +254,10 @@ std::string recipe_metric_for_best(const Recipe& r) {
 
 bool recipe_is_nlg(const Recipe& recipe) {
   return recipe.task.name == "e2e" || recipe.task.name == "webnlg" || recipe.task.name == "dart";
+}
+
+bool recipe_evaluates_test(const Recipe& recipe) {
+  return std::find(recipe.eval.splits.begin(), recipe.eval.splits.end(), "test") != recipe.eval.splits.end();
 }
 
 TrainerOptions recipe_trainer_options(const Recipe& r, Stage stage) {

@@ -66,6 +66,7 @@ struct Recipe {
     std::string name;  // "demo", a GLUE task's name, or a data-to-text task (e2e, webnlg, dart)
     std::string data_dir;
     std::string train_file, dev_file, format = "auto";  // data-to-text tasks; empty files: the task's defaults
+    std::string test_file;  // data-to-text tasks: decoded by the eval stage when eval.splits lists "test"
     std::int64_t max_seq_length = 128;
     std::int64_t train_size = 2048, dev_size = 512;  // the demo's
   } task;
@@ -100,6 +101,7 @@ struct Recipe {
     std::string metric_for_best;  // empty: the task's main metric
     bool greater_is_better = true, load_best_at_end = false;
     double label_smoothing = 0.0;  // data-to-text tasks (causal LM loss)
+    bool length_buckets = true;    // data-to-text tasks: batches of similar-length sequences (TaskBatchShape)
   } train;
   struct {
     PruneKind kind = PruneKind::none;
@@ -116,6 +118,7 @@ struct Recipe {
     // Decoding for the data-to-text tasks (core/train/generation.h).
     std::int64_t beam_size = 10, no_repeat_ngram_size = 4, max_new_tokens = 64, max_items = 0;
     double length_penalty = 0.9;
+    std::vector<std::string> splits = {"dev"};  // the eval stage's splits: "dev", then optionally "test"
   } eval;
   struct {
     std::optional<ExportFormat> format;  // none: nullopt
@@ -162,6 +165,8 @@ OmegaOptions recipe_omega_options(const Recipe& recipe);
 // Whether task.name is a data-to-text task (e2e, webnlg, dart): GPT-2 trained
 // as a causal LM and evaluated by decoding and NLG scores.
 bool recipe_is_nlg(const Recipe& recipe);
+// eval.splits lists "test": the eval stage also decodes task.test_file.
+bool recipe_evaluates_test(const Recipe& recipe);
 
 // train.metric_for_best, or the task's main metric (demo: accuracy).
 std::string recipe_metric_for_best(const Recipe& recipe);

@@ -55,6 +55,9 @@ const ConfigSchema& recipe_schema() {
     s.add({"task.dev_file", std::string(""),
            "e2e/webnlg/dart: dev file under task.data_dir, decoded and scored; empty: valid.txt (e2e), dev.json "
            "(webnlg, dart)"});
+    s.add({"task.test_file", std::string(""),
+           "e2e/webnlg/dart: test file under task.data_dir, in the formats of task.format; decoded and scored by the "
+           "eval stage when eval.splits lists \"test\" (then required)"});
     s.add({"task.format",
            std::string("auto"),
            "e2e/webnlg/dart: the files' format (docs/nlg-data.md); auto: from the extension and content",
@@ -122,6 +125,10 @@ const ConfigSchema& recipe_schema() {
            "e2e/webnlg/dart: label smoothing ε of the causal LM loss, (1 − ε)·NLL + ε·mean −log p over the "
            "vocabulary (LoRA's E2E and WebNLG recipes: 0.1; DART: 0)",
            0.0, 1.0});
+    s.add({"train.length_buckets", true,
+           "e2e/webnlg/dart: training batches of similar-length sequences (the epoch's shuffled order cut into pools "
+           "of 50 batches, each sorted by length, the batches shuffled; docs/nlg-data.md), each cut to its longest "
+           "row; false: the shuffled order cut into batches; other tasks: no effect"});
     s.add({"prune.kind", std::string("none"), "Pruning after training", {}, {}, {"none", "unstructured", "heads"}});
     s.add(
         {"prune.p_adapt", 0.3, "unstructured: fraction of the adapted matrices' entries removed (by |ΔW|)", 0.0, 1.0});
@@ -149,6 +156,9 @@ const ConfigSchema& recipe_schema() {
            "e2e/webnlg/dart: decode and score only the first N dev contexts (0: all), for evaluations during "
            "training on a large dev set",
            0.0});
+    s.add({"eval.splits", std::vector<std::string>{"dev"},
+           "Splits the eval stage scores: [\"dev\"], or [\"dev\", \"test\"] for e2e/webnlg/dart to also decode "
+           "task.test_file (all its contexts) into hypotheses/test.* and stages/eval.json's \"test\""});
     s.add({"export.format",
            std::string("none"),
            "Export after the run to export/: hf the merged model, peft a PEFT LoRA adapter (lora without "

@@ -2,7 +2,8 @@
 // tuning attached (its dev metrics are the table's start column), and the
 // eval stage, the final model's dev metrics and dev outputs
 // (predictions-dev.safetensors; for e2e, webnlg and dart the decoded dev
-// contexts and their references in hypotheses/). The eval stage runs again
+// contexts, and the test ones with eval.splits = ["dev", "test"], with their
+// references in hypotheses/). The eval stage runs again
 // whenever it is listed: it only reads, and so reflects the files as they are.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -29,10 +30,16 @@ nlohmann::json stage_eval(Run& run) {
   if (!run.plan.runs(Stage::eval)) return nullptr;
   nlohmann::json record = counts_of(run);
   if (run.data.causal_lm) {  // Note [Data-to-text in the pipeline] in task_data.cpp
-    const auto hypotheses = task_dev_hypotheses(*run.model, run.tuning.get(), run.data, run.ranks.comm);
-    record["dev"] = task_nlg_metrics(run.data, hypotheses);
-    root_writes(run.ranks, "writing the dev hypotheses",
-                [&] { task_write_hypotheses(run.data, hypotheses, run.dir.hypotheses()); });
+    // The dev split's scores under "dev" (as every evaluation's), the test
+    // split's, when eval.splits lists it, under "test".
+    std::vector<const NlgSplit*> splits = {&run.data.nlg->dev.front()};
+    if (run.data.nlg->test) splits.push_back(&*run.data.nlg->test);
+    for (const NlgSplit* split : splits) {
+      const auto hypotheses = task_nlg_hypotheses(*run.model, run.tuning.get(), run.data, *split, run.ranks.comm);
+      record[split->name] = task_nlg_scores(run.data, *split, hypotheses);
+      root_writes(run.ranks, fmt::format("writing the {} hypotheses", split->name),
+                  [&] { task_write_hypotheses(*split, hypotheses, run.dir.hypotheses()); });
+    }
     stage_record(run, Stage::eval, record);
     return record;
   }

@@ -123,9 +123,10 @@ nlohmann::json train(Run& run, Stage stage) {
   DSEE_CHECK(micro_batch >= 1 && micro_batch * options.grad_accumulation == recipe.train.batch_size,
              "train.batch_size ({}) must be a multiple of train.grad_accumulation ({})", recipe.train.batch_size,
              options.grad_accumulation);
-  TaskBatches batches(run.data.train, micro_batch,
-                      static_cast<std::uint64_t>(recipe.run.seed) + (stage == Stage::train ? 0 : 1), run.ranks.rank,
-                      run.ranks.world_size, run.data.causal_lm);
+  TaskBatches batches(
+      run.data.train, micro_batch, static_cast<std::uint64_t>(recipe.run.seed) + (stage == Stage::train ? 0 : 1),
+      run.ranks.rank, run.ranks.world_size,
+      {.trim_padding = run.data.causal_lm, .length_buckets = run.data.causal_lm && recipe.train.length_buckets});
   at::manual_seed(static_cast<std::uint64_t>(recipe.run.seed));  // dropout
   std::unique_ptr<GradientSync> sync;
   if (auto* comm = run.ranks.comm) data_parallel_options(run, *comm, sync, options);

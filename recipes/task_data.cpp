@@ -19,13 +19,20 @@
 // mode of the trainer (token-weighted loss, train.label_smoothing). Rows are
 // right-padded to the split's longest and every batch is cut back to its own
 // longest row (dynamic padding; the model never sees the split's width).
+// With train.length_buckets the global batches are nlg_length_batches of the
+// rows' lengths, so a batch's rows are of similar length and the cut leaves
+// little padding; those batches are a function of (seed, epoch) alone, so the
+// ranks split each one as they split the sampler's (shard_range), and a
+// resumed epoch recomputes them and skips the batches whose samples the
+// checkpoint's sample_index counts.
 // Evaluation cannot be a forward pass: the dev contexts are decoded with beam
 // search (eval.beam_size, eval.length_penalty, eval.no_repeat_ngram_size,
 // eval.max_new_tokens, stop at eos or "\n\n") in batches of eval.batch_size
 // contexts and the hypotheses scored against each context's references. The
 // batches are the same on any number of ranks (each rank decodes whole
 // batches of its shard and the ids are gathered), so the hypotheses equal the
-// 1-rank ones.
+// 1-rank ones. The test split (eval.splits = ["dev", "test"]) is decoded the
+// same way, by the eval stage only: it must not steer model selection.
 #include "recipes/task_data.h"
 
 #include <ATen/ATen.h>
@@ -111,6 +118,10 @@ TaskData nlg_prepare(const Recipe& recipe) {
              "task.max_seq_length = {} leaves no room for the prompt: it keeps the last task.max_seq_length − "
              "eval.max_new_tokens ({}) context tokens; raise task.max_seq_length or lower eval.max_new_tokens",
              recipe.task.max_seq_length, recipe.eval.max_new_tokens);
+  DSEE_CHECK(!recipe_evaluates_test(recipe) || !recipe.task.test_file.empty(),
+             "eval.splits lists \"test\" but task.test_file is empty: name the test file under task.data_dir "
+             "(LoRA's E2E test.txt, WebNLG test.json, DART dart-v1.1.1-full-test.json), or drop \"test\" from "
+             "eval.splits");
   const fs::path model_path = recipe.model.path;
   const fs::path data_dir = recipe.task.data_dir;
   const NlgFormat format = nlg_format_from_name(recipe.task.format);
@@ -133,15 +144,20 @@ TaskData nlg_prepare(const Recipe& recipe) {
 
   auto nlg = std::make_shared<NlgTaskData>();
   nlg->tokenizer = tokenizer;
-  NlgDevSplit dev;
-  dev.items = nlg_group(nlg_read(data_dir / dev_file, format));
-  const auto max_items = static_cast<std::size_t>(recipe.eval.max_items);
-  if (max_items > 0 && dev.items.size() > max_items) dev.items.resize(max_items);
+  // A decoded split: its contexts grouped with their references, the prompts.
+  const auto decoded_split = [&](std::string name, const std::string& file, std::int64_t max_items) {
+    NlgSplit split;
+    split.name = std::move(name);
+    split.items = nlg_group(nlg_read(data_dir / file, format));
+    if (max_items > 0 && split.items.size() > static_cast<std::size_t>(max_items))
+      split.items.resize(static_cast<std::size_t>(max_items));
+    for (const auto& item : split.items)
+      split.prompts.push_back(nlg_encode_prompt(*tokenizer, item.context, eos, max_prompt));
+    return split;
+  };
+  NlgSplit dev = decoded_split("dev", dev_file, recipe.eval.max_items);
   std::vector<NlgSequence> prompts;
-  for (const auto& item : dev.items) {
-    dev.prompts.push_back(nlg_encode_prompt(*tokenizer, item.context, eos, max_prompt));
-    prompts.push_back({dev.prompts.back(), static_cast<std::int64_t>(dev.prompts.back().size())});
-  }
+  for (const auto& prompt : dev.prompts) prompts.push_back({prompt, static_cast<std::int64_t>(prompt.size())});
   rows.resize(prompts.size());
   std::iota(rows.begin(), rows.end(), 0);
   const NlgBatch dev_prompts = nlg_collate(prompts, rows, eos);
@@ -150,6 +166,8 @@ TaskData nlg_prepare(const Recipe& recipe) {
   dev_split.tensors = {{"input_ids", dev_prompts.input_ids}, {"attention_mask", dev_prompts.attention_mask}};
   data.dev.push_back(std::move(dev_split));
   nlg->dev.push_back(std::move(dev));
+  if (recipe_evaluates_test(recipe))
+    nlg->test = decoded_split("test", recipe.task.test_file, 0);  // eval.max_items limits the dev set only
 
   GenerationOptions& generation = nlg->generation;
   generation.beam_size = recipe.eval.beam_size;
@@ -162,10 +180,14 @@ TaskData nlg_prepare(const Recipe& recipe) {
   for (const auto& sequence : sequences)
     completion_tokens += static_cast<std::int64_t>(sequence.ids.size()) - sequence.context_length;
   spdlog::info(
-      "{}: {} training sequences ({} completion tokens) from {}, {} dev contexts from {} (tokenizer: {}; "
+      "{}: {} training sequences ({} completion tokens) from {}, {} dev contexts from {}{} (tokenizer: {}; "
       "longest {} tokens)",
       task, data.train.size(), completion_tokens, (data_dir / train_file).string(), data.nlg->dev.front().items.size(),
-      (data_dir / dev_file).string(), tokenizer->describe(), data.seq_len());
+      (data_dir / dev_file).string(),
+      data.nlg->test ? fmt::format(", {} test contexts from {}", data.nlg->test->items.size(),
+                                   (data_dir / recipe.task.test_file).string())
+                     : "",
+      tokenizer->describe(), data.seq_len());
   return data;
 }
 
@@ -230,35 +252,78 @@ std::vector<std::string> task_metric_names(const std::string& task_name) {
 }
 
 TaskBatches::TaskBatches(const TaskSplit& split, std::int64_t global_batch_size, std::uint64_t seed, int rank,
-                         int world_size, bool trim_padding)
+                         int world_size, TaskBatchShape shape)
     : tensors_(split.tensors),
+      rank_(rank),
       world_size_(world_size),
       global_batch_(global_batch_size),
+      seed_(seed),
       sampler_({split.size(), global_batch_size, seed, true, false}, rank, world_size),
-      trim_padding_(trim_padding) {}
-
-void TaskBatches::seek(std::int64_t epoch, std::int64_t sample_index) {
-  sampler_.set_position({epoch, sample_index});
-  left_ = sampler_.batches_per_epoch() - (sample_index + global_batch_ - 1) / global_batch_;
+      shape_(shape) {
+  if (!shape_.length_buckets) return;
+  DSEE_ASSERT(tensors_.contains("attention_mask"), "length buckets of split '{}' without an attention_mask",
+              split.name);
+  const at::Tensor lengths = tensors_.at("attention_mask").sum(1).to(at::kLong).contiguous();
+  lengths_.assign(lengths.data_ptr<std::int64_t>(), lengths.data_ptr<std::int64_t>() + lengths.numel());
 }
 
 std::int64_t TaskBatches::batches_per_epoch() const { return sampler_.batches_per_epoch(); }
 
+std::int64_t TaskBatches::sample_index() const {
+  return shape_.length_buckets ? bucket_sample_ : sampler_.position().sample;
+}
+
 void TaskBatches::start_epoch(std::int64_t epoch) {
   sampler_.set_position({epoch, 0});
   left_ = sampler_.batches_per_epoch();
+  if (!shape_.length_buckets) return;
+  bucket_batches_ = nlg_length_batches(lengths_, global_batch_, seed_, epoch);
+  DSEE_ASSERT(static_cast<std::int64_t>(bucket_batches_.size()) == left_, "{} length-bucketed batches, {} expected",
+              bucket_batches_.size(), left_);
+  next_bucket_ = 0;
+  bucket_sample_ = 0;
+}
+
+void TaskBatches::seek(std::int64_t epoch, std::int64_t sample_index) {
+  if (!shape_.length_buckets) {
+    sampler_.set_position({epoch, sample_index});
+    left_ = sampler_.batches_per_epoch() - (sample_index + global_batch_ - 1) / global_batch_;
+    return;
+  }
+  DSEE_CHECK(epoch >= 0 && sample_index >= 0, "cannot resume at epoch {}, sample {}", epoch, sample_index);
+  start_epoch(epoch);
+  while (next_bucket_ < bucket_batches_.size() && bucket_sample_ < sample_index)
+    bucket_sample_ += static_cast<std::int64_t>(bucket_batches_[next_bucket_++].size());
+  DSEE_CHECK(bucket_sample_ == sample_index && next_bucket_ < bucket_batches_.size(),
+             "cannot resume at epoch {}, sample {}: not the start of a length-bucketed batch of {} in an epoch of {} "
+             "samples (was the checkpoint made with another train.batch_size, train.length_buckets or training "
+             "set?)",
+             epoch, sample_index, global_batch_, lengths_.size());
+  left_ -= static_cast<std::int64_t>(next_bucket_);
 }
 
 std::optional<TrainBatch> TaskBatches::next() {
   if (left_ <= 0) return std::nullopt;
   --left_;
-  const auto batch = sampler_.next();
-  loss_scale_ = static_cast<double>(batch.indices.size()) * world_size_ / static_cast<double>(batch.global_size);
-  const auto index = at::tensor(batch.indices, at::kLong);
+  std::vector<std::int64_t> indices;
+  std::int64_t global_size = 0;
+  if (shape_.length_buckets) {
+    const auto& batch = bucket_batches_[next_bucket_++];
+    global_size = static_cast<std::int64_t>(batch.size());
+    const auto [begin, end] = shard_range(global_size, rank_, world_size_);
+    indices.assign(batch.begin() + begin, batch.begin() + end);
+    bucket_sample_ += global_size;
+  } else {
+    auto batch = sampler_.next();
+    indices = std::move(batch.indices);
+    global_size = batch.global_size;
+  }
+  loss_scale_ = static_cast<double>(indices.size()) * world_size_ / static_cast<double>(global_size);
+  const auto index = at::tensor(indices, at::kLong);
   TrainBatch out;
   for (const auto& [name, tensor] : tensors_) out.tensors[name] = tensor.index_select(0, index);
   out.samples = index.size(0);
-  if (trim_padding_ && out.samples > 0) {  // Note [Data-to-text in the pipeline]
+  if (shape_.trim_padding && out.samples > 0) {  // Note [Data-to-text in the pipeline]
     const auto& mask = out.tensors.at("attention_mask");
     const std::int64_t longest = std::max<std::int64_t>(mask.sum(1).max().item<std::int64_t>(), 1);
     for (auto& [name, tensor] : out.tensors)
@@ -321,48 +386,70 @@ std::map<std::string, double> task_metrics(const TaskData& data, const std::vect
   return out;
 }
 
-std::vector<std::vector<std::string>> task_dev_hypotheses(PretrainedModel& model, ModelTuning* tuning,
-                                                          const TaskData& data, Communicator* comm) {
+std::vector<std::string> task_nlg_hypotheses(PretrainedModel& model, ModelTuning* tuning, const TaskData& data,
+                                             const NlgSplit& split, Communicator* comm) {
   DSEE_ASSERT(data.nlg != nullptr, "task '{}' has no contexts to decode", data.task);
   DSEE_CHECK(data.eval_batch_size >= 1, "eval.batch_size = {}: give at least 1", data.eval_batch_size);
   at::NoGradGuard no_grad;
   if (tuning) tuning->set_training(false);
   const NlgTaskData& nlg = *data.nlg;
   const auto max_new = nlg.generation.max_new_tokens;
-  std::vector<std::vector<std::string>> out;
-  for (const auto& split : nlg.dev) {
-    const auto n = static_cast<std::int64_t>(split.prompts.size());
-    const auto batch = data.eval_batch_size;
-    const auto [begin, end] = comm == nullptr ? std::pair<std::int64_t, std::int64_t>{0, n}
-                                              : batch_shard_range(n, batch, comm->rank(), comm->world_size());
-    // Generated ids of rows [begin, end), -1 after a row's last one.
-    at::Tensor ids = at::full({end - begin, max_new}, -1, at::kLong);
-    auto written = ids.accessor<std::int64_t, 2>();
-    const auto started = std::chrono::steady_clock::now();
-    for (std::int64_t start = begin; start < end; start += batch) {
-      const auto stop = std::min(end, start + batch);
-      const std::vector<std::vector<std::int64_t>> prompts(split.prompts.begin() + start, split.prompts.begin() + stop);
-      const auto generated = generate(model, prompts, nlg.generation);
-      for (std::size_t i = 0; i < generated.size(); ++i)
-        for (std::size_t t = 0; t < generated[i].size(); ++t)
-          written[start - begin + static_cast<std::int64_t>(i)][static_cast<std::int64_t>(t)] = generated[i][t];
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      if (comm == nullptr || comm->world_size() == 1)
-        spdlog::info("decoding dev: {}/{} contexts ({:.1f} s)", stop, n, seconds);
-      else if (comm->rank() == 0)
-        spdlog::info("decoding dev: {}/{} contexts of rank 0's share ({} of {}; {:.1f} s)", stop - begin, end - begin,
-                     end - begin, n, seconds);
-    }
-    if (comm != nullptr) ids = all_gather_rows(*comm, ids.to(comm->device())).cpu().contiguous();
-    const auto all = ids.accessor<std::int64_t, 2>();
-    std::vector<std::string> texts;
-    for (std::int64_t row = 0; row < n; ++row) {
-      std::vector<std::int64_t> generated;
-      for (std::int64_t t = 0; t < max_new && all[row][t] >= 0; ++t) generated.push_back(all[row][t]);
-      texts.push_back(nlg_completion_text(*nlg.tokenizer, std::move(generated), nlg.generation.eos_ids));
-    }
-    out.push_back(std::move(texts));
+  const auto n = static_cast<std::int64_t>(split.prompts.size());
+  const auto batch = data.eval_batch_size;
+  const auto [begin, end] = comm == nullptr ? std::pair<std::int64_t, std::int64_t>{0, n}
+                                            : batch_shard_range(n, batch, comm->rank(), comm->world_size());
+  // Generated ids of rows [begin, end), -1 after a row's last one.
+  at::Tensor ids = at::full({end - begin, max_new}, -1, at::kLong);
+  auto written = ids.accessor<std::int64_t, 2>();
+  const auto started = std::chrono::steady_clock::now();
+  for (std::int64_t start = begin; start < end; start += batch) {
+    const auto stop = std::min(end, start + batch);
+    const std::vector<std::vector<std::int64_t>> prompts(split.prompts.begin() + start, split.prompts.begin() + stop);
+    const auto generated = generate(model, prompts, nlg.generation);
+    for (std::size_t i = 0; i < generated.size(); ++i)
+      for (std::size_t t = 0; t < generated[i].size(); ++t)
+        written[start - begin + static_cast<std::int64_t>(i)][static_cast<std::int64_t>(t)] = generated[i][t];
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if (comm == nullptr || comm->world_size() == 1)
+      spdlog::info("decoding {}: {}/{} contexts ({:.1f} s)", split.name, stop, n, seconds);
+    else if (comm->rank() == 0)
+      spdlog::info("decoding {}: {}/{} contexts of rank 0's share ({} of {}; {:.1f} s)", split.name, stop - begin,
+                   end - begin, end - begin, n, seconds);
   }
+  if (comm != nullptr) ids = all_gather_rows(*comm, ids.to(comm->device())).cpu().contiguous();
+  const auto all = ids.accessor<std::int64_t, 2>();
+  std::vector<std::string> texts;
+  for (std::int64_t row = 0; row < n; ++row) {
+    std::vector<std::int64_t> generated;
+    for (std::int64_t t = 0; t < max_new && all[row][t] >= 0; ++t) generated.push_back(all[row][t]);
+    texts.push_back(nlg_completion_text(*nlg.tokenizer, std::move(generated), nlg.generation.eos_ids));
+  }
+  return texts;
+}
+
+std::vector<std::vector<std::string>> task_dev_hypotheses(PretrainedModel& model, ModelTuning* tuning,
+                                                          const TaskData& data, Communicator* comm) {
+  DSEE_ASSERT(data.nlg != nullptr, "task '{}' has no contexts to decode", data.task);
+  std::vector<std::vector<std::string>> out;
+  for (const auto& split : data.nlg->dev) out.push_back(task_nlg_hypotheses(model, tuning, data, split, comm));
+  return out;
+}
+
+std::map<std::string, double> task_nlg_scores(const TaskData& data, const NlgSplit& split,
+                                              const std::vector<std::string>& hypotheses) {
+  DSEE_ASSERT(hypotheses.size() == split.items.size(), "{} hypotheses for {} {} contexts", hypotheses.size(),
+              split.items.size(), split.name);
+  std::vector<TextItem> all, seen, unseen;
+  for (std::size_t k = 0; k < split.items.size(); ++k) {
+    TextItem item{hypotheses[k], split.items[k].references};
+    if (split.items[k].seen.has_value()) (*split.items[k].seen ? seen : unseen).push_back(item);
+    all.push_back(std::move(item));
+  }
+  std::map<std::string, double> out = score_corpus(all, native_metric_names());
+  if (data.task != "webnlg") return out;
+  for (const auto& [part, part_items] : {std::pair{"_seen", &seen}, std::pair{"_unseen", &unseen}})
+    if (!part_items->empty())
+      for (const auto& [name, value] : score_corpus(*part_items, native_metric_names())) out[name + part] = value;
   return out;
 }
 
@@ -372,47 +459,30 @@ std::map<std::string, double> task_nlg_metrics(const TaskData& data,
               hypotheses.size(), data.nlg ? data.nlg->dev.size() : 0);
   std::map<std::string, double> out;
   for (std::size_t i = 0; i < hypotheses.size(); ++i) {
-    const auto& items = data.nlg->dev[i].items;
     const std::string suffix = i == 0 ? "" : "_" + data.dev[i].name;
-    std::vector<TextItem> all, seen, unseen;
-    for (std::size_t k = 0; k < items.size(); ++k) {
-      TextItem item{hypotheses[i][k], items[k].references};
-      if (items[k].seen.has_value()) (*items[k].seen ? seen : unseen).push_back(item);
-      all.push_back(std::move(item));
-    }
-    for (const auto& [name, value] : score_corpus(all, native_metric_names())) out[name + suffix] = value;
-    if (data.task != "webnlg") continue;
-    for (const auto& [part, part_items] : {std::pair{"_seen", &seen}, std::pair{"_unseen", &unseen}})
-      if (!part_items->empty())
-        for (const auto& [name, value] : score_corpus(*part_items, native_metric_names()))
-          out[name + part + suffix] = value;
+    for (const auto& [name, value] : task_nlg_scores(data, data.nlg->dev[i], hypotheses[i])) out[name + suffix] = value;
   }
   return out;
 }
 
-void task_write_hypotheses(const TaskData& data, const std::vector<std::vector<std::string>>& hypotheses,
-                           const fs::path& dir) {
-  DSEE_ASSERT(data.nlg != nullptr && hypotheses.size() == data.nlg->dev.size(), "{} hypothesis sets for {} splits",
-              hypotheses.size(), data.nlg ? data.nlg->dev.size() : 0);
+void task_write_hypotheses(const NlgSplit& split, const std::vector<std::string>& hypotheses, const fs::path& dir) {
+  DSEE_ASSERT(hypotheses.size() == split.items.size(), "{} hypotheses for {} {} contexts", hypotheses.size(),
+              split.items.size(), split.name);
   folder_create(dir);
-  for (std::size_t i = 0; i < hypotheses.size(); ++i) {
-    const auto& items = data.nlg->dev[i].items;
-    const std::string& split = data.dev[i].name;
-    std::string hyps, grouped;
-    std::size_t most = 0;
-    for (std::size_t k = 0; k < items.size(); ++k) {
-      hyps += hypotheses[i][k] + "\n";
-      for (const auto& reference : items[k].references) grouped += reference + "\n";
-      grouped += "\n";
-      most = std::max(most, items[k].references.size());
-    }
-    file_write_text(dir / (split + ".hyp.txt"), hyps);
-    file_write_text(dir / (split + ".refs.txt"), grouped);
-    for (std::size_t r = 0; r < most; ++r) {
-      std::string lines;
-      for (const auto& item : items) lines += (r < item.references.size() ? item.references[r] : "") + "\n";
-      file_write_text(dir / fmt::format("{}.ref{}.txt", split, r), lines);
-    }
+  std::string hyps, grouped;
+  std::size_t most = 0;
+  for (std::size_t k = 0; k < split.items.size(); ++k) {
+    hyps += hypotheses[k] + "\n";
+    for (const auto& reference : split.items[k].references) grouped += reference + "\n";
+    grouped += "\n";
+    most = std::max(most, split.items[k].references.size());
+  }
+  file_write_text(dir / (split.name + ".hyp.txt"), hyps);
+  file_write_text(dir / (split.name + ".refs.txt"), grouped);
+  for (std::size_t r = 0; r < most; ++r) {
+    std::string lines;
+    for (const auto& item : split.items) lines += (r < item.references.size() ? item.references[r] : "") + "\n";
+    file_write_text(dir / fmt::format("{}.ref{}.txt", split.name, r), lines);
   }
 }
 

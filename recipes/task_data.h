@@ -8,7 +8,8 @@
 // the training split holds input_ids, attention_mask and labels [n, seq]
 // (-100 outside the completion), each batch trimmed to its longest row; a dev
 // split's rows are its contexts (input_ids the prompts, right-padded), and
-// TaskData::nlg holds their references and the decoding options. Evaluation
+// TaskData::nlg holds their references, the test split's when eval.splits
+// lists it, and the decoding options. Evaluation
 // decodes the prompts (core/train/generation.h) and scores the hypotheses
 // (core/train/nlg_scores.h).
 //
@@ -52,15 +53,18 @@ struct TaskSplit {
   std::int64_t size() const { return tensors.at("input_ids").size(0); }
 };
 
-// A data-to-text dev split: its contexts with their references and prompts.
-struct NlgDevSplit {
+// A data-to-text split that evaluation decodes: its contexts with their
+// references and prompts.
+struct NlgSplit {
+  std::string name;  // "dev" or "test": its hypothesis files' prefix and its scores' key in stages/eval.json
   std::vector<NlgItem> items;
   std::vector<std::vector<std::int64_t>> prompts;  // BPE(context) + eos, the last max_seq_length − max_new_tokens
 };
 
 // What decoding and scoring a data-to-text task needs.
 struct NlgTaskData {
-  std::vector<NlgDevSplit> dev;  // parallel to TaskData::dev
+  std::vector<NlgSplit> dev;     // parallel to TaskData::dev
+  std::optional<NlgSplit> test;  // eval.splits lists "test": decoded by the eval stage only
   std::shared_ptr<const Tokenizer> tokenizer;
   GenerationOptions generation;
 };
@@ -92,34 +96,57 @@ std::string task_main_metric(const std::string& task_name);
 // Every metric task_evaluate reports for the task, in order.
 std::vector<std::string> task_metric_names(const std::string& task_name);
 
+// How TaskBatches shapes the data-to-text training batches (Note
+// [Data-to-text in the pipeline]).
+struct TaskBatchShape {
+  // Cut every [batch, seq] tensor of a batch to its longest row by
+  // attention_mask (right padding).
+  bool trim_padding = false;
+  // Global batches of rows of similar length (nlg_length_batches of the
+  // rows' attention_mask lengths, pools of 50 batches) instead of the
+  // shuffled order cut into batches; needs attention_mask.
+  bool length_buckets = false;
+};
+
 // Micro-batches of a split's tensors (all of them), rows in the sampler's
-// order: shuffled per epoch from seed, the last partial batch kept; rank
-// `rank` of `world_size` gets its share of each global batch.
+// order: shuffled per epoch from seed, the last partial batch kept, or with
+// length_buckets the epoch's length-bucketed batches of the same shuffled
+// order; rank `rank` of `world_size` gets its contiguous share of each global
+// batch (shard_range). The global batches depend on (seed, epoch) only, never
+// on the rank count, so sample_index — global samples of the epoch consumed —
+// resumes on any number of ranks.
 class TaskBatches final : public BatchSource {
  public:
-  // trim_padding: cut every [batch, seq] tensor of a batch to its longest
-  // row by attention_mask (right padding; the data-to-text tasks).
   TaskBatches(const TaskSplit& split, std::int64_t global_batch_size, std::uint64_t seed, int rank = 0,
-              int world_size = 1, bool trim_padding = false);
+              int world_size = 1, TaskBatchShape shape = {});
   std::int64_t batches_per_epoch() const override;
   void start_epoch(std::int64_t epoch) override;
   std::optional<TrainBatch> next() override;
-  std::int64_t sample_index() const override { return sampler_.position().sample; }
+  std::int64_t sample_index() const override;
+  // dsee::Error when `sample_index` is not the start of a global batch of the
+  // epoch (a checkpoint of another train.batch_size or training set).
   void seek(std::int64_t epoch, std::int64_t sample_index) override;
   // For the batch next() returned last: local mean loss × this = the piece's
   // share, such that the mean over ranks is the global mean (see
   // data/distributed_sampler.h); 1 on one rank.
   double loss_scale() const { return loss_scale_; }
-  DistributedSampler& sampler() { return sampler_; }
 
  private:
   std::map<std::string, at::Tensor> tensors_;
+  int rank_;
   int world_size_;
   std::int64_t global_batch_;  // samples of all ranks' pieces together
+  std::uint64_t seed_;
   DistributedSampler sampler_;
   std::int64_t left_ = 0;
   double loss_scale_ = 1.0;
-  bool trim_padding_ = false;
+  TaskBatchShape shape_;
+  // length_buckets: each row's length, the epoch's global batches, the next
+  // one's index and the samples of the epoch before it.
+  std::vector<std::int64_t> lengths_;
+  std::vector<std::vector<std::int64_t>> bucket_batches_;
+  std::size_t next_bucket_ = 0;
+  std::int64_t bucket_sample_ = 0;
 };
 
 // The model's inputs from a batch's tensors (input_ids and, when present,
@@ -142,25 +169,31 @@ at::Tensor task_loss(PretrainedModel& model, const TrainBatch& batch);
 std::vector<at::Tensor> task_dev_logits(PretrainedModel& model, ModelTuning* tuning, const TaskData& data,
                                         Communicator* comm = nullptr);
 
-// A data-to-text task's dev decoding: per dev split, the hypotheses (one
-// per context, nlg_completion_text) of the model as it is, in evaluation
-// mode. With `comm` rank r decodes its batch_shard_range of the contexts —
-// whole decoding batches of the 1-rank run, so the very same searches — and
-// the generated ids are gathered in rank order: every rank gets the 1-rank
-// hypotheses.
+// A data-to-text split's decoding: the hypotheses (one per context,
+// nlg_completion_text) of the model as it is, in evaluation mode, in batches
+// of eval.batch_size contexts. With `comm` rank r decodes its
+// batch_shard_range of the contexts — whole decoding batches of the 1-rank
+// run, so the very same searches — and the generated ids are gathered in rank
+// order: every rank gets the 1-rank hypotheses.
+std::vector<std::string> task_nlg_hypotheses(PretrainedModel& model, ModelTuning* tuning, const TaskData& data,
+                                             const NlgSplit& split, Communicator* comm = nullptr);
+// task_nlg_hypotheses of every dev split.
 std::vector<std::vector<std::string>> task_dev_hypotheses(PretrainedModel& model, ModelTuning* tuning,
                                                           const TaskData& data, Communicator* comm = nullptr);
-// Their scores: bleu, nist, rouge_l, cider, ter (core/train/nlg_scores.h;
-// the dev split's name is a suffix after the first split); WebNLG adds each
-// metric over the seen and the unseen categories ("bleu_seen", ...).
+// A split's scores: bleu, nist, rouge_l, cider, ter (core/train/nlg_scores.h);
+// WebNLG adds each metric over the seen and the unseen categories
+// ("bleu_seen", ...).
+std::map<std::string, double> task_nlg_scores(const TaskData& data, const NlgSplit& split,
+                                              const std::vector<std::string>& hypotheses);
+// task_nlg_scores of every dev split, the split's name a suffix after the first.
 std::map<std::string, double> task_nlg_metrics(const TaskData& data,
                                                const std::vector<std::vector<std::string>>& hypotheses);
-// Writes dev split i's hypotheses to `dir`/<split>.hyp.txt (one per line),
-// its references to <split>.ref<k>.txt (reference k of each context, an empty
+// Writes a split's hypotheses to `dir`/<split>.hyp.txt (one per line), its
+// references to <split>.ref<k>.txt (reference k of each context, an empty
 // line where it has fewer: sacrebleu's and `dsee score`'s layout) and to
 // <split>.refs.txt (each context's references, one per line, contexts
 // separated by a blank line: the E2E challenge scorer's layout).
-void task_write_hypotheses(const TaskData& data, const std::vector<std::vector<std::string>>& hypotheses,
+void task_write_hypotheses(const NlgSplit& split, const std::vector<std::string>& hypotheses,
                            const std::filesystem::path& dir);
 
 // The task's dev metrics from task_dev_logits' logits.
