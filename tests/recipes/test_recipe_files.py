@@ -7,7 +7,8 @@ a `# runs: ... = N` comment in it claims.
 The sweeps expand with --set run.out_dir=<tmp>/out from an empty working
 folder: their sweep.tsv and sweep.commands must land in <tmp>/out/<name>/ and
 nothing in the working folder, so a user's --set run.out_dir moves a whole
-paper sweep. No model or dataset is read: expanding checks keys and values,
+paper sweep; --set paths.models and paths.data (README.md's commands) reach
+every run. No model or dataset is read: expanding checks keys and values,
 not the folders they name.
 """
 import math
@@ -70,8 +71,10 @@ def test_recipe_file_resolves_or_expands(dsee, tmp_path, path):
         return
 
     out = tmp_path / "out"
-    done = subprocess.run([dsee, "sweep", str(path), "--dry-run", "--set", f"run.out_dir={out}"], cwd=work,
-                          capture_output=True, text=True)
+    # As README.md's "Reproducing the paper" runs them: the folders moved by --set.
+    done = subprocess.run([dsee, "sweep", str(path), "--dry-run", "--set", f"run.out_dir={out}", "--set",
+                           "paths.models=/models", "--set", "paths.data=/data"], cwd=work, capture_output=True,
+                          text=True)
     assert done.returncode == 0, f"dsee sweep {path} --dry-run failed:\n{done.stderr}"
     commands = [line for line in done.stdout.splitlines() if line.strip()]
     expected = implied_runs(table)
@@ -86,6 +89,7 @@ def test_recipe_file_resolves_or_expands(dsee, tmp_path, path):
     rows = (folder / "sweep.tsv").read_text().splitlines()[1:]
     assert len(rows) == expected
     for row in rows:
+        assert "paths.data=/data" in row.split("\t")[3], row
         name = row.split("\t")[1]
         assert len(name) <= NAME_MAX, f"run directory name of {len(name)} characters: {name}"
         assert row.split("\t")[2].startswith(str(folder)), row
