@@ -245,6 +245,7 @@ Config Config::defaults(const ConfigSchema& schema, const std::vector<std::strin
   config.source_ = "<defaults>";
   for (const auto& key : schema.keys()) config.values_[key.name] = key.default_value;
   for (const auto& assignment : overrides) config.apply_override(assignment);
+  config.resolve_references();
   return config;
 }
 
@@ -272,6 +273,7 @@ Config Config::parse(const ConfigSchema& schema, const std::string& text, const 
     config.set(name, std::move(*value), where);
   }
   for (const auto& assignment : overrides) config.apply_override(assignment);
+  config.resolve_references();
   return config;
 }
 
@@ -314,6 +316,46 @@ void Config::apply_override(const std::string& assignment) {
     throw Error(
         fmt::format("{}: key '{}' must be a {}, got '{}'", where, name, config_type_name(key->default_value), text));
   set(name, std::move(*value), where);
+}
+
+void Config::resolve_references() {
+  // Expands one text; `owner` is the key holding it (for the messages).
+  const auto expand = [&](const std::string& text, const std::string& owner) {
+    std::string out;
+    std::size_t at = 0;
+    for (std::size_t open; (open = text.find("${", at)) != std::string::npos;) {
+      const std::size_t close = text.find('}', open);
+      if (close == std::string::npos)
+        throw Error(fmt::format("{}: key '{}' = \"{}\": '${{' without its closing '}}' (write ${{key}})", source_,
+                                owner, text));
+      const std::string name = text.substr(open + 2, close - open - 2);
+      const auto it = values_.find(name);
+      if (it == values_.end() || !std::holds_alternative<std::string>(it->second))
+        throw Error(
+            fmt::format("{}: key '{}' = \"{}\" refers to ${{{}}}, which is not a string key of the schema "
+                        "(see `dsee config --schema`)",
+                        source_, owner, text, name));
+      const auto& target = std::get<std::string>(it->second);
+      if (target.find("${") != std::string::npos)
+        throw Error(
+            fmt::format("{}: key '{}' refers to ${{{}}}, whose own value \"{}\" holds a reference; give {} "
+                        "a plain value",
+                        source_, owner, name, target, name));
+      out += text.substr(at, open - at) + target;
+      at = close + 1;
+    }
+    return out + text.substr(at);
+  };
+  std::map<std::string, ConfigValue> resolved = values_;
+  for (auto& [name, value] : resolved) {
+    // (A key with fixed choices never holds "${": set() accepts only its choices.)
+    if (auto* text = std::get_if<std::string>(&value)) {
+      *text = expand(*text, name);
+    } else if (auto* list = std::get_if<std::vector<std::string>>(&value)) {
+      for (auto& element : *list) element = expand(element, name);
+    }
+  }
+  values_ = std::move(resolved);
 }
 
 void Config::set(const std::string& name, ConfigValue value, const std::string& where) {

@@ -7,6 +7,14 @@
 // values with a dsee::Error naming the key, the file and the line. The result,
 // a Config, holds every key of the schema (defaults filled in) and prints back
 // as TOML: the resolved configuration a run records.
+//
+// References. A string value (or an element of a string list) may name
+// another string key as ${key}, e.g. task.data_dir = "${paths.data}/SST-2":
+// after the file and every override are applied, each reference is replaced
+// by that key's final value, so one `--set paths.data=/scratch/glue` moves
+// every path that refers to it. The referenced value must not itself hold a
+// reference; a key with a fixed set of choices takes none. The
+// resolved configuration (to_toml) holds the replaced text.
 #pragma once
 
 #include <cstdint>
@@ -71,6 +79,8 @@ class Config {
  private:
   void set(const std::string& key, ConfigValue value, const std::string& where);
   void apply_override(const std::string& assignment);
+  // Replaces every ${key} in string values (see 'References' above).
+  void resolve_references();
   const ConfigValue& value(const std::string& key, const char* wanted) const;
 
   ConfigSchema schema_;

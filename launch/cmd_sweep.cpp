@@ -80,9 +80,11 @@ Command sweep_command(CLI::App& app) {
   struct Options {
     std::string file;
     bool dry_run = false, slurm = false, keep_going = false;
-    std::vector<std::string> sbatch_args;
+    std::vector<std::string> sbatch_args, overrides;
   };
   auto options = std::make_shared<Options>();
+  sub->add_option("--set", options->overrides,
+                  "Override a key in every run: --set paths.models=/data/models (repeatable; not a swept key)");
   auto* sub = app.add_subcommand("sweep", "Expand a sweep file into runs and execute them (or submit a Slurm array)");
   sub->add_option("sweep", options->file, "Sweep file (TOML): base recipe + [grid]/[zip] lists")->required();
   sub->add_flag("--dry-run", options->dry_run, "Write sweep.tsv and sweep.commands, print the commands, run nothing");
@@ -91,7 +93,7 @@ Command sweep_command(CLI::App& app) {
                   "Extra sbatch option for --slurm (repeatable), e.g. --sbatch-arg=--gres=gpu:4");
   sub->add_flag("--keep-going", options->keep_going, "Run the remaining runs after one fails (exit status still 1)");
   return {sub, [options] {
-            const Sweep sweep = sweep_load(options->file);
+            const Sweep sweep = sweep_load(options->file, options->overrides);
             const auto dsee = self_path();
             folder_create(sweep.out_dir);
             std::string tsv = "index\tname\trun_dir\toverrides\n", commands;

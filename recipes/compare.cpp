@@ -19,13 +19,21 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "recipes/seed_stats.h"
 
 namespace dsee {
 namespace {
 
-std::string accuracy_cell(const nlohmann::json& stages, const std::string& stage) {
-  if (!stages.contains(stage) || !stages[stage]["dev"].contains("accuracy")) return "-";
-  return fmt::format("{:.3f}", stages[stage]["dev"]["accuracy"].get<double>());
+// The dev accuracy of `stage` over an arm's runs, mean ± std (n); "-" where no run has it.
+std::string accuracy_cell(const std::vector<const nlohmann::json*>& summaries, const std::string& stage) {
+  std::vector<double> values;
+  for (const auto* s : summaries) {
+    const auto& stages = (*s)["stages"];
+    if (stages.contains(stage) && stages[stage]["dev"].contains("accuracy"))
+      values.push_back(stages[stage]["dev"]["accuracy"].get<double>());
+  }
+  const auto stats = seed_stats(values);
+  return stats.n == 1 ? fmt::format("{:.3f}", stats.mean) : seed_stats_cell(stats, 3);
 }
 
 }  // namespace
@@ -55,23 +63,49 @@ std::vector<CompareArm> compare_arms(const Recipe& recipe, const std::filesystem
                  "task.* keys in the recipe itself, or compare separate runs with dsee report",
                  recipe.source, arm.name, override_text, data_dir.string());
     arm.overrides.push_back("run.compare=[]");
-    arms.push_back(std::move(arm));
+    arm.arm = arm.name;
+    if (recipe.run.compare_seeds == 1) {
+      arms.push_back(std::move(arm));
+      continue;
+    }
+    for (const auto& override_text : arm.overrides)
+      DSEE_CHECK(!override_text.starts_with("run.seed="),
+                 "{}: run.compare arm '{}' sets {} while run.compare_seeds = {} gives every arm the seeds {}, {}, ...; "
+                 "drop one of them",
+                 recipe.source, arm.name, override_text, recipe.run.compare_seeds, recipe.run.seed,
+                 recipe.run.seed + 1);
+    for (std::int64_t k = 0; k < recipe.run.compare_seeds; ++k) {
+      CompareArm run = arm;
+      const std::int64_t seed = recipe.run.seed + k;
+      run.name = fmt::format("{}-seed{}", arm.name, seed);
+      run.overrides.push_back(fmt::format("run.seed={}", seed));
+      arms.push_back(std::move(run));
+    }
   }
   return arms;
 }
 
-void compare_table_print(const std::vector<std::pair<std::string, nlohmann::json>>& arms) {
+void compare_table_print(const std::vector<std::pair<CompareArm, nlohmann::json>>& runs) {
+  const bool seeds = std::any_of(runs.begin(), runs.end(), [](const auto& r) { return r.first.arm != r.first.name; });
   std::vector<std::vector<std::string>> rows = {{"arm", "method", "trainable", "non-zero params", "FLOPs (dense)",
                                                  "FLOPs (non-zero)", "dev acc: start", "trained", "pruned",
                                                  "re-tuned"}};
-  for (const auto& [name, s] : arms)
-    rows.push_back({name, s["method"].get<std::string>(),
-                    fmt::format("{}", s["trainable_parameters"].get<std::int64_t>()),
-                    fmt::format("{}", s["nonzero_parameters"].get<std::int64_t>()),
-                    fmt::format("{}", s["flops_dense"].get<std::int64_t>()),
-                    fmt::format("{}", s["flops_nonzero"].get<std::int64_t>()), accuracy_cell(s["stages"], "pretrained"),
-                    accuracy_cell(s["stages"], "train"), accuracy_cell(s["stages"], "prune"),
-                    accuracy_cell(s["stages"], "retune")});
+  std::vector<std::string> order;
+  for (const auto& [arm, summary] : runs)
+    if (std::find(order.begin(), order.end(), arm.arm) == order.end()) order.push_back(arm.arm);
+  for (const auto& name : order) {
+    std::vector<const nlohmann::json*> summaries;
+    for (const auto& [arm, summary] : runs)
+      if (arm.arm == name) summaries.push_back(&summary);
+    const auto& s = *summaries.front();
+    rows.push_back(
+        {name, s["method"].get<std::string>(), fmt::format("{}", s["trainable_parameters"].get<std::int64_t>()),
+         fmt::format("{}", s["nonzero_parameters"].get<std::int64_t>()),
+         fmt::format("{}", s["flops_dense"].get<std::int64_t>()),
+         fmt::format("{}", s["flops_nonzero"].get<std::int64_t>()), accuracy_cell(summaries, "pretrained"),
+         accuracy_cell(summaries, "train"), accuracy_cell(summaries, "prune"), accuracy_cell(summaries, "retune")});
+  }
+  if (seeds) std::printf("dev accuracy: mean ± sample std (number of seeds)\n");
   std::vector<std::size_t> width(rows[0].size(), 0);
   for (const auto& row : rows)
     for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());

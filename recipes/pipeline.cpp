@@ -56,6 +56,9 @@ DemoOptions demo_options_of(const Recipe& recipe) {
   DemoOptions o;
   o.train_size = recipe.task.train_size;
   o.dev_size = recipe.task.dev_size;
+  o.teacher_rank = recipe.task.teacher_rank;
+  o.teacher_lowrank_std = recipe.task.teacher_lowrank_std;
+  o.teacher_sparse_scale = recipe.task.teacher_sparse_scale;
   o.omega = recipe_omega_options(recipe);
   o.omega.method = OmegaMethod::grebsmo;  // the teacher plants on GreBsmo's Ω whatever the arm uses
   o.omega.c = std::max<std::int64_t>(o.omega.c, 1);
@@ -137,10 +140,10 @@ nlohmann::json pipeline_run(const Recipe& recipe, const Ranks& ranks) {
   const auto arms = compare_arms(recipe, dir.data());
   const DemoOptions demo = demo_options_of(recipe);
   root_writes(ranks, "claiming the run directory", [&] { dir.claim(recipe.identity, recipe.run.lock); });
-  std::vector<std::pair<std::string, nlohmann::json>> summaries;
+  std::vector<std::pair<CompareArm, nlohmann::json>> summaries;
   for (const auto& arm : arms) {
     const Recipe arm_recipe = recipe_with_overrides(recipe, recipe.source + " arm " + arm.name, arm.overrides);
-    summaries.emplace_back(arm.name, run_arm(arm_recipe, dir.arm(arm.name), ranks, true, demo));
+    summaries.emplace_back(arm, run_arm(arm_recipe, dir.arm(arm.name), ranks, true, demo));
   }
   const bool partial = std::any_of(summaries.begin(), summaries.end(),
                                    [](const auto& arm) { return arm.second.contains("stopped_after"); });
@@ -149,7 +152,11 @@ nlohmann::json pipeline_run(const Recipe& recipe, const Ranks& ranks) {
     spdlog::info("{}: run.stages stopped the arms before eval; the comparison table is printed when they finish",
                  dir.name());
   nlohmann::json summary = {{"arms", nlohmann::json::array()}};
-  for (const auto& [name, s] : summaries) summary["arms"].push_back({{"name", name}, {"summary", s}});
+  for (const auto& [arm, s] : summaries) {
+    nlohmann::json entry = {{"name", arm.name}, {"summary", s}};
+    if (arm.arm != arm.name) entry["arm"] = arm.arm;
+    summary["arms"].push_back(std::move(entry));
+  }
   root_writes(ranks, "writing summary.json", [&] { file_write_json(dir.summary(), summary); });
   return summary;
 }

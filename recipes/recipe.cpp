@@ -122,6 +122,7 @@ Recipe recipe_from_config(const Config& c) {
   r.run.checkpoint_on_signal = c.get_bool("run.checkpoint_on_signal");
   r.run.stages = stages_of(c.get_strings("run.stages"));
   r.run.compare = c.get_strings("run.compare");
+  r.run.compare_seeds = c.get_int("run.compare_seeds");
   r.run.lock = c.get_bool("run.lock");
   r.model.path = c.get_string("model.path");
   r.task.name = c.get_string("task.name");
@@ -133,6 +134,9 @@ Recipe recipe_from_config(const Config& c) {
   r.task.max_seq_length = c.get_int("task.max_seq_length");
   r.task.train_size = c.get_int("task.train_size");
   r.task.dev_size = c.get_int("task.dev_size");
+  r.task.teacher_rank = c.get_int("task.teacher_rank");
+  r.task.teacher_lowrank_std = c.get_float("task.teacher_lowrank_std");
+  r.task.teacher_sparse_scale = c.get_float("task.teacher_sparse_scale");
   r.tuning.method = tuning_method_from_name(c.get_string("tuning.method"));
   r.tuning.rank = c.get_int("tuning.rank");
   r.tuning.alpha = c.get_float("tuning.alpha");

@@ -58,6 +58,7 @@ struct Recipe {
     std::vector<Stage> stages;         // names known and in pipeline order; empty: every configured stage
     std::vector<std::string> compare;  // the arms' texts (compare.h)
     bool lock = true;
+    std::int64_t compare_seeds = 1;    // runs of each arm, seeds run.seed, run.seed + 1, ...
   } run;
   struct {
     std::string path;  // empty: the demo's generated model
@@ -70,6 +71,9 @@ struct Recipe {
     std::int64_t max_seq_length = 128;
     std::int64_t train_size = 2048, dev_size = 512;  // the demo's
   } task;
+    std::int64_t teacher_rank = 2;      // the demo's teacher (recipes/demo_data.h)
+    double teacher_lowrank_std = 0.05;
+    double teacher_sparse_scale = 0.5;
   struct {
     TuningMethod method = TuningMethod::dsee;
     std::int64_t rank = 16;

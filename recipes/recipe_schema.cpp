@@ -34,10 +34,20 @@ const ConfigSchema& recipe_schema() {
            "Arms run side by side and tabulated, each \"name: key=value key=value ...\" over this recipe "
            "(recipes/demo.toml); the arms share the task and its data, so task.* keys in an arm are refused; "
            "empty: one run"});
+    s.add({"run.compare_seeds", std::int64_t{1},
+           "run.compare: seeds per arm (run.seed, run.seed + 1, ...), each in <run>/<arm>-seed<k>; the table shows "
+           "mean ± std (n) over them; 1: one run per arm in <run>/<arm>",
+           1.0, 100.0});
     s.add({"run.lock", true,
            "Hold an exclusive flock on RUN_DIR/.lock while dsee run (or dsee export into the run) works there, so a "
            "second process on the directory stops at once naming the first; false: for file systems without flock "
            "(docs/recipes.md, 'The run directory lock'); not part of the recorded recipe"});
+    s.add({"paths.models", std::string("models"),
+           "Folder holding the pretrained model folders; recipes refer to it as ${paths.models} (e.g. model.path = "
+           "\"${paths.models}/bert-base-uncased\"), so one --set moves them all"});
+    s.add({"paths.data", std::string("data"),
+           "Folder holding the datasets; recipes refer to it as ${paths.data} (e.g. task.data_dir = "
+           "\"${paths.data}/glue/SST-2\")"});
     s.add({"model.path", std::string(""),
            "Hugging Face model directory (config.json, model.safetensors); empty with task.name = demo: the demo's "
            "generated model"});
@@ -70,6 +80,12 @@ const ConfigSchema& recipe_schema() {
            4.0});
     s.add({"task.train_size", std::int64_t{2048}, "demo: training sequences", 1.0});
     s.add({"task.dev_size", std::int64_t{512}, "demo: dev sequences", 1.0});
+    s.add({"task.teacher_rank", std::int64_t{2}, "demo: rank of the teacher's planted low-rank update", 1.0});
+    s.add({"task.teacher_lowrank_std", 0.05,
+           "demo: entry standard deviation of the teacher's planted low-rank update", 0.0});
+    s.add({"task.teacher_sparse_scale", 0.5,
+           "demo: magnitude of the teacher's planted sparse entries (±, on GreBsmo's Ω of the adapted matrices)",
+           0.0});
     s.add({"tuning.method",
            std::string("dsee"),
            "dsee (low rank + sparse on Ω), lora, or full fine-tuning",

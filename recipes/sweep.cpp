@@ -72,7 +72,7 @@ std::string leaf(const std::string& key) {
 
 }  // namespace
 
-Sweep sweep_load(const std::filesystem::path& file, std::size_t max_runs) {
+Sweep sweep_load(const std::filesystem::path& file, const std::vector<std::string>& overrides, std::size_t max_runs) {
   const std::string source = file.string();
   toml::table table;
   const std::string text = file_read_text(file);
@@ -100,33 +100,60 @@ Sweep sweep_load(const std::filesystem::path& file, std::size_t max_runs) {
              "{}: name '{}' must be a non-empty directory name", source, sweep.name);
   sweep.command = table["command"].value_or(std::string("run"));
 
-  const Recipe base = recipe_load(sweep.recipe);
+  const Recipe base = recipe_load(sweep.recipe, overrides);
   sweep.out_dir = std::filesystem::path(table["out_dir"].value_or(base.run.out_dir)) / sweep.name;
 
-  std::map<std::string, std::vector<std::string>> grid, zip;
+  // [zip] is one zip group; [[zip]] (an array of tables) several, each its own axis.
+  std::map<std::string, std::vector<std::string>> grid;
+  std::vector<std::map<std::string, std::vector<std::string>>> zips;
   if (const auto* t = table["grid"].as_table()) grid = value_lists(*t, "grid", source);
-  if (const auto* t = table["zip"].as_table()) zip = value_lists(*t, "zip", source);
-  DSEE_CHECK(!grid.empty() || !zip.empty(), "{}: nothing to sweep: give lists under [grid] and/or [zip]", source);
-  for (const auto* keys : {&grid, &zip})
-    for (const auto& [key, values] : *keys) {
-      DSEE_CHECK(recipe_schema().find(key) != nullptr, "{}: '{}' is not a recipe key (see `dsee config --schema`)",
-                 source, key);
-      DSEE_CHECK(key != "run.name" && key != "run.out_dir", "{}: '{}' is set by the sweep itself (use name / out_dir)",
-                 source, key);
-      DSEE_CHECK(!(grid.count(key) && zip.count(key)), "{}: '{}' is both in [grid] and [zip]", source, key);
+  if (const auto* t = table["zip"].as_table()) {
+    zips.push_back(value_lists(*t, "zip", source));
+  } else if (const auto* groups = table["zip"].as_array()) {
+    for (std::size_t g = 0; g < groups->size(); ++g) {
+      const auto* group = groups->get(g)->as_table();
+      DSEE_CHECK(group != nullptr, "{}: zip group {} must be a table ([[zip]] followed by key = [values] lines)",
+                 source, g + 1);
+      zips.push_back(value_lists(*group, fmt::format("zip {}", g + 1), source));
     }
-  std::size_t zip_length = 0;
-  for (const auto& [key, values] : zip) {
-    DSEE_CHECK(zip_length == 0 || values.size() == zip_length,
-               "{}: [zip] lists must have equal lengths, but '{}' has {} values and the others {}", source, key,
-               values.size(), zip_length);
-    zip_length = values.size();
+  } else {
+    DSEE_CHECK(!table.contains("zip"), "{}: zip must be a table [zip] or tables [[zip]]", source);
+  }
+  std::erase_if(zips, [](const auto& group) { return group.empty(); });
+  DSEE_CHECK(!grid.empty() || !zips.empty(), "{}: nothing to sweep: give lists under [grid] and/or [zip]", source);
+  std::map<std::string, std::string> section_of;  // key -> where it is swept
+  const auto claim = [&](const std::string& key, const std::string& section) {
+    DSEE_CHECK(recipe_schema().find(key) != nullptr, "{}: '{}' is not a recipe key (see `dsee config --schema`)",
+               source, key);
+    DSEE_CHECK(key != "run.name" && key != "run.out_dir", "{}: '{}' is set by the sweep itself (use name / out_dir)",
+               source, key);
+    const auto [it, fresh] = section_of.emplace(key, section);
+    DSEE_CHECK(fresh, "{}: '{}' is swept twice: in [{}] and [{}]", source, key, it->second, section);
+  };
+  for (const auto& [key, values] : grid) claim(key, "grid");
+  std::vector<std::size_t> zip_lengths;
+  for (std::size_t g = 0; g < zips.size(); ++g) {
+    const std::string section = zips.size() == 1 ? "zip" : fmt::format("zip {}", g + 1);
+    std::size_t length = 0;
+    for (const auto& [key, values] : zips[g]) {
+      claim(key, section);
+      DSEE_CHECK(length == 0 || values.size() == length,
+                 "{}: [{}] lists must have equal lengths, but '{}' has {} values and the others {}", source, section,
+                 key, values.size(), length);
+      length = values.size();
+    }
+    zip_lengths.push_back(length);
+  }
+  for (const auto& assignment : overrides) {
+    const std::string key = assignment.substr(0, assignment.find('='));
+    DSEE_CHECK(!section_of.count(key), "{}: --set {}: '{}' is swept by the file ([{}]); drop the --set or the list",
+               source, assignment, key, section_of[key]);
   }
 
-  // Axes: each grid key, then the zip tuple; mixed-radix counting, last fastest.
+  // Axes: each grid key, then each zip group; mixed-radix counting, last fastest.
   std::vector<std::size_t> radix;
   for (const auto& [key, values] : grid) radix.push_back(values.size());
-  if (zip_length) radix.push_back(zip_length);
+  for (const auto length : zip_lengths) radix.push_back(length);
   std::size_t total = 1;
   for (const auto r : radix) {
     DSEE_CHECK(total <= max_runs / r, "{}: the sweep expands to more than {} runs", source, max_runs);
@@ -142,12 +169,19 @@ Sweep sweep_load(const std::filesystem::path& file, std::size_t max_runs) {
     std::vector<std::pair<std::string, std::string>> assigned;
     std::size_t axis = 0;
     for (const auto& [key, values] : grid) assigned.emplace_back(key, values[digit[axis++]]);
-    for (const auto& [key, values] : zip) assigned.emplace_back(key, values[digit[axis]]);
+    for (const auto& group : zips) {
+      for (const auto& [key, values] : group) assigned.emplace_back(key, values[digit[axis]]);
+      ++axis;
+    }
     SweepRun run;
     run.name = fmt::format("{:03d}", index);
     for (const auto& [key, value] : assigned) run.name += fmt::format("-{}={}", name_part(leaf(key)), name_part(value));
     run.run_dir = sweep.out_dir / run.name;
-    run.overrides = {"run.out_dir=" + sweep.out_dir.string(), "run.name=" + run.name};
+    // The sweep's overrides first: its run.out_dir (if any) only moves the
+    // sweep's folder, which the two after them name.
+    run.overrides = overrides;
+    run.overrides.push_back("run.out_dir=" + sweep.out_dir.string());
+    run.overrides.push_back("run.name=" + run.name);
     for (const auto& [key, value] : assigned) run.overrides.push_back(key + "=" + value);
     try {
       recipe_load(sweep.recipe, run.overrides);

@@ -11,12 +11,21 @@
 //   [zip]                    # these lists advance together (equal lengths);
 //   "run.seed" = [1, 2, 3]   #   the zipped tuple is one more grid axis
 // Keys may also be written as nested tables ([grid.train] lr = [...]).
+// Several zip groups, each its own axis, are written as an array of tables:
+//   [[zip]]                  # a task and its own settings
+//   "task.name" = ["rte", "sst2"]
+//   "task.data_dir" = ["${paths.data}/glue/RTE", "${paths.data}/glue/SST-2"]
+//   [[zip]]                  # a method and its budget
+//   "tuning.method" = ["lora", "dsee"]
+//   "tuning.rank" = [16, 8]
 //
 // Runs are numbered in a fixed order: grid keys sorted by name, the last key
-// varying fastest, the zip axis after them. Run i is named
-// "<i, 3 digits>-<leaf>=<value>-..." over the swept keys, and runs with
-// --set run.out_dir=<out_dir>/<name> --set run.name=<that name> plus one
-// --set per swept key. Every run's recipe is resolved against the schema
+// varying fastest, the zip axes after them in the file's order. Run i is named
+// "<i, 3 digits>-<leaf>=<value>-..." over the swept keys, and runs with the
+// sweep's own overrides (`dsee sweep FILE --set paths.models=/data/models`:
+// every run, and the base recipe the sweep reads out_dir from), then
+// --set run.out_dir=<out_dir>/<name> --set run.name=<that name>, then one
+// --set per swept key; an override of a swept key is an error. Every run's recipe is resolved against the schema
 // when the sweep is expanded, so a bad key or value fails before any run.
 #pragma once
 
@@ -40,9 +49,11 @@ struct Sweep {
   std::vector<SweepRun> runs;
 };
 
-// Reads and expands `file`; dsee::Error names the file, the key and the
-// problem (unknown recipe key, empty list, zip lists of unequal length, a
-// value the recipe rejects, more than `max_runs` runs).
-Sweep sweep_load(const std::filesystem::path& file, std::size_t max_runs = 10000);
+// Reads and expands `file` with `overrides` ("key=value") applied to every
+// run; dsee::Error names the file, the key and the problem (unknown recipe
+// key, empty list, zip lists of unequal length, a value the recipe rejects,
+// more than `max_runs` runs).
+Sweep sweep_load(const std::filesystem::path& file, const std::vector<std::string>& overrides = {},
+                 std::size_t max_runs = 10000);
 
 }  // namespace dsee

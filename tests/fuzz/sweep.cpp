@@ -19,7 +19,7 @@ DSEE_FUZZ_TARGET(sweep) {
   const auto path = folder / "sweep.toml";
   dsee_fuzz::write_bytes(path, dsee_fuzz::as_text(data, size));
   try {
-    const dsee::Sweep sweep = dsee::sweep_load(path, 64);
+    const dsee::Sweep sweep = dsee::sweep_load(path, {}, 64);
     dsee_fuzz::require(!sweep.runs.empty() && sweep.runs.size() <= 64);
     std::set<std::string> names;
     for (const auto& run : sweep.runs) {

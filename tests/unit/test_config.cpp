@@ -19,6 +19,7 @@ ConfigSchema make_test_schema() {
   s.add({"train.epochs", std::int64_t{3}, "epochs", 0.0});
   s.add({"train.clip", true, "clip gradients"});
   s.add({"model.path", std::string(""), "model directory"});
+  s.add({"paths.models", std::string("models"), "folder of model folders"});
   s.add({"run.device", std::string("auto"), "device", {}, {}, {"auto", "cpu", "cuda"}});
   s.add({"dsee.targets", std::vector<std::string>{"query", "value"}, "adapted modules"});
   return s;
@@ -61,6 +62,31 @@ TEST(Config, OverridesApplyAfterTheFileInOrder) {
   EXPECT_EQ(c.get_string("model.path"), "/data/bert base");
   EXPECT_FALSE(c.get_bool("train.clip"));
   EXPECT_EQ(c.get_strings("dsee.targets"), (std::vector<std::string>{"key", "value"}));
+}
+
+TEST(Config, ReferencesResolveAfterEveryOverride) {
+  // The file refers to paths.models; an override of paths.models later on
+  // the command line still moves model.path, and lists resolve too.
+  const Config c = Config::parse(test_schema(),
+                                 "model.path = \"${paths.models}/bert\"\n"
+                                 "dsee.targets = [\"${paths.models}\", \"value\"]\n",
+                                 "r.toml", {"paths.models=/data/m"});
+  EXPECT_EQ(c.get_string("model.path"), "/data/m/bert");
+  EXPECT_EQ(c.get_strings("dsee.targets"), (std::vector<std::string>{"/data/m", "value"}));
+  EXPECT_NE(c.to_toml().find("path = \"/data/m/bert\""), std::string::npos) << c.to_toml();
+  EXPECT_EQ(Config::defaults(test_schema(), {"model.path=${paths.models}"}).get_string("model.path"), "models");
+  const auto error = [](const std::string& assignment) {
+    return error_of([&] { Config::defaults(test_schema(), {assignment}); });
+  };
+  EXPECT_NE(error("model.path=${paths.modles}/x").find("refers to ${paths.modles}, which is not a string key"),
+            std::string::npos);
+  EXPECT_NE(error("model.path=${train.lr}").find("not a string key"), std::string::npos);
+  EXPECT_NE(error("model.path=${paths.models").find("without its closing"), std::string::npos);
+  EXPECT_NE(error("run.device=${model.path}").find("is not one of"), std::string::npos);
+  const auto chained = error_of([] {
+    Config::defaults(test_schema(), {"paths.models=${model.path}", "model.path=${paths.models}/x"});
+  });
+  EXPECT_NE(chained.find("holds a reference"), std::string::npos) << chained;
 }
 
 TEST(Config, UnknownKeyNamesFileLineAndSuggestion) {

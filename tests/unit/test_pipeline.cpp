@@ -1,10 +1,12 @@
 // dsee run: the demo recipe end to end at a reduced size, finished stages
 // skipped on a re-run, and a run directory that refuses another recipe.
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -366,6 +368,43 @@ TEST(Pipeline, CompareArmSyntax) {
   EXPECT_EQ(arm.overrides, (std::vector<std::string>{"tuning.method=lora", "tuning.rank=4"}));
   EXPECT_TRUE(contains(error_of([] { compare_arm_parse("no colon"); }), "name: key=value"));
   EXPECT_TRUE(contains(error_of([] { compare_arm_parse("a: rank"); }), "'rank' is not key=value"));
+}
+
+TEST(Pipeline, CompareSeedsRunEveryArmPerSeedAndTabulateMeanAndSpread) {
+  // Expansion: arm by arm, seed by seed from run.seed, folders <arm>-seed<k>.
+  const Recipe recipe = recipe_load(
+      kDemo, {"run.seed=7", "run.compare_seeds=2", "run.compare=[\"a: tuning.rank=2\", \"b: tuning.rank=3\"]"});
+  const auto arms = compare_arms(recipe, "data");
+  ASSERT_EQ(arms.size(), 4u);
+  EXPECT_EQ(arms[1].name, "a-seed8");
+  EXPECT_EQ(arms[1].arm, "a");
+  EXPECT_EQ(arms[1].overrides, (std::vector<std::string>{"tuning.rank=2", "run.compare=[]", "run.seed=8"}));
+  EXPECT_EQ(arms[2].name, "b-seed7");
+  const Recipe seeded = recipe_load(kDemo, {"run.compare_seeds=2", "run.compare=[\"a: run.seed=3\"]"});
+  EXPECT_TRUE(contains(error_of([&] { compare_arms(seeded, "data"); }), "sets run.seed=3 while run.compare_seeds = 2"));
+
+  // A run: each arm's table row is mean ± std (n) of its seeds' summaries.
+  const fs::path out = fs::temp_directory_path() / ("dsee-pipeline-seeds-" + std::to_string(getpid()));
+  const auto r = run_dsee("run " + kDemo + small(out) +
+                          " --set run.compare_seeds=2 --set 'run.compare=[\"lora: tuning.method=lora tuning.rank=4\", "
+                          "\"dsee: tuning.method=dsee tuning.rank=4\"]'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(out / "demo" / "summary.json");
+  const auto summary = nlohmann::json::parse(in);
+  ASSERT_EQ(summary["arms"].size(), 4u);
+  std::vector<double> trained;
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(summary["arms"][i]["arm"], "lora");
+    EXPECT_TRUE(fs::exists(out / "demo" / summary["arms"][i]["name"].get<std::string>() / "summary.json"));
+    trained.push_back(summary["arms"][i]["summary"]["stages"]["train"]["dev"]["accuracy"].get<double>());
+  }
+  EXPECT_EQ(summary["arms"][3]["name"], "dsee-seed43");
+  const std::string cell = fmt::format("{:.3f} ± {:.3f} (2)", (trained[0] + trained[1]) / 2,
+                                       std::abs(trained[0] - trained[1]) / std::sqrt(2.0));
+  EXPECT_TRUE(contains(r.output, "\nlora ")) << r.output;
+  EXPECT_TRUE(contains(r.output, cell)) << cell << "\n" << r.output;
+  EXPECT_TRUE(contains(r.output, "mean ± sample std (number of seeds)")) << r.output;
+  std::system(("rm -rf '" + out.string() + "'").c_str());
 }
 
 }  // namespace

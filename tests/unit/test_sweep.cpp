@@ -75,6 +75,49 @@ TEST_F(SweepTest, BadSweepsFailBeforeAnyRunNamingTheProblem) {
       contains(error_of([&] { sweep_load(write("n.toml", "[grid]\n\"train.lr\" = [0.1]\n")); }), "needs recipe ="));
 }
 
+TEST_F(SweepTest, ZipGroupsAreAxesOfTheirOwnAndOverridesReachEveryRun) {
+  // Two [[zip]] groups (a task with its data folder; a method with its rank)
+  // after a grid key: 2 seeds x 2 tasks x 2 methods, the groups in file order.
+  const auto file = write("t.toml", "recipe = \"base.toml\"\nout_dir = \"" + (dir_ / "runs").string() +
+                                        "\"\n[grid]\n\"run.seed\" = [1, 2]\n"
+                                        "[[zip]]\n\"task.name\" = [\"rte\", \"sst2\"]\n"
+                                        "\"task.data_dir\" = [\"${paths.data}/RTE\", \"${paths.data}/SST-2\"]\n"
+                                        "[[zip]]\n\"tuning.method\" = [\"lora\", \"dsee\"]\n"
+                                        "\"tuning.rank\" = [16, 8]\n");
+  const Sweep sweep = sweep_load(file, {"paths.data=/scratch/glue"});
+  ASSERT_EQ(sweep.runs.size(), 8u);
+  EXPECT_EQ(sweep.runs[0].name, "000-seed=1-data_dir=__paths.data__RTE-name=rte-method=lora-rank=16");
+  EXPECT_EQ(sweep.runs[3].name, "003-seed=1-data_dir=__paths.data__SST-2-name=sst2-method=dsee-rank=8");
+  EXPECT_THAT(sweep.runs[3].overrides,
+              testing::ElementsAre("paths.data=/scratch/glue", "run.out_dir=" + (dir_ / "runs" / "t").string(),
+                                   "run.name=" + sweep.runs[3].name, "run.seed=1", "task.data_dir=${paths.data}/SST-2",
+                                   "task.name=sst2", "tuning.method=dsee", "tuning.rank=8"));
+  // The run's recipe resolves the reference against the sweep's override.
+  const auto resolved = run_dsee("config '" + (dir_ / "base.toml").string() + "' --set '" + sweep.runs[3].overrides[0] +
+                                 "' --set '" + sweep.runs[3].overrides[4] + "'");
+  EXPECT_EQ(resolved.exit_code, 0) << resolved.output;
+  EXPECT_TRUE(contains(resolved.output, "data_dir = \"/scratch/glue/SST-2\"")) << resolved.output;
+
+  // --set run.out_dir moves the sweep's folder; the runs keep their own names in it.
+  const Sweep moved = sweep_load(file, {"run.out_dir=" + (dir_ / "elsewhere").string()});
+  EXPECT_EQ(moved.out_dir, dir_ / "runs" / "t");  // the file's out_dir wins over the base recipe's
+  const Sweep plain = sweep_load(write("u.toml", "recipe = \"base.toml\"\n[grid]\n\"run.seed\" = [1]\n"),
+                                 {"run.out_dir=" + (dir_ / "elsewhere").string()});
+  EXPECT_EQ(plain.out_dir, dir_ / "elsewhere" / "u");
+  EXPECT_EQ(plain.runs[0].run_dir, dir_ / "elsewhere" / "u" / "000-seed=1");
+  EXPECT_EQ(plain.runs[0].overrides[1], "run.out_dir=" + (dir_ / "elsewhere" / "u").string());
+
+  const auto bad = [&](const std::string& body, const std::vector<std::string>& overrides = {}) {
+    return error_of([&] { sweep_load(write("bad.toml", "recipe = \"base.toml\"\n" + body), overrides); });
+  };
+  EXPECT_TRUE(contains(bad("[[zip]]\n\"train.lr\" = [0.1]\n[[zip]]\n\"train.lr\" = [0.2]\n"),
+                       "'train.lr' is swept twice: in [zip 1] and [zip 2]"));
+  EXPECT_TRUE(contains(bad("[[zip]]\n\"run.seed\" = [1]\n[[zip]]\n\"train.lr\" = [0.1, 0.2]\n\"train.epochs\" = [1]\n"),
+                       "[zip 2] lists must have equal lengths"));
+  EXPECT_TRUE(contains(bad("[grid]\n\"train.lr\" = [0.1]\n", {"train.lr=0.2"}), "'train.lr' is swept by the file"));
+  EXPECT_TRUE(contains(bad("[grid]\n\"train.lr\" = [0.1]\n", {"train.lrr=0.2"}), "train.lrr"));
+}
+
 TEST_F(SweepTest, SequentialRunsExecuteEachCommandThroughDsee) {
   // command = "config": each run prints its resolved recipe, a real
   // execution of the expanded command line without training anything.
