@@ -173,6 +173,7 @@ Recipe recipe_from_config(const Config& c) {
   r.train.label_smoothing = c.get_float("train.label_smoothing");
   r.train.length_buckets = c.get_bool("train.length_buckets");
   r.prune.kind = prune_kind_of(c.get_string("prune.kind"));
+  r.prune.criterion = prune_criterion_from_name(c.get_string("prune.criterion"));
   r.prune.p_adapt = c.get_float("prune.p_adapt");
   r.prune.p_rest = c.get_float("prune.p_rest");
   r.prune.heads_per_layer = c.get_int("prune.heads_per_layer");

@@ -19,6 +19,7 @@
 #include "base/config.h"
 #include "core/sparsity/grebsmo.h"
 #include "core/sparsity/omega.h"
+#include "core/sparsity/pruning.h"
 #include "core/train/lr_schedule.h"
 #include "core/train/trainer.h"
 #include "core/tuning/tuning.h"
@@ -109,6 +110,7 @@ struct Recipe {
   } train;
   struct {
     PruneKind kind = PruneKind::none;
+    PruneCriterion criterion = PruneCriterion::delta;
     double p_adapt = 0.3, p_rest = 0.3;
     std::int64_t heads_per_layer = 3;
   } prune;

@@ -146,8 +146,16 @@ const ConfigSchema& recipe_schema() {
            "of 50 batches, each sorted by length, the batches shuffled; docs/nlg-data.md), each cut to its longest "
            "row; false: the shuffled order cut into batches; other tasks: no effect"});
     s.add({"prune.kind", std::string("none"), "Pruning after training", {}, {}, {"none", "unstructured", "heads"}});
+    s.add({"prune.criterion",
+           std::string("delta"),
+           "How the adapted matrices' entries (unstructured) and the heads are scored: delta |ΔW| (DSEE), merged "
+           "|W + ΔW|, random (uniform, from run.seed); the other projections are always scored by |W|",
+           {},
+           {},
+           {"delta", "random", "merged"}});
     s.add(
-        {"prune.p_adapt", 0.3, "unstructured: fraction of the adapted matrices' entries removed (by |ΔW|)", 0.0, 1.0});
+        {"prune.p_adapt", 0.3, "unstructured: fraction of the adapted matrices' entries removed (by prune.criterion)",
+         0.0, 1.0});
     s.add({"prune.p_rest", 0.3, "unstructured: fraction of the other projections' entries removed (by |W|)", 0.0, 1.0});
     s.add({"prune.heads_per_layer", std::int64_t{3}, "heads: attention heads removed in every layer", 1.0});
     s.add({"retune.epochs", std::int64_t{3}, "Epochs of re-tuning with the pruning fixed (0: none)", 0.0});

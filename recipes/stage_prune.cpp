@@ -1,5 +1,6 @@
 // The prune stage (prune.kind = unstructured | heads): the pruning plan from
-// the trained update (|ΔW| pools, or head scores; core/sparsity/pruning.h) →
+// the trained update (pools or head scores under prune.criterion: |ΔW|,
+// |W + ΔW| or random; core/sparsity/pruning.h) →
 // masks.h5, applied to the model. Rank 0 computes and writes the plan, and
 // every rank takes it from masks.h5 (checked by fingerprint), whether it was
 // computed now or by an earlier run.
@@ -21,11 +22,13 @@ void stage_prune(Run& run) {
   if (stage_finished(run, Stage::prune)) return prune_plan_load(run);
   stage_required(run, Stage::prune);
   const auto start = StageClock::now();
+  // prune.criterion's random scores come from run.seed (pruning.h, 'Criteria').
+  const PruneScoring scoring{prune.criterion, std::uint64_t(run.recipe.run.seed)};
   root_writes(run.ranks, "computing the pruning plan", [&] {
     prune_plan_write(run.dir.masks(),
                      prune.kind == PruneKind::heads
-                         ? structured_plan(*run.model, run.tuning.get(), prune.heads_per_layer)
-                         : unstructured_plan(*run.model, run.tuning.get(), {prune.p_adapt, prune.p_rest}));
+                         ? structured_plan(*run.model, run.tuning.get(), prune.heads_per_layer, scoring)
+                         : unstructured_plan(*run.model, run.tuning.get(), {prune.p_adapt, prune.p_rest}, scoring));
   });
   prune_plan_load(run);
   nlohmann::json record = counts_of(run);

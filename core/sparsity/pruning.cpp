@@ -2,11 +2,13 @@
 #include "core/sparsity/pruning.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
 #include <cmath>
 #include <regex>
 
+#include "base/enum_names.h"
 #include "base/error.h"
 #include "base/shape_text.h"
 #include "core/model/pretrained_model.h"
@@ -49,26 +51,61 @@ bool is_prunable(const PretrainedModel& model, const std::string& module) {
 
 bool has_updates(ModelTuning* tuning) { return tuning != nullptr && !tuning->updates().empty(); }
 
-// The P_adapt blocks with their scores |ΔW| (zeros without updates).
-struct ScoredBlock {
+// A pool block with the update on its rows (null: ΔW = 0).
+struct UpdatedBlock {
   PoolBlock block;
-  at::Tensor score;  // [rows, in] CPU
+  SparseUpdate* update = nullptr;
 };
 
-std::vector<ScoredBlock> pool_adapt_scored(PretrainedModel& model, ModelTuning* tuning) {
-  std::vector<ScoredBlock> out;
+// The P_adapt blocks: the tuning's updates, or the default targets without.
+std::vector<UpdatedBlock> adapt_blocks(PretrainedModel& model, ModelTuning* tuning) {
+  std::vector<UpdatedBlock> out;
   if (has_updates(tuning)) {
     for (auto* update : tuning->updates()) {
       const auto& m = update->matrix;
-      out.push_back({{m.module, m.linear, m.row_offset, m.rows}, update->delta_weight().detach().abs().cpu()});
+      out.push_back({{m.module, m.linear, m.row_offset, m.rows}, update});
     }
     return out;
   }
   for (const auto& m : adapted_matrices(model, default_target_modules(model.config().family)))
-    out.push_back({{m.module, m.linear, m.row_offset, m.rows},
-                   at::zeros({m.rows, m.cols()}, at::TensorOptions().dtype(at::kFloat))});
+    out.push_back({{m.module, m.linear, m.row_offset, m.rows}, nullptr});
   return out;
 }
+
+// The entries' scores of `blocks` under `scoring` (pruning.h, 'Criteria'):
+// [rows, in] each, >= 0; delta and merged on the model's device, random on
+// the CPU. `unscaled_delta`: delta scores B·A + P_Ω(S) (the head scores).
+std::vector<at::Tensor> entry_scores(const std::vector<UpdatedBlock>& blocks, const PruneScoring& scoring,
+                                     bool unscaled_delta) {
+  std::vector<at::Tensor> out;
+  if (scoring.criterion == PruneCriterion::random) {
+    std::int64_t total = 0;
+    for (const auto& b : blocks) total += b.block.rows * b.block.linear->in_features();
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(scoring.seed);
+    generator.set_current_seed(scoring.seed);
+    const auto draw = at::rand({total}, generator, at::TensorOptions().dtype(at::kFloat));
+    std::int64_t at_entry = 0;
+    for (const auto& b : blocks) {
+      const auto n = b.block.rows * b.block.linear->in_features();
+      out.push_back(draw.narrow(0, at_entry, n).view({b.block.rows, b.block.linear->in_features()}));
+      at_entry += n;
+    }
+    return out;
+  }
+  for (const auto& b : blocks) {
+    const auto weight = b.block.linear->weight.detach().narrow(0, b.block.row_offset, b.block.rows);
+    if (scoring.criterion == PruneCriterion::merged)
+      out.push_back(b.update ? (weight + b.update->delta_weight().detach()).abs() : weight.abs());
+    else if (b.update)
+      out.push_back((unscaled_delta ? b.update->unscaled() : b.update->delta_weight()).detach().abs());
+    else
+      out.push_back(at::zeros({b.block.rows, weight.size(1)}, at::TensorOptions().dtype(at::kFloat)));
+  }
+  return out;
+}
+
+constexpr EnumName<PruneCriterion> kCriteria[] = {
+    {PruneCriterion::delta, "delta"}, {PruneCriterion::random, "random"}, {PruneCriterion::merged, "merged"}};
 
 // Rows of `module` in [offset, offset + rows) overlap a block of `blocks`.
 bool overlaps(const std::vector<PoolBlock>& blocks, const std::string& module, std::int64_t offset, std::int64_t rows) {
@@ -79,9 +116,16 @@ bool overlaps(const std::vector<PoolBlock>& blocks, const std::string& module, s
 
 }  // namespace
 
+PruneCriterion prune_criterion_from_name(const std::string& name) {
+  if (const auto criterion = enum_from_name(kCriteria, name)) return *criterion;
+  throw Error(fmt::format("unknown pruning criterion '{}': use 'delta', 'random' or 'merged'", name));
+}
+
+const char* prune_criterion_name(PruneCriterion criterion) { return enum_name(kCriteria, criterion); }
+
 std::vector<PoolBlock> pool_adapt(PretrainedModel& model, ModelTuning* tuning) {
   std::vector<PoolBlock> out;
-  for (auto& scored : pool_adapt_scored(model, tuning)) out.push_back(scored.block);
+  for (auto& b : adapt_blocks(model, tuning)) out.push_back(b.block);
   return out;
 }
 
@@ -144,16 +188,15 @@ std::vector<at::Tensor> pool_keep_masks(const std::vector<at::Tensor>& scores, d
   return keep;
 }
 
-PrunePlan unstructured_plan(PretrainedModel& model, ModelTuning* tuning, const UnstructuredLevels& levels) {
+PrunePlan unstructured_plan(PretrainedModel& model, ModelTuning* tuning, const UnstructuredLevels& levels,
+                            const PruneScoring& scoring) {
   std::vector<PoolBlock> blocks;
   std::vector<at::Tensor> keep;
   if (levels.p_adapt > 0.0) {
-    std::vector<at::Tensor> scores;
-    for (auto& scored : pool_adapt_scored(model, tuning)) {
-      blocks.push_back(scored.block);
-      scores.push_back(scored.score);
-    }
-    for (auto& k : pool_keep_masks(scores, levels.p_adapt)) keep.push_back(k);
+    const auto adapt = adapt_blocks(model, tuning);
+    for (const auto& b : adapt) blocks.push_back(b.block);
+    for (auto& k : pool_keep_masks(entry_scores(adapt, scoring, /*unscaled_delta=*/false), levels.p_adapt))
+      keep.push_back(k);
   }
   if (levels.p_rest > 0.0) {
     std::vector<at::Tensor> scores;
@@ -176,49 +219,55 @@ PrunePlan unstructured_plan(PretrainedModel& model, ModelTuning* tuning, const U
   return plan;
 }
 
-std::vector<at::Tensor> head_scores(PretrainedModel& model, ModelTuning* tuning) {
+std::vector<at::Tensor> head_scores(PretrainedModel& model, ModelTuning* tuning, const PruneScoring& scoring) {
   const auto& config = model.config();
   const auto head_dim = config.head_dim();
   std::vector<at::Tensor> scores;
   for (std::int64_t layer = 0; layer < config.num_layers; ++layer)
     scores.push_back(at::zeros({std::int64_t(config.kept_heads(layer).size())}, at::kDouble));
-  // Σ_j |X_ij| per row of a head-structured block → Σ per head of the layer.
-  const auto add_rows = [&](std::int64_t layer, const at::Tensor& block) {
-    const auto per_row = block.detach().abs().sum(1).to(at::kDouble).cpu();
-    scores[layer] += per_row.reshape({-1, scores[layer].size(0), head_dim}).sum(at::IntArrayRef{0, 2});
-  };
+  // The q/k/v blocks whose entries are scored: the tuning's updates on them,
+  // or query and value of every layer without a tuning (there ΔW = 0, and
+  // delta falls back to |W|, which is merged's score).
+  std::vector<UpdatedBlock> blocks;
+  auto entry_scoring = scoring;
   if (tuning == nullptr) {
     for (auto& [module, linear] : model.linears()) {
-      const auto layer = layer_of(module);
       if (is_fused_qkv(model, module)) {
         const auto third = linear->out_features() / 3;
-        add_rows(layer, linear->weight.narrow(0, 0, third));
-        add_rows(layer, linear->weight.narrow(0, 2 * third, third));
+        blocks.push_back({{module, linear, 0, third}, nullptr});
+        blocks.push_back({{module, linear, 2 * third, third}, nullptr});
       } else if (ends_with(module, "attention.self.query") || ends_with(module, "attention.self.value")) {
-        add_rows(layer, linear->weight);
+        blocks.push_back({{module, linear, 0, linear->out_features()}, nullptr});
       }
     }
-    return scores;
+    if (entry_scoring.criterion == PruneCriterion::delta) entry_scoring.criterion = PruneCriterion::merged;
+  } else {
+    for (auto* update : tuning->updates())
+      if (is_attention_input(model, update->matrix.module))
+        blocks.push_back(
+            {{update->matrix.module, update->matrix.linear, update->matrix.row_offset, update->matrix.rows}, update});
+    DSEE_CHECK(!blocks.empty(),
+               "head scores come from the update of the attention's query/value, but this {} tuning adapts no "
+               "query, key or value projection",
+               tuning_method_name(tuning->options().method));
   }
-  bool any = false;
-  for (auto* update : tuning->updates()) {
-    if (!is_attention_input(model, update->matrix.module)) continue;
-    add_rows(update->matrix.layer, update->unscaled());
-    any = true;
+  // Σ_j score_ij per row of a block (fp32) → Σ per head of the layer (fp64).
+  const auto entries = entry_scores(blocks, entry_scoring, /*unscaled_delta=*/true);
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
+    auto& layer_scores = scores[layer_of(blocks[i].block.module)];
+    const auto per_row = entries[i].sum(1).to(at::kDouble).cpu();
+    layer_scores += per_row.reshape({-1, layer_scores.size(0), head_dim}).sum(at::IntArrayRef{0, 2});
   }
-  DSEE_CHECK(any,
-             "head scores come from the update of the attention's query/value, but this {} tuning adapts no "
-             "query, key or value projection",
-             tuning_method_name(tuning->options().method));
   return scores;
 }
 
-PrunePlan structured_plan(PretrainedModel& model, ModelTuning* tuning, std::int64_t heads_per_layer) {
+PrunePlan structured_plan(PretrainedModel& model, ModelTuning* tuning, std::int64_t heads_per_layer,
+                          const PruneScoring& scoring) {
   const auto& config = model.config();
   DSEE_CHECK(heads_per_layer >= 0, "heads to remove per layer must be >= 0, got {}", heads_per_layer);
   PrunePlan plan;
   if (heads_per_layer == 0) return plan;
-  const auto scores = head_scores(model, tuning);
+  const auto scores = head_scores(model, tuning, scoring);
   for (std::int64_t layer = 0; layer < config.num_layers; ++layer) {
     const auto kept = config.kept_heads(layer);
     DSEE_CHECK(heads_per_layer < std::int64_t(kept.size()),
