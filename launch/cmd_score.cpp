@@ -27,13 +27,7 @@
 #include "core/train/nlg_scores.h"
 #include "data/unicode.h"
 #include "launch/commands.h"
-
-#ifndef DSEE_SOURCE_DIR
-#error "launch/CMakeLists.txt defines DSEE_SOURCE_DIR (the checkout, for launch/score_official.py)"
-#endif
-#ifndef DSEE_DEFAULT_PYTHON
-#error "launch/CMakeLists.txt defines DSEE_DEFAULT_PYTHON (the configured DSEE_PYTHON)"
-#endif
+#include "launch/python_scripts.h"
 
 namespace dsee {
 namespace {
@@ -118,13 +112,6 @@ std::vector<std::string> parse_metrics(const std::string& list, bool official) {
   return ordered;
 }
 
-// The Python of --official: $DSEE_PYTHON, else the one the build was
-// configured with (the checkout's .venv by default).
-std::string official_python() {
-  if (const char* python = std::getenv(env_vars::python); python != nullptr && *python != '\0') return python;
-  return DSEE_DEFAULT_PYTHON;
-}
-
 // Runs argv, returns its standard output; its standard error passes through.
 std::string run_capturing_stdout(const std::vector<std::string>& argv) {
   int pipe_fds[2];
@@ -204,7 +191,7 @@ Command score_command(CLI::App& app) {
             std::map<std::string, std::string> tools;
             if (options->official) {
               std::vector<std::string> argv = {
-                  official_python(), std::string(DSEE_SOURCE_DIR) + "/launch/score_official.py",
+                  project_python(),  project_script("score_official.py"),
                   "--hyp",           options->hyp,
                   "--metrics",       fmt::format("{}", fmt::join(metrics, ",")),
                   "--refs"};

@@ -1,7 +1,6 @@
 // dsee sweep: expand a sweep file (recipes/sweep.h) into runs and execute
 // them one after another in this allocation, or submit them as a Slurm job
-// array. dsee report: one table over the runs of a sweep (or any folder of
-// run directories), from each run's summary.json (recipes/report.h).
+// array. `dsee report` tabulates them (launch/cmd_report.cpp).
 //
 // Files written into <out_dir>/<sweep name>/:
 //   sweep.tsv       index, run name, run directory, the --set overrides
@@ -24,7 +23,6 @@
 #include "base/log.h"
 #include "launch/commands.h"
 #include "launch/sweep_sbatch.h"
-#include "recipes/report.h"
 #include "recipes/run_dir.h"
 #include "recipes/sweep.h"
 
@@ -149,26 +147,6 @@ Command sweep_command(CLI::App& app) {
                                 i, run.name));
             }
             DSEE_CHECK(failed == 0, "{} of {} runs failed (see the messages above)", failed, sweep.runs.size());
-            return 0;
-          }};
-}
-
-Command report_command(CLI::App& app) {
-  struct Options {
-    std::string dir;
-    std::string format = "table";
-  };
-  auto options = std::make_shared<Options>();
-  auto* sub = app.add_subcommand("report", "Tabulate the runs under a folder (e.g. a sweep) from their summary.json");
-  sub->add_option("dir", options->dir, "A sweep or runs folder")->required()->check(CLI::ExistingDirectory);
-  sub->add_option("--format", options->format, "table (aligned text), tsv or json")
-      ->check(CLI::IsMember({"table", "tsv", "json"}))
-      ->capture_default_str();
-  return {sub, [options] {
-            const ReportFormat format = options->format == "json"  ? ReportFormat::json
-                                        : options->format == "tsv" ? ReportFormat::tsv
-                                                                   : ReportFormat::table;
-            std::cout << report_text(options->dir, format);
             return 0;
           }};
 }
