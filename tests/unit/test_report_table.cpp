@@ -193,6 +193,11 @@ TEST_F(ReportTableTest, CommandLine) {
   EXPECT_TRUE(contains(run_dsee("report --table 1 --format tsv " + sw).output,
                        "--format tsv is not a table format; with --table the formats are markdown, csv and json"));
   EXPECT_TRUE(contains(run_dsee("report --plot " + sw).output, "--plot and --out need --table"));
+  // --plot without a usable Python: the table, then an error saying what --plot needs.
+  const auto no_python = run_dsee("report --table 1 --plot " + sw, "DSEE_PYTHON=/nonexistent/python ");
+  EXPECT_EQ(no_python.exit_code, 1);
+  EXPECT_TRUE(contains(no_python.output, "| lora |"));
+  EXPECT_TRUE(contains(no_python.output, "it needs the project's Python with matplotlib")) << no_python.output;
   // Without --table: the summaries' values as before.
   EXPECT_TRUE(contains(run_dsee("report --format tsv " + sw).output, "run\tdev.accuracy\t"));
 }
