@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/unicode_case.h"
+
 namespace dsee::unicode {
 
 // Replaces every maximal ill-formed subsequence of `bytes` by U+FFFD (the
@@ -47,7 +49,6 @@ bool is_nonspacing_mark(char32_t c);  // Mn
 
 // Canonical decomposition with canonical ordering (NFD).
 std::u32string nfd(std::u32string_view text);
-// Full lower-case mapping (U+0130 becomes "i̇", two code points).
-void append_lower(std::u32string& out, char32_t c);
+// Lower-casing (append_lower) is base/unicode_case.h's, shared with the scorers.
 
 }  // namespace dsee::unicode

@@ -7,18 +7,19 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <utf8proc.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "base/error.h"
+#include "base/unicode_case.h"
 
 namespace dsee {
 namespace {
@@ -429,6 +430,7 @@ std::pair<std::int64_t, std::int64_t> translation_edit_rate(const std::u32string
 std::string text_lower(std::string_view text) {
   std::string out;
   out.reserve(text.size());
+  std::u32string lowered;  // one code point's mapping (base/unicode_case.h)
   std::size_t i = 0;
   while (i < text.size()) {
     const auto byte = static_cast<unsigned char>(text[i]);
@@ -442,14 +444,11 @@ std::string text_lower(std::string_view text) {
     const char32_t c = next_code_point(text, i, valid);
     if (!valid) {
       out.push_back(text[at]);
-    } else if (c == 0x130) {
-      // The one unconditional full lower-case mapping longer than one code
-      // point (SpecialCasing.txt); utf8proc maps simple cases only.
-      append_utf8(out, U'i');
-      append_utf8(out, 0x307);
-    } else {
-      append_utf8(out, static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(c))));
+      continue;
     }
+    lowered.clear();
+    unicode::append_lower(lowered, c);
+    for (const char32_t l : lowered) append_utf8(out, l);
   }
   return out;
 }
