@@ -188,6 +188,9 @@ std::vector<ReportRun> sweep_runs(const fs::path& tsv, const fs::path& root) {
       const Config config = template_text.empty() ? Config::defaults(recipe_schema(), overrides[i])
                                                   : Config::parse(recipe_schema(), template_text, source, overrides[i]);
       runs[i].config = recipe_lines(config.to_toml());
+      // Only the keys config.toml records (not run.lock, run.stages).
+      const auto recorded = recipe_lines(template_text.empty() ? config.to_toml() : template_text);
+      std::erase_if(runs[i].config, [&](const auto& entry) { return !recorded.count(entry.first); });
     } catch (const Error& e) {
       throw Error(fmt::format("{}: cannot resolve the recipe of run {} from its overrides: {}", tsv.string(),
                               runs[i].label, e.what()));
@@ -350,6 +353,10 @@ std::vector<ReportRun> report_runs_find(const std::vector<fs::path>& dirs) {
       for (const auto& dir : found)
         if (auto run = run_read(dir, root)) runs.push_back(std::move(*run));
     }
+    // Several folders: each run's label starts with its folder's name, so two sweeps' runs stay apart.
+    const auto folder = root.filename().empty() ? root.parent_path().filename() : root.filename();
+    if (dirs.size() > 1)
+      for (auto i = before; i < runs.size(); ++i) runs[i].label = (folder / runs[i].label).string();
     DSEE_CHECK(runs.size() > before,
                "'{}' holds no sweep.tsv and no run directory (a folder with config.toml), in it or two levels below",
                root.string());
@@ -366,13 +373,16 @@ ReportTable report_table_build(const ReportSpec& spec, std::vector<ReportRun> ru
   std::set<std::string> excluded(spec.replicates.begin(), spec.replicates.end());
   excluded.insert(spec.ignore.begin(), spec.ignore.end());
   excluded.insert({spec.column, "run.name", "run.out_dir"});
+  // Keys every run records (a key newer than some runs' config.toml makes no rows).
   std::set<std::string> differing;
-  for (const auto& run : runs)
-    for (const auto& [key, value] : run.config)
-      if (!excluded.count(key) && value_of(run, key) != value_of(runs.front(), key)) differing.insert(key);
-  for (const auto& run : runs)  // a key the first run lacks
-    for (const auto& [key, value] : runs.front().config)
-      if (!excluded.count(key) && value_of(run, key) != value) differing.insert(key);
+  for (const auto& [key, value] : runs.front().config) {
+    bool everywhere = !excluded.count(key), differs = false;
+    for (const auto& run : runs) {
+      everywhere = everywhere && run.config.count(key);
+      differs = differs || (everywhere && run.config.at(key) != value);
+    }
+    if (everywhere && differs) differing.insert(key);
+  }
   const auto splits = [&](const std::string& key) {
     std::map<std::string, std::string> seen;  // column and the row keys' values → the key's first value
     for (const auto& run : runs) {

@@ -53,7 +53,7 @@ const char* run_status_name(RunStatus status);
 // One run of the table: listed in a sweep.tsv or found as a run directory.
 struct ReportRun {
   std::filesystem::path dir;
-  std::string label;                          // the path under the folder given on the command line
+  std::string label;  // the path under the folder given (with several folders, under its parent)
   std::map<std::string, std::string> config;  // resolved recipe key → value as config.toml writes it
   RunStatus status = RunStatus::missing;
   nlohmann::json summary;   // when finished
