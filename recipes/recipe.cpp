@@ -142,6 +142,7 @@ Recipe recipe_from_config(const Config& c) {
   r.tuning.alpha = c.get_float("tuning.alpha");
   r.tuning.dropout = c.get_float("tuning.dropout");
   r.tuning.target_modules = c.get_strings("tuning.target_modules");
+  r.tuning.init_from = c.get_string("tuning.init_from");
   r.omega.c = c.get_int("omega.c");
   r.omega.method = omega_method_from_name(c.get_string("omega.method"));
   r.omega.variant = grebsmo_variant_from_name(c.get_string("omega.variant"));

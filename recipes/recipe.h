@@ -80,6 +80,7 @@ struct Recipe {
     std::int64_t rank = 16;
     double alpha = 32.0, dropout = 0.0;
     std::vector<std::string> target_modules;
+    std::string init_from;  // a finished run directory (recipes/init_from.h); empty: a fresh update
   } tuning;
   struct {
     std::int64_t c = 16;

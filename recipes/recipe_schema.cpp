@@ -97,6 +97,10 @@ const ConfigSchema& recipe_schema() {
     s.add({"tuning.dropout", 0.0, "Dropout on the update's input while training", 0.0, 1.0});
     s.add({"tuning.target_modules", std::vector<std::string>{},
            "Adapted projections by HF module-name pattern (suffix, re:REGEX, GPT-2 c_attn:q); empty: query and value"});
+    s.add({"tuning.init_from", std::string(""),
+           "A finished run directory whose final trainable tensors (trainable-retune or -train.safetensors) this "
+           "run's update starts from; same tuning.method, rank and target_modules (dsee: same omega.* keys, and Ω "
+           "is copied from it); task-head tensors of another shape start fresh; empty: a fresh update"});
     s.add({"omega.c", std::int64_t{16}, "Entries of the sparse update S per adapted matrix", 0.0});
     s.add({"omega.method", std::string("grebsmo"), "How Ω is chosen", {}, {}, {"grebsmo", "magnitude", "random"}});
     s.add({"omega.variant", std::string("reference"), "GreBsmo variant", {}, {}, {"reference", "tolerance"}});

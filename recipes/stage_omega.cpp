@@ -2,13 +2,16 @@
 // omega.h5. Rank 0 computes Ω, or with omega.split_across_ranks every rank
 // computes its share of the matrices and the rows are gathered; rank 0
 // writes omega.h5, and every rank takes Ω from that file (checked by
-// fingerprint), whether it was computed now or by an earlier run.
+// fingerprint), whether it was computed now or by an earlier run. With
+// tuning.init_from the source run's omega.h5 is copied instead
+// (init_from.h).
 #include <spdlog/spdlog.h>
 
 #include "core/sparsity/omega_file.h"
 #include "core/tuning/adapted.h"
 #include "data/distributed_sampler.h"
 #include "distributed/coordinator.h"
+#include "recipes/init_from.h"
 #include "recipes/stages.h"
 
 namespace dsee {
@@ -57,6 +60,12 @@ std::vector<OmegaEntry> omega_select_across_ranks(const Ranks& ranks, const std:
   return out;
 }
 
+std::vector<OmegaExpected> omega_expected(Run& run) {
+  std::vector<OmegaExpected> expected;
+  for (const auto& m : matrices_of(run)) expected.push_back({m.name, m.rows, m.cols()});
+  return expected;
+}
+
 OmegaFileInfo omega_info_of(const OmegaOptions& o) {
   return {omega_method_name(o.method), grebsmo_variant_name(o.grebsmo.variant), o.seed, o.c};
 }
@@ -64,9 +73,7 @@ OmegaFileInfo omega_info_of(const OmegaOptions& o) {
 }  // namespace
 
 void omega_load(Run& run) {
-  const auto matrices = matrices_of(run);
-  std::vector<OmegaExpected> expected;
-  for (const auto& m : matrices) expected.push_back({m.name, m.rows, m.cols()});
+  const auto expected = omega_expected(run);
   read_on_every_rank(run.ranks, run.dir.omega(), "reading omega.h5",
                      [&] { run.omega = omega_read(run.dir.omega(), expected); });
 }
@@ -77,6 +84,15 @@ void stage_omega(Run& run) {
   if (stage_finished(run, Stage::omega)) return omega_load(run);
   stage_required(run, Stage::omega);
   const auto start = StageClock::now();
+  if (!run.recipe.tuning.init_from.empty()) {
+    // The S values of tuning.init_from sit on its Ω (its omega.* keys equal ours).
+    const auto source = RunDir(init_source_check(run).dir).omega();
+    root_writes(run.ranks, "copying Ω of tuning.init_from",
+                [&] { omega_write(run.dir.omega(), omega_read(source, omega_expected(run)), run.omega_info); });
+    omega_load(run);
+    return stage_record(run, Stage::omega,
+                        {{"matrices", run.omega.size()}, {"from", source.string()}, {"seconds", seconds_since(start)}});
+  }
   std::vector<NamedMatrix> matrices;
   for (const auto& m : matrices_of(run)) matrices.push_back({m.name, m.weight()});
   auto options = recipe_omega_options(run.recipe);

@@ -1,7 +1,8 @@
 // The training stages, train and retune (retune.epochs > 0 after pruning):
 // the trainer (core/train/trainer.h) over the task's training split, with
 // checkpoints and a resume from the newest one (train_checkpoints.h), stop
-// signals, the best evaluation, and the data-parallel hooks. The stage ends
+// signals, the best evaluation, the data-parallel hooks, and tuning.init_from's
+// tensors when train starts afresh (init_from.h). The stage ends
 // with trainable-<stage>.safetensors and its record.
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -17,6 +18,7 @@
 #include "distributed/fingerprint.h"
 #include "distributed/gradient_sync.h"
 #include "distributed/stop_signal.h"
+#include "recipes/init_from.h"
 #include "recipes/stages.h"
 #include "recipes/test_hooks.h"
 #include "recipes/train_checkpoints.h"
@@ -158,6 +160,8 @@ nlohmann::json train(Run& run, Stage stage) {
   if (resume)
     spdlog::info("{}: resuming {} from {} (step {} of {})", run.dir.name(), stage_name(stage),
                  fs::relative(checkpoints.resumed_from(), run.dir.path()).string(), resume->step, total);
+  else if (stage == Stage::train && !recipe.tuning.init_from.empty())
+    init_from_apply(run);  // a resumed stage has its checkpoint's tensors instead
 
   auto* model = run.model.get();
   auto* tuning = run.tuning.get();
