@@ -157,9 +157,8 @@ const ConfigSchema& recipe_schema() {
            {},
            {},
            {"delta", "random", "merged"}});
-    s.add(
-        {"prune.p_adapt", 0.3, "unstructured: fraction of the adapted matrices' entries removed (by prune.criterion)",
-         0.0, 1.0});
+    s.add({"prune.p_adapt", 0.3, "unstructured: fraction of the adapted matrices' entries removed (by prune.criterion)",
+           0.0, 1.0});
     s.add({"prune.p_rest", 0.3, "unstructured: fraction of the other projections' entries removed (by |W|)", 0.0, 1.0});
     s.add({"prune.heads_per_layer", std::int64_t{3}, "heads: attention heads removed in every layer", 1.0});
     s.add({"retune.epochs", std::int64_t{3}, "Epochs of re-tuning with the pruning fixed (0: none)", 0.0});
