@@ -25,6 +25,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <fstream>
 
 #include "base/error.h"
@@ -75,6 +76,7 @@ nlohmann::json options_json(const DemoOptions& o) {
           {"teacher_rank", o.teacher_rank},
           {"teacher_lowrank_std", o.teacher_lowrank_std},
           {"teacher_sparse_scale", o.teacher_sparse_scale},
+          {"teacher_margin", o.teacher_margin},
           {"omega",
            {{"method", omega_method_name(o.omega.method)},
             {"c", o.omega.c},
@@ -134,8 +136,13 @@ DemoData demo_prepare(const DemoOptions& options, const fs::path& dir) {
   auto model = model_load(demo_pretrained_dir(dir));
   DemoData data;
   data.pretrained_dir = demo_pretrained_dir(dir);
-  data.train_ids = demo_token_sequences(spec, options.train_size, 0);
-  data.dev_ids = demo_token_sequences(spec, options.dev_size, 1);
+  // With teacher_margin m, 1/(1 − m) times the sequences are drawn and those
+  // nearest the teacher's boundary are dropped below.
+  const auto drawn = [&](std::int64_t size) {
+    return static_cast<std::int64_t>(std::ceil(double(size) / (1.0 - options.teacher_margin)));
+  };
+  data.train_ids = demo_token_sequences(spec, drawn(options.train_size), 0);
+  data.dev_ids = demo_token_sequences(spec, drawn(options.dev_size), 1);
   const double median = logit_difference(*model, data.train_ids).median().item<double>();
   for (auto& [name, tensor] : tensors)
     if (name == "classifier.bias") tensor[1] -= median;
@@ -164,10 +171,21 @@ DemoData demo_prepare(const DemoOptions& options, const fs::path& dir) {
   // The teacher's own head bias splits the training sequences in half.
   const auto teacher_train = logit_difference(*model, data.train_ids);
   const double teacher_median = teacher_train.median().item<double>();
-  data.train_labels = (teacher_train > teacher_median).to(at::kLong);
-  data.dev_labels = (logit_difference(*model, data.dev_ids) > teacher_median).to(at::kLong);
+  auto teacher_dev = logit_difference(*model, data.dev_ids);
+  // teacher_margin: keep the `size` sequences farthest from the boundary, in drawn order.
+  const auto keep = [&](const at::Tensor& difference, std::int64_t size) {
+    const auto order = (difference - teacher_median).abs().argsort(/*stable=*/true, /*dim=*/0, /*descending=*/true);
+    return std::get<0>(order.narrow(0, 0, size).sort());
+  };
+  const auto train_kept = keep(teacher_train, options.train_size);
+  const auto dev_kept = keep(teacher_dev, options.dev_size);
+  data.train_ids = data.train_ids.index_select(0, train_kept);
+  data.dev_ids = data.dev_ids.index_select(0, dev_kept);
+  teacher_dev = teacher_dev.index_select(0, dev_kept);
+  data.train_labels = (teacher_train.index_select(0, train_kept) > teacher_median).to(at::kLong);
+  data.dev_labels = (teacher_dev > teacher_median).to(at::kLong);
   data.pretrained_dev_accuracy =
-      (pretrained_dev.to(at::kLong) == data.dev_labels).to(at::kDouble).mean().item<double>();
+      (pretrained_dev.index_select(0, dev_kept).to(at::kLong) == data.dev_labels).to(at::kDouble).mean().item<double>();
   data.positive_fraction = (data.train_labels.sum().item<double>() + data.dev_labels.sum().item<double>()) /
                            double(options.train_size + options.dev_size);
 

@@ -30,6 +30,7 @@ struct DemoOptions {
   std::int64_t teacher_rank = 2;      // rank of the planted low-rank part
   double teacher_lowrank_std = 0.05;  // entry std of the planted low-rank part
   double teacher_sparse_scale = 0.5;  // magnitude of the planted sparse entries
+  double teacher_margin = 0.0;        // fraction of drawn sequences nearest the teacher's boundary dropped, [0, 1)
   OmegaOptions omega;                 // must equal the run's Ω options (c, method, variant, seed)
 };
 

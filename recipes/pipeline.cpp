@@ -59,6 +59,7 @@ DemoOptions demo_options_of(const Recipe& recipe) {
   o.teacher_rank = recipe.task.teacher_rank;
   o.teacher_lowrank_std = recipe.task.teacher_lowrank_std;
   o.teacher_sparse_scale = recipe.task.teacher_sparse_scale;
+  o.teacher_margin = recipe.task.teacher_margin;
   o.omega = recipe_omega_options(recipe);
   o.omega.method = OmegaMethod::grebsmo;  // the teacher plants on GreBsmo's Ω whatever the arm uses
   o.omega.c = std::max<std::int64_t>(o.omega.c, 1);

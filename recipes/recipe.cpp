@@ -137,6 +137,7 @@ Recipe recipe_from_config(const Config& c) {
   r.task.teacher_rank = c.get_int("task.teacher_rank");
   r.task.teacher_lowrank_std = c.get_float("task.teacher_lowrank_std");
   r.task.teacher_sparse_scale = c.get_float("task.teacher_sparse_scale");
+  r.task.teacher_margin = c.get_float("task.teacher_margin");
   r.tuning.method = tuning_method_from_name(c.get_string("tuning.method"));
   r.tuning.rank = c.get_int("tuning.rank");
   r.tuning.alpha = c.get_float("tuning.alpha");

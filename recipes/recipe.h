@@ -58,8 +58,8 @@ struct Recipe {
     bool checkpoint_on_signal = true;
     std::vector<Stage> stages;         // names known and in pipeline order; empty: every configured stage
     std::vector<std::string> compare;  // the arms' texts (compare.h)
-    bool lock = true;
     std::int64_t compare_seeds = 1;    // runs of each arm, seeds run.seed, run.seed + 1, ...
+    bool lock = true;
   } run;
   struct {
     std::string path;  // empty: the demo's generated model
@@ -71,10 +71,11 @@ struct Recipe {
     std::string test_file;  // data-to-text tasks: decoded by the eval stage when eval.splits lists "test"
     std::int64_t max_seq_length = 128;
     std::int64_t train_size = 2048, dev_size = 512;  // the demo's
-  } task;
-    std::int64_t teacher_rank = 2;      // the demo's teacher (recipes/demo_data.h)
+    std::int64_t teacher_rank = 2;                   // the demo's teacher (recipes/demo_data.h)
     double teacher_lowrank_std = 0.05;
     double teacher_sparse_scale = 0.5;
+    double teacher_margin = 0.0;
+  } task;
   struct {
     TuningMethod method = TuningMethod::dsee;
     std::int64_t rank = 16;

@@ -81,11 +81,14 @@ const ConfigSchema& recipe_schema() {
     s.add({"task.train_size", std::int64_t{2048}, "demo: training sequences", 1.0});
     s.add({"task.dev_size", std::int64_t{512}, "demo: dev sequences", 1.0});
     s.add({"task.teacher_rank", std::int64_t{2}, "demo: rank of the teacher's planted low-rank update", 1.0});
-    s.add({"task.teacher_lowrank_std", 0.05,
-           "demo: entry standard deviation of the teacher's planted low-rank update", 0.0});
-    s.add({"task.teacher_sparse_scale", 0.5,
-           "demo: magnitude of the teacher's planted sparse entries (±, on GreBsmo's Ω of the adapted matrices)",
+    s.add({"task.teacher_lowrank_std", 0.05, "demo: entry standard deviation of the teacher's planted low-rank update",
            0.0});
+    s.add({"task.teacher_sparse_scale", 0.5,
+           "demo: magnitude of the teacher's planted sparse entries (±, on GreBsmo's Ω of the adapted matrices)", 0.0});
+    s.add({"task.teacher_margin", 0.0,
+           "demo: fraction of the drawn sequences nearest the teacher's decision boundary that are dropped (train "
+           "and dev), so accuracy measures the learned update rather than ties at the boundary",
+           0.0, 0.9});
     s.add({"tuning.method",
            std::string("dsee"),
            "dsee (low rank + sparse on Ω), lora, or full fine-tuning",

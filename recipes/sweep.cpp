@@ -167,15 +167,28 @@ Sweep sweep_load(const std::filesystem::path& file, const std::vector<std::strin
       rest /= radix[a];
     }
     std::vector<std::pair<std::string, std::string>> assigned;
-    std::size_t axis = 0;
-    for (const auto& [key, values] : grid) assigned.emplace_back(key, values[digit[axis++]]);
-    for (const auto& group : zips) {
-      for (const auto& [key, values] : group) assigned.emplace_back(key, values[digit[axis]]);
-      ++axis;
-    }
     SweepRun run;
     run.name = fmt::format("{:03d}", index);
-    for (const auto& [key, value] : assigned) run.name += fmt::format("-{}={}", name_part(leaf(key)), name_part(value));
+    const auto name_add = [&](const std::string& key, const std::string& value) {
+      run.name += fmt::format("-{}={}", name_part(leaf(key)), name_part(value));
+    };
+    std::size_t axis = 0;
+    for (const auto& [key, values] : grid) {
+      assigned.emplace_back(key, values[digit[axis++]]);
+      name_add(key, assigned.back().second);
+    }
+    for (const auto& group : zips) {
+      for (const auto& [key, values] : group) {
+        assigned.emplace_back(key, values[digit[axis]]);
+        // A path in a zip group rides along with the group's other keys (a
+        // task's data folder with task.name): they name the run without it.
+        if (group.size() == 1 || assigned.back().second.find('/') == std::string::npos)
+          name_add(key, assigned.back().second);
+      }
+      ++axis;
+    }
+    // The index keeps names distinct; the cut keeps them a directory name.
+    if (run.name.size() > 160) run.name.resize(160);
     run.run_dir = sweep.out_dir / run.name;
     // The sweep's overrides first: its run.out_dir (if any) only moves the
     // sweep's folder, which the two after them name.

@@ -21,7 +21,8 @@
 //
 // Runs are numbered in a fixed order: grid keys sorted by name, the last key
 // varying fastest, the zip axes after them in the file's order. Run i is named
-// "<i, 3 digits>-<leaf>=<value>-..." over the swept keys, and runs with the
+// "<i, 3 digits>-<leaf>=<value>-..." over the swept keys (a value holding a
+// '/' in a zip group of several keys left out; at most 160 characters), and runs with the
 // sweep's own overrides (`dsee sweep FILE --set paths.models=/data/models`:
 // every run, and the base recipe the sweep reads out_dir from), then
 // --set run.out_dir=<out_dir>/<name> --set run.name=<that name>, then one

@@ -50,5 +50,32 @@ TEST(DemoData, TeacherLabelsDifferFromThePretrainedModelAndAreBalanced) {
   std::system(("rm -rf '" + dir.string() + "'").c_str());
 }
 
+TEST(DemoData, TeacherMarginKeepsTheSequencesFarthestFromTheBoundary) {
+  // With margin m, 1/(1 − m) times the sequences are drawn (the first ones
+  // are those drawn without it) and the ones nearest the boundary dropped.
+  const fs::path dir = fs::temp_directory_path() / ("dsee-demo-margin-" + std::to_string(getpid()));
+  auto options = small_options();
+  options.teacher_margin = 0.5;
+  const auto kept = demo_prepare(options, dir / "kept");
+  auto all = options;
+  all.teacher_margin = 0.0;
+  all.train_size = 512;
+  all.dev_size = 256;
+  const auto drawn = demo_prepare(all, dir / "all");
+  EXPECT_EQ(kept.train_ids.size(0), 256);
+  EXPECT_EQ(kept.dev_ids.size(0), 128);
+  EXPECT_GT(kept.positive_fraction, 0.4);
+  EXPECT_LT(kept.positive_fraction, 0.6);
+  // Every kept training sequence is one of the drawn ones, in drawn order, with its label.
+  const auto eq = (kept.train_ids.unsqueeze(1) == drawn.train_ids.unsqueeze(0)).all(2);  // [kept, drawn]
+  const auto [found, where] = eq.max(1);
+  EXPECT_TRUE(found.all().item<bool>());
+  EXPECT_TRUE(at::equal(where, std::get<0>(where.sort())));
+  EXPECT_TRUE(at::equal(kept.train_labels, drawn.train_labels.index_select(0, where)));
+  // Half dropped: the untuned model agrees with the teacher more often far from its boundary.
+  EXPECT_GT(kept.pretrained_dev_accuracy, drawn.pretrained_dev_accuracy);
+  std::system(("rm -rf '" + dir.string() + "'").c_str());
+}
+
 }  // namespace
 }  // namespace dsee

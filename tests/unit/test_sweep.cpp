@@ -86,8 +86,8 @@ TEST_F(SweepTest, ZipGroupsAreAxesOfTheirOwnAndOverridesReachEveryRun) {
                                         "\"tuning.rank\" = [16, 8]\n");
   const Sweep sweep = sweep_load(file, {"paths.data=/scratch/glue"});
   ASSERT_EQ(sweep.runs.size(), 8u);
-  EXPECT_EQ(sweep.runs[0].name, "000-seed=1-data_dir=__paths.data__RTE-name=rte-method=lora-rank=16");
-  EXPECT_EQ(sweep.runs[3].name, "003-seed=1-data_dir=__paths.data__SST-2-name=sst2-method=dsee-rank=8");
+  EXPECT_EQ(sweep.runs[0].name, "000-seed=1-name=rte-method=lora-rank=16");
+  EXPECT_EQ(sweep.runs[3].name, "003-seed=1-name=sst2-method=dsee-rank=8");
   EXPECT_THAT(sweep.runs[3].overrides,
               testing::ElementsAre("paths.data=/scratch/glue", "run.out_dir=" + (dir_ / "runs" / "t").string(),
                                    "run.name=" + sweep.runs[3].name, "run.seed=1", "task.data_dir=${paths.data}/SST-2",
