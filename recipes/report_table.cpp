@@ -428,6 +428,24 @@ ReportTable report_table_build(const ReportSpec& spec, std::vector<ReportRun> ru
     run.row = row.label;
     run.column = column;
   }
+  // Rows grouped by their keys in order, each key's values in the order they first come:
+  // Figure 2's Ω methods each with their c, not the sweep's c-major order.
+  std::map<std::string, std::vector<std::string>> value_order;
+  for (const auto& row : table.rows)
+    for (const auto& [key, value] : row.keys) {
+      auto& order = value_order[key];
+      if (std::find(order.begin(), order.end(), value) == order.end()) order.push_back(value);
+    }
+  const auto rank = [&](const ReportRow& row) {
+    std::vector<std::size_t> out;
+    for (const auto& key : table.row_keys) {
+      const auto& order = value_order[key];
+      out.push_back(std::find(order.begin(), order.end(), row.keys.at(key)) - order.begin());
+    }
+    return out;
+  };
+  std::stable_sort(table.rows.begin(), table.rows.end(),
+                   [&](const ReportRow& a, const ReportRow& b) { return rank(a) < rank(b); });
 
   // Each column's metrics: the spec's ("main": the task's main metric), those the finished runs have.
   for (const auto& column : table.columns) {
@@ -567,13 +585,18 @@ std::string report_table_markdown(const ReportTable& table) {
   }
   if (!table.unfinished.empty()) {
     out += "\nUnfinished runs (counted in their cells, not in the means):\n";
+    // The first 20 of each status by name; the rest counted (the CSV and JSON list every run).
+    std::map<RunStatus, std::size_t> listed;
     for (const auto& [label, status] : table.unfinished) {
+      if (++listed[status] > 20) continue;
       const char* why = status == RunStatus::missing   ? "listed in sweep.tsv, not started"
                         : status == RunStatus::running ? "its process holds the run's lock"
                                                        : "no summary.json and no process holds its lock: it failed "
                                                          "or was stopped; re-run the sweep to finish it";
       out += fmt::format("- {}: {} ({})\n", run_status_name(status), label, why);
     }
+    for (const auto& [status, count] : listed)
+      if (count > 20) out += fmt::format("- … and {} more {} runs\n", count - 20, run_status_name(status));
   }
   return out;
 }

@@ -132,6 +132,26 @@ TEST_F(ReportTableTest, AKeySweptWithinOneMethodMakesRows) {
   EXPECT_EQ(t.rows[2].label, "full lr=2e-05");
 }
 
+TEST_F(ReportTableTest, RowsAreGroupedByTheirKeysAndLongFootersCounted) {
+  // Swept c-major (as Figure 2's sweep names its keys), printed method-major; 24 runs never started.
+  int i = 0;
+  for (const std::string c : {"8", "16"})
+    for (const std::string method : {"grebsmo", "random"})
+      for (int seed = 1; seed <= 6; ++seed)
+        add_run("sw", fmt::format("{:03d}", i++),
+                {"omega.c=" + c, "omega.method=" + method, fmt::format("run.seed={}", seed)}, "missing");
+  const auto t = table(report_spec_builtins().back().second);
+  std::vector<std::string> labels;
+  for (const auto& row : t.rows) labels.push_back(row.label);
+  EXPECT_EQ(labels, (std::vector<std::string>{"omega=grebsmo c=8", "omega=grebsmo c=16", "omega=random c=8",
+                                              "omega=random c=16"}));
+  const auto markdown = report_table_markdown(t);
+  EXPECT_TRUE(contains(markdown, "| omega=random c=16 | - (0 of 6; 6 missing) |")) << markdown;
+  EXPECT_TRUE(contains(markdown, "- missing: 019 (")) << markdown;
+  EXPECT_FALSE(contains(markdown, "- missing: 020 ("));
+  EXPECT_TRUE(contains(markdown, "- … and 4 more missing runs\n"));
+}
+
 TEST_F(ReportTableTest, MissingRunningAndFailedRunsAreCountedNotDropped) {
   add_run("sw", "000-seed=1", {"tuning.method=lora", "run.seed=1"}, "finished", 0.75);
   add_run("sw", "001-seed=2", {"tuning.method=lora", "run.seed=2"}, "failed");
