@@ -191,10 +191,8 @@ Command score_command(CLI::App& app) {
             std::map<std::string, std::string> tools;
             if (options->official) {
               std::vector<std::string> argv = {
-                  project_python(),  project_script("score_official.py"),
-                  "--hyp",           options->hyp,
-                  "--metrics",       fmt::format("{}", fmt::join(metrics, ",")),
-                  "--refs"};
+                  project_python(), project_script("score_official.py"),        "--hyp", options->hyp,
+                  "--metrics",      fmt::format("{}", fmt::join(metrics, ",")), "--refs"};
               argv.insert(argv.end(), options->refs.begin(), options->refs.end());
               if (options->case_sensitive) argv.emplace_back("--case-sensitive");
               const auto out = run_capturing_stdout(argv);
