@@ -16,16 +16,21 @@ namespace dsee {
 
 namespace fs = std::filesystem;
 
+std::vector<fs::path> report_run_folders(const fs::path& root, const std::string& marker) {
+  std::vector<fs::path> found;
+  if (fs::exists(root / marker)) found.push_back(root);
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
+    if (it.depth() > 1) it.disable_recursion_pending();
+    if (it->is_directory() && fs::exists(it->path() / marker)) found.push_back(it->path());
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
 std::string report_text(const fs::path& root, ReportFormat format) {
   // Runs: DIR itself and its subfolders, two levels deep, with a summary.json
   // (a run.compare folder's own summary.json only lists its arms, which are rows of their own).
-  std::vector<fs::path> runs;
-  if (fs::exists(RunDir(root).summary())) runs.push_back(root);
-  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
-    if (it.depth() > 1) it.disable_recursion_pending();
-    if (it->is_directory() && fs::exists(RunDir(it->path()).summary())) runs.push_back(it->path());
-  }
-  std::sort(runs.begin(), runs.end());
+  const std::vector<fs::path> runs = report_run_folders(root, RunDir(root).summary().filename().string());
   DSEE_CHECK(!runs.empty(), "no run under '{}' has a summary.json (is the sweep finished?)", root.string());
   // Columns: run, then every scalar of the summaries (nested objects as dotted names), first-seen order.
   std::vector<std::string> columns = {"run"};

@@ -11,10 +11,15 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace dsee {
 
 enum class ReportFormat { table, tsv, json };
+
+// `root` and its subfolders, one and two levels below, that hold a file
+// named `marker` ("summary.json", "config.toml"), in sorted order.
+std::vector<std::filesystem::path> report_run_folders(const std::filesystem::path& root, const std::string& marker);
 
 // The report as text: an aligned table, tab-separated values, or the
 // summaries as one JSON array. dsee::Error when no finished run is found.

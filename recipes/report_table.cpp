@@ -18,6 +18,7 @@
 #include "base/files.h"
 #include "recipes/recipe.h"
 #include "recipes/recipe_schema.h"
+#include "recipes/report.h"
 #include "recipes/run_dir.h"
 #include "recipes/seed_stats.h"
 #include "recipes/task_data.h"
@@ -343,14 +344,7 @@ std::vector<ReportRun> report_runs_find(const std::vector<fs::path>& dirs) {
     for (const auto& tsv : sweeps)
       for (auto& run : sweep_runs(tsv, root)) runs.push_back(std::move(run));
     if (sweeps.empty()) {
-      std::vector<fs::path> found;
-      if (fs::exists(RunDir(root).config())) found.push_back(root);
-      for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
-        if (it.depth() > 1) it.disable_recursion_pending();
-        if (it->is_directory() && fs::exists(RunDir(it->path()).config())) found.push_back(it->path());
-      }
-      std::sort(found.begin(), found.end());
-      for (const auto& dir : found)
+      for (const auto& dir : report_run_folders(root, RunDir(root).config().filename().string()))
         if (auto run = run_read(dir, root)) runs.push_back(std::move(*run));
     }
     // Several folders: each run's label starts with its folder's name, so two sweeps' runs stay apart.
