@@ -27,32 +27,33 @@ const std::string kDemo = std::string(DSEE_SOURCE_DIR) + "/recipes/demo.toml";
 
 std::string small(const fs::path& out) {
   return " --set run.out_dir=" + out.string() +
-         " --set task.train_size=128 --set task.dev_size=64 --set train.epochs=1 --set retune.epochs=1";
+         " --set task.train_size=128 --set task.dev_size=64 --set train.epochs=1 --set retune.epochs=1"
+         " --set run.compare_seeds=1";
 }
 
 TEST(Pipeline, DemoRunsEveryArmAndPrintsTheTable) {
   const fs::path out = fs::temp_directory_path() / ("dsee-pipeline-" + std::to_string(getpid()));
   const auto r = run_dsee("run " + kDemo + small(out));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const char* arm : {"full", "lora", "dsee", "dsee-lora-budget", "dsee-unstructured-30", "dsee-heads-3"})
+  for (const char* arm : {"full", "lora", "lora-r4", "dsee", "dsee-unstructured-30", "dsee-heads-3"})
     EXPECT_TRUE(contains(r.output, std::string("\n") + arm + " ")) << arm;
   std::ifstream in(out / "demo" / "summary.json");
   const auto summary = nlohmann::json::parse(in);
   ASSERT_EQ(summary["arms"].size(), 6u);
   const auto& arms = summary["arms"];
   const auto trainable = [&](int i) { return arms[i]["summary"]["trainable_parameters"].get<std::int64_t>(); };
-  // Full fine-tuning trains everything; LoRA r=8 vs DSEE r=8 + 16 entries per matrix (4 matrices), and DSEE
-  // r=7 + 128 entries per matrix at exactly LoRA's budget.
+  // Full fine-tuning trains everything; LoRA r=2, LoRA r=4 (2 more ranks of 64 + 64 on each of the 4 matrices),
+  // and DSEE r=2 + 16 entries per matrix.
   EXPECT_GT(trainable(0), 20 * trainable(1));
-  EXPECT_EQ(trainable(2) - trainable(1), 2 * 2 * 16);
-  EXPECT_EQ(trainable(3), trainable(1));
+  EXPECT_EQ(trainable(2) - trainable(1), 4 * 2 * (64 + 64));
+  EXPECT_EQ(trainable(3) - trainable(1), 4 * 16);
   // Every arm learns the same task from the same data (Note [The arms' shared data]): the untuned model's
-  // dev accuracy is one number, also for the arm with another omega.c.
+  // dev accuracy is one number (CompareSeeds... below: also for an arm with another omega.c).
   for (int i = 1; i < 6; ++i)
     EXPECT_EQ(arms[i]["summary"]["stages"]["pretrained"]["dev"], arms[0]["summary"]["stages"]["pretrained"]["dev"])
         << arms[i]["name"];
   // Unstructured pruning removes entries; head pruning removes FLOPs.
-  const auto& dsee = arms[2]["summary"];
+  const auto& dsee = arms[3]["summary"];
   EXPECT_LT(arms[4]["summary"]["nonzero_parameters"].get<std::int64_t>(),
             dsee["nonzero_parameters"].get<std::int64_t>());
   EXPECT_LT(arms[5]["summary"]["flops_dense"].get<std::int64_t>(), dsee["flops_dense"].get<std::int64_t>());
@@ -387,7 +388,7 @@ TEST(Pipeline, CompareSeedsRunEveryArmPerSeedAndTabulateMeanAndSpread) {
   const fs::path out = fs::temp_directory_path() / ("dsee-pipeline-seeds-" + std::to_string(getpid()));
   const auto r = run_dsee("run " + kDemo + small(out) +
                           " --set run.compare_seeds=2 --set 'run.compare=[\"lora: tuning.method=lora tuning.rank=4\", "
-                          "\"dsee: tuning.method=dsee tuning.rank=4\"]'");
+                          "\"dsee: tuning.method=dsee tuning.rank=4 omega.c=32\"]'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::ifstream in(out / "demo" / "summary.json");
   const auto summary = nlohmann::json::parse(in);
@@ -399,6 +400,10 @@ TEST(Pipeline, CompareSeedsRunEveryArmPerSeedAndTabulateMeanAndSpread) {
     trained.push_back(summary["arms"][i]["summary"]["stages"]["train"]["dev"]["accuracy"].get<double>());
   }
   EXPECT_EQ(summary["arms"][3]["name"], "dsee-seed43");
+  // One task for every arm and seed, also for the arm with its own omega.c (Note [The arms' shared data]).
+  for (int i = 1; i < 4; ++i)
+    EXPECT_EQ(summary["arms"][i]["summary"]["stages"]["pretrained"]["dev"],
+              summary["arms"][0]["summary"]["stages"]["pretrained"]["dev"]);
   const std::string cell = fmt::format("{:.3f} ± {:.3f} (2)", (trained[0] + trained[1]) / 2,
                                        std::abs(trained[0] - trained[1]) / std::sqrt(2.0));
   EXPECT_TRUE(contains(r.output, "\nlora ")) << r.output;
