@@ -81,10 +81,10 @@ Command sweep_command(CLI::App& app) {
     std::vector<std::string> sbatch_args, overrides;
   };
   auto options = std::make_shared<Options>();
-  sub->add_option("--set", options->overrides,
-                  "Override a key in every run: --set paths.models=/data/models (repeatable; not a swept key)");
   auto* sub = app.add_subcommand("sweep", "Expand a sweep file into runs and execute them (or submit a Slurm array)");
   sub->add_option("sweep", options->file, "Sweep file (TOML): base recipe + [grid]/[zip] lists")->required();
+  sub->add_option("--set", options->overrides,
+                  "Override a key in every run: --set paths.models=/data/models (repeatable; not a swept key)");
   sub->add_flag("--dry-run", options->dry_run, "Write sweep.tsv and sweep.commands, print the commands, run nothing");
   sub->add_flag("--slurm", options->slurm, "Submit the runs as one Slurm job array (sbatch) instead of running here");
   sub->add_option("--sbatch-arg", options->sbatch_args,
