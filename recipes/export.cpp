@@ -10,7 +10,8 @@
 // the adapted modules' full names, which PEFT matches exactly. GPT-2's c_attn
 // is a Conv1D (stored in×out): fan_in_fan_out = true, the tensors unchanged.
 // What PEFT's LoRA cannot express is refused: S (DSEE), masks and removed
-// heads (pruning), a third of c_attn, and full fine-tuning.
+// heads (pruning), a third of c_attn, and the in-place methods (full,
+// bitfit, top_k).
 #include "recipes/export.h"
 
 #include <ATen/ATen.h>
@@ -45,7 +46,9 @@ void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& ou
              "export --format peft: this is a DSEE run; its sparse residual S (on Ω) has no PEFT equivalent, so "
              "PEFT's LoRA cannot reproduce the model. Use --format hf (the merged model)");
   DSEE_CHECK(method == TuningMethod::lora,
-             "export --format peft: this is a full fine-tuning run, which has no adapter. Use --format hf");
+             "export --format peft: this is a {} run, which trains model tensors in place and has no adapter. Use "
+             "--format hf",
+             tuning_method_name(method));
   DSEE_CHECK(model.config().pruned_heads.empty(),
              "export --format peft: this run removed attention heads (prune.kind = heads); PEFT loads an adapter "
              "onto the unpruned base model, so it cannot reproduce the pruned model. Use --format hf");

@@ -22,7 +22,8 @@ bool is_update_tensor(const std::string& name) {
 
 // The keys whose values the source's tensors depend on.
 std::vector<std::string> keys_to_match(TuningMethod method) {
-  if (method == TuningMethod::full) return {"tuning.method"};
+  if (method == TuningMethod::full || method == TuningMethod::bitfit) return {"tuning.method"};
+  if (method == TuningMethod::top_k) return {"tuning.method", "tuning.top_layers"};
   std::vector<std::string> keys = {"tuning.method", "tuning.rank", "tuning.target_modules"};
   if (method == TuningMethod::dsee)
     for (const char* key : {"omega.c", "omega.method", "omega.variant", "omega.seed", "omega.max_rank", "omega.tol"})

@@ -101,6 +101,11 @@ void recipe_check(const Recipe& recipe) {
              "export.format = peft needs tuning.method = lora and prune.kind = none (got {} and {}): PEFT's LoRA has "
              "no sparse residual S, no masks and no removed heads; use export.format = hf",
              tuning_method_name(method), prune_kind_name(recipe.prune.kind));
+  DSEE_CHECK(recipe.prune.kind == PruneKind::none || method == TuningMethod::full || tuning_method_has_update(method),
+             "prune.kind = {} with tuning.method = {}: pruning scores the update ΔW of the adapted matrices (and "
+             "re-tunes it), which {} does not have (it trains model tensors in place); set prune.kind = none, or "
+             "prune a dsee or lora run",
+             prune_kind_name(recipe.prune.kind), tuning_method_name(method), tuning_method_name(method));
 }
 
 // One arm of the recipe in `dir` (`arm`: one of run.compare's), its data

@@ -140,6 +140,7 @@ Recipe recipe_from_config(const Config& c) {
   r.task.teacher_margin = c.get_float("task.teacher_margin");
   r.tuning.method = tuning_method_from_name(c.get_string("tuning.method"));
   r.tuning.rank = c.get_int("tuning.rank");
+  r.tuning.top_layers = c.get_int("tuning.top_layers");
   r.tuning.alpha = c.get_float("tuning.alpha");
   r.tuning.dropout = c.get_float("tuning.dropout");
   r.tuning.target_modules = c.get_strings("tuning.target_modules");
@@ -235,6 +236,7 @@ TuningOptions recipe_tuning_options(const Recipe& r) {
   TuningOptions o;
   o.method = r.tuning.method;
   o.rank = r.tuning.rank;
+  o.top_layers = r.tuning.top_layers;
   o.alpha = r.tuning.alpha;
   o.dropout = r.tuning.dropout;
   o.target_modules = r.tuning.target_modules;

@@ -18,7 +18,7 @@ const ConfigSchema& recipe_schema() {
     s.add({"run.precision",
            std::string("fp32"),
            "bf16: frozen pretrained weights stored and multiplied in bf16, trainable tensors and AdamW state in fp32 "
-           "(docs/precision.md; not with tuning.method full)",
+           "(docs/precision.md; not with tuning.method full, bitfit or top_k)",
            {},
            {},
            {"fp32", "bf16"}});
@@ -91,11 +91,16 @@ const ConfigSchema& recipe_schema() {
            0.0, 0.9});
     s.add({"tuning.method",
            std::string("dsee"),
-           "dsee (low rank + sparse on Ω), lora, or full fine-tuning",
+           "dsee (low rank + sparse on Ω), lora, full fine-tuning, bitfit (every bias and the task head) or top_k "
+           "(the top tuning.top_layers layers and the task head)",
            {},
            {},
-           {"dsee", "lora", "full"}});
+           {"dsee", "lora", "full", "bitfit", "top_k"}});
     s.add({"tuning.rank", std::int64_t{16}, "r, the rank of B·A", 1.0});
+    s.add({"tuning.top_layers", std::int64_t{2},
+           "top_k: the layers counted from the top that train (all their tensors; GPT-2 also ln_f), at most the "
+           "model's layers",
+           1.0});
     s.add({"tuning.alpha", 32.0, "α; the update is scaled by α / r", 0.0});
     s.add({"tuning.dropout", 0.0, "Dropout on the update's input while training", 0.0, 1.0});
     s.add({"tuning.target_modules", std::vector<std::string>{},

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <regex>
 
 #include "base/enum_names.h"
 #include "base/error.h"
@@ -17,13 +16,6 @@
 
 namespace dsee {
 namespace {
-
-// "encoder.layer.7.…" / "h.7.…" → 7; -1 outside the transformer layers.
-std::int64_t layer_of(const std::string& module) {
-  static const std::regex layer_re(R"(^(?:encoder\.layer|h)\.(\d+)\.)");
-  std::smatch m;
-  return std::regex_search(module, m, layer_re) ? std::stoll(m[1].str()) : -1;
-}
 
 bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;

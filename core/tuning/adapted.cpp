@@ -27,13 +27,6 @@ bool name_matches(const std::string& module, const std::string& pattern) {
          module[module.size() - pattern.size() - 1] == '.';
 }
 
-// "encoder.layer.7.…" / "h.7.…" → 7; -1 elsewhere.
-std::int64_t layer_of(const std::string& module) {
-  static const std::regex layer_re(R"(^(?:encoder\.layer|h)\.(\d+)\.)");
-  std::smatch m;
-  return std::regex_search(module, m, layer_re) ? std::stoll(m[1].str()) : -1;
-}
-
 struct Pattern {
   std::string text;              // as the user wrote it
   std::string module;            // without the ":part"
@@ -68,6 +61,12 @@ Pattern parse_pattern(const std::string& text) {
 }
 
 }  // namespace
+
+std::int64_t layer_of(const std::string& name) {
+  static const std::regex layer_re(R"(^(?:encoder\.layer|h)\.(\d+)\.)");
+  std::smatch m;
+  return std::regex_search(name, m, layer_re) ? std::stoll(m[1].str()) : -1;
+}
 
 std::vector<AdaptedMatrix> adapted_matrices(PretrainedModel& model, const std::vector<std::string>& patterns) {
   std::vector<Pattern> parsed;

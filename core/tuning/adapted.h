@@ -47,6 +47,10 @@ struct AdaptedMatrix {
   at::Tensor weight() const;
 };
 
+// The transformer layer of a module or tensor name ("encoder.layer.7.…",
+// "h.7.…" → 7); -1 outside the layers.
+std::int64_t layer_of(const std::string& name);
+
 // {"query", "value"} for BERT/RoBERTa, {"c_attn:q", "c_attn:v"} for GPT-2.
 std::vector<std::string> default_target_modules(ModelFamily family);
 

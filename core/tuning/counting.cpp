@@ -19,32 +19,22 @@ std::unique_ptr<PretrainedModel> model_on_meta(const ModelConfig& config, bool s
 
 namespace {
 
-// The task head's tensors (docs/method.md, 'The update ΔW'): BERT
-// "classifier.*", RoBERTa "classifier.dense.*" and "classifier.out_proj.*".
-// GPT-2's LM head is the word embedding (tied) and is not trained by dsee or
-// lora.
-bool is_task_head(const std::string& name) { return name.rfind("classifier.", 0) == 0; }
-
 bool on_meta(const at::Tensor& t) { return t.device().is_meta(); }
 
 }  // namespace
 
 std::int64_t trainable_parameter_count(PretrainedModel& model, const TuningOptions& options, std::int64_t c) {
   std::int64_t count = 0;
-  if (options.method == TuningMethod::full) {
-    for (const auto& slot : model.tensor_slots())
-      if (slot.tensor->defined()) count += slot.tensor->numel();
-    return count;
+  if (tuning_method_has_update(options.method)) {
+    const auto targets =
+        options.target_modules.empty() ? default_target_modules(model.config().family) : options.target_modules;
+    for (const auto& m : adapted_matrices(model, targets)) {
+      count += options.rank * (m.rows + m.cols());
+      if (options.method == TuningMethod::dsee) count += std::min(c, m.rows * m.cols());
+    }
   }
-  const auto targets =
-      options.target_modules.empty() ? default_target_modules(model.config().family) : options.target_modules;
-  for (const auto& m : adapted_matrices(model, targets)) {
-    count += options.rank * (m.rows + m.cols());
-    if (options.method == TuningMethod::dsee) count += std::min(c, m.rows * m.cols());
-  }
-  if (options.train_head)
-    for (const auto& slot : model.tensor_slots())
-      if (is_task_head(slot.name) && slot.tensor->defined()) count += slot.tensor->numel();
+  for (const auto& slot : model.tensor_slots())
+    if (slot.tensor->defined() && tuning_trains_tensor(model, options, slot.name)) count += slot.tensor->numel();
   return count;
 }
 

@@ -36,8 +36,9 @@ std::unique_ptr<PretrainedModel> model_on_meta(const ModelConfig& config, bool s
 // update ΔW'): dsee r·(m + n) + c per adapted matrix (c capped at m·n), lora
 // r·(m + n), both plus the task head (BERT classifier; RoBERTa
 // classifier.dense + out_proj; GPT-2: none, its LM head is tied to the
-// embeddings) when options.train_head; full: every tensor. Equals the numel
-// over tuning_attach's trainable_parameters().
+// embeddings) when options.train_head; full, bitfit, top_k: the model tensors
+// tuning_trains_tensor selects. Equals the numel over tuning_attach's
+// trainable_parameters().
 std::int64_t trainable_parameter_count(PretrainedModel& model, const TuningOptions& options, std::int64_t c);
 // Σ numel of an attached tuning's trainable_parameters().
 std::int64_t trainable_parameter_count(ModelTuning& tuning);

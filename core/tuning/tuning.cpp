@@ -21,16 +21,52 @@
 namespace dsee {
 
 namespace {
-constexpr EnumName<TuningMethod> kMethods[] = {
-    {TuningMethod::dsee, "dsee"}, {TuningMethod::lora, "lora"}, {TuningMethod::full, "full"}};
+constexpr EnumName<TuningMethod> kMethods[] = {{TuningMethod::dsee, "dsee"},
+                                               {TuningMethod::lora, "lora"},
+                                               {TuningMethod::full, "full"},
+                                               {TuningMethod::bitfit, "bitfit"},
+                                               {TuningMethod::top_k, "top_k"}};
+
+// The task head: BERT "classifier.*"; RoBERTa "classifier.dense.*" and
+// "classifier.out_proj.*"; GPT-2 none (its LM head is wte, tied).
+bool is_task_head(const PretrainedModel& model, const std::string& name) {
+  return model.config().family != ModelFamily::gpt2 && name.starts_with("classifier.");
+}
 }  // namespace
 
 TuningMethod tuning_method_from_name(const std::string& name) {
   if (const auto method = enum_from_name(kMethods, name)) return *method;
-  throw Error(fmt::format("unknown tuning method '{}' (expected dsee, lora or full)", name));
+  throw Error(fmt::format("unknown tuning method '{}' (expected dsee, lora, full, bitfit or top_k)", name));
 }
 
 const char* tuning_method_name(TuningMethod method) { return enum_name(kMethods, method); }
+
+bool tuning_method_has_update(TuningMethod method) {
+  return method == TuningMethod::dsee || method == TuningMethod::lora;
+}
+
+bool tuning_trains_tensor(const PretrainedModel& model, const TuningOptions& options, const std::string& name) {
+  const auto& config = model.config();
+  switch (options.method) {
+    case TuningMethod::full:
+      return true;
+    case TuningMethod::dsee:
+    case TuningMethod::lora:
+      return options.train_head && is_task_head(model, name);
+    case TuningMethod::bitfit:
+      if (is_task_head(model, name)) return options.train_head;
+      return name.ends_with(".bias");
+    case TuningMethod::top_k: {
+      DSEE_CHECK(options.top_layers >= 1 && options.top_layers <= config.num_layers,
+                 "tuning.top_layers = {}: top_k trains the top k of the model's {} layers, so k must be in [1, {}]",
+                 options.top_layers, config.num_layers, config.num_layers);
+      if (is_task_head(model, name)) return options.train_head;
+      if (config.family == ModelFamily::gpt2 && name.starts_with("ln_f.")) return true;
+      return layer_of(name) >= config.num_layers - options.top_layers;
+    }
+  }
+  return false;
+}
 
 at::Tensor SparseUpdate::unscaled() const {
   const auto m = lora_B.size(0), n = lora_A.size(1);
@@ -241,12 +277,6 @@ void ProjectionTuning::keep_columns(const at::Tensor& columns_in) {
   }
 }
 
-// The task head: BERT "classifier.*"; RoBERTa "classifier.dense.*" and
-// "classifier.out_proj.*"; GPT-2 none (its LM head is wte, tied).
-bool is_task_head(const PretrainedModel& model, const std::string& name) {
-  return model.config().family != ModelFamily::gpt2 && name.starts_with("classifier.");
-}
-
 class ModelTuningImpl final : public ModelTuning {
  public:
   ModelTuningImpl(PretrainedModel& model, std::shared_ptr<TuningState> state,
@@ -269,8 +299,7 @@ class ModelTuningImpl final : public ModelTuning {
         out.push_back({update->matrix.prefix + ".sparse_values", update->sparse_values});
     }
     for (const auto& slot : model_->tensor_slots())
-      if (method == TuningMethod::full || (options_.train_head && is_task_head(*model_, slot.name)))
-        out.push_back({slot.name, *slot.tensor});
+      if (tuning_trains_tensor(*model_, options_, slot.name)) out.push_back({slot.name, *slot.tensor});
     return out;
   }
 
@@ -344,11 +373,14 @@ std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningO
   // Note [Mixed precision]: a bf16 model keeps its frozen weights in bf16; a
   // trainable tensor needs fp32 master weights, which only the adapters and
   // the head have.
-  DSEE_CHECK(!(options.method == TuningMethod::full && model.dtype() == at::kBFloat16),
-             "tuning.method full trains every weight of the model, which run.precision = bf16 stores in bf16 (no fp32 "
-             "master weights); use run.precision = fp32 with full fine-tuning, or method dsee / lora with bf16");
-  if (options.method == TuningMethod::full) {
-    for (const auto& slot : model.tensor_slots()) set_requires_grad(*slot.tensor, true);
+  const bool in_place = !tuning_method_has_update(options.method);
+  DSEE_CHECK(!(in_place && model.dtype() == at::kBFloat16),
+             "tuning.method {} trains weights of the model in place, which run.precision = bf16 stores in bf16 (no "
+             "fp32 master weights); use run.precision = fp32 with {} fine-tuning, or method dsee / lora with bf16",
+             tuning_method_name(options.method), tuning_method_name(options.method));
+  if (in_place) {
+    for (const auto& slot : model.tensor_slots())
+      set_requires_grad(*slot.tensor, tuning_trains_tensor(model, options, slot.name));
     return std::make_shared<ModelTuningImpl>(model, state, std::vector<std::shared_ptr<SparseUpdate>>{});
   }
 
@@ -394,7 +426,7 @@ std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningO
                  blocks[i]->matrix.module, blocks[i - 1]->matrix.prefix, blocks[i]->matrix.prefix);
   }
   for (const auto& slot : model.tensor_slots()) {
-    const bool train = options.train_head && is_task_head(model, slot.name);
+    const bool train = tuning_trains_tensor(model, options, slot.name);
     // Note [Mixed precision]: the head trains in fp32 on a bf16 model.
     if (train && slot.tensor->scalar_type() != dtype) *slot.tensor = slot.tensor->detach().to(dtype);
     set_requires_grad(*slot.tensor, train);

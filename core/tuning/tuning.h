@@ -1,7 +1,8 @@
 // Tuning methods on the linear seam (docs/method.md, 'The update ΔW'): DSEE's
-// sparse-embedded low-rank update, LoRA (the same with c = 0), and full
-// fine-tuning; which tensors train; and merging the update into the
-// pretrained weights.
+// sparse-embedded low-rank update, LoRA (the same with c = 0), and the
+// baselines that train model tensors in place — full fine-tuning, BitFit (the
+// biases) and top-k (the top k layers); which tensors train; and merging the
+// update into the pretrained weights.
 //
 // For each adapted matrix W [m, n] (adapted.h: a whole projection or a GPT-2
 // c_attn third), with s = alpha / rank:
@@ -22,15 +23,17 @@
 // "<prefix>.lora_B", "<prefix>.sparse_values", with AdaptedMatrix::prefix
 // ("encoder.layer.0.attention.self.query", "h.0.attn.c_attn:q"); the fixed
 // indices are "<prefix>.omega" (int64, not trainable). The task head's
-// tensors keep their HF names ("classifier.weight"). Full fine-tuning trains
-// every tensor of the model under its HF name.
+// tensors keep their HF names ("classifier.weight"). The in-place methods
+// train model tensors under their HF names (tuning_trains_tensor): full every
+// tensor; bitfit every "*.bias" plus the task head; top_k every tensor of the
+// top `top_layers` layers plus the task head (GPT-2: plus ln_f).
 //
 // Precision (docs/precision.md): on a bf16 model (run.precision = bf16) the
 // frozen weights stay bf16 and every trainable tensor is fp32 — A, B, the S
 // values and the task head, which tuning_attach casts to fp32. The frozen
 // product runs in bf16, the update in fp32, their sum is rounded to bf16
-// (Note [Mixed precision] in tuning.cpp). Full fine-tuning refuses a bf16
-// model (it would need fp32 master weights of every tensor).
+// (Note [Mixed precision] in tuning.cpp). The in-place methods refuse a bf16
+// model (they would need fp32 master weights of the model's tensors).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -48,11 +51,15 @@ namespace dsee {
 
 class PretrainedModel;
 
-enum class TuningMethod { dsee, lora, full };
+enum class TuningMethod { dsee, lora, full, bitfit, top_k };
 
-// "dsee" / "lora" / "full"; throws dsee::Error naming the accepted names.
+// "dsee" / "lora" / "full" / "bitfit" / "top_k"; throws dsee::Error naming
+// the accepted names.
 TuningMethod tuning_method_from_name(const std::string& name);
 const char* tuning_method_name(TuningMethod method);
+// dsee and lora: a weight update ΔW on adapted matrices (A, B, S). The
+// others train model tensors in place and have no ΔW.
+bool tuning_method_has_update(TuningMethod method);
 
 struct TuningOptions {
   TuningMethod method = TuningMethod::dsee;
@@ -62,7 +69,8 @@ struct TuningOptions {
   std::vector<std::string> target_modules;  // adapted.h patterns; empty: default_target_modules
   std::uint64_t seed = 0;                   // A's N(0, 0.02²) draws, in adapted-matrix order
   bool mask_update = true;                  // retune.mask_update (see above)
-  bool train_head = true;                   // the task head trains (dsee, lora)
+  bool train_head = true;                   // the task head trains (dsee, lora, bitfit, top_k)
+  std::int64_t top_layers = 2;              // top_k: the layers counted from the top that train
 };
 
 // The update of one adapted matrix. Tensors live on the model's device in
@@ -81,6 +89,17 @@ struct SparseUpdate {
   at::Tensor delta_weight() const;
 };
 
+// Whether `options` trains the model tensor `name` (HF name without the
+// family prefix) in place: full every tensor; dsee and lora the task head
+// (BERT "classifier.*", RoBERTa "classifier.dense.*" / "classifier.out_proj.*";
+// GPT-2 none, its LM head is the tied wte) when options.train_head; bitfit
+// every "*.bias" of the model (embedding and layer LayerNorms, every
+// projection, BERT's pooler) plus the task head; top_k every tensor of the
+// layers num_layers - top_layers .. num_layers - 1 plus the task head, and
+// GPT-2's final ln_f. dsee::Error for top_k with top_layers outside
+// [1, num_layers].
+bool tuning_trains_tensor(const PretrainedModel& model, const TuningOptions& options, const std::string& name);
+
 // The tuning state of a whole model: what tuning_attach returns. The model
 // must outlive it; the Linear wrappers it installs point into it.
 class ModelTuning {
@@ -88,11 +107,13 @@ class ModelTuning {
   virtual ~ModelTuning() = default;
   const TuningOptions& options() const { return options_; }
 
-  // One per adapted matrix, in adapted-matrix order (empty for full).
+  // One per adapted matrix, in adapted-matrix order (empty for full, bitfit,
+  // top_k).
   virtual std::vector<SparseUpdate*> updates() = 0;
   // The tensors the optimizer updates, by name (see the header comment), in a
   // fixed order: updates in order (lora_A, lora_B, sparse_values), then the
-  // task head in HF order; full: every model tensor in HF order.
+  // task head in HF order; full, bitfit, top_k: the model tensors that
+  // tuning_trains_tensor selects, in HF order.
   virtual NamedTensors trainable_parameters() = 0;
   // Dropout on (true) or off (false, the default: evaluation).
   virtual void set_training(bool training) = 0;
@@ -107,7 +128,8 @@ class ModelTuning {
 // empty or every entry with c = 0; dsee requires an entry for every adapted
 // matrix with the matrix's shape — dsee::Error naming the matrix otherwise),
 // mark the head trainable (in fp32, also on a bf16 model) and everything else
-// frozen; full marks every tensor trainable (dsee::Error on a bf16 model).
+// frozen; full, bitfit and top_k mark the tensors of tuning_trains_tensor
+// trainable and the rest frozen (dsee::Error on a bf16 model).
 // Draws A from a CPU generator seeded with options.seed.
 std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningOptions& options,
                                            const std::vector<OmegaEntry>& omega = {});

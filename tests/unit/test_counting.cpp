@@ -44,6 +44,24 @@ TEST(TrainableCount, BertBaseDseeR16C16IsTheSpecsNumber) {
   EXPECT_EQ(trainable_parameter_count(*model, options, 0), 109482240 + 1538);
 }
 
+TEST(TrainableCount, BertBaseBitfitAndTopKByHand) {
+  auto model = model_on_meta(bert_base_config(), true);
+  const std::int64_t h = 768, inter = 3072, head = h * 2 + 2;
+  TuningOptions options;
+  options.method = TuningMethod::bitfit;
+  // Per layer: query, key, value, attention.output.dense (h each), two
+  // LayerNorms (h each), intermediate.dense (inter), output.dense (h); plus
+  // embeddings.LayerNorm and pooler.dense (h each), plus the classifier.
+  const std::int64_t bitfit = 12 * (4 * h + 2 * h + inter + h) + 2 * h + head;
+  EXPECT_EQ(trainable_parameter_count(*model, options, 0), bitfit);
+  EXPECT_EQ(bitfit, 104450);
+  options.method = TuningMethod::top_k;
+  options.top_layers = 2;
+  const std::int64_t layer = 4 * (h * h + h) + (inter * h + inter) + (h * inter + h) + 2 * 2 * h;
+  EXPECT_EQ(trainable_parameter_count(*model, options, 0), 2 * layer + head);
+  EXPECT_EQ(2 * layer + head, 14177282);
+}
+
 TEST(TrainableCount, CIsCappedAtTheMatrixSizeAndHeadCanBeFrozen) {
   auto model = tiny_model(bert_json(), 1);
   TuningOptions options;
