@@ -103,11 +103,16 @@ std::string baseline_run(const fs::path& out, const std::string& method, const s
 // Each learns above the untuned model's dev accuracy (0.66 here; measured
 // 0.77 for bitfit, 0.84 for top_k, and at least 0.75 / 0.83 for run.seed 1
 // and 2); a run stopped by SIGTERM and resumed ends with the straight run's
-// tensors byte for byte.
+// tensors byte for byte; tuning.init_from takes a run of the same method.
 TEST(Baselines, DemoRunsLearnAndResume) {
   const fs::path out = fs::temp_directory_path() / ("dsee-baselines-" + std::to_string(getpid()));
-  for (const auto& [method, lr] :
-       std::vector<std::pair<std::string, std::string>>{{"bitfit", "1e-2"}, {"top_k", "3e-3"}}) {
+  struct Case {
+    std::string method, lr;
+    std::int64_t trainable;  // the demo model's (hidden 64, 2 layers, 2 labels); top_k: k = 2
+    std::string counted;     // as `dsee count` prints it
+  };
+  for (const auto& [method, lr, trainable, counted] :
+       std::vector<Case>{{"bitfit", "1e-2", 1410, "1,410"}, {"top_k", "3e-3", 67074, "67,074"}}) {
     const auto straight = run_dsee(baseline_run(out / method, method, lr));
     ASSERT_EQ(straight.exit_code, 0) << straight.output;
     const auto summary = summary_of(out / method / "demo");
@@ -115,6 +120,13 @@ TEST(Baselines, DemoRunsLearnAndResume) {
     const double tuned = summary["dev"]["accuracy"].get<double>();
     EXPECT_GT(tuned, untuned + 0.05) << method;
     EXPECT_EQ(summary["method"], method);
+    // Only the trainable tensors are all-reduced (fp32), and `dsee count` counts them the same way.
+    EXPECT_EQ(summary["trainable_parameters"].get<std::int64_t>(), trainable) << method;
+    EXPECT_EQ(summary["stages"]["train"]["allreduce_bytes_per_step"].get<std::int64_t>(), 4 * trainable) << method;
+    const auto count =
+        run_dsee("count --model " + (out / method / "demo" / "data" / "pretrained").string() + " --method " + method);
+    ASSERT_EQ(count.exit_code, 0) << count.output;
+    EXPECT_TRUE(contains(count.output, "trainable            " + counted + " (")) << count.output;
 
     const auto stopped_dir = out / (method + "-stopped");
     const auto stopped = run_dsee(baseline_run(stopped_dir, method, lr), "DSEE_TEST_STOP_AFTER_STEP=20 ");
@@ -127,6 +139,19 @@ TEST(Baselines, DemoRunsLearnAndResume) {
         << method;
     EXPECT_EQ(summary_of(stopped_dir / "demo")["dev"], summary["dev"]) << method;
   }
+  // tuning.init_from: bitfit starts from a bitfit run; top_k needs the source's tuning.top_layers.
+  const auto from_bitfit =
+      run_dsee(baseline_run(out / "bitfit-init", "bitfit", "1e-2") +
+               " --set train.epochs=1 --set tuning.init_from=" + (out / "bitfit" / "demo").string());
+  ASSERT_EQ(from_bitfit.exit_code, 0) << from_bitfit.output;
+  EXPECT_TRUE(contains(from_bitfit.output,
+                       "train starts from " + (out / "bitfit" / "demo" / "trainable-train.safetensors").string()))
+      << from_bitfit.output;
+  const auto from_top2 =
+      run_dsee(baseline_run(out / "top1-init", "top_k", "3e-3") +
+               " --set tuning.top_layers=1 --set tuning.init_from=" + (out / "top_k" / "demo").string());
+  EXPECT_EQ(from_top2.exit_code, 1) << from_top2.output;
+  EXPECT_TRUE(contains(from_top2.output, "that run has tuning.top_layers = 2, this run")) << from_top2.output;
   std::system(("rm -rf '" + out.string() + "'").c_str());
 }
 
