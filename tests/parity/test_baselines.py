@@ -2,20 +2,21 @@
 top_k) with transformers.
 
   trainable  A tiny random transformers model (torch seed 0; BERT with a
-             classification head and padding, GPT-2 with its tied LM head) is
+             classification head and padding, RoBERTa with its two-layer
+             head classifier.dense + out_proj, GPT-2 with its tied LM head) is
              saved and loaded by dsee_parity's lora-step with tuning.method =
              bitfit, or top_k with tuning.top_layers = 1 (the models have 2
              layers). The tensors dsee trains must be exactly
                bitfit: the parameters transformers lists whose names end in
-                       ".bias", plus the task head (BERT's classifier.weight);
+                       ".bias", plus the task head (its weights too);
                top_k:  the parameters of the top layer, plus the task head
-                       (BERT) or ln_f (GPT-2),
-             named without the "bert." / "transformer." prefix. One forward
+                       (BERT, RoBERTa) or ln_f (GPT-2),
+             named without the "bert." / "roberta." / "transformer." prefix. One forward
              on the same ids, loss = (logits * fixed weights).sum(): logits and
              the gradient of every trainable tensor within 1e-5 (max |diff| /
              max |ref|) of transformers' autograd with requires_grad set on
              those tensors only (GPT-2 Conv1D weights compared transposed:
-             dsee keeps them [out, in]; BERT's key biases, whose gradient is
+             dsee keeps them [out, in]; the key biases, whose gradient is
              zero in exact arithmetic, within 1e-9 absolute).
   counts     BERT-base's bitfit and top_k (k = 2) trainable counts, which
              the unit tests assert for dsee, from transformers' parameters.
@@ -53,7 +54,7 @@ def trains(method, family, name):
 
 
 @pytest.mark.parametrize("method", ["bitfit", "top_k"])
-@pytest.mark.parametrize("family", ["bert", "gpt2"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2"])
 def test_trainable_set_and_gradients(family, method, parity, tmp_path):
     case = lora_case(family, "eager")
     torch.manual_seed(0)
