@@ -21,7 +21,7 @@ namespace dsee {
 Command report_command(CLI::App& app) {
   struct Options {
     std::vector<std::string> dirs;
-    std::string format, table, out;
+    std::string format, table, out, split;
     bool plot = false;
   };
   auto options = std::make_shared<Options>();
@@ -36,12 +36,17 @@ Command report_command(CLI::App& app) {
   sub->add_option("--format", options->format,
                   "With --table: markdown (default), csv or json; without: table (default), tsv or json")
       ->check(CLI::IsMember({"table", "tsv", "json", "markdown", "csv"}));
+  sub->add_option("--split", options->split,
+                  "With --table: the scores of this split (dev, or test for data-to-text runs with eval.splits "
+                  "[\"dev\", \"test\"]) instead of the table's own (Tables 2 and 4: test)")
+      ->check(CLI::IsMember({"dev", "test"}));
   sub->add_flag("--plot", options->plot, "With --table: draw its figures and each run's curves as PNG files");
   sub->add_option("--out", options->out,
                   "With --table: the folder for the table file and the plots (default: the first folder)");
   return {sub, [options] {
             if (options->table.empty()) {
-              DSEE_CHECK(!options->plot && options->out.empty(), "--plot and --out need --table (docs/report.md)");
+              DSEE_CHECK(!options->plot && options->out.empty() && options->split.empty(),
+                         "--plot, --out and --split need --table (docs/report.md)");
               DSEE_CHECK(options->dirs.size() == 1, "give one folder without --table ({} given)", options->dirs.size());
               const std::string format = options->format.empty() ? "table" : options->format;
               DSEE_CHECK(format == "table" || format == "tsv" || format == "json",
@@ -55,7 +60,8 @@ Command report_command(CLI::App& app) {
             DSEE_CHECK(format == "markdown" || format == "csv" || format == "json",
                        "--format {} is not a table format; with --table the formats are markdown, csv and json",
                        format);
-            const ReportSpec spec = report_spec_load(options->table);
+            ReportSpec spec = report_spec_load(options->table);
+            if (!options->split.empty()) spec.split = options->split;
             std::vector<std::filesystem::path> dirs(options->dirs.begin(), options->dirs.end());
             const ReportTable table = report_table_build(spec, report_runs_find(dirs));
             const std::string text = format == "csv"    ? report_table_csv(table)

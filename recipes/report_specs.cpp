@@ -15,6 +15,7 @@ rows = ["tuning.method", "tuning.rank", "omega.c"]
 extras = ["trainable_parameters"]
 )"},
       {"2", R"(title = "Table 2: GPT-2 on E2E, WebNLG and DART"
+split = "test"  # the paper reports the GPT-2 tables on the test sets
 rows = ["tuning.method", "tuning.rank", "omega.c"]
 metrics = ["bleu", "nist", "meteor", "rouge_l", "cider", "ter"]
 extras = ["trainable_parameters"]
@@ -30,6 +31,7 @@ extras = ["trainable_parameters", "nonzero_parameters"]
 plot_x = "prune.p_adapt"
 )"},
       {"4", R"(title = "Table 4: GPT-2 with pruning"
+split = "test"  # the paper reports the GPT-2 tables on the test sets
 rows = ["tuning.method", "prune.p_adapt"]
 metrics = ["bleu", "nist", "meteor", "rouge_l", "cider", "ter"]
 extras = ["trainable_parameters", "nonzero_parameters"]

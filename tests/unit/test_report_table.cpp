@@ -212,7 +212,14 @@ TEST_F(ReportTableTest, CommandLine) {
   EXPECT_TRUE(contains(run_dsee("report --format csv " + sw).output, "--format csv needs --table"));
   EXPECT_TRUE(contains(run_dsee("report --table 1 --format tsv " + sw).output,
                        "--format tsv is not a table format; with --table the formats are markdown, csv and json"));
-  EXPECT_TRUE(contains(run_dsee("report --plot " + sw).output, "--plot and --out need --table"));
+  EXPECT_TRUE(contains(run_dsee("report --plot " + sw).output, "--plot, --out and --split need --table"));
+  // --split picks the summaries' other scores: Table 2 reads "test" (the paper's GPT-2 split), --split dev "dev".
+  add_run("nlg", "e2e-1", {"task.name=e2e", "run.seed=1"}, "finished", 0, R"(, "test": {"bleu": 61.5})");
+  const auto nlg = (dir_ / "nlg").string();
+  EXPECT_TRUE(contains(run_dsee("report --table 2 --format csv " + nlg).output, ",e2e,bleu,61.5"));
+  const auto dev = run_dsee("report --table 2 --format csv --split dev " + nlg);
+  EXPECT_FALSE(contains(dev.output, "61.5")) << dev.output;
+  EXPECT_TRUE(contains(run_dsee("report --table 2 --split valid " + nlg).output, "--split: valid not in {dev,test}"));
   // --plot without a usable Python: the table, then an error saying what --plot needs.
   const auto no_python = run_dsee("report --table 1 --plot " + sw, "DSEE_PYTHON=/nonexistent/python ");
   EXPECT_EQ(no_python.exit_code, 1);
