@@ -9,11 +9,13 @@
 // training step's backward on a tiny batch, then GradientSync — the code
 // `dsee run` uses — averages the gradients, and the communicator's own count
 // of the bytes it was given (CollectiveStats) is what the table reports,
-// with the number of collectives that step issued. Needs about 4 × the
+// with the number of collectives that step issued. --json prints the counted
+// figures as one JSON line per model (bench/scale reads them). Needs about 4 × the
 // model's fp32 size of memory per rank for the full rows (RoBERTa-large:
 // ~6 GB per rank).
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <cstring>
 #include <string>
@@ -133,8 +135,9 @@ Measured measure(const Row& row, dsee::TuningMethod method, dsee::Communicator& 
 
 int main(int argc, char** argv) {
   const bool measuring = argc > 1 && std::strcmp(argv[1], "--measure") == 0;
-  if (argc > 1 && !measuring) {
-    std::fprintf(stderr, "usage: bench_allreduce_bytes [--measure]   (--measure under mpirun -n N, N >= 2)\n");
+  const bool json = argc > 1 && std::strcmp(argv[1], "--json") == 0;
+  if (argc > 2 || (argc > 1 && !measuring && !json)) {
+    std::fprintf(stderr, "usage: bench_allreduce_bytes [--measure | --json]   (--measure under mpirun -n N, N >= 2)\n");
     return 2;
   }
   const std::vector<Row> rows = {
@@ -173,9 +176,10 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  fmt::print(
-      "| model | DSEE settings | trainable (DSEE) | bytes/step DSEE | full-model parameters | bytes/step full "
-      "| full ÷ DSEE |\n|---|---|---:|---:|---:|---:|---:|\n");
+  if (!json)
+    fmt::print(
+        "| model | DSEE settings | trainable (DSEE) | bytes/step DSEE | full-model parameters | bytes/step full "
+        "| full ÷ DSEE |\n|---|---|---:|---:|---:|---:|---:|\n");
   for (const auto& row : rows) {
     auto model = dsee::model_on_meta(row.config, row.classification);
     dsee::TuningOptions options;
@@ -184,6 +188,15 @@ int main(int argc, char** argv) {
     const auto dsee_count = dsee::trainable_parameter_count(*model, options, row.c);
     options.method = dsee::TuningMethod::full;
     const auto full_count = dsee::trainable_parameter_count(*model, options, 0);
+    if (json) {  // one line per model, for bench/scale
+      fmt::print("{}\n", nlohmann::json({{"model", row.name},
+                                         {"rank", row.rank},
+                                         {"c", row.c},
+                                         {"trainable_dsee", dsee_count},
+                                         {"parameters", full_count}})
+                             .dump());
+      continue;
+    }
     fmt::print("| {} | r={}, c={}, q+v | {} | {} ({} MiB) | {} | {} ({} MiB) | {:.0f}× |\n", row.name, row.rank, row.c,
                dsee_count, 4 * dsee_count, mib(dsee_count), full_count, 4 * full_count, mib(full_count),
                double(full_count) / double(dsee_count));
