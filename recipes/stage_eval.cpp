@@ -13,6 +13,7 @@
 namespace dsee {
 
 void stage_pretrained(Run& run) {
+  const auto start = StageClock::now();
   run.tuning = tuning_attach(*run.model, recipe_tuning_options(run.recipe), run.omega);
   nlohmann::json pretrained = counts_of(run);
   pretrained["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data, run.ranks.comm);
@@ -23,11 +24,13 @@ void stage_pretrained(Run& run) {
              "train.metric_for_best = '{}' is not among the evaluation's metrics ({}); use one of those, or leave it "
              "empty for the task's main metric",
              metric, fmt::join(names, ", "));
+  pretrained["seconds"] = seconds_since(start);  // attaching the tuning and the untuned evaluation
   run.stages["pretrained"] = std::move(pretrained);
 }
 
 nlohmann::json stage_eval(Run& run) {
   if (!run.plan.runs(Stage::eval)) return nullptr;
+  const auto start = StageClock::now();
   nlohmann::json record = counts_of(run);
   if (run.data.causal_lm) {  // Note [Data-to-text in the pipeline] in task_data.cpp
     // The dev split's scores under "dev" (as every evaluation's), the test
@@ -40,6 +43,7 @@ nlohmann::json stage_eval(Run& run) {
       root_writes(run.ranks, fmt::format("writing the {} hypotheses", split->name),
                   [&] { task_write_hypotheses(*split, hypotheses, run.dir.hypotheses()); });
     }
+    record["seconds"] = seconds_since(start);
     stage_record(run, Stage::eval, record);
     return record;
   }
@@ -47,6 +51,7 @@ nlohmann::json stage_eval(Run& run) {
   record["dev"] = task_metrics(run.data, logits);
   root_writes(run.ranks, "writing the dev predictions",
               [&] { task_write_predictions(run.data, logits, run.dir.predictions()); });
+  record["seconds"] = seconds_since(start);
   stage_record(run, Stage::eval, record);
   return record;
 }

@@ -287,6 +287,16 @@ TEST(Pipeline, RunStagesGoStageByStageToTheStraightResult) {
                           " --set prune.kind=unstructured --set export.format=hf";
   const auto straight = run_dsee(arm + " --set run.name=straight");
   ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  // Every stage records its wall time (bench/pipeline.py reads them); together they fit in the run's.
+  const auto timed = json_file(out / "straight" / "summary.json");
+  double stage_seconds = 0;
+  for (const char* stage : {"omega", "pretrained", "train", "prune", "retune", "eval"}) {
+    ASSERT_TRUE(timed["stages"][stage].contains("seconds")) << stage;
+    EXPECT_GE(timed["stages"][stage]["seconds"].get<double>(), 0.0) << stage;
+    stage_seconds += timed["stages"][stage]["seconds"].get<double>();
+  }
+  EXPECT_GT(timed["stages"]["train"]["seconds"].get<double>(), 0.0);
+  EXPECT_LE(stage_seconds, timed["seconds"].get<double>());
   const fs::path dir = out / "staged";
   const auto step = [&](const std::string& stages) { return run_dsee(arm + " --set run.name=staged --set " + stages); };
 
