@@ -382,8 +382,10 @@ def main():
                   f"{fmt_ms(best['optimizer_ms'])} | {peak:.0f} | {best['samples_per_s'] / reference[0]:.2f}× | "
                   f"{peak / reference[1]:.2f}× |")
     print()
-    print("GPT-2: dsee adapts the q and v thirds of c_attn (two r-rank updates per layer); PEFT adapts the whole fused "
-          "c_attn with one (the same trainable count). bf16: frozen weights bf16, adapters and head fp32 on both sides. "
+    gpt2_note = ("GPT-2: dsee adapts the q and v thirds of c_attn (two r-rank updates per layer); PEFT adapts the "
+                 "whole fused c_attn with one (the same trainable count). " if "gpt2-medium" in models else "")
+    bf16_note = "bf16: frozen weights bf16, adapters and head fp32 on both sides. " if "bf16" in dtypes else ""
+    print(f"{gpt2_note}{bf16_note}"
           f"Peak RSS includes each process's start-up (dsee ≈ {base_rss('dsee'):.0f} MiB with LibTorch loaded; "
           f"Python with torch, transformers and peft imported ≈ {base_rss('peft'):.0f} MiB).")
     if args.profile:
