@@ -147,6 +147,8 @@ def main():
         config = transformers.BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                          intermediate_size=128, num_labels=2)
         args.batch, args.seq, args.iters, args.rounds, args.heads_removed = 4, 16, 1, 1, 1
+        args.threads = 1  # tiny shapes on a possibly loaded machine: threads would only wait for each other
+        torch.set_num_threads(1)
     else:
         config = transformers.BertConfig(num_hidden_layers=args.layers, num_labels=2)
     heads = config.num_attention_heads
@@ -221,7 +223,7 @@ def main():
           f"{heads} heads, intermediate {config.intermediate_size}; batch {args.batch} x seq {args.seq}, no padding; "
           f"{args.threads} thread(s) per side; best of {args.rounds} round(s) of {args.iters} forward(s) after a "
           f"warm-up; transformers {transformers.__version__} with its default attention, torch.inference_mode"
-          + (" (--smoke: tiny shapes)" if args.smoke else ""))
+          + (" (--smoke: tiny shapes, 1 thread)" if args.smoke else ""))
     print(f"- sanity (fp32 logits, max |dsee − transformers| / max |transformers|, bound {BOUND:g}): head-pruned "
           f"folder vs transformers with the heads removed {sanity['heads']:.1e}; unstructured folder vs transformers "
           f"{sanity['unstructured']:.1e}")

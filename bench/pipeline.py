@@ -21,7 +21,9 @@ dsee side: `dsee run RECIPE` (the recipe is written here), OMP_NUM_THREADS =
 seconds); "other" is the process's wall time less the stages (start-up, the
 data stage: tokenizing or generating, loading the model).
 
-Python side, the same stages with the same settings and the same dev
+Python side, in a fresh interpreter (as `dsee run` is a fresh process;
+"other": the interpreter's start, its imports, loading the model and the
+data), the same stages with the same settings and the same dev
 evaluations as dsee's pipeline (untuned; train and retune: at the epoch end
 and once more for the stage's record; after pruning; eval): Ω by
 bench/grebsmo_reference.py (reference variant) or bench/grebsmo.py's
@@ -50,6 +52,9 @@ passes everything after `--` to every section, are ignored):
   --prune P               sst2: fraction of P_adapt and P_rest removed (0.5)
   --lr LR                 sst2: learning rate of train and retune (1e-3)
   --keep DIR              keep the work folder (recipes, runs, models) in DIR
+--smoke: tiny shapes (2 layers, hidden 64; a handful of examples, one step
+per stage), 1 thread, the Python side in this process (imports paid once),
+for bench/run --smoke.
 """
 import argparse
 import json
