@@ -18,7 +18,8 @@ depth):
 Timing: dsee's forward by bench_forward (bench/forward_bench.cpp), the
 transformers model (default attention implementation) in
 torch.inference_mode, the same thread count and random token ids [batch,
-seq] without padding; one warm-up forward, then --iters timed forwards per
+seq] without padding; a warm-up forward (dsee: in every round's process;
+transformers: before its first round), then --iters timed forwards per
 round, rounds alternating the two stacks so that load from other processes
 hits both alike; the best round of each is reported. latency = ms per
 forward of the batch, throughput = samples/s; pruned / dense ratios of
@@ -67,9 +68,10 @@ def dsee_seconds(args, folder, dtype):
     return json.loads(out.strip().splitlines()[-1])["seconds_per_forward"]
 
 
-def hf_seconds(model, ids, iters):
+def hf_seconds(model, ids, iters, warm_up):
     with torch.inference_mode():
-        model(input_ids=ids)  # warm-up
+        if warm_up:
+            model(input_ids=ids)
         start = time.perf_counter()
         for _ in range(iters):
             model(input_ids=ids)
@@ -194,10 +196,10 @@ def main():
             for name in ("dense", "heads", "unstructured"):
                 hf = hf_model(name, dtype) if name != "unstructured" else None
                 ours, theirs = [], []
-                for _ in range(args.rounds):
-                    ours.append(dsee_seconds(args, folders[name], dtype))
+                for round_ in range(args.rounds):
+                    ours.append(dsee_seconds(args, folders[name], dtype))  # a warm-up forward in every process
                     if hf is not None:
-                        theirs.append(hf_seconds(hf, ids, args.iters))
+                        theirs.append(hf_seconds(hf, ids, args.iters, warm_up=round_ == 0))
                 seconds[("dsee", name)] = min(ours)
                 if theirs:
                     seconds[("transformers", name)] = min(theirs)
@@ -222,7 +224,7 @@ def main():
     print(f"- random BertForSequenceClassification, {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
           f"{heads} heads, intermediate {config.intermediate_size}; batch {args.batch} x seq {args.seq}, no padding; "
           f"{args.threads} thread(s) per side; best of {args.rounds} round(s) of {args.iters} forward(s) after a "
-          f"warm-up; transformers {transformers.__version__} with its default attention, torch.inference_mode"
+          f"warm-up forward; transformers {transformers.__version__} with its default attention, torch.inference_mode"
           + (" (--smoke: tiny shapes, 1 thread)" if args.smoke else ""))
     print(f"- sanity (fp32 logits, max |dsee − transformers| / max |transformers|, bound {BOUND:g}): head-pruned "
           f"folder vs transformers with the heads removed {sanity['heads']:.1e}; unstructured folder vs transformers "

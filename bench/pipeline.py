@@ -554,7 +554,9 @@ def main():
     print(f"- {args.threads} thread(s) per side; stage seconds of dsee from its summary.json; \"pretrained\": "
           "attaching the update and the untuned dev evaluation; \"other\": the process's start-up (the Python "
           "interpreter and its imports; dsee's libraries), data and model loading; both "
-          "sides evaluate the dev set where dsee's pipeline does" + (" (--smoke: tiny shapes, one step per stage, 1 thread, the Python side in this process)" if args.smoke else ""))
+          "sides evaluate the dev set where dsee's pipeline does"
+          + (" (--smoke: tiny shapes, one step per stage, 1 thread, the Python side in this process)"
+             if args.smoke else ""))
     print()
     print("| pipeline | dtype | stage | dsee s | Python s | Python / dsee |")
     print("|---|---|---|---|---|---|")
