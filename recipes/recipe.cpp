@@ -153,6 +153,12 @@ Recipe recipe_from_config(const Config& c) {
   r.omega.seed = c.get_int("omega.seed");
   r.omega.workers = c.get_int("omega.workers");
   r.omega.split_across_ranks = c.get_bool("omega.split_across_ranks");
+  r.omega.gradient_steps = c.get_int("omega.gradient_steps");
+  r.omega.gradient_warmup_steps = c.get_int("omega.gradient_warmup_steps");
+  DSEE_CHECK(r.omega.method != OmegaMethod::gradient || r.tuning.method == TuningMethod::dsee,
+             "omega.method = gradient chooses Ω of tuning.method = dsee from the task's gradients; tuning.method is "
+             "{}: set tuning.method = \"dsee\" or leave omega.method at grebsmo",
+             tuning_method_name(r.tuning.method));
   r.train.lr = c.get_float("train.lr");
   r.train.epochs = c.get_int("train.epochs");
   r.train.max_steps = c.get_int("train.max_steps");

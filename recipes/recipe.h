@@ -92,6 +92,7 @@ struct Recipe {
     double tol = 1e-3;
     std::int64_t seed = 0, workers = 1;
     bool split_across_ranks = false;
+    std::int64_t gradient_steps = 1, gradient_warmup_steps = 0;  // method gradient (recipes/omega_gradient.h)
   } omega;
   struct {
     double lr = 2e-4;

@@ -110,11 +110,22 @@ const ConfigSchema& recipe_schema() {
            "run's update starts from; same tuning.method, rank and target_modules (dsee: same omega.* keys, and Ω "
            "is copied from it); task-head tensors of another shape start fresh; empty: a fresh update"});
     s.add({"omega.c", std::int64_t{16}, "Entries of the sparse update S per adapted matrix", 0.0});
-    s.add({"omega.method", std::string("grebsmo"), "How Ω is chosen", {}, {}, {"grebsmo", "magnitude", "random"}});
+    s.add({"omega.method",
+           std::string("grebsmo"),
+           "How Ω is chosen: largest entries of GreBsmo's S, of the weight's magnitude, uniformly at random, or of "
+           "RoSA's accumulated squared gradients on the task (gradient: tuning.method dsee only)",
+           {},
+           {},
+           {"grebsmo", "magnitude", "random", "gradient"}});
     s.add({"omega.variant", std::string("reference"), "GreBsmo variant", {}, {}, {"reference", "tolerance"}});
     s.add({"omega.max_rank", std::int64_t{0}, "GreBsmo rank cap; 0: the variant's default", 0.0});
     s.add({"omega.tol", 1e-3, "tolerance variant: relative change of the residual that stops it", 0.0});
     s.add({"omega.seed", std::int64_t{0}, "Seed of Ω's own generator", 0.0});
+    s.add({"omega.gradient_steps", std::int64_t{1},
+           "method gradient: training batches (train.batch_size each) whose squared full-weight gradients are summed",
+           1.0});
+    s.add({"omega.gradient_warmup_steps", std::int64_t{0},
+           "method gradient: LoRA-only training steps before the gradients are taken (then discarded; RoSA: 64)", 0.0});
     s.add({"omega.workers", std::int64_t{1}, "Matrices computed concurrently", 1.0});
     s.add({"omega.split_across_ranks", false,
            "Under mpirun: every rank computes Ω of its share of the matrices and all are gathered (same Ω as one "

@@ -4,7 +4,9 @@
 // writes omega.h5, and every rank takes Ω from that file (checked by
 // fingerprint), whether it was computed now or by an earlier run. With
 // tuning.init_from the source run's omega.h5 is copied instead
-// (init_from.h).
+// (init_from.h). With omega.method = gradient every rank takes part in the
+// gradients (omega_gradient.h) and rank 0 writes their top c.
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "core/sparsity/omega_file.h"
@@ -12,6 +14,7 @@
 #include "data/distributed_sampler.h"
 #include "distributed/coordinator.h"
 #include "recipes/init_from.h"
+#include "recipes/omega_gradient.h"
 #include "recipes/stages.h"
 
 namespace dsee {
@@ -66,8 +69,38 @@ std::vector<OmegaExpected> omega_expected(Run& run) {
   return expected;
 }
 
-OmegaFileInfo omega_info_of(const OmegaOptions& o) {
-  return {omega_method_name(o.method), grebsmo_variant_name(o.grebsmo.variant), o.seed, o.c};
+// The file's record of how Ω was made; for method gradient "variant" holds
+// its settings, so omega.h5 tells apart Ω of other settings.
+OmegaFileInfo omega_info_of(const Recipe& recipe) {
+  const OmegaOptions o = recipe_omega_options(recipe);
+  const std::string variant = o.method == OmegaMethod::gradient
+                                  ? fmt::format("gradient_steps={},gradient_warmup_steps={}",
+                                                recipe.omega.gradient_steps, recipe.omega.gradient_warmup_steps)
+                                  : std::string(grebsmo_variant_name(o.grebsmo.variant));
+  return {omega_method_name(o.method), variant, o.seed, o.c};
+}
+
+// Ω from the task's gradients: every rank computes the scores (a collective),
+// rank 0 writes their top c.
+void omega_from_gradients(Run& run) {
+  const auto matrices = matrices_of(run);
+  const auto scores = omega_gradient_scores(run, matrices);
+  root_writes(run.ranks, "writing omega.h5", [&] {
+    std::vector<OmegaEntry> omega;
+    for (std::size_t i = 0; i < matrices.size(); ++i) {
+      OmegaEntry entry;
+      entry.name = matrices[i].name;
+      entry.rows = matrices[i].rows;
+      entry.cols = matrices[i].cols();
+      try {
+        entry.indices = omega_top_c(scores[i], run.recipe.omega.c);
+      } catch (const Error& e) {
+        throw Error(fmt::format("Ω of '{}' ({}×{}): {}", entry.name, entry.rows, entry.cols, e.what()));
+      }
+      omega.push_back(std::move(entry));
+    }
+    omega_write(run.dir.omega(), omega, run.omega_info);
+  });
 }
 
 }  // namespace
@@ -80,7 +113,7 @@ void omega_load(Run& run) {
 
 void stage_omega(Run& run) {
   if (run.recipe.tuning.method != TuningMethod::dsee) return;
-  run.omega_info = omega_info_of(recipe_omega_options(run.recipe));
+  run.omega_info = omega_info_of(run.recipe);
   if (stage_finished(run, Stage::omega)) return omega_load(run);
   stage_required(run, Stage::omega);
   const auto start = StageClock::now();
@@ -92,6 +125,15 @@ void stage_omega(Run& run) {
     omega_load(run);
     return stage_record(run, Stage::omega,
                         {{"matrices", run.omega.size()}, {"from", source.string()}, {"seconds", seconds_since(start)}});
+  }
+  if (run.recipe.omega.method == OmegaMethod::gradient) {
+    omega_from_gradients(run);
+    omega_load(run);
+    return stage_record(run, Stage::omega,
+                        {{"matrices", run.omega.size()},
+                         {"gradient_steps", run.recipe.omega.gradient_steps},
+                         {"gradient_warmup_steps", run.recipe.omega.gradient_warmup_steps},
+                         {"seconds", seconds_since(start)}});
   }
   std::vector<NamedMatrix> matrices;
   for (const auto& m : matrices_of(run)) matrices.push_back({m.name, m.weight()});

@@ -33,13 +33,15 @@
 namespace dsee {
 
 namespace {
-constexpr EnumName<OmegaMethod> kMethods[] = {
-    {OmegaMethod::grebsmo, "grebsmo"}, {OmegaMethod::magnitude, "magnitude"}, {OmegaMethod::random, "random"}};
+constexpr EnumName<OmegaMethod> kMethods[] = {{OmegaMethod::grebsmo, "grebsmo"},
+                                              {OmegaMethod::magnitude, "magnitude"},
+                                              {OmegaMethod::random, "random"},
+                                              {OmegaMethod::gradient, "gradient"}};
 }  // namespace
 
 OmegaMethod omega_method_from_name(const std::string& name) {
   if (const auto method = enum_from_name(kMethods, name)) return *method;
-  throw Error(fmt::format("unknown Ω method '{}': use 'grebsmo', 'magnitude' or 'random'", name));
+  throw Error(fmt::format("unknown Ω method '{}': use 'grebsmo', 'magnitude', 'random' or 'gradient'", name));
 }
 
 const char* omega_method_name(OmegaMethod method) { return enum_name(kMethods, method); }
@@ -83,6 +85,8 @@ OmegaEntry omega_of(const OmegaTask& task, const OmegaOptions& options) {
     case OmegaMethod::random:
       scores = task.draw.abs();
       break;
+    case OmegaMethod::gradient:  // refused by omega_select
+      break;
   }
   try {
     entry.indices = omega_top_c(scores, options.c);
@@ -98,6 +102,9 @@ std::vector<OmegaEntry> omega_select(const std::vector<NamedMatrix>& matrices, c
   DSEE_CHECK(options.workers >= 1, "Ω workers must be >= 1 (got {})", options.workers);
   DSEE_CHECK(options.threads >= 1, "Ω threads per worker must be >= 1 (got {})", options.threads);
   DSEE_CHECK(options.c >= 0, "Ω size c must be >= 0 (got {})", options.c);
+  DSEE_CHECK(options.method != OmegaMethod::gradient,
+             "Ω method 'gradient' needs the task's training data: the pipeline's omega stage computes it (dsee run "
+             "with omega.method = gradient), not Ω from the weights alone");
 
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   generator.set_current_seed(options.seed);

@@ -27,9 +27,12 @@
 
 namespace dsee {
 
-enum class OmegaMethod { grebsmo, magnitude, random };
+// gradient: RoSA's accumulated squared gradients on the task; it needs the
+// task's data, so only the pipeline's omega stage computes it
+// (recipes/omega_gradient.h); omega_select refuses it.
+enum class OmegaMethod { grebsmo, magnitude, random, gradient };
 
-// "grebsmo" / "magnitude" / "random"; throws dsee::Error naming the accepted names.
+// "grebsmo" / "magnitude" / "random" / "gradient"; throws dsee::Error naming the accepted names.
 OmegaMethod omega_method_from_name(const std::string& name);
 const char* omega_method_name(OmegaMethod method);
 
