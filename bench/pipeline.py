@@ -47,7 +47,7 @@ Options (parse_known_args: options meant for other sections, as bench/run
 passes everything after `--` to every section, are ignored):
   --pipelines demo,sst2   which pipelines
   --layers N              sst2: encoder layers (default 2; 12 is BERT-base)
-  --train N --dev N       sst2: examples (default 256 / 128; SST-2 has 67,349 / 872)
+  --train N --dev N       sst2: examples (default 512 / 128; SST-2 has 67,349 / 872)
   --seq N --batch N       sst2: tokens per example (default 64), batch size (32)
   --prune P               sst2: fraction of P_adapt and P_rest removed (0.5)
   --lr LR                 sst2: learning rate of train and retune (1e-3)
@@ -200,6 +200,8 @@ def run_dsee(args, job, work, dtype):
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     total = time.perf_counter() - start
+    with open(os.path.join(work, f"{name}.log"), "w") as f:  # spdlog's time-stamped lines, for --keep
+        f.write(done.stdout + done.stderr)
     if done.returncode != 0:
         raise SystemExit(f"pipeline: dsee run failed ({done.returncode}): {' '.join(cmd)}\n{done.stdout[-3000:]}\n"
                          f"{done.stderr[-3000:]}")
@@ -504,7 +506,7 @@ def main():
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--pipelines", default="demo,sst2")
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--train", type=int, default=256)
+    parser.add_argument("--train", type=int, default=512)
     parser.add_argument("--dev", type=int, default=128)
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
