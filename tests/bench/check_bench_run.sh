@@ -18,11 +18,12 @@ if ! "$repo/bench/run" --smoke "$@" > "$out"; then
   exit 1
 fi
 cat "$out"
-# Headings that are followed by a table before the next heading.
-tables=$(awk '/^#### / { if (open) n += seen; open = 1; seen = 0 } /^\|---/ { if (open) seen = 1 }
-              END { if (open) n += seen; print n + 0 }' "$out")
-if [ "$tables" -lt "${#sections[@]}" ]; then
-  echo "FAILED: ${#sections[@]} section(s) requested (${sections[*]}), $tables printed a heading and a table"
+# Every "#### " heading must be followed by a table before the next one, and
+# there must be one per requested section at least.
+read -r headings tables < <(awk '/^#### / { if (open) n += seen; h++; open = 1; seen = 0 } /^\|---/ { if (open) seen = 1 }
+                                END { if (open) n += seen; print h + 0, n + 0 }' "$out")
+if [ "$tables" -lt "$headings" ] || [ "$headings" -lt "${#sections[@]}" ]; then
+  echo "FAILED: ${#sections[@]} section(s) requested (${sections[*]}): $headings heading(s), $tables with a table"
   exit 1
 fi
 echo "bench/run --smoke: ${#sections[@]} section(s), $tables table(s)"
