@@ -1,12 +1,13 @@
 // dsee count: the numbers of docs/method.md ('Counting parameters and FLOPs')
 // for a model folder and a tuning configuration — parameters (total and
 // non-zero, as deployed), trainable parameters of dsee / lora / full / bitfit /
-// top_k, inference
+// top_k / adapter, inference
 // FLOPs (dense and non-zero) at one sequence length. The definitions are in
 // core/tuning/counting.h.
 //
 // With --recipe the model folder (model.path) and, where the recipe schema
 // has them, the tuning keys (tuning.method, tuning.rank, tuning.top_layers,
+// tuning.adapter_size,
 // tuning.target_modules, omega.c) come from the recipe; a flag given on the
 // command line wins.
 #include <fmt/format.h>
@@ -40,7 +41,7 @@ std::string percent(std::int64_t part, std::int64_t whole) {
 Command count_command(CLI::App& app) {
   struct Options {
     std::string model, recipe, method = "dsee";
-    std::int64_t seq_len = 128, rank = 16, c = 16, top_layers = 2;
+    std::int64_t seq_len = 128, rank = 16, c = 16, top_layers = 2, adapter_size = 64;
     std::vector<std::string> targets;
     bool per_linear = false;
   };
@@ -52,12 +53,15 @@ Command count_command(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   sub->add_option("--method", options->method, "Tuning method whose trainable parameters are counted")
-      ->check(CLI::IsMember({"dsee", "lora", "full", "bitfit", "top_k"}))
+      ->check(CLI::IsMember({"dsee", "lora", "full", "bitfit", "top_k", "adapter"}))
       ->capture_default_str();
   sub->add_option("--rank", options->rank, "r of the low-rank update")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   sub->add_option("--top-layers", options->top_layers, "Layers counted from the top that train (top_k)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--adapter-size", options->adapter_size, "Bottleneck m of each adapter (adapter)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   sub->add_option("--c", options->c, "Non-zeros of S per adapted matrix (dsee)")
@@ -77,6 +81,8 @@ Command count_command(CLI::App& app) {
               if (!given("--c") && schema.find("omega.c")) options->c = recipe.get_int("omega.c");
               if (!given("--top-layers") && schema.find("tuning.top_layers"))
                 options->top_layers = recipe.get_int("tuning.top_layers");
+              if (!given("--adapter-size") && schema.find("tuning.adapter_size"))
+                options->adapter_size = recipe.get_int("tuning.adapter_size");
               if (!given("--target-modules") && schema.find("tuning.target_modules"))
                 options->targets = recipe.get_strings("tuning.target_modules");
             }
@@ -88,14 +94,20 @@ Command count_command(CLI::App& app) {
             tuning.method = tuning_method_from_name(options->method);
             tuning.rank = options->rank;
             tuning.top_layers = options->top_layers;
+            tuning.adapter_size = options->adapter_size;
             tuning.target_modules = options->targets;
             const auto c = tuning.method == TuningMethod::dsee ? options->c : 0;
             const auto trainable = trainable_parameter_count(*model, tuning, c);
+            // Adapters are part of the deployed model: attached, they count in
+            // the parameters and FLOPs (counting.h model_count).
+            std::shared_ptr<ModelTuning> adapters;
+            if (tuning.method == TuningMethod::adapter) adapters = tuning_attach(*model, tuning);
             const auto count = model_count(*model, options->seq_len);
 
             std::string method = options->method;
             if (tuning_method_has_update(tuning.method)) method += fmt::format(" r={}", tuning.rank);
             if (tuning.method == TuningMethod::top_k) method += fmt::format(" k={}", tuning.top_layers);
+            if (tuning.method == TuningMethod::adapter) method += fmt::format(" m={}", tuning.adapter_size);
             if (tuning.method == TuningMethod::dsee) method += fmt::format(" c={}", c);
             const auto L = options->seq_len;
             fmt::print("model                {} ({}, {} layers, heads per layer {})\n", options->model,

@@ -35,9 +35,32 @@ namespace {
 
 namespace fs = std::filesystem;
 
-void export_hf(PretrainedModel& model, const fs::path& out) {
+// Note [Exporting adapters]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~
+// An adapter (tuning.h (2)) is non-linear, so it cannot be merged into the
+// projection it follows. --format hf writes the base model with its trained
+// layer norms and head as the HF folder, plus adapters.safetensors: every
+// adapter tensor under the name of the transformers module it follows
+// ("bert.encoder.layer.0.attention.output.dense.adapter.down.weight",
+// "transformer.h.0.mlp.c_proj.adapter.up.bias"), fp32, with the metadata
+// adapter_size and adapter_activation. A forward hook on each such module
+// returning h + up(act(down(h))) reproduces the run (docs/export.md).
+void export_hf(PretrainedModel& model, ModelTuning& tuning, const fs::path& out) {
+  NamedTensors adapters;
+  const std::string prefix = model.has_task_head() ? model.family_prefix() : "";
+  for (const auto& [name, tensor] : tuning.trainable_parameters())
+    if (name.find(".adapter.") != std::string::npos)
+      adapters.emplace_back(prefix + name, tensor.detach().to(at::kFloat).cpu().contiguous());
   model_merge(model);
   model_save(model, out);
+  if (adapters.empty()) return;
+  const auto& options = tuning.options();
+  const char* activation = options.adapter_activation == Activation::relu       ? "relu"
+                           : options.adapter_activation == Activation::gelu_new ? "gelu_new"
+                                                                                : "gelu";
+  safetensors_save(
+      out / "adapters.safetensors", adapters,
+      {{"format", "pt"}, {"adapter_size", std::to_string(options.adapter_size)}, {"adapter_activation", activation}});
 }
 
 void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& out) {
@@ -45,6 +68,9 @@ void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& ou
   DSEE_CHECK(method != TuningMethod::dsee,
              "export --format peft: this is a DSEE run; its sparse residual S (on Ω) has no PEFT equivalent, so "
              "PEFT's LoRA cannot reproduce the model. Use --format hf (the merged model)");
+  DSEE_CHECK(method != TuningMethod::adapter,
+             "export --format peft: PEFT has no Houlsby adapter. Use --format hf (the base model plus "
+             "adapters.safetensors, applied with forward hooks as docs/export.md shows)");
   DSEE_CHECK(method == TuningMethod::lora,
              "export --format peft: this is a {} run, which trains model tensors in place and has no adapter. Use "
              "--format hf",
@@ -133,7 +159,7 @@ void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& ou
 
 void export_write(PretrainedModel& model, ModelTuning& tuning, ExportFormat format, const fs::path& out) {
   if (format == ExportFormat::hf)
-    export_hf(model, out);
+    export_hf(model, tuning, out);
   else
     export_peft(model, tuning, out);
   spdlog::info("export: {} → {}", export_format_name(format), out.string());

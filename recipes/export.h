@@ -3,7 +3,9 @@
 //
 //   hf    the merged model (core/tuning/tuning.h model_merge: masks applied, heads
 //         removed and listed in config.json's pruned_heads) as a Hugging Face
-//         folder: config.json + model.safetensors.
+//         folder: config.json + model.safetensors. An adapter run (not
+//         mergeable) adds adapters.safetensors beside the base model
+//         (Note [Exporting adapters] in export.cpp, docs/export.md).
 //   peft  a LoRA run without pruning as a PEFT adapter folder:
 //         adapter_config.json + adapter_model.safetensors, loadable with
 //         peft.PeftModel.from_pretrained onto the run's base model. DSEE

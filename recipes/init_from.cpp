@@ -17,13 +17,16 @@ namespace {
 namespace fs = std::filesystem;
 
 bool is_update_tensor(const std::string& name) {
-  return name.ends_with(".lora_A") || name.ends_with(".lora_B") || name.ends_with(".sparse_values");
+  return name.ends_with(".lora_A") || name.ends_with(".lora_B") || name.ends_with(".sparse_values") ||
+         name.find(".adapter.") != std::string::npos;
 }
 
 // The keys whose values the source's tensors depend on.
 std::vector<std::string> keys_to_match(TuningMethod method) {
   if (method == TuningMethod::full || method == TuningMethod::bitfit) return {"tuning.method"};
   if (method == TuningMethod::top_k) return {"tuning.method", "tuning.top_layers"};
+  if (method == TuningMethod::adapter)
+    return {"tuning.method", "tuning.adapter_size", "tuning.adapter_activation", "tuning.adapter_train_layernorm"};
   std::vector<std::string> keys = {"tuning.method", "tuning.rank", "tuning.target_modules"};
   if (method == TuningMethod::dsee)
     for (const char* key : {"omega.c", "omega.method", "omega.variant", "omega.seed", "omega.max_rank", "omega.tol"})

@@ -103,8 +103,8 @@ void recipe_check(const Recipe& recipe) {
              tuning_method_name(method), prune_kind_name(recipe.prune.kind));
   DSEE_CHECK(recipe.prune.kind == PruneKind::none || method == TuningMethod::full || tuning_method_has_update(method),
              "prune.kind = {} with tuning.method = {}: pruning scores the update ΔW of the adapted matrices (and "
-             "re-tunes it), which {} does not have (it trains model tensors in place); set prune.kind = none, or "
-             "prune a dsee or lora run",
+             "re-tunes it), which {} does not have (it trains model tensors in place or adds adapters); set "
+             "prune.kind = none, or prune a dsee or lora run",
              prune_kind_name(recipe.prune.kind), tuning_method_name(method), tuning_method_name(method));
 }
 

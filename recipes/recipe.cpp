@@ -141,6 +141,9 @@ Recipe recipe_from_config(const Config& c) {
   r.tuning.method = tuning_method_from_name(c.get_string("tuning.method"));
   r.tuning.rank = c.get_int("tuning.rank");
   r.tuning.top_layers = c.get_int("tuning.top_layers");
+  r.tuning.adapter_size = c.get_int("tuning.adapter_size");
+  r.tuning.adapter_activation = c.get_string("tuning.adapter_activation");
+  r.tuning.adapter_train_layernorm = c.get_bool("tuning.adapter_train_layernorm");
   r.tuning.alpha = c.get_float("tuning.alpha");
   r.tuning.dropout = c.get_float("tuning.dropout");
   r.tuning.target_modules = c.get_strings("tuning.target_modules");
@@ -243,6 +246,12 @@ TuningOptions recipe_tuning_options(const Recipe& r) {
   o.method = r.tuning.method;
   o.rank = r.tuning.rank;
   o.top_layers = r.tuning.top_layers;
+  o.adapter_size = r.tuning.adapter_size;
+  const auto& activation = r.tuning.adapter_activation;  // the schema allows gelu, gelu_new, relu
+  o.adapter_activation = activation == "relu"       ? Activation::relu
+                         : activation == "gelu_new" ? Activation::gelu_new
+                                                    : Activation::gelu;
+  o.adapter_train_layernorm = r.tuning.adapter_train_layernorm;
   o.alpha = r.tuning.alpha;
   o.dropout = r.tuning.dropout;
   o.target_modules = r.tuning.target_modules;

@@ -79,7 +79,10 @@ struct Recipe {
   struct {
     TuningMethod method = TuningMethod::dsee;
     std::int64_t rank = 16;
-    std::int64_t top_layers = 2;  // top_k
+    std::int64_t top_layers = 2;     // top_k
+    std::int64_t adapter_size = 64;  // adapter: the bottleneck m
+    std::string adapter_activation = "gelu";
+    bool adapter_train_layernorm = true;
     double alpha = 32.0, dropout = 0.0;
     std::vector<std::string> target_modules;
     std::string init_from;  // a finished run directory (recipes/init_from.h); empty: a fresh update

@@ -18,7 +18,7 @@ const ConfigSchema& recipe_schema() {
     s.add({"run.precision",
            std::string("fp32"),
            "bf16: frozen pretrained weights stored and multiplied in bf16, trainable tensors and AdamW state in fp32 "
-           "(docs/precision.md; not with tuning.method full, bitfit or top_k)",
+           "(docs/precision.md; not with tuning.method full, bitfit, top_k or adapter)",
            {},
            {},
            {"fp32", "bf16"}});
@@ -91,16 +91,29 @@ const ConfigSchema& recipe_schema() {
            0.0, 0.9});
     s.add({"tuning.method",
            std::string("dsee"),
-           "dsee (low rank + sparse on Ω), lora, full fine-tuning, bitfit (every bias and the task head) or top_k "
-           "(the top tuning.top_layers layers and the task head)",
+           "dsee (low rank + sparse on Ω), lora, full fine-tuning, bitfit (every bias and the task head), top_k "
+           "(the top tuning.top_layers layers and the task head), or adapter (Houlsby bottleneck adapters, the "
+           "layer norms and the task head)",
            {},
            {},
-           {"dsee", "lora", "full", "bitfit", "top_k"}});
+           {"dsee", "lora", "full", "bitfit", "top_k", "adapter"}});
     s.add({"tuning.rank", std::int64_t{16}, "r, the rank of B·A", 1.0});
     s.add({"tuning.top_layers", std::int64_t{2},
            "top_k: the layers counted from the top that train (all their tensors; GPT-2 also ln_f), at most the "
            "model's layers",
            1.0});
+    s.add({"tuning.adapter_size", std::int64_t{64},
+           "adapter: the bottleneck m of each adapter (Houlsby et al. use 8 … 256 on BERT); 2·d·m + m + d "
+           "parameters per adapter, two per layer",
+           1.0});
+    s.add({"tuning.adapter_activation",
+           std::string("gelu"),
+           "adapter: the non-linearity between the down- and up-projection (gelu, as Houlsby et al.'s code)",
+           {},
+           {},
+           {"gelu", "gelu_new", "relu"}});
+    s.add({"tuning.adapter_train_layernorm", true,
+           "adapter: every layer norm trains too (Houlsby et al.); false: only the adapters and the task head"});
     s.add({"tuning.alpha", 32.0, "α; the update is scaled by α / r", 0.0});
     s.add({"tuning.dropout", 0.0, "Dropout on the update's input while training", 0.0, 1.0});
     s.add({"tuning.target_modules", std::vector<std::string>{},

@@ -33,6 +33,9 @@ std::int64_t trainable_parameter_count(PretrainedModel& model, const TuningOptio
       if (options.method == TuningMethod::dsee) count += std::min(c, m.rows * m.cols());
     }
   }
+  if (options.method == TuningMethod::adapter)
+    for (const auto& module : adapter_modules(model))
+      count += adapter_parameter_count(model.linear(module).out_features(), options.adapter_size);
   for (const auto& slot : model.tensor_slots())
     if (slot.tensor->defined() && tuning_trains_tensor(model, options, slot.name)) count += slot.tensor->numel();
   return count;
@@ -78,6 +81,18 @@ ModelCount model_count(PretrainedModel& model, std::int64_t seq_len) {
     projection_weights.push_back(&linear->weight);
     count.parameters += linear->weight.numel();
     count.nonzero_parameters += row.nonzero;
+    // An adapter after the projection (tuning.h (2)): its down [m, d] and
+    // up [d, m] run on every token, their tensors are part of the model.
+    const auto adapter = adapter_weights(*linear);
+    for (std::size_t i = 0; i < adapter.size(); ++i) {
+      const auto& weight = adapter[i];
+      LinearCount extra{module + (i == 0 ? ".adapter.down" : ".adapter.up"), weight.size(0), weight.size(1), seq_len,
+                        0};
+      extra.nonzero = on_meta(weight) ? extra.out * extra.in : weight.count_nonzero().item<std::int64_t>();
+      count.linears.push_back(extra);
+      count.parameters += weight.numel() + extra.out;  // and its bias
+      count.nonzero_parameters += extra.nonzero + extra.out;
+    }
   }
   for (const auto& slot : model.tensor_slots()) {
     if (!slot.tensor->defined()) continue;

@@ -36,7 +36,9 @@ std::unique_ptr<PretrainedModel> model_on_meta(const ModelConfig& config, bool s
 // update ΔW'): dsee r·(m + n) + c per adapted matrix (c capped at m·n), lora
 // r·(m + n), both plus the task head (BERT classifier; RoBERTa
 // classifier.dense + out_proj; GPT-2: none, its LM head is tied to the
-// embeddings) when options.train_head; full, bitfit, top_k: the model tensors
+// embeddings) when options.train_head; adapter 2·d·m + m + d per adapter
+// (adapter_modules, d the projection's output width, m = adapter_size);
+// full, bitfit, top_k, and adapter besides its adapters: the model tensors
 // tuning_trains_tensor selects. Equals the numel over tuning_attach's
 // trainable_parameters().
 std::int64_t trainable_parameter_count(PretrainedModel& model, const TuningOptions& options, std::int64_t c);
@@ -63,7 +65,10 @@ struct ModelCount {
 };
 
 // Counts `model` as deployed: a projection's weight is effective_weight()
-// (an attached tuning merged in, the mask applied).
+// (an attached tuning merged in, the mask applied); an attached adapter adds
+// its down and up projections ("<module>.adapter.down" / ".up", L tokens;
+// their biases count as parameters, and as non-zeros, since an adapter is
+// deployed as it is).
 ModelCount model_count(PretrainedModel& model, std::int64_t seq_len);
 
 }  // namespace dsee

@@ -17,26 +17,32 @@
 #include "base/enum_names.h"
 #include "base/error.h"
 #include "core/model/pretrained_model.h"
+#include "core/model/transformer_layers.h"
 
 namespace dsee {
 
 namespace {
-constexpr EnumName<TuningMethod> kMethods[] = {{TuningMethod::dsee, "dsee"},
-                                               {TuningMethod::lora, "lora"},
-                                               {TuningMethod::full, "full"},
-                                               {TuningMethod::bitfit, "bitfit"},
-                                               {TuningMethod::top_k, "top_k"}};
+constexpr EnumName<TuningMethod> kMethods[] = {{TuningMethod::dsee, "dsee"},   {TuningMethod::lora, "lora"},
+                                               {TuningMethod::full, "full"},   {TuningMethod::bitfit, "bitfit"},
+                                               {TuningMethod::top_k, "top_k"}, {TuningMethod::adapter, "adapter"}};
 
 // The task head: BERT "classifier.*"; RoBERTa "classifier.dense.*" and
 // "classifier.out_proj.*"; GPT-2 none (its LM head is wte, tied).
 bool is_task_head(const PretrainedModel& model, const std::string& name) {
   return model.config().family != ModelFamily::gpt2 && name.starts_with("classifier.");
 }
+
+// Every LayerNorm tensor: BERT/RoBERTa "embeddings.LayerNorm.*", "*.LayerNorm.*";
+// GPT-2 "h.N.ln_1.*", "h.N.ln_2.*", "ln_f.*".
+bool is_layer_norm(const std::string& name) {
+  return name.starts_with("ln_f.") || name.find("LayerNorm.") != std::string::npos ||
+         name.find(".ln_1.") != std::string::npos || name.find(".ln_2.") != std::string::npos;
+}
 }  // namespace
 
 TuningMethod tuning_method_from_name(const std::string& name) {
   if (const auto method = enum_from_name(kMethods, name)) return *method;
-  throw Error(fmt::format("unknown tuning method '{}' (expected dsee, lora, full, bitfit or top_k)", name));
+  throw Error(fmt::format("unknown tuning method '{}' (expected dsee, lora, full, bitfit, top_k or adapter)", name));
 }
 
 const char* tuning_method_name(TuningMethod method) { return enum_name(kMethods, method); }
@@ -64,6 +70,9 @@ bool tuning_trains_tensor(const PretrainedModel& model, const TuningOptions& opt
       if (config.family == ModelFamily::gpt2 && name.starts_with("ln_f.")) return true;
       return layer_of(name) >= config.num_layers - options.top_layers;
     }
+    case TuningMethod::adapter:
+      if (is_task_head(model, name)) return options.train_head;
+      return options.adapter_train_layernorm && is_layer_norm(name);
   }
   return false;
 }
@@ -209,6 +218,47 @@ class ProjectionTuning final : public LinearTuning {
 // A fresh trainable leaf holding `values`.
 at::Tensor trainable(const at::Tensor& values) { return values.detach().clone().requires_grad_(true); }
 
+// One Houlsby adapter (tuning.h (2)): its tensors, in the compute dtype.
+struct Adapter {
+  std::string prefix;  // "<module>.adapter"
+  at::Tensor down_weight, down_bias, up_weight, up_bias;
+};
+
+// Note [Adapter placement]
+// ~~~~~~~~~~~~~~~~~~~~~~~~
+// Houlsby's adapter sits after the projection that closes a sub-layer
+// (attention output, feed-forward output), before the residual add and the
+// layer norm. The wrapper is the LinearTuning of that projection, so its
+// output h (the frozen x·Wᵀ + b) goes through y = h + up(act(down(h))) and the
+// model adds the residual and normalises as before. dsee's models have no
+// hidden dropout, so "after the dropout" (adapter-transformers) and "before
+// it" are the same here, as they are for any model in eval mode.
+class AdapterTuning final : public LinearTuning {
+ public:
+  AdapterTuning(std::shared_ptr<TuningState> state, std::shared_ptr<Adapter> adapter)
+      : state_(std::move(state)), adapter_(std::move(adapter)) {}
+
+  at::Tensor forward(const Linear& base, const at::Tensor& x) override {
+    const auto frozen = base.forward_frozen(x);
+    const auto h = frozen.to(state_->compute_dtype);
+    const auto& a = *adapter_;
+    const auto inner = activation_apply(state_->options.adapter_activation, at::linear(h, a.down_weight, a.down_bias));
+    return (h + at::linear(inner, a.up_weight, a.up_bias)).to(frozen.scalar_type());
+  }
+  // Head pruning removes input columns of the attention output: the output
+  // the adapter reads keeps its width.
+  void keep_columns(const at::Tensor& /*columns*/) override {}
+  void keep_rows(const at::Tensor& /*rows*/) override {
+    throw Error(fmt::format("'{}' has an adapter on its output, which cannot drop output rows", adapter_->prefix));
+  }
+
+  const Adapter& adapter() const { return *adapter_; }
+
+ private:
+  std::shared_ptr<TuningState> state_;
+  std::shared_ptr<Adapter> adapter_;
+};
+
 // Ω entries [rows, cols] row-major re-indexed through old→new maps (-1:
 // dropped); returns the kept flat indices (ascending) and their values.
 std::pair<at::Tensor, at::Tensor> omega_reindex(const at::Tensor& omega, const at::Tensor& values, std::int64_t cols,
@@ -280,8 +330,13 @@ void ProjectionTuning::keep_columns(const at::Tensor& columns_in) {
 class ModelTuningImpl final : public ModelTuning {
  public:
   ModelTuningImpl(PretrainedModel& model, std::shared_ptr<TuningState> state,
-                  std::vector<std::shared_ptr<SparseUpdate>> updates)
-      : ModelTuning(state->options), model_(&model), state_(std::move(state)), updates_(std::move(updates)) {}
+                  std::vector<std::shared_ptr<SparseUpdate>> updates,
+                  std::vector<std::shared_ptr<Adapter>> adapters = {})
+      : ModelTuning(state->options),
+        model_(&model),
+        state_(std::move(state)),
+        updates_(std::move(updates)),
+        adapters_(std::move(adapters)) {}
 
   std::vector<SparseUpdate*> updates() override {
     std::vector<SparseUpdate*> out;
@@ -298,6 +353,12 @@ class ModelTuningImpl final : public ModelTuning {
       if (method == TuningMethod::dsee)
         out.push_back({update->matrix.prefix + ".sparse_values", update->sparse_values});
     }
+    for (auto& adapter : adapters_) {
+      out.push_back({adapter->prefix + ".down.weight", adapter->down_weight});
+      out.push_back({adapter->prefix + ".down.bias", adapter->down_bias});
+      out.push_back({adapter->prefix + ".up.weight", adapter->up_weight});
+      out.push_back({adapter->prefix + ".up.bias", adapter->up_bias});
+    }
     for (const auto& slot : model_->tensor_slots())
       if (tuning_trains_tensor(*model_, options_, slot.name)) out.push_back({slot.name, *slot.tensor});
     return out;
@@ -309,6 +370,7 @@ class ModelTuningImpl final : public ModelTuning {
   PretrainedModel* model_;
   std::shared_ptr<TuningState> state_;
   std::vector<std::shared_ptr<SparseUpdate>> updates_;
+  std::vector<std::shared_ptr<Adapter>> adapters_;
 };
 
 void set_requires_grad(at::Tensor& tensor, bool requires_grad) {
@@ -381,7 +443,32 @@ std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningO
   if (in_place) {
     for (const auto& slot : model.tensor_slots())
       set_requires_grad(*slot.tensor, tuning_trains_tensor(model, options, slot.name));
-    return std::make_shared<ModelTuningImpl>(model, state, std::vector<std::shared_ptr<SparseUpdate>>{});
+    if (options.method != TuningMethod::adapter)
+      return std::make_shared<ModelTuningImpl>(model, state, std::vector<std::shared_ptr<SparseUpdate>>{});
+
+    // tuning.h (2): down.weight one randn(m, d) · 0.01 per adapter in
+    // adapter_modules order from one CPU generator seeded once; the rest 0.
+    DSEE_CHECK(options.adapter_size > 0, "tuning.adapter_size must be positive, got {}", options.adapter_size);
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+    const auto on_device = at::TensorOptions().dtype(state->compute_dtype).device(model.device());
+    const auto m = options.adapter_size;
+    std::vector<std::shared_ptr<Adapter>> adapters;
+    for (const auto& module : adapter_modules(model)) {
+      auto& linear = model.linear(module);
+      DSEE_CHECK(!linear.tuning, "projection '{}' already has a tuning method attached; attach once per model", module);
+      const auto d = linear.out_features();
+      auto adapter = std::make_shared<Adapter>();
+      adapter->prefix = module + ".adapter";
+      const auto down = at::randn({m, d}, generator, at::TensorOptions().dtype(at::kFloat)) * 0.01;
+      adapter->down_weight = trainable(down.to(on_device));
+      adapter->down_bias = trainable(at::zeros({m}, on_device));
+      adapter->up_weight = trainable(at::zeros({d, m}, on_device));
+      adapter->up_bias = trainable(at::zeros({d}, on_device));
+      linear.tuning = std::make_shared<AdapterTuning>(state, adapter);
+      adapters.push_back(std::move(adapter));
+    }
+    return std::make_shared<ModelTuningImpl>(model, state, std::vector<std::shared_ptr<SparseUpdate>>{},
+                                             std::move(adapters));
   }
 
   DSEE_CHECK(options.rank > 0, "tuning rank must be positive, got {}", options.rank);
@@ -435,8 +522,26 @@ std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningO
   return std::make_shared<ModelTuningImpl>(model, state, std::move(updates));
 }
 
+std::vector<std::string> adapter_modules(PretrainedModel& model) {
+  const bool gpt2 = model.config().family == ModelFamily::gpt2;
+  std::vector<std::string> out;
+  for (const auto& [name, linear] : model.linears()) {
+    if (layer_of(name) < 0) continue;
+    if (gpt2 ? name.ends_with(".c_proj") : name.ends_with(".output.dense")) out.push_back(name);
+  }
+  return out;
+}
+
+std::int64_t adapter_parameter_count(std::int64_t d, std::int64_t m) { return 2 * d * m + m + d; }
+
+std::vector<at::Tensor> adapter_weights(const Linear& linear) {
+  const auto* adapter = dynamic_cast<const AdapterTuning*>(linear.tuning.get());
+  if (!adapter) return {};
+  return {adapter->adapter().down_weight, adapter->adapter().up_weight};
+}
+
 at::Tensor effective_weight(const Linear& linear) {
-  if (!linear.tuning) return linear.masked_weight();
+  if (!linear.tuning || dynamic_cast<const AdapterTuning*>(linear.tuning.get())) return linear.masked_weight();
   const auto* projection = dynamic_cast<const ProjectionTuning*>(linear.tuning.get());
   DSEE_CHECK(projection, "the tuning method on this projection is not a weight update, so it has no effective weight");
   return projection->effective_weight(linear);

@@ -28,12 +28,28 @@
 // tensor; bitfit every "*.bias" plus the task head; top_k every tensor of the
 // top `top_layers` layers plus the task head (GPT-2: plus ln_f).
 //
+// adapter (Houlsby et al. 2019; docs/tuning.md, 'Adapters'): a bottleneck
+// after the attention output projection and after the feed-forward output
+// projection of every layer (BERT/RoBERTa "attention.output.dense" and
+// "output.dense", GPT-2 "attn.c_proj" and "mlp.c_proj"), on the projection's
+// output h [.., d]:
+//   y = h + up(act(down(h)))    down [m, d] ~ N(0, 0.01²), up [d, m] = 0,
+//                               both biases 0, m = adapter_size      (2)
+// so the model starts at the pretrained function. Its tensors are
+// "<module>.adapter.down.weight" / ".down.bias" / ".up.weight" / ".up.bias"
+// ("encoder.layer.3.attention.output.dense.adapter.down.weight",
+// "h.3.mlp.c_proj.adapter.up.bias"); they train together with every
+// LayerNorm (adapter_train_layernorm) and the task head. Adapters are not a
+// weight update and cannot be merged: export --format hf writes the base
+// model plus adapters.safetensors (docs/export.md).
+//
 // Precision (docs/precision.md): on a bf16 model (run.precision = bf16) the
 // frozen weights stay bf16 and every trainable tensor is fp32 — A, B, the S
 // values and the task head, which tuning_attach casts to fp32. The frozen
 // product runs in bf16, the update in fp32, their sum is rounded to bf16
 // (Note [Mixed precision] in tuning.cpp). The in-place methods refuse a bf16
-// model (they would need fp32 master weights of the model's tensors).
+// model (they would need fp32 master weights of the model's tensors), and so
+// does adapter (it trains the model's LayerNorms in place).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -44,6 +60,7 @@
 #include <vector>
 
 #include "base/named_tensor.h"
+#include "core/model/model_config.h"
 #include "core/sparsity/omega.h"
 #include "core/tuning/adapted.h"
 
@@ -51,9 +68,9 @@ namespace dsee {
 
 class PretrainedModel;
 
-enum class TuningMethod { dsee, lora, full, bitfit, top_k };
+enum class TuningMethod { dsee, lora, full, bitfit, top_k, adapter };
 
-// "dsee" / "lora" / "full" / "bitfit" / "top_k"; throws dsee::Error naming
+// "dsee" / "lora" / "full" / "bitfit" / "top_k" / "adapter"; throws dsee::Error naming
 // the accepted names.
 TuningMethod tuning_method_from_name(const std::string& name);
 const char* tuning_method_name(TuningMethod method);
@@ -63,14 +80,17 @@ bool tuning_method_has_update(TuningMethod method);
 
 struct TuningOptions {
   TuningMethod method = TuningMethod::dsee;
-  std::int64_t rank = 16;                   // r
-  double alpha = 32.0;                      // s = alpha / r
-  double dropout = 0.0;                     // on the update's input x (both terms), training only
-  std::vector<std::string> target_modules;  // adapted.h patterns; empty: default_target_modules
-  std::uint64_t seed = 0;                   // A's N(0, 0.02²) draws, in adapted-matrix order
-  bool mask_update = true;                  // retune.mask_update (see above)
-  bool train_head = true;                   // the task head trains (dsee, lora, bitfit, top_k)
-  std::int64_t top_layers = 2;              // top_k: the layers counted from the top that train
+  std::int64_t rank = 16;                            // r
+  double alpha = 32.0;                               // s = alpha / r
+  double dropout = 0.0;                              // on the update's input x (both terms), training only
+  std::vector<std::string> target_modules;           // adapted.h patterns; empty: default_target_modules
+  std::uint64_t seed = 0;                            // A's N(0, 0.02²) draws, in adapted-matrix order
+  bool mask_update = true;                           // retune.mask_update (see above)
+  bool train_head = true;                            // the task head trains (dsee, lora, bitfit, top_k)
+  std::int64_t top_layers = 2;                       // top_k: the layers counted from the top that train
+  std::int64_t adapter_size = 64;                    // adapter: the bottleneck m
+  Activation adapter_activation = Activation::gelu;  // adapter: act in (2)
+  bool adapter_train_layernorm = true;               // adapter: every LayerNorm trains too
 };
 
 // The update of one adapted matrix. Tensors live on the model's device in
@@ -96,9 +116,21 @@ struct SparseUpdate {
 // every "*.bias" of the model (embedding and layer LayerNorms, every
 // projection, BERT's pooler) plus the task head; top_k every tensor of the
 // layers num_layers - top_layers .. num_layers - 1 plus the task head, and
-// GPT-2's final ln_f. dsee::Error for top_k with top_layers outside
-// [1, num_layers].
+// GPT-2's final ln_f; adapter every LayerNorm (BERT "*.LayerNorm.*", GPT-2
+// "ln_1", "ln_2", "ln_f") when adapter_train_layernorm, plus the task head
+// (its own adapter tensors are not model tensors). dsee::Error for top_k
+// with top_layers outside [1, num_layers].
 bool tuning_trains_tensor(const PretrainedModel& model, const TuningOptions& options, const std::string& name);
+
+// adapter: the projections an adapter follows, by HF module name in the
+// model's order (BERT/RoBERTa "encoder.layer.N.attention.output.dense",
+// "encoder.layer.N.output.dense"; GPT-2 "h.N.attn.c_proj", "h.N.mlp.c_proj").
+std::vector<std::string> adapter_modules(PretrainedModel& model);
+// Trainable parameters of one adapter on a d-wide output: 2·d·m + m + d.
+std::int64_t adapter_parameter_count(std::int64_t d, std::int64_t m);
+// The adapter weights after `linear` ({down [m, d], up [d, m]}), or empty
+// when no adapter follows it (counting's FLOPs).
+std::vector<at::Tensor> adapter_weights(const Linear& linear);
 
 // The tuning state of a whole model: what tuning_attach returns. The model
 // must outlive it; the Linear wrappers it installs point into it.
@@ -113,7 +145,9 @@ class ModelTuning {
   // The tensors the optimizer updates, by name (see the header comment), in a
   // fixed order: updates in order (lora_A, lora_B, sparse_values), then the
   // task head in HF order; full, bitfit, top_k: the model tensors that
-  // tuning_trains_tensor selects, in HF order.
+  // tuning_trains_tensor selects, in HF order; adapter: each adapter's
+  // down.weight, down.bias, up.weight, up.bias in adapter_modules order, then
+  // those model tensors.
   virtual NamedTensors trainable_parameters() = 0;
   // Dropout on (true) or off (false, the default: evaluation).
   virtual void set_training(bool training) = 0;
@@ -129,8 +163,10 @@ class ModelTuning {
 // matrix with the matrix's shape — dsee::Error naming the matrix otherwise),
 // mark the head trainable (in fp32, also on a bf16 model) and everything else
 // frozen; full, bitfit and top_k mark the tensors of tuning_trains_tensor
-// trainable and the rest frozen (dsee::Error on a bf16 model).
-// Draws A from a CPU generator seeded with options.seed.
+// trainable and the rest frozen (dsee::Error on a bf16 model); adapter does
+// the same and installs an adapter after each of adapter_modules.
+// Draws A (adapter: each down.weight) from a CPU generator seeded with
+// options.seed.
 std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningOptions& options,
                                            const std::vector<OmegaEntry>& omega = {});
 
@@ -141,8 +177,9 @@ at::Tensor effective_weight(const Linear& linear);
 
 // Replaces every projection's weight by its effective_weight (in the model's
 // dtype: a bf16 model rounds W + ΔW to bf16 once), removes the tuning wrappers and the masks: the model then runs
-// without dsee's tuning code and saves as a plain HF model. `tuning` is
-// unusable afterwards.
+// without dsee's tuning code and saves as a plain HF model. Adapters cannot
+// merge: they are removed with their wrappers (export them first, as
+// export --format hf does). `tuning` is unusable afterwards.
 void model_merge(PretrainedModel& model);
 
 }  // namespace dsee

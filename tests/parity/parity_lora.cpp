@@ -3,8 +3,9 @@
 // alpha, target modules and run.precision from "recipe" (a TOML recipe text)
 // with the pipeline's own functions (recipes/recipe.h), load "model" (a
 // Hugging Face folder) and overwrite every A and B with "<prefix>.lora_A"
-// [r, in] / "<prefix>.lora_B" [out, r] from "in", so both stacks start from
-// the adapters the Python side drew.
+// [r, in] / "<prefix>.lora_B" [out, r] from "in" (tuning.method adapter:
+// every "<module>.adapter.{down,up}.{weight,bias}"), so both stacks start
+// from the adapters the Python side drew.
 //
 //   lora-step   one forward on in's "input_ids" (and "attention_mask" when
 //               present), loss = (logits · in's "loss_weights").sum() in fp32,
@@ -60,6 +61,9 @@ LoraModel lora_model(const Request& request) {
     u->lora_A.copy_(request.in().tensor(u->matrix.prefix + ".lora_A"));
     u->lora_B.copy_(request.in().tensor(u->matrix.prefix + ".lora_B"));
   }
+  // tuning.method adapter: every adapter tensor from "in" (the Python side's draws).
+  for (auto& [name, tensor] : out.tuning->trainable_parameters())
+    if (name.find(".adapter.") != std::string::npos) tensor.copy_(request.in().tensor(name));
   return out;
 }
 
