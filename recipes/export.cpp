@@ -50,7 +50,7 @@ void export_hf(PretrainedModel& model, ModelTuning& tuning, const fs::path& out)
   const std::string prefix = model.has_task_head() ? model.family_prefix() : "";
   for (const auto& [name, tensor] : tuning.trainable_parameters())
     if (name.find(".adapter.") != std::string::npos)
-      adapters.emplace_back(prefix + name, tensor.detach().to(at::kFloat).cpu().contiguous());
+      adapters.push_back({prefix + name, tensor.detach().to(at::kFloat).cpu().contiguous()});
   model_merge(model);
   model_save(model, out);
   if (adapters.empty()) return;
