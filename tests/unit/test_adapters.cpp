@@ -4,6 +4,7 @@
 // initialisation equal to the base model, the adapter formula on one
 // projection, and `dsee run` on the shrunken demo: it learns above the
 // untuned model, resumes from a checkpoint to the straight run's tensors,
+// starts another run through tuning.init_from (the same adapter_size only),
 // runs as a run.compare arm beside lora, and refuses bf16, pruning and PEFT export.
 // tests/parity/test_adapters.py checks logits and gradients against
 // transformers with forward hooks, and the hf export with docs/export.md's
@@ -195,6 +196,19 @@ TEST(Adapters, DemoRunLearnsResumesAndRefuses) {
   EXPECT_TRUE(contains(resumed.output, "resuming train from ckpt/step-20.h5 (step 20 of 64)")) << resumed.output;
   EXPECT_EQ(file_text(out / "straight" / "demo" / "trainable-train.safetensors"),
             file_text(stopped_dir / "demo" / "trainable-train.safetensors"));
+
+  // tuning.init_from: an adapter run of the same adapter_size starts from the straight run's tensors.
+  const auto from = run_dsee(adapter_run(out / "init") +
+                             " --set train.epochs=1 --set tuning.init_from=" + (out / "straight" / "demo").string());
+  ASSERT_EQ(from.exit_code, 0) << from.output;
+  EXPECT_TRUE(contains(from.output,
+                       "train starts from " + (out / "straight" / "demo" / "trainable-train.safetensors").string()))
+      << from.output;
+  const auto other_size =
+      run_dsee(adapter_run(out / "init-8") +
+               " --set tuning.adapter_size=8 --set tuning.init_from=" + (out / "straight" / "demo").string());
+  EXPECT_EQ(other_size.exit_code, 1) << other_size.output;
+  EXPECT_TRUE(contains(other_size.output, "that run has tuning.adapter_size = 16, this run")) << other_size.output;
 
   const auto arms = run_dsee("run " + std::string(DSEE_SOURCE_DIR) +
                              "/recipes/demo.toml --set run.out_dir=" + (out / "arms").string() +
