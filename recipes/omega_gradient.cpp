@@ -142,6 +142,7 @@ std::vector<at::Tensor> omega_gradient_scores(Run& run, const std::vector<Adapte
     linear->weight.requires_grad_(true);
   }
   std::vector<at::Tensor> scores;
+  scores.reserve(matrices.size());
   for (const auto& m : matrices)
     scores.push_back(at::zeros({m.rows, m.cols()}, at::TensorOptions().dtype(at::kFloat).device(run.model->device())));
 
@@ -173,6 +174,7 @@ std::vector<at::Tensor> omega_gradient_scores(Run& run, const std::vector<Adapte
       }
       // The global batch's gradient of each matrix, squared and added to its score.
       std::vector<at::Tensor> gradients;
+      gradients.reserve(matrices.size());
       for (const auto& m : matrices) {
         const at::Tensor grad = m.linear->weight.grad();
         gradients.push_back(grad.defined() ? grad.narrow(0, m.row_offset, m.rows).to(at::kFloat)
@@ -180,6 +182,7 @@ std::vector<at::Tensor> omega_gradient_scores(Run& run, const std::vector<Adapte
       }
       if (comm != nullptr) {
         std::vector<at::Tensor> flats;
+        flats.reserve(gradients.size());
         for (const auto& g : gradients) flats.push_back(g.reshape({-1}));
         at::Tensor flat = at::cat(flats).to(comm->device());
         comm->all_reduce_sum(flat);

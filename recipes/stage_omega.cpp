@@ -6,6 +6,7 @@
 // tuning.init_from the source run's omega.h5 is copied instead
 // (init_from.h). With omega.method = gradient every rank takes part in the
 // gradients (omega_gradient.h) and rank 0 writes their top c.
+#include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
