@@ -131,14 +131,19 @@ ModelOutput EncoderModel::forward(const ModelInput& input) {
       allowed = input.attention_mask.to(at::kBool).view({ids.size(0), 1, 1, ids.size(1)});
   }
 
-  for (auto& layer : layers_) {
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    auto& layer = layers_[i];
     auto& a = layer.attention;
     const auto heads = std::int64_t(a.heads.size());
-    const auto q = heads_split(a.query.forward(hidden), heads);
+    // ModelInput::first_token_only: the last layer's queries and everything
+    // after the attention for position 0 alone (the rows the heads read).
+    const bool first_only = input.first_token_only && i + 1 == layers_.size();
+    const auto queries = first_only ? hidden.narrow(1, 0, 1) : hidden;
+    const auto q = heads_split(a.query.forward(queries), heads);
     const auto k = heads_split(a.key.forward(hidden), heads);
     const auto v = heads_split(a.value.forward(hidden), heads);
     const auto context = heads_merge(attention(q, k, v, allowed, false, 1.0 / std::sqrt(double(a.head_dim))));
-    hidden = a.output_norm.forward(a.output.forward(context) + hidden);
+    hidden = a.output_norm.forward(a.output.forward(context) + queries);
     const auto inner = activation_apply(config_.activation, layer.intermediate.forward(hidden));
     hidden = layer.output_norm.forward(layer.output.forward(inner) + hidden);
   }

@@ -52,6 +52,12 @@ struct ModelInput {
   at::Tensor position_ids;    // GPT-2: [batch, seq] int64; undefined: past..past+seq-1
   at::Tensor token_type_ids;  // [batch, seq] int64, BERT/RoBERTa; undefined: zeros
   KvCache* cache = nullptr;   // GPT-2: read and extended when set
+  // The caller reads only `logits` and `pooled` (sequence classification).
+  // BERT/RoBERTa then run the last layer for the first token alone — its
+  // query, attention output and feed-forward; keys and values still cover
+  // every token — since the heads read nothing else, and last_hidden_state
+  // is [batch, 1, hidden]. GPT-2 ignores it (its logits cover every position).
+  bool first_token_only = false;
 };
 
 struct ModelOutput {

@@ -259,5 +259,46 @@ TEST(ModelLoad, Bf16CheckpointIntoBf16AndFp32) {
   EXPECT_LE(((a - b).abs().max() / a.abs().max()).item<double>(), 0.05);
 }
 
+
+// ModelInput::first_token_only (the last layer for position 0 alone) gives
+// the full forward's logits and, through a DSEE update on every layer, the
+// same gradients of A, B, S and the head: BERT and RoBERTa, with padding.
+TEST(FirstTokenOnly, SameLogitsAndGradientsAsTheFullLastLayer) {
+  for (const auto& json : {bert_json(), roberta_json()}) {
+    auto model = tiny_model(json, 4);
+    TuningOptions options;
+    options.method = TuningMethod::dsee;
+    options.rank = 2;
+    options.alpha = 4.0;
+    auto tuning = tuning_attach(*model, options, random_omega(*model, 5, 2));
+    randomise_updates(*tuning, 3);
+    tuning->set_training(true);
+    ModelInput input;
+    input.input_ids = at::randint(2, 40, {3, 9}, at::kLong);
+    input.attention_mask = at::ones({3, 9}, at::kLong);
+    input.attention_mask[1].narrow(0, 5, 4).zero_();
+    auto logits_and_grads = [&](bool first_only) {
+      input.first_token_only = first_only;
+      for (const auto& [name, tensor] : tuning->trainable_parameters()) tensor.mutable_grad() = at::Tensor();
+      const auto output = model->forward(input);
+      EXPECT_EQ(output.last_hidden_state.size(1), first_only ? 1 : 9);
+      output.logits.pow(2).sum().backward();
+      std::vector<at::Tensor> out = {output.logits.detach()};
+      for (const auto& [name, tensor] : tuning->trainable_parameters()) out.push_back(tensor.grad().clone());
+      return out;
+    };
+    const auto full = logits_and_grads(false);
+    const auto first = logits_and_grads(true);
+    ASSERT_EQ(full.size(), first.size());
+    // Only the GEMM shapes differ (rows of position 0 alone), so only the
+    // rounding does: within 1e-5 of each tensor's largest entry.
+    for (std::size_t i = 0; i < full.size(); ++i) {
+      const double scale = full[i].abs().max().item<double>();
+      const double error = (first[i] - full[i]).abs().max().item<double>();
+      EXPECT_LE(error, 1e-5 * scale) << json["model_type"] << " tensor " << i << ": " << error << " of " << scale;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dsee
