@@ -14,7 +14,10 @@ index, ascending. The index sets must be equal exactly:
   - a 2-step LoRA warm-up (rank 4, alpha 8, AdamW lr 1e-2 on the linear
     schedule of the whole run, gradient norm clipped at 1) reproduced with torch.optim.AdamW, then the
     gradients at W + s·B·A with the warmed-up head.
-The omega.h5 attributes record the method and its settings.
+The omega.h5 attributes record the method and its settings. Then GPT-2 on
+a tiny E2E task, one batch holding the training set: the token-mean loss of
+the completions (dsee's encoding from dsee_parity nlg-encode), Ω of
+c_attn's q and v thirds.
 """
 import json
 import os
@@ -195,3 +198,68 @@ def test_gradient_omega_matches_reference(task, dsee, name, batch_size, steps, w
         check(f"{name}: the reference's c-th and (c+1)-th scores of {key} are apart (relative gap {gap:.2e})",
               gap > 1e-4)
         check_equal(f"{name}: Ω of {key}", omega[key], indices)
+
+
+def test_gradient_omega_gpt2_matches_reference(dsee, parity, tmp_path):
+    """GPT-2 on a tiny E2E task (test_nlg_run.py's generated lines), one batch holding the whole
+    training set: the token-mean loss of the completions, Ω of c_attn's q and v thirds."""
+    import h5py
+    import torch
+    import transformers
+    from harness.models import gpt2_bpe_tokenizer
+    from test_nlg_run import e2e_lines
+    work = str(tmp_path)
+    rng = random.Random(1)
+    data = f"{work}/e2e"
+    os.makedirs(data)
+    train = e2e_lines(rng, 20)
+    for name, lines in (("train.txt", train), ("valid.txt", e2e_lines(rng, 4)), ("test.txt", e2e_lines(rng, 4))):
+        with open(f"{data}/{name}", "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+    with open(f"{work}/corpus.txt", "w", encoding="utf-8") as f:
+        f.write("\n".join(line.replace("||", " ") for line in train))
+    model_dir = f"{work}/gpt2"
+    tokenizer = gpt2_bpe_tokenizer(f"{work}/corpus.txt", model_dir, vocab_size=300)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+                                     initializer_range=0.2)
+    transformers.GPT2LMHeadModel(config).save_pretrained(model_dir)
+    recipe = f"{work}/gpt2.toml"
+    with open(recipe, "w") as f:
+        f.write(f'[run]\nname = "gpt2"\nout_dir = "{work}/runs"\nseed = 2\nstages = ["omega"]\n\n'
+                f'[model]\npath = "{model_dir}"\n\n[task]\nname = "e2e"\ndata_dir = "{data}"\nmax_seq_length = 40\n\n'
+                f'[tuning]\nmethod = "dsee"\nrank = 4\n\n[omega]\nc = {C}\nmethod = "gradient"\n\n'
+                '[train]\nbatch_size = 64\n\n[eval]\nmax_new_tokens = 8\n')
+    r = subprocess.run([dsee, "run", recipe], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    check("dsee run gpt2 exits 0", r.returncode == 0, f"{r.returncode}:\n{r.stdout}\n{r.stderr}")
+    with h5py.File(f"{work}/runs/gpt2/omega.h5", "r") as f:
+        omega = {key: f[key][()].tolist() for key in f.keys()}
+    # dsee's encoding of the training lines (checked against transformers by test_nlg_encoding.py).
+    got = parity("nlg-encode", {"file": f"{data}/train.txt", "tokenizer": model_dir, "max_seq_length": 40,
+                                "prompt_length": 32}).json
+    longest = max(len(x) for x in got["ids"])
+    check("gpt2: one batch of 64 holds the whole training set", len(got["ids"]) <= 64, f"{len(got['ids'])} rows")
+    ids = torch.tensor([x + [0] * (longest - len(x)) for x in got["ids"]])
+    mask = torch.tensor([[1] * len(x) + [0] * (longest - len(x)) for x in got["ids"]])
+    labels = torch.tensor(got["labels"])[:, :longest]
+    model = transformers.GPT2LMHeadModel.from_pretrained(model_dir).float()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    weights = [block.attn.c_attn.weight for block in model.transformer.h]
+    for w in weights:
+        w.requires_grad_(True)
+    model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+    d = config.n_embd
+    reference = {}
+    for i, w in enumerate(weights):
+        g = w.grad.t()  # Conv1D [in, 3d] → [3d, in]: rows q | k | v
+        reference[f"h.{i}.attn.c_attn.weight:q"] = top_c(g[:d].square(), C)
+        reference[f"h.{i}.attn.c_attn.weight:v"] = top_c(g[2 * d:].square(), C)
+    check_equal("gpt2: Ω's matrices", sorted(omega), sorted(reference))
+    for key, (indices, ranked) in reference.items():
+        gap = (ranked[C - 1] - ranked[C]).item() / max(ranked[C - 1].item(), 1e-30)
+        check(f"gpt2: the reference's c-th and (c+1)-th scores of {key} are apart (relative gap {gap:.2e})",
+              gap > 1e-4)
+        check_equal(f"gpt2: Ω of {key}", omega[key], indices)
