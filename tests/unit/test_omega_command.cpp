@@ -159,7 +159,11 @@ TEST_F(OmegaCommand, UserErrorsExitOneWithAClearMessage) {
   EXPECT_TRUE(contains(r.output, "missing: no such folder"));
   r = run(fmt::format("omega {} {} --method fast", model_arg(), out));
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_TRUE(contains(r.output, "unknown Ω method 'fast': use 'grebsmo', 'magnitude' or 'random'"));
+  EXPECT_TRUE(contains(r.output, "unknown Ω method 'fast': use 'grebsmo', 'magnitude', 'random' or 'gradient'"));
+  // gradient needs the task's data: only `dsee run` computes it.
+  r = run(fmt::format("omega {} {} --method gradient", model_arg(), out));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "Ω method 'gradient' needs the task's training data")) << r.output;
   r = run(fmt::format("omega {} {} --variant quick", model_arg(), out));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "quick"));
