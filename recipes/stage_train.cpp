@@ -9,7 +9,10 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <map>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include "base/env_vars.h"
 #include "base/shape_text.h"
@@ -133,12 +136,27 @@ nlohmann::json train(Run& run, Stage stage) {
   std::unique_ptr<GradientSync> sync;
   if (auto* comm = run.ranks.comm) data_parallel_options(run, *comm, sync, options);
 
+  // Note [The stage's closing evaluation]: the record's "dev" is the
+  // evaluation of the tensors the stage ends with. When those are
+  // bit-identical to the tensors of the trainer's last evaluation (the last
+  // epoch ended with one) or of its best one (train.load_best_at_end
+  // restored them), that evaluation's metrics are the record's and the dev
+  // set is not run again. Every rank compares its own tensors and a
+  // collective makes the choice common, so all ranks evaluate or none.
+  // Trainable sets above 64M elements (full fine-tuning of large models)
+  // keep no copy and are always evaluated again.
+  constexpr std::int64_t kCompareLimit = std::int64_t{64} << 20;
+  std::int64_t trainable_numel = 0;
+  for (const auto& [name, tensor] : run.tuning->trainable_parameters()) trainable_numel += tensor.numel();
+  std::optional<std::map<std::string, double>> last_metrics, best_metrics;
+  std::vector<at::Tensor> last_tensors;
   BestTensors best;
   const auto on_best = [&](std::int64_t step) {
     best.tensors.clear();
     for (auto& [name, tensor] : run.tuning->trainable_parameters())
       best.tensors.push_back({name, tensor.detach().clone()});
     best.step = step;
+    best_metrics = last_metrics;  // on_best follows the evaluation that found it
   };
   StageCheckpoints checkpoints(run, stage, best);
   options.checkpoint_every = recipe.ckpt.every;
@@ -178,7 +196,43 @@ nlohmann::json train(Run& run, Stage stage) {
     const auto mean = task_loss(*model, batch);
     return run.ranks.comm != nullptr ? mean * batches.loss_scale() : mean;
   };
-  const auto evaluate = [&] { return task_evaluate(*model, tuning, run.data, run.ranks.comm); };
+  const auto evaluate = [&] {
+    auto metrics = task_evaluate(*model, tuning, run.data, run.ranks.comm);
+    if (trainable_numel <= kCompareLimit) {
+      last_tensors.clear();
+      for (const auto& [name, tensor] : tuning->trainable_parameters()) last_tensors.push_back(tensor.detach().clone());
+      last_metrics = metrics;
+    }
+    return metrics;
+  };
+  const auto closing_evaluation = [&] {
+    // 1: the last evaluation's tensors, 2: the best one's, 0: neither.
+    const auto equal_to = [&](const auto& saved, auto tensor_of) {
+      std::size_t i = 0;
+      for (const auto& [name, tensor] : run.tuning->trainable_parameters())
+        if (i >= saved.size() || !at::equal(tensor.detach(), tensor_of(saved[i++]))) return false;
+      return i == saved.size();
+    };
+    std::int64_t which = 0;
+    if (last_metrics && equal_to(last_tensors, [](const at::Tensor& t) { return t; }))
+      which = 1;
+    else if (best_metrics && equal_to(best.tensors, [](const NamedTensor& t) { return t.tensor; }))
+      which = 2;
+    if (auto* comm = run.ranks.comm) {  // reuse only what every rank reuses
+      at::Tensor votes = at::zeros({2}, at::TensorOptions().dtype(at::kLong).device(comm->device()));
+      if (which > 0) votes[which - 1].fill_(1);
+      comm->all_reduce_sum(votes);
+      const auto counts = votes.cpu();
+      which = counts[0].item<std::int64_t>() == comm->world_size()   ? 1
+              : counts[1].item<std::int64_t>() == comm->world_size() ? 2
+                                                                     : 0;
+    }
+    if (which == 0) return task_evaluate(*model, tuning, run.data, run.ranks.comm);
+    spdlog::info("{}: {} ends with the tensors of its {} evaluation; its dev metrics are the stage's", run.dir.name(),
+                 stage_name(stage), which == 1 ? "last" : "best");
+    return which == 1 ? *last_metrics : *best_metrics;
+  };
+
   spdlog::info("{}: {} ({} epochs, lr {}, on {})", run.dir.name(), stage_name(stage), options.epochs, options.lr,
                model->device().str());
   const auto result = trainer.run(batches, loss, evaluate, on_best, resume ? &*resume : nullptr);
@@ -189,7 +243,7 @@ nlohmann::json train(Run& run, Stage stage) {
   root_writes(run.ranks, "writing " + path.filename().string(), [&] { safetensors_save(path, trainables_of(run)); });
   nlohmann::json record = counts_of(run);
   if (!best_record.is_null()) record["best"] = best_record;
-  record["dev"] = evaluate();
+  record["dev"] = closing_evaluation();
   record["steps"] = result.steps;
   record["device"] = model->device().str();
   if (run.ranks.comm != nullptr) record["communicator"] = run.ranks.comm->backend();

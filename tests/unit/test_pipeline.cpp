@@ -164,6 +164,11 @@ TEST(Pipeline, KeepsTheBestEvaluationAndCanEndWithIt) {
     const auto r = run_dsee(arm + " --set run.name=" + (load ? "best" : "last") +
                             " --set train.load_best_at_end=" + (load ? "true" : "false"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
+    // Both end with tensors an evaluation saw: the last one's, or the best one's.
+    EXPECT_NE(r.output.find(std::string("train ends with the tensors of its ") + (load ? "best" : "last") +
+                            " evaluation; its dev metrics are the stage's"),
+              std::string::npos)
+        << r.output;
     dirs[load] = out / (load ? "best" : "last");
   }
   // The best eval record of metrics.jsonl (one run; the other trains the same steps).
@@ -196,6 +201,10 @@ TEST(Pipeline, KeepsTheBestEvaluationAndCanEndWithIt) {
     if (load) {
       EXPECT_EQ(train["dev"]["accuracy"].get<double>(), best_value);  // the best evaluation, evaluated again
     }
+    // Note [The stage's closing evaluation]: the record's metrics, reused from
+    // the trainer's evaluation of the same tensors, equal the eval stage's
+    // fresh evaluation of them (no pruning in between).
+    EXPECT_EQ(json_file(dir / "summary.json")["dev"], train["dev"]) << load;
   }
   EXPECT_TRUE(
       same_tensors(dirs[false] / "trainable-train-best.safetensors", dirs[true] / "trainable-train-best.safetensors"));
