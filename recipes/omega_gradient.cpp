@@ -26,6 +26,7 @@ class WarmupLora {
     options.method = TuningMethod::lora;
     for (const auto& slot : run.model->tensor_slots())
       if (tuning_trains_tensor(*run.model, options, slot.name)) saved_.emplace_back(slot.tensor, *slot.tensor);
+    // The warm-up trains copies of the head in place; the originals come back in the destructor.
     for (auto& [tensor, original] : saved_) *tensor = original.detach().clone();
     tuning_ = tuning_attach(*run.model, options);
   }
@@ -36,7 +37,6 @@ class WarmupLora {
     for (const auto& m : matrices_) m.linear->tuning.reset();
     for (auto& [tensor, original] : saved_) *tensor = original;
   }
-  ModelTuning& tuning() { return *tuning_; }
 
   // gradient_warmup_steps steps of the train stage's loop (its optimizer
   // settings and schedule, no evaluation, no checkpoints) over `batches`.
