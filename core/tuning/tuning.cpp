@@ -149,6 +149,9 @@ class ProjectionTuning final : public LinearTuning {
     if (dropping) u = at::dropout(u, options.dropout, true);
     const auto update =
         masked_update ? at::linear(u, delta_weight(base) * base.mask.to(state_->compute_dtype)) : update_term(base, u);
+    // In place on the fresh frozen output (its GEMM's backward keeps the
+    // inputs, not the output): one [..., out] temporary less per projection.
+    if (frozen.scalar_type() == state_->compute_dtype) return frozen.add_(update);
     return (frozen.to(state_->compute_dtype) + update).to(frozen.scalar_type());
   }
 
@@ -202,9 +205,10 @@ class ProjectionTuning final : public LinearTuning {
         const auto n = block->lora_A.size(1);
         const auto rows = block->omega.div(n, "floor");
         const auto columns = block->omega.remainder(n);
-        term = term.index_add(last, rows, u.index_select(last, columns) * block->sparse_values);
+        term.index_add_(last, rows, u.index_select(last, columns) * block->sparse_values);
       }
-      pieces.push_back(term * block->scale);
+      // In place: the terms are fresh GEMM outputs nothing else holds.
+      pieces.push_back(term.mul_(block->scale));
       next = matrix.row_offset + matrix.rows;
     }
     if (next < base.out_features()) pieces.push_back(gap(base.out_features() - next));
