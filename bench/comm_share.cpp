@@ -7,6 +7,8 @@
 //   sync      GradientSync::average_gradients (one all-reduce of the
 //             trainable gradients: the only collective of a step)
 //   update    AdamW
+// then, after a barrier, the same all-reduce once more (sync_collective_s:
+// the collective without the wait for the slowest rank's backward),
 // and, outside the step, one all-reduce of a buffer as large as the whole
 // model: what full-model data parallelism would move each step.
 // Rank 0 prints one JSON line with the means over the timed steps (the first
@@ -128,7 +130,7 @@ int main(int argc, char** argv) {
     const auto labels = at::randint(0, 2, {batch}, at::kLong).to(device);
     at::Tensor full_buffer = at::zeros({model_numel}, at::TensorOptions().dtype(at::kFloat).device(device));
 
-    double compute = 0, sync_s = 0, update = 0, full = 0;
+    double compute = 0, sync_s = 0, update = 0, full = 0, collective = 0;
     for (std::int64_t step = 0; step < warmup + steps; ++step) {
       comm->barrier();  // steps start together, so `sync` measures the collective, not drift
       const auto t0 = Clock::now();
@@ -142,6 +144,15 @@ int main(int argc, char** argv) {
       optimizer.step(1e-4);
       settle();
       const auto t3 = Clock::now();
+      // The same all-reduce of this step's gradients once more, after a
+      // barrier: the collective alone, without the wait for a slower rank's
+      // backward that `sync` includes (bench/scale's validation point). The
+      // gradients are equal on every rank by now, so averaging changes nothing.
+      comm->barrier();
+      const auto t3b = Clock::now();
+      sync.average_gradients();
+      settle();
+      const auto t3c = Clock::now();
       comm->barrier();
       const auto t4 = Clock::now();
       comm->all_reduce_average(full_buffer);
@@ -151,11 +162,13 @@ int main(int argc, char** argv) {
       compute += seconds(t0, t1);
       sync_s += seconds(t1, t2);
       update += seconds(t2, t3);
+      collective += seconds(t3b, t3c);
       full += seconds(t4, t5);
     }
     const double n = static_cast<double>(steps);
-    at::Tensor means = at::tensor({compute / n, sync_s / n, update / n, full / n}, at::kDouble).to(device);
-    const at::Tensor all = comm->all_gather(means).cpu();  // [world, 4]
+    at::Tensor means =
+        at::tensor({compute / n, sync_s / n, update / n, full / n, collective / n}, at::kDouble).to(device);
+    const at::Tensor all = comm->all_gather(means).cpu();  // [world, 5]
     const at::Tensor worst = std::get<0>(all.max(0));
     const at::Tensor mean = all.mean(0);
     if (comm->rank() == 0) {
@@ -176,6 +189,7 @@ int main(int argc, char** argv) {
           {"sync_share",
            mean[1].item<double>() / (mean[0].item<double>() + mean[1].item<double>() + mean[2].item<double>())},
           {"full_model_allreduce_s", mean[3].item<double>()},
+          {"sync_collective_s", mean[4].item<double>()},
           {"full_model_share",
            mean[3].item<double>() / (mean[0].item<double>() + mean[3].item<double>() + mean[2].item<double>())}};
       std::printf("%s\n", out.dump().c_str());
