@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
   std::int64_t steps = 3, warmup = 1, rank_r = 16, c = 16;
   double alpha = 32;
   std::uint64_t seed = 0;
-  bool full_last_layer = false;
+  bool first_token_only = false;
   std::string method = "dsee", dtype_name = "fp32", profile;
   int threads = 1;
   app.add_option("--model", d.model, "bert (sequence classification) or gpt2 (causal LM)")
@@ -122,8 +122,9 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps, "timed steps (at least 1)")->check(CLI::PositiveNumber);
   app.add_option("--seed", seed, "weights, A and the batch");
   app.add_option("--profile", profile, "write a Chrome trace of one more step to this file");
-  app.add_flag("--full-last-layer", full_last_layer,
-               "bert: run the last layer for every position (dsee run computes only the first, which the head reads)");
+  app.add_flag("--first-token-only", first_token_only,
+               "bert: the last layer for the first position only (ModelInput::first_token_only; not what dsee run "
+               "does)");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -176,7 +177,7 @@ int main(int argc, char** argv) {
 
     auto generator = at::make_generator<at::CPUGeneratorImpl>(seed + 1000);
     dsee::ModelInput input;
-    input.first_token_only = !full_last_layer;  // as dsee run's classification tasks (GPT-2 ignores it)
+    input.first_token_only = first_token_only;
     input.input_ids =
         at::randint(0, config.vocab_size, {d.batch, d.seq}, generator, at::TensorOptions().dtype(at::kLong));
     const at::Tensor labels =

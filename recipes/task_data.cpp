@@ -337,7 +337,6 @@ ModelInput task_model_input(const std::map<std::string, at::Tensor>& tensors) {
   input.input_ids = tensors.at("input_ids");
   if (const auto it = tensors.find("attention_mask"); it != tensors.end()) input.attention_mask = it->second;
   if (const auto it = tensors.find("token_type_ids"); it != tensors.end()) input.token_type_ids = it->second;
-  input.first_token_only = true;  // the task reads logits only (GPT-2 ignores it)
   return input;
 }
 

@@ -57,6 +57,10 @@ struct ModelInput {
   // query, attention output and feed-forward; keys and values still cover
   // every token — since the heads read nothing else, and last_hidden_state
   // is [batch, 1, hidden]. GPT-2 ignores it (its logits cover every position).
+  // Not used by dsee run: at one query row the CPU kernels' rounding depends
+  // on how the process got there (a run resumed after a failure ended a few
+  // ulps away from a straight one), which breaks bit-for-bit resume
+  // (test_full_disk.cpp). bench_step --first-token-only measures it.
   bool first_token_only = false;
 };
 

@@ -259,7 +259,6 @@ TEST(ModelLoad, Bf16CheckpointIntoBf16AndFp32) {
   EXPECT_LE(((a - b).abs().max() / a.abs().max()).item<double>(), 0.05);
 }
 
-
 // ModelInput::first_token_only (the last layer for position 0 alone) gives
 // the full forward's logits and, through a DSEE update on every layer, the
 // same gradients of A, B, S and the head: BERT and RoBERTa, with padding.
