@@ -51,6 +51,16 @@ One test per scenario, test_<scenario> (ctest runs each as mpi_run_<scenario>):
   versions_mismatch  rank 1's library versions text differs (the test
                hook DSEE_TEST_PERTURB_RANK=1:versions): the job stops with
                a message naming the library versions, the ranks and the line.
+  baseline_methods  tuning.method = adapter (Houlsby, with the LayerNorms),
+               bitfit and top_k on the tiny recipe without pruning, as 1
+               process and under mpirun -n 2: the all-reduced payload the
+               gradient-sync line reports is exactly the method's trainable
+               tensors (the values of trainable-train.safetensors), the
+               trained tensors agree within 1e-6 (not the attention key
+               biases: their gradient is zero in exact arithmetic, so AdamW
+               steps on rounding noise; the function does not depend on
+               them), the dev metrics and step
+               counts are identical and the logged losses agree.
   perturbed_rank  rank 1 changes a trainable tensor after step 3 (the test
                hook DSEE_TEST_PERTURB_RANK=1:3) with dist.fingerprint_every =
                2: the job stops at the check after step 4 with a message
@@ -70,7 +80,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from harness import check, check_equal
+from harness import check, check_close, check_equal
 from harness.runs import (check_logged_losses, check_trainables, compare_runs, files_under, h5_datasets,
                           run_command as run, tiny_recipe, tiny_stsb, write_recipe)
 
@@ -587,3 +597,47 @@ def test_perturbed_rank(ranks, tmp, recipe):
             pytest.fail(f"the message does not name step 4, the ranks and tensor '{hook.group(1)}': {l}")
         if "drifted apart while training" not in l or "Resume from the last checkpoint" not in l:
             pytest.fail(f"the message does not say what drift during training means and what to do: {l}")
+
+
+BASELINES = {"adapter": 'method = "adapter"\nadapter_size = 8', "bitfit": 'method = "bitfit"',
+             "top_k": 'method = "top_k"\ntop_layers = 1'}
+
+
+@pytest.mark.parametrize("method", sorted(BASELINES))
+def test_baseline_methods(method, dsee, ranks, tmp):
+    text = tiny_recipe(prune='kind = "none"', dist="timeout_s = 30.0").replace(
+        'method = "dsee"\nrank = 4', BASELINES[method])
+    text = text[:text.index("[omega]")] + text[text.index("[train]"):]
+    os.makedirs(os.path.join(tmp, "one"))
+    base = os.path.join(one_process(dsee, os.path.join(tmp, "one"), text), "tiny")
+    recipe = write_recipe(tmp, text)
+    out = os.path.join(tmp, "out2")
+    rc, output, seconds = run(ranks.mpirun(2) + [ranks.dsee, "run", recipe, "--set", f"run.out_dir={out}"], 120)
+    print(f"--- {method}, 2 ranks: exit {rc} after {seconds:.1f} s")
+    check(f"{method}, 2 ranks: dsee run exits 0", rc == 0, output if rc else "")
+    other = os.path.join(out, "tiny")
+    trained = load_file(os.path.join(base, "trainable-train.safetensors"))
+    m = re.search(r"gradient sync: (\d+) trainable tensors, (\d+) values", output)
+    check(f"{method}: the gradient-sync line", m, output)
+    check_equal(f"{method}: the all-reduced tensors and values are the trainable ones",
+                (int(m.group(1)), int(m.group(2))), (len(trained), sum(v.size for v in trained.values())))
+    a, b = trained, load_file(os.path.join(other, "trainable-train.safetensors"))
+    check(f"{method}: trainable names", a.keys() == b.keys(), f"{sorted(set(a) ^ set(b))}")
+    # A key bias adds the same amount to every score of a query row, which the
+    # softmax removes: its gradient is zero in exact arithmetic and rounding
+    # noise in practice, and AdamW turns noise of any size into steps of
+    # about lr. The model's function does not depend on it (the dev metrics
+    # and losses below are compared).
+    names = sorted(k for k in a if not k.endswith("attention.self.key.bias"))
+    check_close(f"{method}, 2 ranks: trainable-train.safetensors (less the key biases)",
+                np.concatenate([b[k].reshape(-1) for k in names]), np.concatenate([a[k].reshape(-1) for k in names]),
+                abs=1e-6, reference="1 process")
+    for stage in ("train", "eval"):
+        x = json.load(open(os.path.join(base, "stages", f"{stage}.json")))
+        y = json.load(open(os.path.join(other, "stages", f"{stage}.json")))
+        check(f"{method}, 2 ranks: stages/{stage}.json dev metrics equal 1 process's", x["dev"] == y["dev"],
+              f"{y['dev']} vs {x['dev']}")
+    x = json.load(open(os.path.join(base, "stages", "train.json")))
+    y = json.load(open(os.path.join(other, "stages", "train.json")))
+    check_equal(f"{method}, 2 ranks: training steps", y["steps"], x["steps"])
+    check_logged_losses(f"{method}, 2 ranks", base, other)
