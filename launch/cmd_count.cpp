@@ -7,7 +7,7 @@
 //
 // With --recipe the model folder (model.path) and, where the recipe schema
 // has them, the tuning keys (tuning.method, tuning.rank, tuning.top_layers,
-// tuning.adapter_size,
+// tuning.adapter_size, tuning.prefix_length, tuning.prefix_projection, tuning.prefix_hidden,
 // tuning.target_modules, omega.c) come from the recipe; a flag given on the
 // command line wins.
 #include <fmt/format.h>
@@ -41,7 +41,9 @@ std::string percent(std::int64_t part, std::int64_t whole) {
 Command count_command(CLI::App& app) {
   struct Options {
     std::string model, recipe, method = "dsee";
-    std::int64_t seq_len = 128, rank = 16, c = 16, top_layers = 2, adapter_size = 64;
+    std::int64_t seq_len = 128, rank = 16, c = 16, top_layers = 2, adapter_size = 64, prefix_length = 10,
+                 prefix_hidden = 512;
+    bool prefix_projection = false;
     std::vector<std::string> targets;
     bool per_linear = false;
   };
@@ -53,7 +55,7 @@ Command count_command(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   sub->add_option("--method", options->method, "Tuning method whose trainable parameters are counted")
-      ->check(CLI::IsMember({"dsee", "lora", "full", "bitfit", "top_k", "adapter"}))
+      ->check(CLI::IsMember({"dsee", "lora", "full", "bitfit", "top_k", "adapter", "prefix"}))
       ->capture_default_str();
   sub->add_option("--rank", options->rank, "r of the low-rank update")
       ->check(CLI::PositiveNumber)
@@ -62,6 +64,14 @@ Command count_command(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   sub->add_option("--adapter-size", options->adapter_size, "Bottleneck m of each adapter (adapter)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--prefix-length", options->prefix_length, "Prefix positions L per layer (prefix)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_flag("--prefix-projection", options->prefix_projection,
+                "Prefixes through the reparameterisation MLP while training (prefix)");
+  sub->add_option("--prefix-hidden", options->prefix_hidden, "Hidden width of the prefix MLP (prefix)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   sub->add_option("--c", options->c, "Non-zeros of S per adapted matrix (dsee)")
@@ -83,6 +93,12 @@ Command count_command(CLI::App& app) {
                 options->top_layers = recipe.get_int("tuning.top_layers");
               if (!given("--adapter-size") && schema.find("tuning.adapter_size"))
                 options->adapter_size = recipe.get_int("tuning.adapter_size");
+              if (!given("--prefix-length") && schema.find("tuning.prefix_length"))
+                options->prefix_length = recipe.get_int("tuning.prefix_length");
+              if (!given("--prefix-projection") && schema.find("tuning.prefix_projection"))
+                options->prefix_projection = recipe.get_bool("tuning.prefix_projection");
+              if (!given("--prefix-hidden") && schema.find("tuning.prefix_hidden"))
+                options->prefix_hidden = recipe.get_int("tuning.prefix_hidden");
               if (!given("--target-modules") && schema.find("tuning.target_modules"))
                 options->targets = recipe.get_strings("tuning.target_modules");
             }
@@ -95,19 +111,27 @@ Command count_command(CLI::App& app) {
             tuning.rank = options->rank;
             tuning.top_layers = options->top_layers;
             tuning.adapter_size = options->adapter_size;
+            tuning.prefix_length = options->prefix_length;
+            tuning.prefix_projection = options->prefix_projection;
+            tuning.prefix_hidden = options->prefix_hidden;
             tuning.target_modules = options->targets;
             const auto c = tuning.method == TuningMethod::dsee ? options->c : 0;
             const auto trainable = trainable_parameter_count(*model, tuning, c);
-            // Adapters are part of the deployed model: attached, they count in
-            // the parameters and FLOPs (counting.h model_count).
+            // Adapters and prefixes are part of the deployed model: attached,
+            // they count in the parameters and FLOPs (counting.h model_count).
             std::shared_ptr<ModelTuning> adapters;
-            if (tuning.method == TuningMethod::adapter) adapters = tuning_attach(*model, tuning);
+            if (tuning.method == TuningMethod::adapter || tuning.method == TuningMethod::prefix)
+              adapters = tuning_attach(*model, tuning);
             const auto count = model_count(*model, options->seq_len);
 
             std::string method = options->method;
             if (tuning_method_has_update(tuning.method)) method += fmt::format(" r={}", tuning.rank);
             if (tuning.method == TuningMethod::top_k) method += fmt::format(" k={}", tuning.top_layers);
             if (tuning.method == TuningMethod::adapter) method += fmt::format(" m={}", tuning.adapter_size);
+            if (tuning.method == TuningMethod::prefix)
+              method += tuning.prefix_projection
+                            ? fmt::format(" L={} projection h={}", tuning.prefix_length, tuning.prefix_hidden)
+                            : fmt::format(" L={}", tuning.prefix_length);
             if (tuning.method == TuningMethod::dsee) method += fmt::format(" c={}", c);
             const auto L = options->seq_len;
             fmt::print("model                {} ({}, {} layers, heads per layer {})\n", options->model,

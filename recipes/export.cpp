@@ -45,7 +45,63 @@ namespace fs = std::filesystem;
 // "transformer.h.0.mlp.c_proj.adapter.up.bias"), fp32, with the metadata
 // adapter_size and adapter_activation. A forward hook on each such module
 // returning h + up(act(down(h))) reproduces the run (docs/export.md).
+// Note [Exporting prefixes]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~
+// Prefixes (tuning.h (3)) are extra keys and values, not a weight, so they
+// cannot merge either. Both formats write them as PEFT's PrefixTuning adapter
+// (what PEFT 0.21's save_pretrained writes for it): adapter_config.json
+// (peft_type PREFIX_TUNING, num_virtual_tokens L, token_dim, num_layers,
+// num_attention_heads, prefix_projection false) and adapter_model.safetensors
+// holding "prompt_embeddings" = P [L, 2·layers·hidden] fp32 (the projection
+// evaluated once: PEFT in inference mode reads P itself, as it does with its
+// own projection) and the trained head as "base_model.<HF name>" (PEFT's
+// modules_to_save). --format hf writes the base model with its trained head
+// and the adapter in its subfolder prefix/ (an adapter_config.json beside
+// config.json would make transformers' from_pretrained load it itself, and
+// refuse a prompt-learning adapter), so PeftModel.from_pretrained(
+// Auto…(export), export/prefix) loads the run; --format peft writes the
+// adapter alone, for the run's base model.
+void export_prefix(PretrainedModel& model, ModelTuning& tuning, const fs::path& out) {
+  const auto prompt = prefix_embeddings(model);
+  DSEE_ASSERT(prompt.defined(), "a prefix run without a prefix attached");
+  NamedTensors tensors{{"prompt_embeddings", prompt.cpu().contiguous()}};
+  std::set<std::string> head_modules;
+  for (const auto& [name, tensor] : tuning.trainable_parameters()) {
+    if (name.starts_with("prefix.")) continue;
+    tensors.emplace_back("base_model." + name, tensor.detach().to(at::kFloat).cpu().contiguous());
+    head_modules.insert(name.substr(0, name.find('.')));
+  }
+  const auto& config = model.config();
+  const bool classifier = config.family != ModelFamily::gpt2;
+  nlohmann::json adapter = {
+      {"peft_type", "PREFIX_TUNING"},
+      {"task_type", classifier ? "SEQ_CLS" : "CAUSAL_LM"},
+      {"num_virtual_tokens", prompt.size(0)},
+      {"token_dim", config.hidden_size},
+      {"num_transformer_submodules", 1},
+      {"num_attention_heads", config.num_heads},
+      {"num_layers", config.num_layers},
+      {"encoder_hidden_size", config.hidden_size},
+      {"prefix_projection", false},
+      {"init_weights", nullptr},
+      {"modules_to_save", head_modules.empty()
+                              ? nlohmann::json(nullptr)
+                              : nlohmann::json(std::vector<std::string>(head_modules.begin(), head_modules.end()))},
+      {"inference_mode", true},
+      {"base_model_name_or_path", nullptr},
+  };
+  folder_create(out);
+  file_write_json(out / "adapter_config.json", adapter);
+  safetensors_save(out / "adapter_model.safetensors", tensors, {{"format", "pt"}});
+}
+
 void export_hf(PretrainedModel& model, ModelTuning& tuning, const fs::path& out) {
+  if (model.attention_prefix) {
+    export_prefix(model, tuning, out / "prefix");
+    model_merge(model);
+    model_save(model, out);
+    return;
+  }
   NamedTensors adapters;
   const std::string prefix = model.has_task_head() ? model.family_prefix() : "";
   for (const auto& [name, tensor] : tuning.trainable_parameters())
@@ -71,6 +127,18 @@ void export_peft(PretrainedModel& model, ModelTuning& tuning, const fs::path& ou
   DSEE_CHECK(method != TuningMethod::adapter,
              "export --format peft: PEFT has no Houlsby adapter. Use --format hf (the base model plus "
              "adapters.safetensors, applied with forward hooks as docs/export.md shows)");
+  if (method == TuningMethod::prefix) {
+    // The base model then comes from its own checkpoint: a tensor that
+    // checkpoint lacked must be in the adapter (the LoRA check below).
+    const auto trained = tuning.trainable_parameters();
+    for (const auto& name : model.new_head_tensors())
+      DSEE_CHECK(std::any_of(trained.begin(), trained.end(), [&](const auto& t) { return t.name == name; }),
+                 "export --format peft: '{}' is not in the base model's checkpoint and was not trained, so the base "
+                 "model transformers loads would differ from the run's. Use --format hf",
+                 name);
+    export_prefix(model, tuning, out);
+    return;
+  }
   DSEE_CHECK(method == TuningMethod::lora,
              "export --format peft: this is a {} run, which trains model tensors in place and has no adapter. Use "
              "--format hf",

@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 
 bool is_update_tensor(const std::string& name) {
   return name.ends_with(".lora_A") || name.ends_with(".lora_B") || name.ends_with(".sparse_values") ||
-         name.find(".adapter.") != std::string::npos;
+         name.find(".adapter.") != std::string::npos || name.starts_with("prefix.");
 }
 
 // The keys whose values the source's tensors depend on.
@@ -27,6 +27,8 @@ std::vector<std::string> keys_to_match(TuningMethod method) {
   if (method == TuningMethod::top_k) return {"tuning.method", "tuning.top_layers"};
   if (method == TuningMethod::adapter)
     return {"tuning.method", "tuning.adapter_size", "tuning.adapter_activation", "tuning.adapter_train_layernorm"};
+  if (method == TuningMethod::prefix)
+    return {"tuning.method", "tuning.prefix_length", "tuning.prefix_projection", "tuning.prefix_hidden"};
   std::vector<std::string> keys = {"tuning.method", "tuning.rank", "tuning.target_modules"};
   if (method == TuningMethod::dsee)
     for (const char* key : {"omega.c", "omega.method", "omega.variant", "omega.seed", "omega.max_rank", "omega.tol"})

@@ -144,6 +144,9 @@ Recipe recipe_from_config(const Config& c) {
   r.tuning.adapter_size = c.get_int("tuning.adapter_size");
   r.tuning.adapter_activation = c.get_string("tuning.adapter_activation");
   r.tuning.adapter_train_layernorm = c.get_bool("tuning.adapter_train_layernorm");
+  r.tuning.prefix_length = c.get_int("tuning.prefix_length");
+  r.tuning.prefix_projection = c.get_bool("tuning.prefix_projection");
+  r.tuning.prefix_hidden = c.get_int("tuning.prefix_hidden");
   r.tuning.alpha = c.get_float("tuning.alpha");
   r.tuning.dropout = c.get_float("tuning.dropout");
   r.tuning.target_modules = c.get_strings("tuning.target_modules");
@@ -252,6 +255,9 @@ TuningOptions recipe_tuning_options(const Recipe& r) {
                          : activation == "gelu_new" ? Activation::gelu_new
                                                     : Activation::gelu;
   o.adapter_train_layernorm = r.tuning.adapter_train_layernorm;
+  o.prefix_length = r.tuning.prefix_length;
+  o.prefix_projection = r.tuning.prefix_projection;
+  o.prefix_hidden = r.tuning.prefix_hidden;
   o.alpha = r.tuning.alpha;
   o.dropout = r.tuning.dropout;
   o.target_modules = r.tuning.target_modules;

@@ -18,7 +18,7 @@ const ConfigSchema& recipe_schema() {
     s.add({"run.precision",
            std::string("fp32"),
            "bf16: frozen pretrained weights stored and multiplied in bf16, trainable tensors and AdamW state in fp32 "
-           "(docs/precision.md; not with tuning.method full, bitfit, top_k or adapter)",
+           "(docs/precision.md; not with tuning.method full, bitfit, top_k, adapter or prefix)",
            {},
            {},
            {"fp32", "bf16"}});
@@ -92,11 +92,12 @@ const ConfigSchema& recipe_schema() {
     s.add({"tuning.method",
            std::string("dsee"),
            "dsee (low rank + sparse on Ω), lora, full fine-tuning, bitfit (every bias and the task head), top_k "
-           "(the top tuning.top_layers layers and the task head), or adapter (Houlsby bottleneck adapters, the "
-           "layer norms and the task head)",
+           "(the top tuning.top_layers layers and the task head), adapter (Houlsby bottleneck adapters, the "
+           "layer norms and the task head), or prefix (prefix tuning / P-tuning v2: trainable key/value prefixes "
+           "at every layer and the task head)",
            {},
            {},
-           {"dsee", "lora", "full", "bitfit", "top_k", "adapter"}});
+           {"dsee", "lora", "full", "bitfit", "top_k", "adapter", "prefix"}});
     s.add({"tuning.rank", std::int64_t{16}, "r, the rank of B·A", 1.0});
     s.add({"tuning.top_layers", std::int64_t{2},
            "top_k: the layers counted from the top that train (all their tensors; GPT-2 also ln_f), at most the "
@@ -114,6 +115,17 @@ const ConfigSchema& recipe_schema() {
            {"gelu", "gelu_new", "relu"}});
     s.add({"tuning.adapter_train_layernorm", true,
            "adapter: every layer norm trains too (Houlsby et al.); false: only the adapters and the task head"});
+    s.add({"tuning.prefix_length", std::int64_t{10},
+           "prefix: L, the key/value prefix positions every attention layer gets (PEFT num_virtual_tokens); 0 is "
+           "the base model",
+           0.0});
+    s.add({"tuning.prefix_projection", false,
+           "prefix: the prefixes come from an L×hidden embedding through Linear, tanh, Linear (Li & Liang's "
+           "reparameterisation, PEFT prefix_projection), merged into plain prefixes on export"});
+    s.add({"tuning.prefix_hidden", std::int64_t{512},
+           "prefix: the hidden width of the projection MLP (PEFT encoder_hidden_size); only with "
+           "tuning.prefix_projection",
+           1.0});
     s.add({"tuning.alpha", 32.0, "α; the update is scaled by α / r", 0.0});
     s.add({"tuning.dropout", 0.0, "Dropout on the update's input while training", 0.0, 1.0});
     s.add({"tuning.target_modules", std::vector<std::string>{},
@@ -220,8 +232,8 @@ const ConfigSchema& recipe_schema() {
            "task.test_file (all its contexts) into hypotheses/test.* and stages/eval.json's \"test\""});
     s.add({"export.format",
            std::string("none"),
-           "Export after the run to export/: hf the merged model, peft a PEFT LoRA adapter (lora without "
-           "pruning; see dsee export)",
+           "Export after the run to export/: hf the merged model, peft a PEFT adapter (lora without pruning, or "
+           "prefix; see dsee export)",
            {},
            {},
            {"none", "hf", "peft"}});

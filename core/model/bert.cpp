@@ -96,14 +96,14 @@ std::vector<std::pair<std::string, Linear*>> EncoderModel::linears() {
   return all;
 }
 
-at::Tensor EncoderModel::position_ids(const at::Tensor& input_ids) const {
+at::Tensor EncoderModel::position_ids(const at::Tensor& input_ids, std::int64_t past) const {
   const auto seq = input_ids.size(1);
   if (config_.family == ModelFamily::roberta) {
     const auto pad = *config_.pad_token_id;
     const auto real = input_ids.ne(pad).to(at::kLong);
-    return at::cumsum(real, 1) * real + pad;
+    return (at::cumsum(real, 1) + past) * real + pad;
   }
-  return at::arange(seq, input_ids.options().dtype(at::kLong)).unsqueeze(0).expand_as(input_ids);
+  return at::arange(past, past + seq, input_ids.options().dtype(at::kLong)).unsqueeze(0).expand_as(input_ids);
 }
 
 ModelOutput EncoderModel::forward(const ModelInput& input) {
@@ -111,10 +111,14 @@ ModelOutput EncoderModel::forward(const ModelInput& input) {
   DSEE_CHECK(ids.dim() == 2 && ids.size(1) > 0, "input_ids must be [batch, seq] with seq > 0, got {}",
              shape_text(ids.sizes()));
   DSEE_CHECK(input.cache == nullptr, "{} has no key/value cache", model_family_name(config_.family));
-  const auto positions = position_ids(ids);
+  // AttentionPrefix: L prefix keys/values per layer [2·layers, heads, L, d].
+  const auto prefix =
+      attention_prefix && attention_prefix->length() > 0 ? attention_prefix->keys_values() : at::Tensor();
+  const std::int64_t prefix_length = prefix.defined() ? prefix.size(2) : 0;
+  const auto positions = position_ids(ids, prefix_length);
   DSEE_CHECK(positions.max().item<std::int64_t>() < config_.max_positions,
-             "a sequence of {} tokens needs more than the {} positions of this model", ids.size(1),
-             config_.max_positions - config_.position_offset);
+             "a sequence of {} tokens after {} prefix positions needs more than the {} positions of this model",
+             ids.size(1), prefix_length, config_.max_positions - config_.position_offset);
   const auto token_types = input.token_type_ids.defined() ? input.token_type_ids : at::zeros_like(ids);
   DSEE_CHECK(token_types.sizes() == ids.sizes(), "token_type_ids {} must have the shape of input_ids {}",
              shape_text(token_types.sizes()), shape_text(ids.sizes()));
@@ -127,8 +131,12 @@ ModelOutput EncoderModel::forward(const ModelInput& input) {
   if (input.attention_mask.defined()) {
     DSEE_CHECK(input.attention_mask.sizes() == ids.sizes(), "attention_mask {} must have the shape of input_ids {}",
                shape_text(input.attention_mask.sizes()), shape_text(ids.sizes()));
-    if (!input.attention_mask.all().item<bool>())
-      allowed = input.attention_mask.to(at::kBool).view({ids.size(0), 1, 1, ids.size(1)});
+    if (!input.attention_mask.all().item<bool>()) {
+      allowed = input.attention_mask.to(at::kBool);
+      if (prefix_length > 0)  // every query sees the prefix
+        allowed = at::cat({at::ones({ids.size(0), prefix_length}, allowed.options()), allowed}, 1);
+      allowed = allowed.view({ids.size(0), 1, 1, prefix_length + ids.size(1)});
+    }
   }
 
   for (std::size_t i = 0; i < layers_.size(); ++i) {
@@ -140,8 +148,12 @@ ModelOutput EncoderModel::forward(const ModelInput& input) {
     const bool first_only = input.first_token_only && i + 1 == layers_.size();
     const auto queries = first_only ? hidden.narrow(1, 0, 1) : hidden;
     const auto q = heads_split(a.query.forward(queries), heads);
-    const auto k = heads_split(a.key.forward(hidden), heads);
-    const auto v = heads_split(a.value.forward(hidden), heads);
+    auto k = heads_split(a.key.forward(hidden), heads);
+    auto v = heads_split(a.value.forward(hidden), heads);
+    if (prefix_length > 0) {
+      k = at::cat({prefix[2 * i].unsqueeze(0).expand({k.size(0), -1, -1, -1}), k}, 2);
+      v = at::cat({prefix[2 * i + 1].unsqueeze(0).expand({v.size(0), -1, -1, -1}), v}, 2);
+    }
     const auto context = heads_merge(attention(q, k, v, allowed, false, 1.0 / std::sqrt(double(a.head_dim))));
     hidden = a.output_norm.forward(a.output.forward(context) + queries);
     const auto inner = activation_apply(config_.activation, layer.intermediate.forward(hidden));

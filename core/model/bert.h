@@ -47,8 +47,10 @@ class EncoderModel final : public PretrainedModel {
   std::vector<std::pair<std::string, Linear*>> linears() override;
   bool has_task_head() const override { return classification_head_; }
 
-  // Position ids for input_ids [batch, seq] (see the header comment).
-  at::Tensor position_ids(const at::Tensor& input_ids) const;
+  // Position ids for input_ids [batch, seq] (see the header comment) after
+  // `past` positions (an AttentionPrefix's L): BERT past..past+seq-1, RoBERTa
+  // (cumsum(real) + past)·real + pad.
+  at::Tensor position_ids(const at::Tensor& input_ids, std::int64_t past = 0) const;
 
  private:
   std::vector<std::int64_t>& layer_heads(std::int64_t layer) override;

@@ -87,11 +87,21 @@ ModelOutput Gpt2Model::forward(const ModelInput& input) {
              shape_text(ids.sizes()));
   const auto batch = ids.size(0), seq = ids.size(1);
   KvCache* cache = input.cache;
-  const std::int64_t past = cache ? cache->length() : 0;
+  // AttentionPrefix: the start of the cache. Without a cache, or with an
+  // empty one, this forward puts the L prefix positions before its tokens;
+  // a filled cache holds them already.
+  const bool cache_filled = cache && !cache->keys.empty();
+  const auto prefix = attention_prefix && attention_prefix->length() > 0 && !cache_filled
+                          ? attention_prefix->keys_values()
+                          : at::Tensor();
+  const std::int64_t prefix_length = attention_prefix ? attention_prefix->length() : 0;
+  const std::int64_t past = cache_filled ? cache->length() : prefix_length;
+  DSEE_CHECK(past >= prefix_length, "the key/value cache holds {} positions, fewer than the {} prefix positions", past,
+             prefix_length);
   const auto total = past + seq;
   DSEE_CHECK(total <= config_.max_positions, "{} tokens (past {} + new {}) exceed GPT-2's {} positions", total, past,
              seq, config_.max_positions);
-  if (cache && !cache->keys.empty())
+  if (cache_filled)
     DSEE_CHECK(cache->keys.size() == blocks_.size() && cache->batch() == batch,
                "the key/value cache holds {} layers of batch {}, the model has {} layers and the input batch {}",
                cache->keys.size(), cache->batch(), blocks_.size(), batch);
@@ -103,9 +113,13 @@ ModelOutput Gpt2Model::forward(const ModelInput& input) {
   const bool padded = input.attention_mask.defined() && !input.attention_mask.all().item<bool>();
   if (input.attention_mask.defined())
     DSEE_CHECK(input.attention_mask.dim() == 2 && input.attention_mask.size(0) == batch &&
-                   input.attention_mask.size(1) == total,
-               "attention_mask must be [batch, past + seq] = [{}, {}], got {}", batch, total,
-               shape_text(input.attention_mask.sizes()));
+                   input.attention_mask.size(1) == total - prefix_length,
+               "attention_mask must be [batch, past + seq] = [{}, {}] (the tokens; {} prefix positions come on "
+               "top), got {}",
+               batch, total - prefix_length, prefix_length, shape_text(input.attention_mask.sizes()));
+  at::Tensor token_mask = input.attention_mask;
+  if (padded && prefix_length > 0)  // every query sees the prefix
+    token_mask = at::cat({at::ones({batch, prefix_length}, token_mask.options()), token_mask}, 1);
   if (padded || (past > 0 && seq > 1)) {
     const auto options = ids.options().dtype(at::kLong);
     const auto query_positions = at::arange(past, total, options).unsqueeze(1);
@@ -114,7 +128,7 @@ ModelOutput Gpt2Model::forward(const ModelInput& input) {
       // A left-padding query sees no key at all; let it see its causal keys
       // so its (unused) row stays finite (Note [Attention kernel]).
       const auto causal_keys = allowed;
-      allowed = allowed & input.attention_mask.to(at::kBool).view({batch, 1, 1, total});
+      allowed = allowed & token_mask.to(at::kBool).view({batch, 1, 1, total});
       allowed = allowed | (causal_keys & allowed.logical_not().all(-1, true));
     }
   } else {
@@ -122,11 +136,13 @@ ModelOutput Gpt2Model::forward(const ModelInput& input) {
   }
 
   at::Tensor positions = input.position_ids;
-  if (positions.defined())
+  if (positions.defined()) {
     DSEE_CHECK(positions.dim() == 2 && positions.size(0) == batch && positions.size(1) == seq,
                "position_ids must be [batch, seq] = [{}, {}], got {}", batch, seq, shape_text(positions.sizes()));
-  else
+    if (prefix_length > 0) positions = positions + prefix_length;
+  } else {
     positions = at::arange(past, total, ids.options().dtype(at::kLong)).unsqueeze(0);
+  }
   at::Tensor hidden = at::embedding(wte_, ids) + at::embedding(wpe_, positions);
   if (cache && cache->keys.empty()) {
     cache->keys.resize(blocks_.size());
@@ -139,6 +155,10 @@ ModelOutput Gpt2Model::forward(const ModelInput& input) {
     const auto q = heads_split(qkv[0], heads);
     auto k = heads_split(qkv[1], heads);
     auto v = heads_split(qkv[2], heads);
+    if (prefix.defined()) {
+      k = at::cat({prefix[2 * i].unsqueeze(0).expand({batch, -1, -1, -1}), k}, 2);
+      v = at::cat({prefix[2 * i + 1].unsqueeze(0).expand({batch, -1, -1, -1}), v}, 2);
+    }
     if (cache) {
       if (cache->keys[i].defined()) {
         k = cache_append(cache->keys[i], k, cache->pending_rows);

@@ -46,6 +46,31 @@ struct KvCache {
   void reorder(const at::Tensor& rows);
 };
 
+// Trainable key/value prefixes of every attention layer (prefix tuning on
+// GPT-2, P-tuning v2 on BERT/RoBERTa; core/tuning/tuning.h (3)). A model with
+// one attends from every query to L prefix positions before its tokens, as if
+// they were a past of length L:
+//   BERT/RoBERTa  keys/values [prefix ; tokens]; the attention mask gets L
+//                 ones in front; positions start at L (BERT L..L+seq-1,
+//                 RoBERTa (cumsum(real) + L)·real + pad), as transformers
+//                 numbers them after a past of length L.
+//   GPT-2         the prefix is the start of the key/value cache: a forward
+//                 without a cache, or with an empty one (which it seeds),
+//                 attends over [prefix ; tokens]; KvCache::length() counts the
+//                 L prefix positions. ModelInput::attention_mask covers the
+//                 tokens alone ([batch, past - L + seq]; the model adds the L
+//                 ones); default positions are past..past+seq-1 (so L.. on the
+//                 first forward) and given position_ids are shifted by L, as
+//                 PEFT's PrefixTuning forward shifts them.
+class AttentionPrefix {
+ public:
+  virtual ~AttentionPrefix() = default;
+  virtual std::int64_t length() const = 0;  // L ≥ 0
+  // Every layer's prefix: [2 · layers, heads, L, head_dim], layer i's keys at
+  // 2i and values at 2i + 1, in the model's dtype; differentiable.
+  virtual at::Tensor keys_values() const = 0;
+};
+
 struct ModelInput {
   at::Tensor input_ids;       // [batch, seq] int64
   at::Tensor attention_mask;  // [batch, past + seq], 1 token / 0 padding; undefined: all tokens
@@ -126,6 +151,11 @@ class PretrainedModel {
   // dtype() stays bf16.
   at::ScalarType dtype() const { return dtype_; }
   c10::Device device() const { return device_; }
+
+  // Key/value prefixes every layer attends to (see AttentionPrefix); null:
+  // none. Set by tuning_attach (tuning.method prefix); the model does not own
+  // what the prefix's tensors point into beyond this reference.
+  std::shared_ptr<AttentionPrefix> attention_prefix;
 
  protected:
   // Original ids of the heads layer `layer` has now.

@@ -36,6 +36,7 @@ std::int64_t trainable_parameter_count(PretrainedModel& model, const TuningOptio
   if (options.method == TuningMethod::adapter)
     for (const auto& module : adapter_modules(model))
       count += adapter_parameter_count(model.linear(module).out_features(), options.adapter_size);
+  if (options.method == TuningMethod::prefix) count += prefix_parameter_count(model.config(), options);
   for (const auto& slot : model.tensor_slots())
     if (slot.tensor->defined() && tuning_trains_tensor(model, options, slot.name)) count += slot.tensor->numel();
   return count;
@@ -102,6 +103,11 @@ ModelCount model_count(PretrainedModel& model, std::int64_t seq_len) {
     count.nonzero_parameters +=
         on_meta(*slot.tensor) ? slot.tensor->numel() : slot.tensor->count_nonzero().item<std::int64_t>();
   }
+  // Prefixes (tuning.h (3)) deploy as P [L, 2·layers·hidden]: parameters,
+  // and L more keys for every query.
+  const std::int64_t prefix_length = model.attention_prefix ? model.attention_prefix->length() : 0;
+  count.parameters += prefix_length * 2 * config.num_layers * config.hidden_size;
+  count.nonzero_parameters += prefix_length * 2 * config.num_layers * config.hidden_size;
   if (config.family == ModelFamily::gpt2)
     count.linears.push_back(
         {"lm_head", config.vocab_size, config.hidden_size, seq_len, config.vocab_size * config.hidden_size});
@@ -109,7 +115,7 @@ ModelCount model_count(PretrainedModel& model, std::int64_t seq_len) {
   for (std::int64_t layer = 0; layer < config.num_layers; ++layer) {
     const auto heads = std::int64_t(config.kept_heads(layer).size());
     count.heads_per_layer.push_back(heads);
-    count.attention_flops += heads * 2 * 2 * seq_len * seq_len * config.head_dim();
+    count.attention_flops += heads * 2 * 2 * seq_len * (seq_len + prefix_length) * config.head_dim();
   }
   count.flops_dense = count.flops_nonzero = count.attention_flops;
   for (const auto& row : count.linears) {

@@ -38,6 +38,7 @@ std::unique_ptr<PretrainedModel> model_on_meta(const ModelConfig& config, bool s
 // classifier.dense + out_proj; GPT-2: none, its LM head is tied to the
 // embeddings) when options.train_head; adapter 2·d·m + m + d per adapter
 // (adapter_modules, d the projection's output width, m = adapter_size);
+// prefix tuning.h's prefix_parameter_count plus the task head;
 // full, bitfit, top_k, and adapter besides its adapters: the model tensors
 // tuning_trains_tensor selects. Equals the numel over tuning_attach's
 // trainable_parameters().
@@ -57,7 +58,7 @@ struct ModelCount {
   std::int64_t seq_len = 0;
   std::int64_t parameters = 0;          // Σ numel over every tensor (the tied LM head once)
   std::int64_t nonzero_parameters = 0;  // Σ non-zeros of the deployed tensors (merged, masked)
-  std::int64_t attention_flops = 0;     // 2·2·L²·d_head per kept head per layer
+  std::int64_t attention_flops = 0;     // 2·2·L·(L + prefix)·d_head per kept head per layer
   std::int64_t flops_dense = 0;         // attention + 2·out·in·tokens per projection
   std::int64_t flops_nonzero = 0;       // attention + 2·nnz·tokens per projection
   std::vector<std::int64_t> heads_per_layer;
@@ -68,7 +69,9 @@ struct ModelCount {
 // (an attached tuning merged in, the mask applied); an attached adapter adds
 // its down and up projections ("<module>.adapter.down" / ".up", L tokens;
 // their biases count as parameters, and as non-zeros, since an adapter is
-// deployed as it is).
+// deployed as it is). An attached prefix (model.attention_prefix, length P)
+// adds its P·2·layers·hidden deployed values to the parameters and its keys
+// to attention: 2·2·L·(L + P)·d_head per head per layer.
 ModelCount model_count(PretrainedModel& model, std::int64_t seq_len);
 
 }  // namespace dsee

@@ -22,9 +22,10 @@
 namespace dsee {
 
 namespace {
-constexpr EnumName<TuningMethod> kMethods[] = {{TuningMethod::dsee, "dsee"},   {TuningMethod::lora, "lora"},
-                                               {TuningMethod::full, "full"},   {TuningMethod::bitfit, "bitfit"},
-                                               {TuningMethod::top_k, "top_k"}, {TuningMethod::adapter, "adapter"}};
+constexpr EnumName<TuningMethod> kMethods[] = {{TuningMethod::dsee, "dsee"},    {TuningMethod::lora, "lora"},
+                                               {TuningMethod::full, "full"},    {TuningMethod::bitfit, "bitfit"},
+                                               {TuningMethod::top_k, "top_k"},  {TuningMethod::adapter, "adapter"},
+                                               {TuningMethod::prefix, "prefix"}};
 
 // The task head: BERT "classifier.*"; RoBERTa "classifier.dense.*" and
 // "classifier.out_proj.*"; GPT-2 none (its LM head is wte, tied).
@@ -42,7 +43,8 @@ bool is_layer_norm(const std::string& name) {
 
 TuningMethod tuning_method_from_name(const std::string& name) {
   if (const auto method = enum_from_name(kMethods, name)) return *method;
-  throw Error(fmt::format("unknown tuning method '{}' (expected dsee, lora, full, bitfit, top_k or adapter)", name));
+  throw Error(
+      fmt::format("unknown tuning method '{}' (expected dsee, lora, full, bitfit, top_k, adapter or prefix)", name));
 }
 
 const char* tuning_method_name(TuningMethod method) { return enum_name(kMethods, method); }
@@ -73,6 +75,8 @@ bool tuning_trains_tensor(const PretrainedModel& model, const TuningOptions& opt
     case TuningMethod::adapter:
       if (is_task_head(model, name)) return options.train_head;
       return options.adapter_train_layernorm && is_layer_norm(name);
+    case TuningMethod::prefix:
+      return options.train_head && is_task_head(model, name);
   }
   return false;
 }
@@ -263,6 +267,35 @@ class AdapterTuning final : public LinearTuning {
   std::shared_ptr<Adapter> adapter_;
 };
 
+// The prefixes of tuning.h (3): E (and the projection's W₁, b₁, W₂, b₂) in
+// the compute dtype; keys_values() evaluates P and lays it out per layer.
+class PrefixTuning final : public AttentionPrefix {
+ public:
+  PrefixTuning(const ModelConfig& config, at::ScalarType model_dtype)
+      : layers_(config.num_layers), heads_(config.num_heads), head_dim_(config.head_dim()), dtype_(model_dtype) {}
+
+  std::int64_t length() const override { return embedding.size(0); }
+  // P [L, 2·layers·hidden] in the compute dtype.
+  at::Tensor embeddings() const {
+    if (!transform_in_weight.defined()) return embedding;
+    const auto inner = at::tanh(at::linear(embedding, transform_in_weight, transform_in_bias));
+    return at::linear(inner, transform_out_weight, transform_out_bias);
+  }
+  // PEFT's get_prompt: P viewed [L, 2·layers, heads, d], permuted to
+  // [2·layers, heads, L, d].
+  at::Tensor keys_values() const override {
+    return embeddings().view({length(), 2 * layers_, heads_, head_dim_}).permute({1, 2, 0, 3}).to(dtype_);
+  }
+
+  at::Tensor embedding;                                 // E
+  at::Tensor transform_in_weight, transform_in_bias;    // W₁ [h, hidden], b₁ (projection only)
+  at::Tensor transform_out_weight, transform_out_bias;  // W₂ [2·layers·hidden, h], b₂
+
+ private:
+  std::int64_t layers_, heads_, head_dim_;
+  at::ScalarType dtype_;
+};
+
 // Ω entries [rows, cols] row-major re-indexed through old→new maps (-1:
 // dropped); returns the kept flat indices (ascending) and their values.
 std::pair<at::Tensor, at::Tensor> omega_reindex(const at::Tensor& omega, const at::Tensor& values, std::int64_t cols,
@@ -335,12 +368,13 @@ class ModelTuningImpl final : public ModelTuning {
  public:
   ModelTuningImpl(PretrainedModel& model, std::shared_ptr<TuningState> state,
                   std::vector<std::shared_ptr<SparseUpdate>> updates,
-                  std::vector<std::shared_ptr<Adapter>> adapters = {})
+                  std::vector<std::shared_ptr<Adapter>> adapters = {}, std::shared_ptr<PrefixTuning> prefix = {})
       : ModelTuning(state->options),
         model_(&model),
         state_(std::move(state)),
         updates_(std::move(updates)),
-        adapters_(std::move(adapters)) {}
+        adapters_(std::move(adapters)),
+        prefix_(std::move(prefix)) {}
 
   std::vector<SparseUpdate*> updates() override {
     std::vector<SparseUpdate*> out;
@@ -363,6 +397,15 @@ class ModelTuningImpl final : public ModelTuning {
       out.push_back({adapter->prefix + ".up.weight", adapter->up_weight});
       out.push_back({adapter->prefix + ".up.bias", adapter->up_bias});
     }
+    if (prefix_) {
+      out.push_back({"prefix.embedding.weight", prefix_->embedding});
+      if (prefix_->transform_in_weight.defined()) {
+        out.push_back({"prefix.transform.0.weight", prefix_->transform_in_weight});
+        out.push_back({"prefix.transform.0.bias", prefix_->transform_in_bias});
+        out.push_back({"prefix.transform.2.weight", prefix_->transform_out_weight});
+        out.push_back({"prefix.transform.2.bias", prefix_->transform_out_bias});
+      }
+    }
     for (const auto& slot : model_->tensor_slots())
       if (tuning_trains_tensor(*model_, options_, slot.name)) out.push_back({slot.name, *slot.tensor});
     return out;
@@ -375,6 +418,7 @@ class ModelTuningImpl final : public ModelTuning {
   std::shared_ptr<TuningState> state_;
   std::vector<std::shared_ptr<SparseUpdate>> updates_;
   std::vector<std::shared_ptr<Adapter>> adapters_;
+  std::shared_ptr<PrefixTuning> prefix_;
 };
 
 void set_requires_grad(at::Tensor& tensor, bool requires_grad) {
@@ -428,6 +472,44 @@ std::map<std::string, const OmegaEntry*> omega_by_name(const std::vector<Adapted
   return by_name;
 }
 
+// tuning.h (3): E ~ N(0, 1) (nn.Embedding's init), then W₁, b₁, W₂, b₂ ~
+// U(±1/√fan_in) (nn.Linear's bound for weight and bias alike), drawn in that
+// order from one CPU generator seeded with options.seed.
+std::shared_ptr<ModelTuning> prefix_attach(PretrainedModel& model, const std::shared_ptr<TuningState>& state) {
+  const auto& options = state->options;
+  const auto& config = model.config();
+  DSEE_CHECK(options.prefix_length >= 0, "tuning.prefix_length must be 0 or more, got {}", options.prefix_length);
+  DSEE_CHECK(!options.prefix_projection || options.prefix_hidden > 0,
+             "tuning.prefix_hidden must be positive with tuning.prefix_projection = true, got {}",
+             options.prefix_hidden);
+  DSEE_CHECK(config.pruned_heads.empty(),
+             "tuning.method prefix needs every attention head (a prefix is [heads, L, head_dim] per layer), but the "
+             "model has pruned heads (config.json pruned_heads); start from the unpruned model");
+  DSEE_CHECK(!model.attention_prefix, "the model already has a prefix attached; attach once per model");
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  const auto fp32 = at::TensorOptions().dtype(at::kFloat);
+  const auto on_device = at::TensorOptions().dtype(state->compute_dtype).device(model.device());
+  const auto uniform = [&](at::IntArrayRef shape, std::int64_t fan_in) {
+    const double bound = 1.0 / std::sqrt(double(fan_in));
+    return trainable((at::rand(shape, generator, fp32) * (2 * bound) - bound).to(on_device));
+  };
+  const auto L = options.prefix_length, hidden = config.hidden_size, h = options.prefix_hidden;
+  const auto width = 2 * config.num_layers * hidden;
+  auto prefix = std::make_shared<PrefixTuning>(config, model.dtype());
+  if (!options.prefix_projection) {
+    prefix->embedding = trainable(at::randn({L, width}, generator, fp32).to(on_device));
+  } else {
+    prefix->embedding = trainable(at::randn({L, hidden}, generator, fp32).to(on_device));
+    prefix->transform_in_weight = uniform({h, hidden}, hidden);
+    prefix->transform_in_bias = uniform({h}, hidden);
+    prefix->transform_out_weight = uniform({width, h}, h);
+    prefix->transform_out_bias = uniform({width}, h);
+  }
+  model.attention_prefix = prefix;
+  return std::make_shared<ModelTuningImpl>(model, state, std::vector<std::shared_ptr<SparseUpdate>>{},
+                                           std::vector<std::shared_ptr<Adapter>>{}, std::move(prefix));
+}
+
 }  // namespace
 
 std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningOptions& options,
@@ -440,13 +522,21 @@ std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningO
   // trainable tensor needs fp32 master weights, which only the adapters and
   // the head have.
   const bool in_place = !tuning_method_has_update(options.method);
-  DSEE_CHECK(!(in_place && model.dtype() == at::kBFloat16),
+  DSEE_CHECK(!(options.method == TuningMethod::prefix && model.dtype() == at::kBFloat16),
+             "tuning.method prefix trains the task head in place, which run.precision = bf16 stores in bf16 (no fp32 "
+             "master weights); use run.precision = fp32 with prefix tuning");
+  DSEE_CHECK(!(in_place && options.method != TuningMethod::adapter && model.dtype() == at::kBFloat16),
              "tuning.method {} trains weights of the model in place, which run.precision = bf16 stores in bf16 (no "
              "fp32 master weights); use run.precision = fp32 with {} fine-tuning, or method dsee / lora with bf16",
              tuning_method_name(options.method), tuning_method_name(options.method));
   if (in_place) {
-    for (const auto& slot : model.tensor_slots())
-      set_requires_grad(*slot.tensor, tuning_trains_tensor(model, options, slot.name));
+    for (const auto& slot : model.tensor_slots()) {
+      const bool train = tuning_trains_tensor(model, options, slot.name);
+      if (train && slot.tensor->scalar_type() != state->compute_dtype)
+        *slot.tensor = slot.tensor->detach().to(state->compute_dtype);
+      set_requires_grad(*slot.tensor, train);
+    }
+    if (options.method == TuningMethod::prefix) return prefix_attach(model, state);
     if (options.method != TuningMethod::adapter)
       return std::make_shared<ModelTuningImpl>(model, state, std::vector<std::shared_ptr<SparseUpdate>>{});
 
@@ -538,6 +628,20 @@ std::vector<std::string> adapter_modules(PretrainedModel& model) {
 
 std::int64_t adapter_parameter_count(std::int64_t d, std::int64_t m) { return 2 * d * m + m + d; }
 
+std::int64_t prefix_parameter_count(const ModelConfig& config, const TuningOptions& options) {
+  const auto L = options.prefix_length, hidden = config.hidden_size, h = options.prefix_hidden;
+  const auto width = 2 * config.num_layers * hidden;
+  if (!options.prefix_projection) return L * width;
+  return L * hidden + (hidden + 1) * h + (h + 1) * width;
+}
+
+at::Tensor prefix_embeddings(const PretrainedModel& model) {
+  const auto* prefix = dynamic_cast<const PrefixTuning*>(model.attention_prefix.get());
+  if (!prefix) return {};
+  at::NoGradGuard no_grad;
+  return prefix->embeddings().to(at::kFloat).contiguous();
+}
+
 std::vector<at::Tensor> adapter_weights(const Linear& linear) {
   const auto* adapter = dynamic_cast<const AdapterTuning*>(linear.tuning.get());
   if (!adapter) return {};
@@ -553,6 +657,7 @@ at::Tensor effective_weight(const Linear& linear) {
 
 void model_merge(PretrainedModel& model) {
   at::NoGradGuard no_grad;
+  model.attention_prefix.reset();
   for (auto& [name, linear] : model.linears()) {
     if (!linear->tuning && !linear->mask.defined()) continue;
     const bool requires_grad = linear->weight.requires_grad();

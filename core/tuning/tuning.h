@@ -43,6 +43,22 @@
 // weight update and cannot be merged: export --format hf writes the base
 // model plus adapters.safetensors (docs/export.md).
 //
+// prefix (prefix tuning, Li & Liang 2021, on GPT-2; P-tuning v2, Liu et al.
+// 2022, on BERT/RoBERTa; docs/tuning.md, 'Prefix tuning and P-tuning v2'):
+// L = prefix_length trainable key/value positions in front of every
+// attention layer (core/model/pretrained_model.h AttentionPrefix), as PEFT's
+// PrefixEncoder builds them from P [L, 2·layers·hidden]:
+//   P = E                                   E [L, 2·layers·hidden] ~ N(0, 1)
+//   P = W₂·tanh(W₁·E + b₁) + b₂             (prefix_projection) E [L, hidden]
+//       ~ N(0, 1), W₁ [h, hidden], W₂ [2·layers·hidden, h], h =
+//       prefix_hidden, weights and biases ~ U(±1/√fan_in) (nn.Linear's)  (3)
+// P's row t viewed as [2·layers, heads, head_dim]: layer i's key at 2i, its
+// value at 2i + 1. Tensors "prefix.embedding.weight" and, with the
+// projection, "prefix.transform.0.weight" / ".0.bias" / ".2.weight" /
+// ".2.bias" (PEFT's prompt_encoder names); they train with the task head.
+// L = 0 is the base model. Not a weight update: export writes P itself
+// (the projection evaluated once; docs/export.md).
+//
 // Precision (docs/precision.md): on a bf16 model (run.precision = bf16) the
 // frozen weights stay bf16 and every trainable tensor is fp32 — A, B, the S
 // values and the task head, which tuning_attach casts to fp32. The frozen
@@ -68,9 +84,9 @@ namespace dsee {
 
 class PretrainedModel;
 
-enum class TuningMethod { dsee, lora, full, bitfit, top_k, adapter };
+enum class TuningMethod { dsee, lora, full, bitfit, top_k, adapter, prefix };
 
-// "dsee" / "lora" / "full" / "bitfit" / "top_k" / "adapter"; throws dsee::Error naming
+// "dsee" / "lora" / "full" / "bitfit" / "top_k" / "adapter" / "prefix"; throws dsee::Error naming
 // the accepted names.
 TuningMethod tuning_method_from_name(const std::string& name);
 const char* tuning_method_name(TuningMethod method);
@@ -91,6 +107,9 @@ struct TuningOptions {
   std::int64_t adapter_size = 64;                    // adapter: the bottleneck m
   Activation adapter_activation = Activation::gelu;  // adapter: act in (2)
   bool adapter_train_layernorm = true;               // adapter: every LayerNorm trains too
+  std::int64_t prefix_length = 10;                   // prefix: L, the prefix positions per layer
+  bool prefix_projection = false;                    // prefix: P through the MLP of (3)
+  std::int64_t prefix_hidden = 512;                  // prefix: h, the MLP's hidden width
 };
 
 // The update of one adapted matrix. Tensors live on the model's device in
@@ -119,7 +138,8 @@ struct SparseUpdate {
 // GPT-2's final ln_f; adapter every LayerNorm (BERT "*.LayerNorm.*", GPT-2
 // "ln_1", "ln_2", "ln_f") when adapter_train_layernorm, plus the task head
 // (its own adapter tensors are not model tensors). dsee::Error for top_k
-// with top_layers outside [1, num_layers].
+// with top_layers outside [1, num_layers]. prefix: the task head when
+// options.train_head (its prefix tensors are not model tensors).
 bool tuning_trains_tensor(const PretrainedModel& model, const TuningOptions& options, const std::string& name);
 
 // adapter: the projections an adapter follows, by HF module name in the
@@ -128,6 +148,13 @@ bool tuning_trains_tensor(const PretrainedModel& model, const TuningOptions& opt
 std::vector<std::string> adapter_modules(PretrainedModel& model);
 // Trainable parameters of one adapter on a d-wide output: 2·d·m + m + d.
 std::int64_t adapter_parameter_count(std::int64_t d, std::int64_t m);
+// Trainable parameters of the prefixes (3) of `model`: L·2·layers·hidden, or
+// with the projection L·hidden + (hidden + 1)·h + (h + 1)·2·layers·hidden.
+std::int64_t prefix_parameter_count(const ModelConfig& config, const TuningOptions& options);
+// P of (3) [L, 2·layers·hidden] fp32 (the projection evaluated), detached:
+// what export writes (PEFT's "prompt_embeddings"); undefined when `model`
+// has no prefix attached.
+at::Tensor prefix_embeddings(const PretrainedModel& model);
 // The adapter weights after `linear` ({down [m, d], up [d, m]}), or empty
 // when no adapter follows it (counting's FLOPs).
 std::vector<at::Tensor> adapter_weights(const Linear& linear);
@@ -147,7 +174,8 @@ class ModelTuning {
   // task head in HF order; full, bitfit, top_k: the model tensors that
   // tuning_trains_tensor selects, in HF order; adapter: each adapter's
   // down.weight, down.bias, up.weight, up.bias in adapter_modules order, then
-  // those model tensors.
+  // those model tensors; prefix: the prefix tensors of (3) in that order,
+  // then the task head.
   virtual NamedTensors trainable_parameters() = 0;
   // Dropout on (true) or off (false, the default: evaluation).
   virtual void set_training(bool training) = 0;
@@ -164,9 +192,11 @@ class ModelTuning {
 // mark the head trainable (in fp32, also on a bf16 model) and everything else
 // frozen; full, bitfit and top_k mark the tensors of tuning_trains_tensor
 // trainable and the rest frozen (dsee::Error on a bf16 model); adapter does
-// the same and installs an adapter after each of adapter_modules.
-// Draws A (adapter: each down.weight) from a CPU generator seeded with
-// options.seed.
+// the same and installs an adapter after each of adapter_modules; prefix
+// marks the head trainable and sets model.attention_prefix (dsee::Error for
+// L < 0, h < 1, or a model with pruned heads).
+// Draws A (adapter: each down.weight; prefix: E, then W₁, b₁, W₂, b₂) from a
+// CPU generator seeded with options.seed.
 std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningOptions& options,
                                            const std::vector<OmegaEntry>& omega = {});
 
@@ -179,7 +209,8 @@ at::Tensor effective_weight(const Linear& linear);
 // dtype: a bf16 model rounds W + ΔW to bf16 once), removes the tuning wrappers and the masks: the model then runs
 // without dsee's tuning code and saves as a plain HF model. Adapters cannot
 // merge: they are removed with their wrappers (export them first, as
-// export --format hf does). `tuning` is unusable afterwards.
+// export --format hf does); so are prefixes (model.attention_prefix).
+// `tuning` is unusable afterwards.
 void model_merge(PretrainedModel& model);
 
 }  // namespace dsee

@@ -4,8 +4,9 @@
 // with the pipeline's own functions (recipes/recipe.h), load "model" (a
 // Hugging Face folder) and overwrite every A and B with "<prefix>.lora_A"
 // [r, in] / "<prefix>.lora_B" [out, r] from "in" (tuning.method adapter:
-// every "<module>.adapter.{down,up}.{weight,bias}"), so both stacks start
-// from the adapters the Python side drew.
+// every "<module>.adapter.{down,up}.{weight,bias}"; tuning.method prefix:
+// every "prefix.*"), so both stacks start from the adapters the Python side
+// drew.
 //
 //   lora-step   one forward on in's "input_ids" (and "attention_mask" when
 //               present), loss = (logits · in's "loss_weights").sum() in fp32,
@@ -63,7 +64,8 @@ LoraModel lora_model(const Request& request) {
   }
   // tuning.method adapter: every adapter tensor from "in" (the Python side's draws).
   for (auto& [name, tensor] : out.tuning->trainable_parameters())
-    if (name.find(".adapter.") != std::string::npos) tensor.copy_(request.in().tensor(name));
+    if (name.find(".adapter.") != std::string::npos || name.starts_with("prefix."))
+      tensor.copy_(request.in().tensor(name));
   return out;
 }
 
@@ -100,11 +102,13 @@ nlohmann::json lora_step(const Request& request) {
   input.input_ids = request.in().tensor("input_ids").clone();
   if (request.in().contains("attention_mask")) input.attention_mask = request.in().tensor("attention_mask").clone();
   const at::Tensor logits = lora.model->forward(input).logits;
-  (logits.to(at::kFloat) * request.in().tensor("loss_weights")).sum().backward();
+  const at::Tensor loss = (logits.to(at::kFloat) * request.in().tensor("loss_weights")).sum();
+  if (loss.requires_grad()) loss.backward();  // not for GPT-2 with an empty prefix (nothing trains)
 
   NamedTensors out{{"logits", logits.detach()}};
   nlohmann::json dtypes = nlohmann::json::object();
   for (const auto& [name, tensor] : lora.tuning->trainable_parameters()) {
+    if (tensor.numel() == 0) continue;  // an empty prefix (tuning.prefix_length = 0)
     DSEE_CHECK(tensor.grad().defined(), "no gradient reached '{}'", name);
     out.push_back({name + ".grad", tensor.grad()});
     dtypes[name] = safetensors_dtype(tensor.scalar_type(), name).name;

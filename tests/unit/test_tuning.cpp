@@ -464,8 +464,8 @@ TEST(TuningAttach, UserErrorsNameTheProblem) {
   EXPECT_TRUE(
       contains(error_of([&] { tuning_attach(*model, options, wrong); }), "which target_modules does not adapt"));
 
-  EXPECT_TRUE(contains(error_of([] { tuning_method_from_name("prefix"); }),
-                       "expected dsee, lora, full, bitfit, top_k or adapter"));
+  EXPECT_TRUE(contains(error_of([] { tuning_method_from_name("prompt"); }),
+                       "expected dsee, lora, full, bitfit, top_k, adapter or prefix"));
   EXPECT_EQ(tuning_method_from_name("lora"), TuningMethod::lora);
 
   tuning_attach(*model, options, omega);
