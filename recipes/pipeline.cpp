@@ -107,6 +107,7 @@ void recipe_check(const Recipe& recipe) {
              "re-tunes it), which {} does not have (it trains model tensors in place or adds adapters); set "
              "prune.kind = none, or prune a dsee or lora run",
              prune_kind_name(recipe.prune.kind), tuning_method_name(method), tuning_method_name(method));
+  if (recipe.prune.kind == PruneKind::imp) imp_recipe_check(recipe);
 }
 
 // One arm of the recipe in `dir` (`arm`: one of run.compare's), its data

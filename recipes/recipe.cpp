@@ -77,8 +77,10 @@ constexpr EnumName<Stage> kStageNames[] = {{Stage::omega, "omega"}, {Stage::trai
 constexpr EnumName<DeviceRequest> kDevices[] = {
     {DeviceRequest::cpu, "cpu"}, {DeviceRequest::cuda, "cuda"}, {DeviceRequest::automatic, "auto"}};
 constexpr EnumName<Precision> kPrecisions[] = {{Precision::fp32, "fp32"}, {Precision::bf16, "bf16"}};
-constexpr EnumName<PruneKind> kPruneKinds[] = {
-    {PruneKind::none, "none"}, {PruneKind::unstructured, "unstructured"}, {PruneKind::heads, "heads"}};
+constexpr EnumName<PruneKind> kPruneKinds[] = {{PruneKind::none, "none"},
+                                               {PruneKind::unstructured, "unstructured"},
+                                               {PruneKind::heads, "heads"},
+                                               {PruneKind::imp, "imp"}};
 constexpr EnumName<ExportFormat> kExportFormats[] = {{ExportFormat::hf, "hf"}, {ExportFormat::peft, "peft"}};
 constexpr EnumName<BackendRequest> kBackends[] = {
     {BackendRequest::mpi, "mpi"}, {BackendRequest::nccl, "nccl"}, {BackendRequest::automatic, "auto"}};
@@ -192,6 +194,8 @@ Recipe recipe_from_config(const Config& c) {
   r.prune.p_adapt = c.get_float("prune.p_adapt");
   r.prune.p_rest = c.get_float("prune.p_rest");
   r.prune.heads_per_layer = c.get_int("prune.heads_per_layer");
+  r.prune.sparsity = c.get_float("prune.sparsity");
+  r.prune.imp_rounds = c.get_int("prune.imp_rounds");
   r.retune.epochs = c.get_int("retune.epochs");
   r.retune.lr = c.get_float("retune.lr");
   r.retune.mask_update = c.get_bool("retune.mask_update");

@@ -36,7 +36,7 @@ const char* stage_name(Stage stage);
 
 enum class DeviceRequest { automatic, cpu, cuda };  // run.device: auto | cpu | cuda
 enum class Precision { fp32, bf16 };
-enum class PruneKind { none, unstructured, heads };
+enum class PruneKind { none, unstructured, heads, imp };
 enum class ExportFormat { hf, peft };
 enum class BackendRequest { automatic, mpi, nccl };  // dist.backend: auto | mpi | nccl
 
@@ -123,6 +123,8 @@ struct Recipe {
     PruneCriterion criterion = PruneCriterion::delta;
     double p_adapt = 0.3, p_rest = 0.3;
     std::int64_t heads_per_layer = 3;
+    double sparsity = 0.5;         // imp: the pool's fraction removed after the last round
+    std::int64_t imp_rounds = 10;  // imp: R
   } prune;
   struct {
     std::int64_t epochs = 3;

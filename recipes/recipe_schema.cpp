@@ -193,7 +193,12 @@ const ConfigSchema& recipe_schema() {
            "e2e/webnlg/dart: training batches of similar-length sequences (the epoch's shuffled order cut into pools "
            "of 50 batches, each sorted by length, the batches shuffled; docs/nlg-data.md), each cut to its longest "
            "row; false: the shuffled order cut into batches; other tasks: no effect"});
-    s.add({"prune.kind", std::string("none"), "Pruning after training", {}, {}, {"none", "unstructured", "heads"}});
+    s.add({"prune.kind",
+           std::string("none"),
+           "Pruning after training",
+           {},
+           {},
+           {"none", "unstructured", "heads", "imp"}});
     s.add({"prune.criterion",
            std::string("delta"),
            "How the adapted matrices' entries (unstructured) and the heads are scored: delta |ΔW| (DSEE), merged "
@@ -205,6 +210,14 @@ const ConfigSchema& recipe_schema() {
            0.0, 1.0});
     s.add({"prune.p_rest", 0.3, "unstructured: fraction of the other projections' entries removed (by |W|)", 0.0, 1.0});
     s.add({"prune.heads_per_layer", std::int64_t{3}, "heads: attention heads removed in every layer", 1.0});
+    s.add({"prune.sparsity", 0.5,
+           "imp: fraction of the pool's entries (every encoder projection, BERT's pooler) removed after the last "
+           "round, exactly round(s·N), by global |W| (docs/tuning.md, 'BERT tickets (IMP)')",
+           0.0, 1.0});
+    s.add({"prune.imp_rounds", std::int64_t{10},
+           "imp: rounds of train, prune by |W|, rewind to the pretrained weights; each removes the same fraction "
+           "1 − (1 − s)^(1/R) of what is left",
+           1.0});
     s.add({"retune.epochs", std::int64_t{3}, "Epochs of re-tuning with the pruning fixed (0: none)", 0.0});
     s.add({"retune.lr", 0.0, "Re-tuning learning rate; 0: train.lr", 0.0, 1.0});
     s.add(

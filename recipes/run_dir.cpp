@@ -100,6 +100,8 @@ fs::path RunDir::checkpoints(Stage stage) const {
   return stage == Stage::train ? dir_ / "ckpt" : dir_ / "ckpt" / stage_name(stage);
 }
 
+fs::path RunDir::imp_checkpoints(std::int64_t round) const { return dir_ / "ckpt" / fmt::format("prune-{}", round); }
+
 fs::path RunDir::trainables(Stage stage) const {
   return dir_ / fmt::format("trainable-{}.safetensors", stage_name(stage));
 }

@@ -10,6 +10,8 @@
 //   <run>/omega.h5                           Ω (core/sparsity/omega_file.h)
 //   <run>/masks.h5                           the pruning plan (core/sparsity/prune_plan.h)
 //   <run>/ckpt/, <run>/ckpt/retune/          the train and retune checkpoints (core/train/checkpoint.h)
+//   <run>/ckpt/prune-<r>/, <run>/imp/        prune.kind = imp: round r's checkpoints, the rounds' masks,
+//                                            tensors and records (Note [IMP rounds] in stage_prune_imp.cpp)
 //   <run>/trainable-<stage>.safetensors      the trainable tensors after train / retune
 //   <run>/trainable-<stage>-best.safetensors the same at the stage's best evaluation
 //   <run>/predictions-dev.safetensors        the eval stage's dev outputs
@@ -61,6 +63,8 @@ class RunDir {
   std::filesystem::path checkpoints(Stage stage) const;
   std::filesystem::path trainables(Stage stage) const;       // trainable-<stage>.safetensors
   std::filesystem::path best_trainables(Stage stage) const;  // trainable-<stage>-best.safetensors
+  std::filesystem::path imp() const { return dir_ / "imp"; }
+  std::filesystem::path imp_checkpoints(std::int64_t round) const;  // ckpt/prune-<round>/
   std::filesystem::path predictions() const { return dir_ / "predictions-dev.safetensors"; }
   std::filesystem::path hypotheses() const { return dir_ / "hypotheses"; }
   std::filesystem::path summary() const { return dir_ / "summary.json"; }

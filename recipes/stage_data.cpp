@@ -53,8 +53,8 @@ void model_and_data_verify(Run& run) {
                      }()));
 }
 
-// The pretrained model, loaded onto run.device in run.precision.
-void model_load_into(Run& run, const fs::path& model_path) {
+// The pretrained model of `model_path`, on run.device in run.precision.
+std::unique_ptr<PretrainedModel> model_load_from(const Run& run, const fs::path& model_path) {
   ModelLoadOptions load;
   load.task = run.data.causal_lm ? ModelTask::automatic : ModelTask::sequence_classification;
   load.dtype = model_dtype_of_precision(precision_name(run.recipe.run.precision));
@@ -63,7 +63,12 @@ void model_load_into(Run& run, const fs::path& model_path) {
     load.num_labels = run.data.num_labels;
     load.head_seed = static_cast<std::uint64_t>(run.recipe.run.seed);
   }
-  run.model = model_load(model_path, load);
+  return model_load(model_path, load);
+}
+
+// The pretrained model, loaded onto run.device in run.precision.
+void model_load_into(Run& run, const fs::path& model_path) {
+  run.model = model_load_from(run, model_path);
   DSEE_CHECK(!run.data.causal_lm || run.model->config().family == ModelFamily::gpt2,
              "task.name = {} trains a GPT-2 language model, but model.path '{}' holds a {} model; give a GPT-2 folder "
              "(e.g. gpt2-medium)",
@@ -72,6 +77,8 @@ void model_load_into(Run& run, const fs::path& model_path) {
 }
 
 }  // namespace
+
+std::unique_ptr<PretrainedModel> pretrained_model_load(const Run& run) { return model_load_from(run, run.model_path); }
 
 void ranks_verify_recipe(const Recipe& recipe, const Ranks& ranks) {
   if (ranks.comm == nullptr) return;

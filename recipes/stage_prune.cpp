@@ -1,4 +1,4 @@
-// The prune stage (prune.kind = unstructured | heads): the pruning plan from
+// The prune stage (prune.kind = unstructured | heads; imp: stage_prune_imp.cpp): the pruning plan from
 // the trained update (pools or head scores under prune.criterion: |ΔW|,
 // |W + ΔW| or random; core/sparsity/pruning.h) →
 // masks.h5, applied to the model. Rank 0 computes and writes the plan, and
@@ -19,6 +19,7 @@ void prune_plan_load(Run& run) {
 void stage_prune(Run& run) {
   const auto& prune = run.recipe.prune;
   if (prune.kind == PruneKind::none) return;
+  if (prune.kind == PruneKind::imp) return stage_prune_imp(run);
   if (stage_finished(run, Stage::prune)) return prune_plan_load(run);
   stage_required(run, Stage::prune);
   const auto start = StageClock::now();

@@ -80,7 +80,7 @@ void data_parallel_options(Run& run, Communicator& comm, std::unique_ptr<Gradien
 // The best evaluation at the stage's end: trainable-<stage>-best.safetensors
 // and, with train.load_best_at_end, its tensors back in the model. The
 // record's "best" (null: no evaluation ranked).
-nlohmann::json best_finish(Run& run, Stage stage, const TrainResult& result, const BestTensors& best,
+nlohmann::json best_finish(Run& run, const TrainPass& pass, const TrainResult& result, const BestTensors& best,
                            const std::string& metric) {
   const bool load_best = run.recipe.train.load_best_at_end;
   if (result.best_step < 0) return nullptr;
@@ -90,15 +90,15 @@ nlohmann::json best_finish(Run& run, Stage stage, const TrainResult& result, con
                "{}: the best evaluation (step {}) came before the checkpoint this stage resumed from, and that "
                "checkpoint holds no /best tensors (an older dsee wrote it); set train.load_best_at_end = false or "
                "delete {} to train the stage again",
-               stage_name(stage), result.best_step, run.dir.checkpoints(stage).string());
+               pass.name, result.best_step, pass.checkpoints.string());
     spdlog::warn(
         "{}: the tensors of the best evaluation (step {}) are not in the checkpoint this stage resumed from; "
-        "trainable-{}-best.safetensors is not written",
-        stage_name(stage), result.best_step, stage_name(stage));
+        "{} is not written",
+        pass.name, result.best_step, pass.best_trainables.filename().string());
     return nullptr;
   }
-  root_writes(run.ranks, fmt::format("writing trainable-{}-best.safetensors", stage_name(stage)), [&] {
-    safetensors_save(run.dir.best_trainables(stage), best.tensors,
+  root_writes(run.ranks, "writing " + pass.best_trainables.filename().string(), [&] {
+    safetensors_save(pass.best_trainables, best.tensors,
                      {{"format", "pt"}, {"step", std::to_string(result.best_step)}});
   });
   if (load_best) {
@@ -109,20 +109,26 @@ nlohmann::json best_finish(Run& run, Stage stage, const TrainResult& result, con
                   best.tensors.at(i).name, name);
       tensor.copy_(best.tensors.at(i++).tensor);
     }
-    spdlog::info("{}: {} ends with the tensors of its best evaluation (step {}, {} = {})", run.dir.name(),
-                 stage_name(stage), result.best_step, metric, *result.best_metric);
+    spdlog::info("{}: {} ends with the tensors of its best evaluation (step {}, {} = {})", run.dir.name(), pass.name,
+                 result.best_step, metric, *result.best_metric);
   }
   return {{"step", result.best_step}, {"metric", metric}, {"value", *result.best_metric}, {"loaded", load_best}};
 }
 
-// One training stage: the trainer over the task's data, from its newest
-// checkpoint when there is one. Returns the stage's record.
-nlohmann::json train(Run& run, Stage stage) {
+}  // namespace
+
+TrainPass train_pass_of(const Run& run, Stage stage) {
+  return {stage, stage_name(stage), run.dir.checkpoints(stage), run.dir.trainables(stage),
+          run.dir.best_trainables(stage)};
+}
+
+nlohmann::json train_pass_run(Run& run, const TrainPass& pass) {
+  const Stage stage = pass.stage;
   const auto& recipe = run.recipe;
   const auto start = StageClock::now();
   TrainerOptions options = recipe_trainer_options(recipe, stage);
   if (run.ranks.root()) options.metrics_path = run.dir.metrics();
-  options.metrics_stage = stage_name(stage);
+  options.metrics_stage = pass.name;
   options.progress = run.ranks.root();
   const auto micro_batch = recipe.train.batch_size / options.grad_accumulation;
   DSEE_CHECK(micro_batch >= 1 && micro_batch * options.grad_accumulation == recipe.train.batch_size,
@@ -158,7 +164,7 @@ nlohmann::json train(Run& run, Stage stage) {
     best.step = step;
     best_metrics = last_metrics;  // on_best follows the evaluation that found it
   };
-  StageCheckpoints checkpoints(run, stage, best);
+  StageCheckpoints checkpoints(run, pass.checkpoints, best);
   options.checkpoint_every = recipe.ckpt.every;
   options.on_checkpoint = [&](const TrainerProgress& progress) { checkpoints.write(progress); };
   // A stop signal always ends the stage at a step boundary; the checkpoint
@@ -176,7 +182,7 @@ nlohmann::json train(Run& run, Stage stage) {
   const std::int64_t total = trainer.total_steps(batches);
   const std::optional<TrainerProgress> resume = checkpoints.resume(trainer, best);
   if (resume)
-    spdlog::info("{}: resuming {} from {} (step {} of {})", run.dir.name(), stage_name(stage),
+    spdlog::info("{}: resuming {} from {} (step {} of {})", run.dir.name(), pass.name,
                  fs::relative(checkpoints.resumed_from(), run.dir.path()).string(), resume->step, total);
   else if (stage == Stage::train && !recipe.tuning.init_from.empty())
     init_from_apply(run);  // a resumed stage has its checkpoint's tensors instead
@@ -229,17 +235,17 @@ nlohmann::json train(Run& run, Stage stage) {
     }
     if (which == 0) return task_evaluate(*model, tuning, run.data, run.ranks.comm);
     spdlog::info("{}: {} ends with the tensors of its {} evaluation; its dev metrics are the stage's", run.dir.name(),
-                 stage_name(stage), which == 1 ? "last" : "best");
+                 pass.name, which == 1 ? "last" : "best");
     return which == 1 ? *last_metrics : *best_metrics;
   };
 
-  spdlog::info("{}: {} ({} epochs, lr {}, on {})", run.dir.name(), stage_name(stage), options.epochs, options.lr,
+  spdlog::info("{}: {} ({} epochs, lr {}, on {})", run.dir.name(), pass.name, options.epochs, options.lr,
                model->device().str());
   const auto result = trainer.run(batches, loss, evaluate, on_best, resume ? &*resume : nullptr);
   if (result.stop_requested) checkpoints.stopped(result.steps, total);
 
-  const nlohmann::json best_record = best_finish(run, stage, result, best, options.metric_for_best);
-  const auto path = run.dir.trainables(stage);
+  const nlohmann::json best_record = best_finish(run, pass, result, best, options.metric_for_best);
+  const auto& path = pass.trainables;
   root_writes(run.ranks, "writing " + path.filename().string(), [&] { safetensors_save(path, trainables_of(run)); });
   nlohmann::json record = counts_of(run);
   if (!best_record.is_null()) record["best"] = best_record;
@@ -253,10 +259,9 @@ nlohmann::json train(Run& run, Stage stage) {
   return record;
 }
 
-}  // namespace
+void trainables_load(Run& run, Stage stage) { trainables_load_from(run, run.dir.trainables(stage)); }
 
-void trainables_load(Run& run, Stage stage) {
-  const auto path = run.dir.trainables(stage);
+void trainables_load_from(Run& run, const fs::path& path) {
   read_on_every_rank(run.ranks, path, "reading " + path.filename().string(), [&] {
     const auto file = SafetensorsCheckpoint::open(path);
     at::NoGradGuard no_grad;
@@ -276,7 +281,7 @@ void stage_train(Run& run, Stage stage) {
   if (stage == Stage::retune && !run.recipe.retunes()) return;
   if (stage_finished(run, stage)) return trainables_load(run, stage);
   stage_required(run, stage);
-  stage_record(run, stage, train(run, stage));
+  stage_record(run, stage, train_pass_run(run, train_pass_of(run, stage)));
 }
 
 }  // namespace dsee

@@ -16,6 +16,7 @@
 //   stage_train.cpp    train and retune: the trainer, the best evaluation
 //                      (checkpoints and resume: train_checkpoints.h)
 //   stage_prune.cpp    the pruning plan → masks.h5
+//   stage_prune_imp.cpp  prune.kind = imp: rounds of prune, rewind, retrain → masks.h5
 //   stage_export.cpp   export.format's export; `dsee export` of a finished run
 #pragma once
 
@@ -112,10 +113,32 @@ void stage_omega(Run& run);
 void stage_pretrained(Run& run);
 void stage_train(Run& run, Stage stage);  // Stage::train or Stage::retune
 void stage_prune(Run& run);
+void stage_prune_imp(Run& run);  // prune.kind = imp (stage_prune_imp.cpp), called by stage_prune
+// prune.kind = imp's recipe checks: tuning.method = full, retune.epochs > 0,
+// no tuning.init_from, prune.sparsity < 1 (dsee::Error naming the key).
+void imp_recipe_check(const Recipe& recipe);
 // The final dev metrics: the eval record (with the counts), or null when
 // run.stages leaves eval out.
 nlohmann::json stage_eval(Run& run);
 void stage_export(Run& run);
+
+// One run of the trainer with training stage `stage`'s options (Stage::train
+// or Stage::retune) and the files it writes: a training stage's own
+// (train_pass_of), or an IMP round's retraining (stage_prune_imp.cpp).
+struct TrainPass {
+  Stage stage = Stage::train;
+  std::string name;                                   // metrics.jsonl's "stage" and log lines
+  std::filesystem::path checkpoints;                  // its checkpoint folder, resumed from
+  std::filesystem::path trainables, best_trainables;  // written at its end
+};
+TrainPass train_pass_of(const Run& run, Stage stage);
+// The trainer over the task's data, from the pass's newest checkpoint when
+// there is one; ends with pass.trainables. Returns the record a stage writes.
+nlohmann::json train_pass_run(Run& run, const TrainPass& pass);
+
+// The pretrained model of run.model_path, loaded as stage_data loads it (the
+// task's head from run.seed): what IMP rewinds to.
+std::unique_ptr<PretrainedModel> pretrained_model_load(const Run& run);
 
 // The device the arm computes on (Note [The pipeline on CUDA] in
 // stage_data.cpp), checked against the communicator's.
@@ -126,7 +149,8 @@ c10::Device run_device(const Recipe& recipe, const Ranks& ranks);
 // (read_on_every_rank).
 void omega_load(Run& run);                    // omega.h5 → run.omega, checked against the adapted matrices
 void trainables_load(Run& run, Stage stage);  // trainable-<stage>.safetensors → the tuning's tensors
-void prune_plan_load(Run& run);               // masks.h5 → run.prune_plan, applied to the model
+void trainables_load_from(Run& run, const std::filesystem::path& path);  // the same from `path`
+void prune_plan_load(Run& run);  // masks.h5 → run.prune_plan, applied to the model
 
 // The start-up checks of a run on several ranks: the same resolved recipe
 // and library versions everywhere (stage_data.cpp).

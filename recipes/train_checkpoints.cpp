@@ -70,8 +70,8 @@ TrainerProgress progress_from_checkpoint(const fs::path& path, const CheckpointS
 
 }  // namespace
 
-StageCheckpoints::StageCheckpoints(Run& run, Stage stage, const BestTensors& best)
-    : run_(run), dir_(run.dir.checkpoints(stage)), best_(best) {}
+StageCheckpoints::StageCheckpoints(Run& run, fs::path dir, const BestTensors& best)
+    : run_(run), dir_(std::move(dir)), best_(best) {}
 
 void StageCheckpoints::write(const TrainerProgress& progress) {
   DSEE_ASSERT(trainer_ != nullptr, "a checkpoint before resume() named the trainer");

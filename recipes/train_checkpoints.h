@@ -24,8 +24,9 @@ struct BestTensors {
 
 class StageCheckpoints {
  public:
-  // `best` is read at every checkpoint (checkpoints carry it).
-  StageCheckpoints(Run& run, Stage stage, const BestTensors& best);
+  // Checkpoints in `dir` (a TrainPass's); `best` is read at every checkpoint
+  // (checkpoints carry it).
+  StageCheckpoints(Run& run, std::filesystem::path dir, const BestTensors& best);
 
   // The newest readable checkpoint of the stage, restored into the tuning,
   // `trainer`'s optimizer, the generators and `best`: its progress, or

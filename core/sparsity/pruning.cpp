@@ -106,6 +106,23 @@ bool overlaps(const std::vector<PoolBlock>& blocks, const std::string& module, s
   });
 }
 
+// The plan of pool blocks and their keep-masks: one mask per projection (in
+// linears() order) that loses an entry, the blocks' rows combined.
+PrunePlan plan_of_blocks(PretrainedModel& model, const std::vector<PoolBlock>& blocks,
+                         const std::vector<at::Tensor>& keep) {
+  PrunePlan plan;
+  for (auto& [module, linear] : model.linears()) {
+    at::Tensor mask;
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      if (blocks[i].module != module) continue;
+      if (!mask.defined()) mask = at::ones({linear->out_features(), linear->in_features()}, at::kBool);
+      mask.narrow(0, blocks[i].row_offset, blocks[i].rows).copy_(keep[i]);
+    }
+    if (mask.defined() && !mask.all().item<bool>()) plan.masks.push_back({module, mask});
+  }
+  return plan;
+}
+
 }  // namespace
 
 PruneCriterion prune_criterion_from_name(const std::string& name) {
@@ -151,6 +168,12 @@ std::vector<PoolBlock> pool_rest(PretrainedModel& model, ModelTuning* tuning) {
 // round() is half away from zero (std::llround): p·N = 2.5 removes 3.
 std::vector<at::Tensor> pool_keep_masks(const std::vector<at::Tensor>& scores, double fraction) {
   DSEE_CHECK(fraction >= 0.0 && fraction <= 1.0, "pruning fraction {} is outside [0, 1]", fraction);
+  std::int64_t total = 0;
+  for (const auto& s : scores) total += s.numel();
+  return pool_keep_masks_count(scores, std::llround(fraction * double(total)));
+}
+
+std::vector<at::Tensor> pool_keep_masks_count(const std::vector<at::Tensor>& scores, std::int64_t remove_count) {
   std::vector<at::Tensor> flat;
   for (const auto& s : scores) flat.push_back(s.detach().reshape({-1}).cpu());
   std::vector<at::Tensor> keep;
@@ -158,7 +181,8 @@ std::vector<at::Tensor> pool_keep_masks(const std::vector<at::Tensor>& scores, d
   auto all = at::cat(flat);
   if (all.scalar_type() != at::kDouble) all = all.to(at::kFloat);
   const auto total = all.numel();
-  const auto remove_count = std::llround(fraction * double(total));
+  DSEE_CHECK(remove_count >= 0 && remove_count <= total, "cannot remove {} entries of a pool of {}", remove_count,
+             total);
   DSEE_CHECK(!all.isnan().any().item<bool>(), "pruning scores hold NaN; the update diverged");
   auto removed = at::zeros({total}, at::kBool);
   if (remove_count == total) {
@@ -198,17 +222,7 @@ PrunePlan unstructured_plan(PretrainedModel& model, ModelTuning* tuning, const U
     }
     for (auto& k : pool_keep_masks(scores, levels.p_rest)) keep.push_back(k);
   }
-  PrunePlan plan;
-  for (auto& [module, linear] : model.linears()) {
-    at::Tensor mask;
-    for (std::size_t i = 0; i < blocks.size(); ++i) {
-      if (blocks[i].module != module) continue;
-      if (!mask.defined()) mask = at::ones({linear->out_features(), linear->in_features()}, at::kBool);
-      mask.narrow(0, blocks[i].row_offset, blocks[i].rows).copy_(keep[i]);
-    }
-    if (mask.defined() && !mask.all().item<bool>()) plan.masks.push_back({module, mask});
-  }
-  return plan;
+  return plan_of_blocks(model, blocks, keep);
 }
 
 std::vector<at::Tensor> head_scores(PretrainedModel& model, ModelTuning* tuning, const PruneScoring& scoring) {
@@ -286,6 +300,40 @@ void prune_plan_apply(PretrainedModel& model, const PrunePlan& plan) {
                m.module, shape_text(m.mask.sizes()), linear.out_features(), linear.in_features());
     linear.mask = m.mask.to(linear.weight.device(), linear.weight.scalar_type());
   }
+}
+
+// Note [Iterative magnitude pruning]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// Round r of R leaves k_r = round(N·(1 − (1 − s)^(r/R))) entries of the pool
+// removed: each round removes about the same fraction p = 1 − (1 − s)^(1/R)
+// of the entries still there, and the last round lands on round(s·N), the
+// count a one-shot pruning to s removes. The entries a mask already zeroes
+// score -1, below every |W|, so they are removed again first and a round only
+// adds to the earlier rounds' removals (k_r never falls: round() is monotone).
+std::int64_t imp_removed_count(std::int64_t pool_size, double sparsity, std::int64_t rounds, std::int64_t round) {
+  DSEE_CHECK(sparsity >= 0.0 && sparsity < 1.0, "IMP sparsity {} is outside [0, 1)", sparsity);
+  DSEE_CHECK(rounds >= 1 && round >= 1 && round <= rounds, "IMP round {} of {} is out of range", round, rounds);
+  if (round == rounds) return std::llround(sparsity * double(pool_size));
+  const double kept = std::pow(1.0 - sparsity, double(round) / double(rounds));
+  return std::llround((1.0 - kept) * double(pool_size));
+}
+
+std::vector<PoolBlock> pool_magnitude(PretrainedModel& model) {
+  std::vector<PoolBlock> out;
+  for (auto& [module, linear] : model.linears())
+    if (is_prunable(model, module)) out.push_back({module, linear, 0, linear->out_features()});
+  return out;
+}
+
+PrunePlan magnitude_plan(PretrainedModel& model, std::int64_t remove_count) {
+  const auto blocks = pool_magnitude(model);
+  std::vector<at::Tensor> scores;
+  for (const auto& block : blocks) {
+    auto score = block.linear->weight.detach().abs().to(at::kFloat).cpu();
+    if (block.linear->mask.defined()) score.masked_fill_(block.linear->mask.detach().cpu().eq(0), -1.0);
+    scores.push_back(score);
+  }
+  return plan_of_blocks(model, blocks, pool_keep_masks_count(scores, remove_count));
 }
 
 }  // namespace dsee

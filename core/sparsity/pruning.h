@@ -72,6 +72,8 @@ std::vector<PoolBlock> pool_rest(PretrainedModel& model, ModelTuning* tuning);
 // round(fraction · N) entries (N = Σ numel) are removed, the smallest scores
 // first, ties to the lower flat index of the concatenation in the given order.
 std::vector<at::Tensor> pool_keep_masks(const std::vector<at::Tensor>& scores, double fraction);
+// The same with the count given: exactly `remove_count` entries (0..N) go.
+std::vector<at::Tensor> pool_keep_masks_count(const std::vector<at::Tensor>& scores, std::int64_t remove_count);
 
 enum class PruneCriterion { delta, random, merged };
 // "delta" / "random" / "merged"; dsee::Error naming the accepted names.
@@ -114,5 +116,24 @@ PrunePlan structured_plan(PretrainedModel& model, ModelTuning* tuning, std::int6
 // shapes after head removal. dsee::Error names a module that does not exist
 // or a mask of the wrong shape.
 void prune_plan_apply(PretrainedModel& model, const PrunePlan& plan);
+
+// Iterative magnitude pruning (prune.kind = imp; docs/tuning.md, 'BERT
+// tickets (IMP)'; Note [Iterative magnitude pruning] in pruning.cpp).
+// The pool: every prunable projection whole (the projections of P_adapt and
+// P_rest above: BERT/RoBERTa query, key, value, attention.output.dense,
+// intermediate.dense, output.dense, BERT's pooler.dense / RoBERTa's
+// classifier.dense; GPT-2 attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), in
+// linears() order, rows [0, out).
+std::vector<PoolBlock> pool_magnitude(PretrainedModel& model);
+// Entries of a pool of `pool_size` removed once round `round` (1..rounds) of
+// `rounds` is done: round(N·(1 − (1 − s)^(r/R))), the last exactly
+// round(s·N). dsee::Error for s outside [0, 1) or a round out of range.
+std::int64_t imp_removed_count(std::int64_t pool_size, double sparsity, std::int64_t rounds, std::int64_t round);
+// The masks of pool_magnitude that remove exactly `remove_count` entries by
+// global |W| of the current weights (fp32), the smallest first, ties to the
+// lower flat index of the pool (blocks row-major, [out, in]); entries the
+// projection's current mask zeroes go first (they score -1). Same layout as
+// unstructured_plan's.
+PrunePlan magnitude_plan(PretrainedModel& model, std::int64_t remove_count);
 
 }  // namespace dsee

@@ -433,6 +433,16 @@ std::filesystem::path checkpoint_write(const std::filesystem::path& dir, const C
   return path;
 }
 
+void checkpoints_remove(const std::filesystem::path& dir) {
+  // POSIX calls, not std::filesystem::remove_all (Note [std::filesystem and libtorch] in omega_file.cpp).
+  for (const std::string& name : checkpoints_newest_first(dir)) {
+    ::unlink((dir / name).c_str());
+    ::unlink(checksum_sidecar(dir / name).c_str());
+  }
+  ::unlink((dir / "latest").c_str());
+  ::rmdir(dir.c_str());
+}
+
 CheckpointState checkpoint_read(const std::filesystem::path& path, bool verify_sidecar) {
   const std::string source = fmt::format("checkpoint '{}'", path.string());
   DSEE_CHECK(is_plain_file(path), "{} does not exist", source);

@@ -78,6 +78,9 @@ struct LoadedCheckpoint {
 // warning is logged and the others are tried newest first. nullopt when the
 // folder holds no checkpoint; dsee::Error listing every failure when none reads.
 std::optional<LoadedCheckpoint> checkpoint_load_latest(const std::filesystem::path& dir);
+// Removes every checkpoint of `dir` (step-N.h5, their sidecars, `latest`)
+// and the folder when nothing else is left in it; no folder: nothing to do.
+void checkpoints_remove(const std::filesystem::path& dir);
 
 // Refuses (dsee::Error naming `checkpoint`) to resume from `state` under
 // `config_text` when the recipes differ, listing every differing key
