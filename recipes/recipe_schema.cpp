@@ -18,7 +18,7 @@ const ConfigSchema& recipe_schema() {
     s.add({"run.precision",
            std::string("fp32"),
            "bf16: frozen pretrained weights stored and multiplied in bf16, trainable tensors and AdamW state in fp32 "
-           "(docs/precision.md; not with tuning.method full, bitfit, top_k, adapter or prefix)",
+           "(docs/precision.md; not with tuning.method full, bitfit, top_k or prefix)",
            {},
            {},
            {"fp32", "bf16"}});

@@ -135,7 +135,10 @@ struct TuningState {
 // always takes the split form x·(W⊙M)ᵀ + b + x·(ΔW⊙M)ᵀ, equal in exact
 // arithmetic. Gradients reach the fp32 tensors through the casts unchanged
 // and are fp32. Merging (model_merge) rounds W + ΔW to bf16 once, as PEFT's
-// merge does on a bf16 base layer.
+// merge does on a bf16 base layer. An adapter (AdapterTuning) works the same
+// way on its projection's bf16 output h: bf16(fp32(h) + up(act(down(fp32(h)))))
+// with fp32 adapter tensors; the LayerNorms it trains are fp32 and take bf16
+// input (torch's mixed-dtype layer norm: fp32 statistics, bf16 output).
 class ProjectionTuning final : public LinearTuning {
  public:
   ProjectionTuning(std::shared_ptr<TuningState> state, std::vector<std::shared_ptr<SparseUpdate>> blocks)
@@ -519,8 +522,10 @@ std::shared_ptr<ModelTuning> tuning_attach(PretrainedModel& model, const TuningO
   state->compute_dtype = model.dtype() == at::kDouble ? at::kDouble : at::kFloat;
 
   // Note [Mixed precision]: a bf16 model keeps its frozen weights in bf16; a
-  // trainable tensor needs fp32 master weights, which only the adapters and
-  // the head have.
+  // trainable tensor needs fp32 master weights: the updates, the adapters, and
+  // the model tensors that train under dsee, lora and adapter (the head, the
+  // LayerNorms), which are cast to fp32 below. full, bitfit and top_k would
+  // need fp32 copies of the projections.
   const bool in_place = !tuning_method_has_update(options.method);
   DSEE_CHECK(!(options.method == TuningMethod::prefix && model.dtype() == at::kBFloat16),
              "tuning.method prefix trains the task head in place, which run.precision = bf16 stores in bf16 (no fp32 "

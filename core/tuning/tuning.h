@@ -63,9 +63,11 @@
 // frozen weights stay bf16 and every trainable tensor is fp32 — A, B, the S
 // values and the task head, which tuning_attach casts to fp32. The frozen
 // product runs in bf16, the update in fp32, their sum is rounded to bf16
-// (Note [Mixed precision] in tuning.cpp). The in-place methods refuse a bf16
-// model (they would need fp32 master weights of the model's tensors), and so
-// does adapter (it trains the model's LayerNorms in place).
+// (Note [Mixed precision] in tuning.cpp). full, bitfit and top_k refuse a
+// bf16 model (they would need fp32 master weights of the model's
+// projections); adapter trains its adapters, the LayerNorms and the head in
+// fp32 (tuning_attach casts them), reading the bf16 output of its projection
+// cast to fp32 and rounding the sum to bf16.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -15,6 +15,17 @@ apply_adapters), executed here as the documentation writes it.
           on the same ids, loss = (logits * fixed weights).sum(): logits and
           the gradient of every trainable tensor within 1e-5 (max |diff| /
           max |ref|) of transformers' autograd.
+  bf16    The same step with run.precision = bf16 against the same
+          transformers model cast to bf16 with its LayerNorms and head in
+          fp32 (the head's input cast to fp32 by a pre-hook) and fp32
+          adapters through the same hooks, which compute in fp32 and round
+          the sum to bf16 (docs/precision.md): logits within 2e-2 and
+          gradients within 5e-2 (max |diff| / max |ref|; the distance of the
+          bf16 reference from fp32 is printed for scale); every trainable
+          tensor of dsee is fp32. Measured (torch 2.11 CPU): RoBERTa
+          bit-exact, BERT logits 6e-4, GPT-2 5.5e-3; gradients at most
+          1.3e-2 — the bf16 reference's own distance from fp32 is 6e-3 to
+          1.6e-2.
   export  `dsee run` of a tiny demo recipe with tuning.method = adapter
           (one epoch, export.format = hf): the exported base model under
           AutoModelForSequenceClassification plus apply_adapters gives the
@@ -36,6 +47,7 @@ from harness.lora import lora_case, model_inputs
 from harness.runs import recipe_text
 
 TOLERANCE = 1e-5
+BF16_LOGITS, BF16_GRADS = 2e-2, 5e-2  # as parity_precision_peft (docs/precision.md)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -63,44 +75,85 @@ def trains(name):
     return name.startswith("classifier.") or "LayerNorm." in name or re.search(r"(^|\.)ln_(1|2|f)\.", name)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2"])
-def test_logits_and_gradients(family, parity, tmp_path):
+def transformers_step(case, family, m, bf16):
+    """transformers plus the documented hooks: (logits, {name: grad}, adapters, loss weights, inputs). bf16: the
+    model in bf16 with its trainable LayerNorms and head in fp32 (the head's input cast to fp32)."""
     snippet = export_snippet()
-    case = lora_case(family, "eager")
     torch.manual_seed(0)
     model = case.make_model()
-    folder = os.path.join(tmp_path, family)
-    model.save_pretrained(folder)
-    d, layers, m = model.config.hidden_size, model.config.num_hidden_layers, 3
-
+    d, layers = model.config.hidden_size, model.config.num_hidden_layers
     generator = torch.Generator().manual_seed(4)
     adapters = {}
     for module in adapter_modules(family, layers):
         for part, shape, scale in (("down.weight", (m, d), 0.3), ("down.bias", (m,), 0.1),
                                    ("up.weight", (d, m), 0.3), ("up.bias", (d,), 0.1)):
             adapters[f"{module}.adapter.{part}"] = (torch.randn(shape, generator=generator) * scale).requires_grad_()
+    if bf16:
+        model = model.to(torch.bfloat16)
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.float()
+            elif name.split(".")[0] == "classifier" and isinstance(module, (torch.nn.Linear,)):
+                module.float()
+                module.register_forward_pre_hook(lambda _m, args: tuple(x.float() for x in args))
     params = {name[len(case.prefix):] if name.startswith(case.prefix) else name: p
               for name, p in model.named_parameters()}
     for name, p in params.items():
         p.requires_grad_(bool(trains(name)))
     snippet["add_adapters"](model, {case.prefix + k: v for k, v in adapters.items()}, "gelu")
     kwargs = model_inputs(case)
-    logits = model(**kwargs).logits
+    logits = model(**kwargs).logits.float()
     weights = torch.randn(logits.shape, generator=torch.Generator().manual_seed(5))
     (logits * weights).sum().backward()
+    grads = {**{name: a.grad for name, a in adapters.items()},
+             **{name: p.grad.float() for name, p in params.items() if trains(name)}}
+    return logits.detach(), grads, adapters, weights, kwargs
 
-    recipe = recipe_text({"tuning": {"method": "adapter", "adapter_size": m}})
+
+def adapter_step(case, family, parity, tmp_path, m, precision):
+    """dsee_parity's lora-step of the adapter method on the saved model: (result, the transformers step in fp32,
+    the transformers step in `precision`)."""
+    torch.manual_seed(0)
+    folder = os.path.join(tmp_path, family)
+    case.make_model().save_pretrained(folder)
+    reference32 = transformers_step(case, family, m, bf16=False)
+    reference = reference32 if precision == "fp32" else transformers_step(case, family, m, bf16=True)
+    _, _, adapters, weights, kwargs = reference
+    recipe = recipe_text({"run": {"precision": precision}, "tuning": {"method": "adapter", "adapter_size": m}})
     result = parity("lora-step", {"model": folder, "recipe": recipe},
                     {**kwargs, "loss_weights": weights, **{k: v.detach() for k, v in adapters.items()}}, out=True)
-    out = result.tensors
-    expected = sorted(list(adapters) + [name for name in params if trains(name)])
     check_equal(f"{family} adapter: trainable tensors, dsee vs transformers", sorted(result.json["trainable_dtype"]),
-                expected)
-    check_close(f"{family} adapter logits", out["logits"], logits.detach(), rel=TOLERANCE, reference="transformers")
-    for name in expected:
-        grad = adapters[name].grad if name in adapters else params[name].grad
+                sorted(reference[1]))
+    return result, reference32, reference
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2"])
+def test_logits_and_gradients(family, parity, tmp_path):
+    case = lora_case(family, "eager")
+    result, _, (logits, grads, _, _, _) = adapter_step(case, family, parity, tmp_path, 3, "fp32")
+    out = result.tensors
+    check_close(f"{family} adapter logits", out["logits"], logits, rel=TOLERANCE, reference="transformers")
+    for name, grad in sorted(grads.items()):
         check_close(f"{family} adapter {name} grad", out[name + ".grad"], grad, rel=TOLERANCE,
                     reference="transformers")
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2"])
+def test_bf16_logits_and_gradients(family, parity, tmp_path):
+    case = lora_case(family, "eager")
+    result, (logits32, grads32, *_), (logits, grads, *_) = adapter_step(case, family, parity, tmp_path, 3, "bf16")
+    out = result.tensors
+    not_fp32 = sorted(k for k, dtype in result.json["trainable_dtype"].items() if dtype != "F32")
+    check(f"{family}: every dsee trainable tensor is fp32", not not_fp32, f"not fp32: {not_fp32}")
+    check_close(f"{family} bf16 reference logits vs fp32 (for scale)", logits, logits32, rel=float("inf"),
+                reference="fp32")
+    check_close(f"{family} bf16 adapter logits", out["logits"].float(), logits, rel=BF16_LOGITS,
+                reference="transformers-bf16")
+    for name, grad in sorted(grads.items()):
+        check_close(f"{family} bf16 reference {name} grad vs fp32 (for scale)", grad, grads32[name],
+                    rel=float("inf"), reference="fp32")
+        check_close(f"{family} bf16 adapter {name} grad", out[name + ".grad"], grad, rel=BF16_GRADS,
+                    reference="transformers-bf16")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@
 // projection, and `dsee run` on the shrunken demo: it learns above the
 // untuned model, resumes from a checkpoint to the straight run's tensors,
 // starts another run through tuning.init_from (the same adapter_size only),
-// runs as a run.compare arm beside lora, and refuses bf16, pruning and PEFT export.
+// runs as a run.compare arm beside lora, learns in bf16 (with fp32 adapters,
+// LayerNorms and head), and refuses pruning and PEFT export.
 // tests/parity/test_adapters.py checks logits and gradients against
 // transformers with forward hooks, and the hf export with docs/export.md's
 // snippet.
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <set>
 
+#include "core/io/safetensors.h"
 #include "core/tuning/counting.h"
 #include "error_of.h"
 #include "run_dsee.h"
@@ -231,9 +233,15 @@ TEST(Adapters, DemoRunLearnsResumesAndRefuses) {
   EXPECT_EQ(peft.exit_code, 1) << peft.output;
   EXPECT_TRUE(contains(peft.output, "export.format = peft needs tuning.method = lora")) << peft.output;
   EXPECT_FALSE(fs::exists(out / "refused" / "demo" / "config.toml"));
-  const auto bf16 = run_dsee(base + " --set run.precision=bf16 --set task.train_size=64 --set task.dev_size=32");
-  EXPECT_EQ(bf16.exit_code, 1) << bf16.output;
-  EXPECT_TRUE(contains(bf16.output, "use run.precision = fp32 with adapter fine-tuning")) << bf16.output;
+
+  // run.precision = bf16: the adapters, LayerNorms and head train in fp32 on the bf16 model, and it learns.
+  const auto bf16 = run_dsee(adapter_run(out / "bf16") + " --set run.precision=bf16");
+  ASSERT_EQ(bf16.exit_code, 0) << bf16.output;
+  const auto bf16_summary = summary_of(out / "bf16" / "demo");
+  EXPECT_GT(bf16_summary["dev"]["accuracy"].get<double>(), untuned + 0.05);
+  const auto trainables = SafetensorsCheckpoint::open(out / "bf16" / "demo" / "trainable-train.safetensors");
+  EXPECT_EQ(std::int64_t(trainables.names().size()), 4 * 4 + 5 * 2 + 2);
+  for (const auto& name : trainables.names()) EXPECT_EQ(trainables.tensor(name).scalar_type(), at::kFloat) << name;
   std::system(("rm -rf '" + out.string() + "'").c_str());
 }
 
