@@ -28,7 +28,7 @@ rows = ["tuning.method", "tuning.rank", "omega.c"]
 extras = ["trainable_parameters"]
 )" + nlg_scores},
       {"3", R"(title = "Table 3: unstructured DSEE (BERT-base) at sparsity levels"
-rows = ["tuning.method", "prune.p_adapt"]
+rows = ["tuning.method", "prune.kind", "prune.p_adapt"]
 extras = ["trainable_parameters", "nonzero_parameters"]
 plot_x = "prune.p_adapt"
 )"},
