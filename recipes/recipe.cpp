@@ -80,7 +80,8 @@ constexpr EnumName<Precision> kPrecisions[] = {{Precision::fp32, "fp32"}, {Preci
 constexpr EnumName<PruneKind> kPruneKinds[] = {{PruneKind::none, "none"},
                                                {PruneKind::unstructured, "unstructured"},
                                                {PruneKind::heads, "heads"},
-                                               {PruneKind::imp, "imp"}};
+                                               {PruneKind::imp, "imp"},
+                                               {PruneKind::earlybert, "earlybert"}};
 constexpr EnumName<ExportFormat> kExportFormats[] = {{ExportFormat::hf, "hf"}, {ExportFormat::peft, "peft"}};
 constexpr EnumName<BackendRequest> kBackends[] = {
     {BackendRequest::mpi, "mpi"}, {BackendRequest::nccl, "nccl"}, {BackendRequest::automatic, "auto"}};
@@ -194,6 +195,9 @@ Recipe recipe_from_config(const Config& c) {
   r.prune.p_adapt = c.get_float("prune.p_adapt");
   r.prune.p_rest = c.get_float("prune.p_rest");
   r.prune.heads_per_layer = c.get_int("prune.heads_per_layer");
+  r.prune.neurons_per_layer = c.get_int("prune.neurons_per_layer");
+  r.prune.search_steps = c.get_int("prune.search_steps");
+  r.prune.l1 = c.get_float("prune.l1");
   r.prune.sparsity = c.get_float("prune.sparsity");
   r.prune.imp_rounds = c.get_int("prune.imp_rounds");
   r.retune.epochs = c.get_int("retune.epochs");

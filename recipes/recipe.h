@@ -36,7 +36,7 @@ const char* stage_name(Stage stage);
 
 enum class DeviceRequest { automatic, cpu, cuda };  // run.device: auto | cpu | cuda
 enum class Precision { fp32, bf16 };
-enum class PruneKind { none, unstructured, heads, imp };
+enum class PruneKind { none, unstructured, heads, imp, earlybert };
 enum class ExportFormat { hf, peft };
 enum class BackendRequest { automatic, mpi, nccl };  // dist.backend: auto | mpi | nccl
 
@@ -123,8 +123,11 @@ struct Recipe {
     PruneCriterion criterion = PruneCriterion::delta;
     double p_adapt = 0.3, p_rest = 0.3;
     std::int64_t heads_per_layer = 3;
-    double sparsity = 0.5;         // imp: the pool's fraction removed after the last round
-    std::int64_t imp_rounds = 10;  // imp: R
+    std::int64_t neurons_per_layer = 0;  // earlybert: feed-forward neurons removed per layer
+    std::int64_t search_steps = 200;     // earlybert: optimizer steps of the coefficient search
+    double l1 = 1e-4;                    // earlybert: λ of the ℓ1 penalty on the coefficients
+    double sparsity = 0.5;               // imp: the pool's fraction removed after the last round
+    std::int64_t imp_rounds = 10;        // imp: R
   } prune;
   struct {
     std::int64_t epochs = 3;

@@ -198,7 +198,7 @@ const ConfigSchema& recipe_schema() {
            "Pruning after training",
            {},
            {},
-           {"none", "unstructured", "heads", "imp"}});
+           {"none", "unstructured", "heads", "imp", "earlybert"}});
     s.add({"prune.criterion",
            std::string("delta"),
            "How the adapted matrices' entries (unstructured) and the heads are scored: delta |ΔW| (DSEE), merged "
@@ -210,6 +210,15 @@ const ConfigSchema& recipe_schema() {
            0.0, 1.0});
     s.add({"prune.p_rest", 0.3, "unstructured: fraction of the other projections' entries removed (by |W|)", 0.0, 1.0});
     s.add({"prune.heads_per_layer", std::int64_t{3}, "heads: attention heads removed in every layer", 1.0});
+    s.add({"prune.neurons_per_layer", std::int64_t{0},
+           "earlybert: feed-forward neurons removed in every layer (the same in every layer, so config.json's "
+           "intermediate_size shrinks by it)",
+           0.0});
+    s.add({"prune.search_steps", std::int64_t{200},
+           "earlybert: optimizer steps of the search that trains the head and neuron coefficients (docs/tuning.md, "
+           "'EarlyBERT')",
+           1.0});
+    s.add({"prune.l1", 1e-4, "earlybert: λ of the penalty λ·Σ|c| on the head and neuron coefficients", 0.0});
     s.add({"prune.sparsity", 0.5,
            "imp: fraction of the pool's entries (every encoder projection, BERT's pooler) removed after the last "
            "round, exactly round(s·N), by global |W| (docs/tuning.md, 'BERT tickets (IMP)')",

@@ -4,8 +4,10 @@
 // masks.h5, applied to the model. Rank 0 computes and writes the plan, and
 // every rank takes it from masks.h5 (checked by fingerprint), whether it was
 // computed now or by an earlier run.
+// prune.kind = earlybert: the plan from EarlyBERT's coefficient search (prune_earlybert.h).
 #include "core/sparsity/prune_plan.h"
 #include "core/sparsity/pruning.h"
+#include "recipes/prune_earlybert.h"
 #include "recipes/stages.h"
 
 namespace dsee {
@@ -25,7 +27,13 @@ void stage_prune(Run& run) {
   const auto start = StageClock::now();
   // prune.criterion's random scores come from run.seed (pruning.h, 'Criteria').
   const PruneScoring scoring{prune.criterion, std::uint64_t(run.recipe.run.seed)};
+  nlohmann::json search;  // earlybert: the search's record (rank 0; prune_earlybert.h)
   root_writes(run.ranks, "computing the pruning plan", [&] {
+    if (prune.kind == PruneKind::earlybert) {
+      auto result = earlybert_search(run);
+      search = std::move(result.record);
+      return prune_plan_write(run.dir.masks(), result.plan);
+    }
     prune_plan_write(run.dir.masks(),
                      prune.kind == PruneKind::heads
                          ? structured_plan(*run.model, run.tuning.get(), prune.heads_per_layer, scoring)
@@ -34,6 +42,7 @@ void stage_prune(Run& run) {
   prune_plan_load(run);
   nlohmann::json record = counts_of(run);
   record["dev"] = task_evaluate(*run.model, run.tuning.get(), run.data, run.ranks.comm);
+  if (!search.is_null()) record["search"] = search;
   record["seconds"] = seconds_since(start);
   stage_record(run, Stage::prune, record);
 }

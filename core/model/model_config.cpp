@@ -239,6 +239,11 @@ nlohmann::json model_config_to_json(const ModelConfig& config, const std::string
     out.erase("pruned_heads");
   else
     out["pruned_heads"] = pruned;
+  // Feed-forward neuron pruning (PretrainedModel::prune_neurons) narrows every layer alike.
+  if (config.family != ModelFamily::gpt2)
+    out["intermediate_size"] = config.intermediate_size;
+  else if (config.intermediate_size != 4 * config.hidden_size || (out.contains("n_inner") && !out["n_inner"].is_null()))
+    out["n_inner"] = config.intermediate_size;
   out.erase("torch_dtype");
   out["dtype"] = dtype_name;
   return out;

@@ -76,7 +76,8 @@ ModelConfig model_config_parse(const nlohmann::json& json, const std::string& so
 ModelConfig model_config_load(const std::filesystem::path& path);
 
 // The JSON to save: the original with the fields dsee may change
-// (num_labels/id2label/label2id, problem_type, pruned_heads, dtype) updated.
+// (num_labels/id2label/label2id, problem_type, pruned_heads, intermediate_size /
+// GPT-2 n_inner, dtype) updated.
 nlohmann::json model_config_to_json(const ModelConfig& config, const std::string& dtype_name);
 
 }  // namespace dsee

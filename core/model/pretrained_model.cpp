@@ -5,6 +5,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <fstream>
+#include <numeric>
 #include <set>
 
 #include "base/error.h"
@@ -62,6 +63,64 @@ void PretrainedModel::prune_heads(const std::map<std::int64_t, std::vector<std::
     for (std::int64_t h = 0; h < config_.num_heads; ++h)
       if (!std::binary_search(kept.begin(), kept.end(), h)) recorded.push_back(h);
   }
+}
+
+std::pair<std::string, std::string> PretrainedModel::feed_forward_modules(std::int64_t layer) const {
+  if (config_.family == ModelFamily::gpt2)
+    return {fmt::format("h.{}.mlp.c_fc", layer), fmt::format("h.{}.mlp.c_proj", layer)};
+  return {fmt::format("encoder.layer.{}.intermediate.dense", layer),
+          fmt::format("encoder.layer.{}.output.dense", layer)};
+}
+
+std::vector<std::int64_t> PretrainedModel::kept_neurons(std::int64_t layer) const {
+  DSEE_CHECK(layer >= 0 && layer < config_.num_layers, "kept_neurons: no layer {} (the model has {})", layer,
+             config_.num_layers);
+  if (!kept_neurons_.empty()) return kept_neurons_[std::size_t(layer)];
+  std::vector<std::int64_t> all(std::size_t(config_.intermediate_size));
+  std::iota(all.begin(), all.end(), std::int64_t{0});
+  return all;
+}
+
+void PretrainedModel::prune_neurons(const std::map<std::int64_t, std::vector<std::int64_t>>& neurons) {
+  if (neurons.empty()) return;
+  if (kept_neurons_.empty()) built_intermediate_size_ = config_.intermediate_size;
+  // Every layer's new list first: nothing changes on an error.
+  std::vector<std::vector<std::int64_t>> kept, positions(std::size_t(config_.num_layers));
+  for (std::int64_t layer = 0; layer < config_.num_layers; ++layer) kept.push_back(kept_neurons(layer));
+  std::vector<bool> shrinks(std::size_t(config_.num_layers), false);
+  for (const auto& [layer, remove] : neurons) {
+    DSEE_CHECK(layer >= 0 && layer < config_.num_layers, "prune_neurons: no layer {} (the model has {})", layer,
+               config_.num_layers);
+    const std::set<std::int64_t> removed(remove.begin(), remove.end());
+    for (const auto id : removed)
+      DSEE_CHECK(id >= 0 && id < built_intermediate_size_,
+                 "prune_neurons: layer {} has no feed-forward neuron {} (the model was built with {}: ids 0..{})",
+                 layer, id, built_intermediate_size_, built_intermediate_size_ - 1);
+    auto& current = kept[std::size_t(layer)];
+    std::vector<std::int64_t> left;
+    for (std::size_t i = 0; i < current.size(); ++i)
+      if (!removed.count(current[i])) {
+        positions[std::size_t(layer)].push_back(std::int64_t(i));
+        left.push_back(current[i]);
+      }
+    DSEE_CHECK(!left.empty(), "prune_neurons: removing every feed-forward neuron of layer {} is not supported", layer);
+    shrinks[std::size_t(layer)] = left.size() < current.size();
+    current = std::move(left);
+  }
+  for (std::size_t layer = 1; layer < kept.size(); ++layer)
+    DSEE_CHECK(kept[layer].size() == kept[0].size(),
+               "prune_neurons: layer {} would keep {} feed-forward neurons and layer 0 {}; every layer must keep the "
+               "same number (a Hugging Face config has one intermediate_size)",
+               layer, kept[layer].size(), kept[0].size());
+  for (std::int64_t layer = 0; layer < config_.num_layers; ++layer) {
+    if (!shrinks[std::size_t(layer)]) continue;
+    const auto index = at::tensor(positions[std::size_t(layer)], at::kLong);
+    const auto [in, out] = feed_forward_modules(layer);
+    linear(in).keep_rows(index);
+    linear(out).keep_columns(index);
+  }
+  kept_neurons_ = std::move(kept);
+  config_.intermediate_size = std::int64_t(kept_neurons_.front().size());
 }
 
 namespace {

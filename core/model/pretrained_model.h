@@ -136,6 +136,20 @@ class PretrainedModel {
   // records it. Heads already removed are ignored.
   void prune_heads(const std::map<std::int64_t, std::vector<std::int64_t>>& heads);
 
+  // Removes feed-forward neurons (original ids, 0 ≤ id < the intermediate
+  // size the model was built with) from layers: rows of intermediate.dense
+  // (GPT-2: mlp.c_fc) and columns of output.dense (mlp.c_proj) shrink in
+  // place, an attached tuning through LinearTuning::keep_rows/_columns, and
+  // config().intermediate_size becomes the new width. Every layer must end
+  // with the same width (a Hugging Face config has one intermediate_size);
+  // neurons already removed are ignored. dsee::Error before any change.
+  void prune_neurons(const std::map<std::int64_t, std::vector<std::int64_t>>& neurons);
+  // Original ids of the feed-forward neurons layer `layer` has now, ascending.
+  std::vector<std::int64_t> kept_neurons(std::int64_t layer) const;
+  // The feed-forward projections of a layer: {"…intermediate.dense", "…output.dense"}
+  // (GPT-2: {"h.<layer>.mlp.c_fc", "h.<layer>.mlp.c_proj"}).
+  std::pair<std::string, std::string> feed_forward_modules(std::int64_t layer) const;
+
   // "bert.", "roberta.", "transformer.".
   std::string family_prefix() const;
   // Whether saved names carry family_prefix() (a model with a task head).
@@ -169,6 +183,11 @@ class PretrainedModel {
   at::ScalarType dtype_;
   c10::Device device_;
   std::vector<std::string> new_head_tensors_;
+
+ private:
+  // Per layer, the original neuron ids kept (prune_neurons); empty: none removed.
+  std::vector<std::vector<std::int64_t>> kept_neurons_;
+  std::int64_t built_intermediate_size_ = 0;  // config().intermediate_size before the first prune_neurons
 };
 
 // run.precision: "fp32" → kFloat, "bf16" → kBFloat16 (the dtype the frozen

@@ -26,10 +26,12 @@
 // "numel" (int64, out·in), checked against each other and the data on read;
 // datasets are Fletcher-32 checksummed, so a flipped byte is a read error
 // rather than a silently different mask. Heads: /heads/<layer> (decimal
-// layer number) holds the removed original head ids, strictly ascending.
-// Root (or group) attributes: "format_version" (int64, 1) and "kind":
-// "unstructured" when only masks, "heads" when only heads,
-// "unstructured+heads" for both, "empty" for neither.
+// layer number) holds the removed original head ids, strictly ascending;
+// /neurons/<layer> the removed feed-forward neuron ids the same way (written
+// only when some are removed, so a plan without neurons is the file older
+// versions wrote and read). Root (or group) attributes: "format_version"
+// (int64, 1) and "kind": the parts present, "unstructured", "heads",
+// "neurons", joined by '+' in that order, or "empty" for none.
 #include "core/sparsity/prune_plan.h"
 
 #include <ATen/ATen.h>
@@ -49,9 +51,32 @@ using hdf5::Handle;
 
 constexpr std::int64_t kFormatVersion = 1;
 
-const char* plan_kind(const PrunePlan& plan) {
-  if (plan.masks.empty()) return plan.heads.empty() ? "empty" : "heads";
-  return plan.heads.empty() ? "unstructured" : "unstructured+heads";
+std::string plan_kind(const PrunePlan& plan) {
+  std::string kind;
+  const auto add = [&](bool present, const char* part) {
+    if (present) kind += (kind.empty() ? "" : "+") + std::string(part);
+  };
+  add(!plan.masks.empty(), "unstructured");
+  add(!plan.heads.empty(), "heads");
+  add(!plan.neurons.empty(), "neurons");
+  return kind.empty() ? "empty" : kind;
+}
+
+// The kinds a file may name: every non-empty combination in plan_kind's order, and "empty".
+bool plan_kind_known(const std::string& kind) {
+  for (const char* known : {"empty", "unstructured", "heads", "neurons", "unstructured+heads", "unstructured+neurons",
+                            "heads+neurons", "unstructured+heads+neurons"})
+    if (kind == known) return true;
+  return false;
+}
+
+// Checks one layer's removed ids (heads or neurons): non-negative, strictly ascending.
+void check_ids(const std::vector<std::int64_t>& ids, const std::string& where, const char* what) {
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    DSEE_CHECK(ids[i] >= 0, "{}: {} id {} is negative", where, what, ids[i]);
+    DSEE_CHECK(i == 0 || ids[i] > ids[i - 1], "{}: {} ids must be strictly ascending ({} after {})", where, what,
+               ids[i], ids[i - 1]);
+  }
 }
 
 // The mask as a contiguous bool [out, in] on the CPU, after checking it is 2-D and 0/1.
@@ -180,11 +205,12 @@ void write_plan(hid_t loc, const PrunePlan& plan, const std::string& where) {
   for (const auto& [layer, heads] : plan.heads) {
     const std::string head_where = fmt::format("{}, heads of layer {}", where, layer);
     DSEE_CHECK(layer >= 0, "{}: the layer number must be non-negative", head_where);
-    for (std::size_t i = 0; i < heads.size(); ++i) {
-      DSEE_CHECK(heads[i] >= 0, "{}: head id {} is negative", head_where, heads[i]);
-      DSEE_CHECK(i == 0 || heads[i] > heads[i - 1], "{}: head ids must be strictly ascending ({} after {})", head_where,
-                 heads[i], heads[i - 1]);
-    }
+    check_ids(heads, head_where, "head");
+  }
+  for (const auto& [layer, neurons] : plan.neurons) {
+    const std::string neuron_where = fmt::format("{}, neurons of layer {}", where, layer);
+    DSEE_CHECK(layer >= 0, "{}: the layer number must be non-negative", neuron_where);
+    check_ids(neurons, neuron_where, "neuron");
   }
 
   hdf5::Quiet quiet;
@@ -196,12 +222,36 @@ void write_plan(hid_t loc, const PrunePlan& plan, const std::string& where) {
       write_mask(group.get(), plan.masks[i].module, masks[i],
                  fmt::format("{}, dataset 'masks/{}'", where, plan.masks[i].module));
   }
-  const Handle group = hdf5::create_group(loc, "heads", where);
-  for (const auto& [layer, heads] : plan.heads) {
-    const std::string name = std::to_string(layer);
-    hdf5::write_dataset(group.get(), name, H5T_STD_I64LE, H5T_NATIVE_INT64, {heads.size()}, heads.data(), true,
-                        fmt::format("{}, dataset 'heads/{}'", where, name));
+  const auto write_layers = [&](const char* group_name, const std::map<std::int64_t, std::vector<std::int64_t>>& ids) {
+    const Handle group = hdf5::create_group(loc, group_name, where);
+    for (const auto& [layer, removed] : ids) {
+      const std::string name = std::to_string(layer);
+      hdf5::write_dataset(group.get(), name, H5T_STD_I64LE, H5T_NATIVE_INT64, {removed.size()}, removed.data(), true,
+                          fmt::format("{}, dataset '{}/{}'", where, group_name, name));
+    }
+  };
+  write_layers("heads", plan.heads);
+  if (!plan.neurons.empty()) write_layers("neurons", plan.neurons);
+}
+
+// Group `group_name` of per-layer id lists ("heads", "neurons"), when present.
+std::map<std::int64_t, std::vector<std::int64_t>> read_layers(hid_t loc, const char* group_name, const char* what,
+                                                              const std::string& where) {
+  std::map<std::int64_t, std::vector<std::int64_t>> out;
+  if (H5Lexists(loc, group_name, H5P_DEFAULT) <= 0) return out;
+  Handle group(H5Gopen2(loc, group_name, H5P_DEFAULT), H5Gclose);
+  DSEE_CHECK(group.ok(), "{}: '{}' is not a group", where, group_name);
+  for (const std::string& name : hdf5::children(group.get(), fmt::format("{}, group '{}'", where, group_name))) {
+    const std::string layer_where = fmt::format("{}, dataset '{}/{}'", where, group_name, name);
+    const std::int64_t layer = parse_layer(name, layer_where);
+    Handle dataset(H5Dopen2(group.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+    DSEE_CHECK(dataset.ok(), "{}: not a dataset", layer_where);
+    auto ids = read_vector<std::int64_t>(dataset.get(), H5T_NATIVE_INT64, 8, true, layer_where,
+                                         fmt::format("the {} ids", what).c_str());
+    check_ids(ids, layer_where, what);
+    out[layer] = std::move(ids);
   }
+  return out;
 }
 
 }  // namespace
@@ -218,9 +268,10 @@ PrunePlan prune_plan_read_group(std::int64_t location, const std::string& where)
              "{}: format_version {} is not supported (this dsee reads version {})", where,
              version.empty() ? -1 : version[0], kFormatVersion);
   const std::string kind = hdf5::read_string_attribute(loc, "kind");
-  DSEE_CHECK(kind == "unstructured" || kind == "heads" || kind == "unstructured+heads" || kind == "empty",
-             "{}: attribute 'kind' is '{}'; expected 'unstructured', 'heads', 'unstructured+heads' or 'empty'", where,
-             kind);
+  DSEE_CHECK(plan_kind_known(kind),
+             "{}: attribute 'kind' is '{}'; expected 'empty' or 'unstructured', 'heads', 'neurons' joined by '+' in "
+             "that order",
+             where, kind);
 
   PrunePlan plan;
   if (H5Lexists(loc, "masks", H5P_DEFAULT) > 0) {
@@ -229,26 +280,12 @@ PrunePlan prune_plan_read_group(std::int64_t location, const std::string& where)
     for (const std::string& module : hdf5::children(group.get(), where + ", group 'masks'"))
       plan.masks.push_back(read_mask(group.get(), module, fmt::format("{}, dataset 'masks/{}'", where, module)));
   }
-  if (H5Lexists(loc, "heads", H5P_DEFAULT) > 0) {
-    Handle group(H5Gopen2(loc, "heads", H5P_DEFAULT), H5Gclose);
-    DSEE_CHECK(group.ok(), "{}: 'heads' is not a group", where);
-    for (const std::string& name : hdf5::children(group.get(), where + ", group 'heads'")) {
-      const std::string head_where = fmt::format("{}, dataset 'heads/{}'", where, name);
-      const std::int64_t layer = parse_layer(name, head_where);
-      Handle dataset(H5Dopen2(group.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
-      DSEE_CHECK(dataset.ok(), "{}: not a dataset", head_where);
-      auto heads = read_vector<std::int64_t>(dataset.get(), H5T_NATIVE_INT64, 8, true, head_where, "the head ids");
-      for (std::size_t i = 0; i < heads.size(); ++i) {
-        DSEE_CHECK(heads[i] >= 0, "{}: head id {} is negative", head_where, heads[i]);
-        DSEE_CHECK(i == 0 || heads[i] > heads[i - 1], "{}: head ids are not strictly ascending ({} after {})",
-                   head_where, heads[i], heads[i - 1]);
-      }
-      plan.heads[layer] = std::move(heads);
-    }
-  }
+  plan.heads = read_layers(loc, "heads", "head", where);
+  plan.neurons = read_layers(loc, "neurons", "neuron", where);
   const bool kind_matches = kind == plan_kind(plan);
-  DSEE_CHECK(kind_matches, "{}: attribute 'kind' is '{}' but the file holds {} masks and {} head layers ('{}')", where,
-             kind, plan.masks.size(), plan.heads.size(), plan_kind(plan));
+  DSEE_CHECK(kind_matches,
+             "{}: attribute 'kind' is '{}' but the file holds {} masks, {} head layers and {} neuron layers ('{}')",
+             where, kind, plan.masks.size(), plan.heads.size(), plan.neurons.size(), plan_kind(plan));
   return plan;
 }
 

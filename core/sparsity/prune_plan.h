@@ -1,6 +1,6 @@
 // A pruning plan (docs/method.md, 'Unstructured pruning' and 'Head pruning')
 // and its file, masks.h5: the unstructured masks of the pretrained weights
-// and/or the attention heads removed per layer. The pipeline writes it after
+// and/or the attention heads and feed-forward neurons removed per layer. The pipeline writes it after
 // the first training stage; `dsee prune` applies one to a model folder;
 // checkpoints embed the same groups.
 //
@@ -15,7 +15,14 @@
 //                     "encoding" ("bits" | "zero_indices" | "one_indices"), "numel".
 //   /heads/<layer>    int64 [k] original head ids removed from that layer
 //                     (HF `pruned_heads`), ascending.
-//   attributes        "format_version", "kind" ("unstructured" | "heads").
+//   /neurons/<layer>  int64 [n] original feed-forward neuron ids removed from
+//                     that layer (rows of intermediate.dense / mlp.c_fc),
+//                     ascending; every layer loses the same number
+//                     (PretrainedModel::prune_neurons). Files without the
+//                     group (older ones) remove none.
+//   attributes        "format_version", "kind": the parts present joined by
+//                     '+' in the order unstructured, heads, neurons
+//                     ("unstructured", "heads", "heads+neurons", …) or "empty".
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -34,8 +41,9 @@ struct PrunePlan {
     at::Tensor mask;     // [out, in] bool or 0/1 float, CPU
   };
   std::vector<Mask> masks;                                  // in linears() order
-  std::map<std::int64_t, std::vector<std::int64_t>> heads;  // layer → removed original head ids
-  bool empty() const { return masks.empty() && heads.empty(); }
+  std::map<std::int64_t, std::vector<std::int64_t>> heads;    // layer → removed original head ids
+  std::map<std::int64_t, std::vector<std::int64_t>> neurons;  // layer → removed original feed-forward neuron ids
+  bool empty() const { return masks.empty() && heads.empty() && neurons.empty(); }
 };
 
 // Writes atomically (temporary file, fsync, rename), then the checksum
@@ -49,7 +57,7 @@ void prune_plan_write(const std::filesystem::path& path, const PrunePlan& plan);
 PrunePlan prune_plan_read(const std::filesystem::path& path);
 
 // The same content inside an open HDF5 file or group `location` (an hid_t),
-// for checkpoints: groups "masks" and "heads" under it.
+// for checkpoints: groups "masks", "heads" and "neurons" under it.
 void prune_plan_write_group(std::int64_t location, const PrunePlan& plan);
 PrunePlan prune_plan_read_group(std::int64_t location, const std::string& where);
 

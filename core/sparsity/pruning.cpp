@@ -292,6 +292,7 @@ PrunePlan structured_plan(PretrainedModel& model, ModelTuning* tuning, std::int6
 
 void prune_plan_apply(PretrainedModel& model, const PrunePlan& plan) {
   if (!plan.heads.empty()) model.prune_heads(plan.heads);
+  model.prune_neurons(plan.neurons);
   for (const auto& m : plan.masks) {
     Linear& linear = model.linear(m.module);
     DSEE_CHECK(m.mask.dim() == 2 && m.mask.size(0) == linear.out_features() && m.mask.size(1) == linear.in_features(),

@@ -111,7 +111,8 @@ PrunePlan structured_plan(PretrainedModel& model, ModelTuning* tuning, std::int6
                           const PruneScoring& scoring = {});
 
 // Applies a plan: heads first (PretrainedModel::prune_heads; an attached
-// tuning shrinks through LinearTuning::keep_rows/keep_columns), then the
+// tuning shrinks through LinearTuning::keep_rows/keep_columns), the
+// feed-forward neurons (PretrainedModel::prune_neurons), then the
 // masks (Linear::mask in the model's dtype and device), whose shapes are the
 // shapes after head removal. dsee::Error names a module that does not exist
 // or a mask of the wrong shape.

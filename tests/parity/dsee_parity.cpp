@@ -15,6 +15,7 @@ const std::map<std::string, dsee::parity::Mode>& modes() {
   using namespace dsee::parity;
   static const std::map<std::string, Mode> table = {
       {"lora-step", lora_step},
+      {"earlybert-step", earlybert_step},
       {"lora-train", lora_train},
       {"lora-generate", lora_generate},
       {"optimize", optimize},

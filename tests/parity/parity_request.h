@@ -74,6 +74,9 @@ class Request {
 // A mode: reads what it needs from the request, returns the stdout object.
 using Mode = nlohmann::json (*)(const Request&);
 
+// parity_earlybert.cpp: EarlyBERT's coefficients against transformers with hooks
+nlohmann::json earlybert_step(const Request&);
+
 // parity_lora.cpp: LoRA against PEFT
 nlohmann::json lora_step(const Request&);
 nlohmann::json lora_train(const Request&);

@@ -34,6 +34,23 @@ inline nlohmann::json bert_json() {
           {"architectures", {"BertForSequenceClassification"}}};
 }
 
+// bert-base-uncased's config.json with a 2-label classification head (for
+// counts on the meta device).
+inline nlohmann::json bert_base_json() {
+  return {{"model_type", "bert"},
+          {"vocab_size", 30522},
+          {"hidden_size", 768},
+          {"num_hidden_layers", 12},
+          {"num_attention_heads", 12},
+          {"intermediate_size", 3072},
+          {"max_position_embeddings", 512},
+          {"type_vocab_size", 2},
+          {"hidden_act", "gelu"},
+          {"layer_norm_eps", 1e-12},
+          {"num_labels", 2},
+          {"architectures", {"BertForSequenceClassification"}}};
+}
+
 inline nlohmann::json roberta_json() {
   auto json = bert_json();
   json["model_type"] = "roberta";
