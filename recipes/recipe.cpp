@@ -150,6 +150,7 @@ Recipe recipe_from_config(const Config& c) {
   r.tuning.prefix_length = c.get_int("tuning.prefix_length");
   r.tuning.prefix_projection = c.get_bool("tuning.prefix_projection");
   r.tuning.prefix_hidden = c.get_int("tuning.prefix_hidden");
+  r.tuning.prefix_init = c.get_string("tuning.prefix_init");
   r.tuning.alpha = c.get_float("tuning.alpha");
   r.tuning.dropout = c.get_float("tuning.dropout");
   r.tuning.target_modules = c.get_strings("tuning.target_modules");
@@ -266,6 +267,7 @@ TuningOptions recipe_tuning_options(const Recipe& r) {
   o.prefix_length = r.tuning.prefix_length;
   o.prefix_projection = r.tuning.prefix_projection;
   o.prefix_hidden = r.tuning.prefix_hidden;
+  o.prefix_init_zero = r.tuning.prefix_init == "zero";  // the schema allows normal, zero
   o.alpha = r.tuning.alpha;
   o.dropout = r.tuning.dropout;
   o.target_modules = r.tuning.target_modules;

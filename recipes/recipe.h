@@ -83,9 +83,10 @@ struct Recipe {
     std::int64_t adapter_size = 64;  // adapter: the bottleneck m
     std::string adapter_activation = "gelu";
     bool adapter_train_layernorm = true;
-    std::int64_t prefix_length = 10;   // prefix: L
-    bool prefix_projection = false;    // prefix: the reparameterisation MLP
-    std::int64_t prefix_hidden = 512;  // prefix: the MLP's hidden width
+    std::int64_t prefix_length = 10;     // prefix: L
+    bool prefix_projection = false;      // prefix: the reparameterisation MLP
+    std::int64_t prefix_hidden = 512;    // prefix: the MLP's hidden width
+    std::string prefix_init = "normal";  // prefix: normal | zero
     double alpha = 32.0, dropout = 0.0;
     std::vector<std::string> target_modules;
     std::string init_from;  // a finished run directory (recipes/init_from.h); empty: a fresh update

@@ -126,6 +126,14 @@ const ConfigSchema& recipe_schema() {
            "prefix: the hidden width of the projection MLP (PEFT encoder_hidden_size); only with "
            "tuning.prefix_projection",
            1.0});
+    s.add({"tuning.prefix_init",
+           std::string("normal"),
+           "prefix: normal draws the prefix embedding N(0, 1) and the projection's layers as torch.nn.Linear (PEFT's "
+           "default); zero starts every prefix key and value at 0 (PEFT init_weights = \"zero\": the embedding, or "
+           "the projection's last layer, is 0)",
+           {},
+           {},
+           {"normal", "zero"}});
     s.add({"tuning.alpha", 32.0, "α; the update is scaled by α / r", 0.0});
     s.add({"tuning.dropout", 0.0, "Dropout on the update's input while training", 0.0, 1.0});
     s.add({"tuning.target_modules", std::vector<std::string>{},

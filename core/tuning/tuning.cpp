@@ -477,7 +477,8 @@ std::map<std::string, const OmegaEntry*> omega_by_name(const std::vector<Adapted
 
 // tuning.h (3): E ~ N(0, 1) (nn.Embedding's init), then W₁, b₁, W₂, b₂ ~
 // U(±1/√fan_in) (nn.Linear's bound for weight and bias alike), drawn in that
-// order from one CPU generator seeded with options.seed.
+// order from one CPU generator seeded with options.seed; prefix_init_zero
+// then zeroes what PEFT's init_weights = "zero" zeroes.
 std::shared_ptr<ModelTuning> prefix_attach(PretrainedModel& model, const std::shared_ptr<TuningState>& state) {
   const auto& options = state->options;
   const auto& config = model.config();
@@ -501,12 +502,17 @@ std::shared_ptr<ModelTuning> prefix_attach(PretrainedModel& model, const std::sh
   auto prefix = std::make_shared<PrefixTuning>(config, model.dtype());
   if (!options.prefix_projection) {
     prefix->embedding = trainable(at::randn({L, width}, generator, fp32).to(on_device));
+    if (options.prefix_init_zero) prefix->embedding.detach().zero_();
   } else {
     prefix->embedding = trainable(at::randn({L, hidden}, generator, fp32).to(on_device));
     prefix->transform_in_weight = uniform({h, hidden}, hidden);
     prefix->transform_in_bias = uniform({h}, hidden);
     prefix->transform_out_weight = uniform({width, h}, h);
     prefix->transform_out_bias = uniform({width}, h);
+    if (options.prefix_init_zero) {
+      prefix->transform_out_weight.detach().zero_();
+      prefix->transform_out_bias.detach().zero_();
+    }
   }
   model.attention_prefix = prefix;
   return std::make_shared<ModelTuningImpl>(model, state, std::vector<std::shared_ptr<SparseUpdate>>{},

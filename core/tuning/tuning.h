@@ -56,6 +56,8 @@
 // value at 2i + 1. Tensors "prefix.embedding.weight" and, with the
 // projection, "prefix.transform.0.weight" / ".0.bias" / ".2.weight" /
 // ".2.bias" (PEFT's prompt_encoder names); they train with the task head.
+// prefix_init_zero (PEFT's init_weights = "zero"): E = 0, or with the
+// projection W₂ = 0 and b₂ = 0, so every prefix key and value starts at 0.
 // L = 0 is the base model. Not a weight update: export writes P itself
 // (the projection evaluated once; docs/export.md).
 //
@@ -112,6 +114,7 @@ struct TuningOptions {
   std::int64_t prefix_length = 10;                   // prefix: L, the prefix positions per layer
   bool prefix_projection = false;                    // prefix: P through the MLP of (3)
   std::int64_t prefix_hidden = 512;                  // prefix: h, the MLP's hidden width
+  bool prefix_init_zero = false;                     // prefix: E (projection: W₂, b₂) start at 0 (PEFT "zero")
 };
 
 // The update of one adapted matrix. Tensors live on the model's device in
