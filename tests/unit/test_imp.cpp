@@ -99,6 +99,22 @@ TEST(Imp, MagnitudePlanIsGlobalAndKeepsEarlierRemovals) {
   EXPECT_EQ(zeros, second);
 }
 
+TEST(Imp, Gpt2PoolIsTheFourProjectionsWhole) {
+  auto model = tiny_model(gpt2_json(), 3);
+  const auto pool = pool_magnitude(*model);
+  std::vector<std::string> modules;
+  for (const auto& b : pool) {
+    modules.push_back(b.module);
+    EXPECT_EQ(b.row_offset, 0);
+    EXPECT_EQ(b.rows, b.linear->out_features()) << b.module;  // c_attn's q, k and v thirds together
+  }
+  std::vector<std::string> expected;
+  for (std::int64_t layer = 0; layer < model->config().num_layers; ++layer)
+    for (const char* projection : {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"})
+      expected.push_back("h." + std::to_string(layer) + "." + projection);
+  EXPECT_EQ(modules, expected);
+}
+
 nlohmann::json json_of(const fs::path& file) { return nlohmann::json::parse(file_text(file)); }
 
 std::string imp_run(const fs::path& out) {
