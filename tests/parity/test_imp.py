@@ -20,7 +20,9 @@ hf), then:
   export      transformers' AutoModelForSequenceClassification on the export
               gives the logits of dsee's eval stage (predictions-dev.safetensors)
               within 1e-5, and its pool weights are zero exactly where masks.h5
-              is 0.
+              is 0; `dsee export` of the finished run (rebuilt from its files:
+              the train tensors, masks.h5, the retune tensors) writes the same
+              tensors.
 """
 import math
 import os
@@ -150,3 +152,15 @@ def test_hf_export_gives_dsee_logits_and_zeros(run):
     for name, mask in read_masks(os.path.join(arm, "masks.h5")).items():
         weight = tensors["bert." + name + ".weight"]
         check_equal(f"{name}: exported zeros are the mask's", (weight == 0), ~mask)
+
+
+def test_dsee_export_rebuilds_the_same_model(run, dsee, tmp_path):
+    arm = os.path.join(run, "imp")
+    out = str(tmp_path / "again")
+    result = subprocess.run([dsee, "export", arm, "--format", "hf", "--out", out], capture_output=True, text=True)
+    check("dsee export of the finished IMP run exits 0", result.returncode == 0, result.stderr[-2000:])
+    again = load_file(os.path.join(out, "model.safetensors"))
+    first = load_file(os.path.join(arm, "export", "model.safetensors"))
+    check_equal("dsee export: the tensors' names", sorted(again), sorted(first))
+    for name in first:
+        check(f"dsee export: {name} equals the run's export", torch.equal(again[name], first[name]))
