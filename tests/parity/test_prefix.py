@@ -16,8 +16,9 @@ tuning.method = prefix) with PEFT's PrefixTuningConfig.
           model's (no prefix at all).
   export  `dsee run` of a tiny demo recipe with the prefix (projection on,
           export.format = hf): PeftModel.from_pretrained on the exported
-          base model and its prefix/ adapter gives the logits dsee's eval
-          stage recorded within 1e-5.
+          base model and its prefix/ adapter, and on the run's pretrained
+          model with `dsee export --format peft`'s folder, gives the logits
+          dsee's eval stage recorded within 1e-5.
 """
 import os
 import re
@@ -158,7 +159,7 @@ format = "hf"
     return os.path.join(work, "prefix")
 
 
-def test_hf_export_loads_with_peft(run):
+def test_hf_and_peft_exports_load_with_peft(run, dsee, tmp_path):
     export = os.path.join(run, "export")
     dev = load_file(os.path.join(run, "data", "dev.safetensors"))
     base = transformers.AutoModelForSequenceClassification.from_pretrained(export, attn_implementation="eager")
@@ -172,3 +173,14 @@ def test_hf_export_loads_with_peft(run):
     trained = load_file(os.path.join(run, "trainable-train.safetensors"))
     check_equal("prefix: the adapter holds P and the head", sorted(saved),
                 sorted(["prompt_embeddings"] + ["base_model." + n for n in trained if not n.startswith("prefix.")]))
+
+    # --format peft: the adapter alone, onto the run's pretrained model.
+    out = os.path.join(tmp_path, "peft")
+    result = subprocess.run([dsee, "export", run, "--format", "peft", "--out", out], capture_output=True, text=True)
+    check("dsee export --format peft of the prefix run exits 0", result.returncode == 0, result.stderr[-2000:])
+    base = transformers.AutoModelForSequenceClassification.from_pretrained(
+        os.path.join(run, "data", "pretrained"), attn_implementation="eager")
+    with torch.no_grad():
+        logits = PeftModel.from_pretrained(base, out).eval()(input_ids=dev["input_ids"]).logits
+    check_close("prefix: peft export onto the pretrained model vs dsee's eval logits", logits, own, rel=TOLERANCE,
+                reference="dsee")

@@ -41,20 +41,7 @@ TEST(Prefix, BertBaseAndGpt2MediumCountsByHand) {
   // BERT-base, L = 20: a key and a value of 768 per layer and position,
   // 20·2·12·768, plus the classifier 2·768 + 2. With the projection
   // (h = 512): the 20×768 embedding, Linear(768, 512), Linear(512, 18432).
-  auto bert = model_on_meta(model_config_parse({{"model_type", "bert"},
-                                                {"vocab_size", 30522},
-                                                {"hidden_size", 768},
-                                                {"num_hidden_layers", 12},
-                                                {"num_attention_heads", 12},
-                                                {"intermediate_size", 3072},
-                                                {"max_position_embeddings", 512},
-                                                {"type_vocab_size", 2},
-                                                {"hidden_act", "gelu"},
-                                                {"layer_norm_eps", 1e-12},
-                                                {"num_labels", 2},
-                                                {"architectures", {"BertForSequenceClassification"}}},
-                                               "bert-base/config.json"),
-                            true);
+  auto bert = model_on_meta(model_config_parse(bert_base_json(), "bert-base/config.json"), true);
   EXPECT_EQ(trainable_parameter_count(*bert, prefix_options(20), 0), 20 * 2 * 12 * 768 + 1538);
   EXPECT_EQ(trainable_parameter_count(*bert, prefix_options(20), 0), 370178);
   EXPECT_EQ(trainable_parameter_count(*bert, prefix_options(20, true), 0), 20 * 768 + 769 * 512 + 513 * 18432 + 1538);
