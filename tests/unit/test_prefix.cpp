@@ -187,6 +187,11 @@ TEST(Prefix, DemoRunLearnsResumesAndRefuses) {
   ASSERT_EQ(count.exit_code, 0) << count.output;
   EXPECT_TRUE(contains(count.output, "trainable            2,178 (")) << count.output;
   EXPECT_TRUE(contains(count.output, "prefix L=8")) << count.output;
+  // The deployed prefix: 8·2·2·64 more parameters than the base model's
+  // 89,922, and every query sees 8 + 8 keys: 2 layers · 8 heads ·
+  // 2·2·8·16·8 attention FLOPs (twice the base model's).
+  EXPECT_TRUE(contains(count.output, "parameters total     91,970")) << count.output;
+  EXPECT_TRUE(contains(count.output, "attention 65,536)")) << count.output;
 
   const auto stopped_dir = out / "stopped";
   const auto stopped = run_dsee(prefix_run(stopped_dir), "DSEE_TEST_STOP_AFTER_STEP=20 ");
