@@ -45,6 +45,7 @@
 
 #include "base/files.h"
 #include "recipes/compare.h"
+#include "recipes/prune_earlybert.h"
 #include "recipes/stages.h"
 
 namespace dsee {
@@ -108,6 +109,7 @@ void recipe_check(const Recipe& recipe) {
              "prune.kind = none, or prune a dsee or lora run",
              prune_kind_name(recipe.prune.kind), tuning_method_name(method), tuning_method_name(method));
   if (recipe.prune.kind == PruneKind::imp) imp_recipe_check(recipe);
+  if (recipe.prune.kind == PruneKind::earlybert) earlybert_recipe_check(recipe);
 }
 
 // One arm of the recipe in `dir` (`arm`: one of run.compare's), its data

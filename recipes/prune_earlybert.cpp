@@ -30,15 +30,19 @@ void check_no_scaled_update(Run& run) {
 
 }  // namespace
 
-EarlyBertSearch earlybert_search(Run& run) {
-  const auto& recipe = run.recipe;
-  const auto& prune = recipe.prune;
-  DSEE_CHECK(!run.data.causal_lm,
+void earlybert_recipe_check(const Recipe& recipe) {
+  DSEE_CHECK(!recipe_is_nlg(recipe),
              "prune.kind = earlybert searches on the classification loss; task.name = {} is a data-to-text task. "
              "Use prune.kind = heads",
              recipe.task.name);
-  DSEE_CHECK(prune.search_steps >= 1, "prune.search_steps = {}: the EarlyBERT search needs at least 1 step",
-             prune.search_steps);
+  DSEE_CHECK(recipe.prune.search_steps >= 1, "prune.search_steps = {}: the EarlyBERT search needs at least 1 step",
+             recipe.prune.search_steps);
+}
+
+EarlyBertSearch earlybert_search(Run& run) {
+  const auto& recipe = run.recipe;
+  const auto& prune = recipe.prune;
+  earlybert_recipe_check(recipe);
   check_no_scaled_update(run);
   const auto start = StageClock::now();
   auto* model = run.model.get();

@@ -35,4 +35,8 @@ struct EarlyBertSearch {
 // the coefficients scale.
 EarlyBertSearch earlybert_search(Run& run);
 
+// The recipe's checks before a run starts: dsee::Error for a data-to-text
+// task and for prune.search_steps < 1.
+void earlybert_recipe_check(const Recipe& recipe);
+
 }  // namespace dsee

@@ -228,6 +228,27 @@ TEST(EarlyBert, DemoRunLearnsCountsExportsAndResumes) {
   std::system(("rm -rf '" + out.string() + "'").c_str());
 }
 
+// An EarlyBERT arm of the demo's run.compare runs beside full fine-tuning
+// and shows in the comparison table.
+TEST(EarlyBert, RunsAsACompareArm) {
+  const fs::path out = fs::temp_directory_path() / ("dsee-earlybert-arms-" + std::to_string(getpid()));
+  const auto r =
+      run_dsee("run " + std::string(DSEE_SOURCE_DIR) + "/recipes/demo.toml --set run.out_dir=" + out.string() +
+               " --set task.train_size=128 --set task.dev_size=64 --set train.epochs=1"
+               " --set run.compare_seeds=1 --set 'run.compare=[\"full: tuning.method=full train.lr=1e-3\","
+               " \"earlybert: tuning.method=full train.lr=1e-3 prune.kind=earlybert prune.heads_per_layer=1"
+               " prune.neurons_per_layer=32 prune.search_steps=4 retune.epochs=1\"]'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto arms = summary_of(out / "demo")["arms"];
+  ASSERT_EQ(arms.size(), 2u);
+  EXPECT_EQ(arms[1]["summary"]["prune"], "earlybert");
+  EXPECT_LT(arms[1]["summary"]["flops_dense"].get<std::int64_t>(),
+            arms[0]["summary"]["flops_dense"].get<std::int64_t>());
+  EXPECT_TRUE(contains(r.output, "\nearlybert ")) << r.output;
+  EXPECT_EQ(prune_plan_read(out / "demo" / "earlybert" / "masks.h5").neurons.at(1).size(), 32u);
+  std::system(("rm -rf '" + out.string() + "'").c_str());
+}
+
 TEST(EarlyBert, DataToTextTasksAndScaledUpdatesAreRefused) {
   const fs::path out = fs::temp_directory_path() / ("dsee-earlybert-refused-" + std::to_string(getpid()));
   const auto lora =
@@ -237,6 +258,14 @@ TEST(EarlyBert, DataToTextTasksAndScaledUpdatesAreRefused) {
                " --set 'tuning.target_modules=[\"query\", \"output.dense\"]'");
   EXPECT_EQ(lora.exit_code, 1) << lora.output;
   EXPECT_TRUE(contains(lora.output, "prune.kind = earlybert: tuning.target_modules adapts")) << lora.output;
+  // Refused before the run starts (no data or model is read).
+  const auto nlg =
+      run_dsee("run " + std::string(DSEE_SOURCE_DIR) + "/recipes/demo.toml --set run.out_dir=" + out.string() +
+               "/nlg --set 'run.compare=[]' --set task.name=e2e --set task.data_dir=/none" +
+               " --set model.path=/none --set prune.kind=earlybert");
+  EXPECT_EQ(nlg.exit_code, 1) << nlg.output;
+  EXPECT_TRUE(contains(nlg.output, "task.name = e2e is a data-to-text task. Use prune.kind = heads")) << nlg.output;
+  EXPECT_FALSE(fs::exists(out / "nlg" / "demo" / "config.toml"));
   std::system(("rm -rf '" + out.string() + "'").c_str());
 }
 
