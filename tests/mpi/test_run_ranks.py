@@ -600,7 +600,7 @@ def test_perturbed_rank(ranks, tmp, recipe):
 
 
 BASELINES = {"adapter": 'method = "adapter"\nadapter_size = 8', "bitfit": 'method = "bitfit"',
-             "top_k": 'method = "top_k"\ntop_layers = 1'}
+             "prefix": 'method = "prefix"\nprefix_length = 4', "top_k": 'method = "top_k"\ntop_layers = 1'}
 
 
 @pytest.mark.parametrize("method", sorted(BASELINES))
