@@ -99,9 +99,9 @@ void recipe_check(const Recipe& recipe) {
   const auto method = recipe.tuning.method;
   DSEE_CHECK(recipe.export_.format != ExportFormat::peft || method == TuningMethod::prefix ||
                  (method == TuningMethod::lora && recipe.prune.kind == PruneKind::none),
-             "export.format = peft needs tuning.method = lora and prune.kind = none, or tuning.method = prefix (got "
-             "{} and {}): PEFT's LoRA has no sparse residual S, no masks and no removed heads; use export.format = "
-             "hf",
+             "export.format = peft needs tuning.method = lora with prune.kind = none, or tuning.method = prefix "
+             "(got {} with prune.kind = {}): PEFT's adapters have no sparse residual S, no masks and no removed "
+             "heads; use export.format = hf",
              tuning_method_name(method), prune_kind_name(recipe.prune.kind));
   DSEE_CHECK(recipe.prune.kind == PruneKind::none || method == TuningMethod::full || tuning_method_has_update(method),
              "prune.kind = {} with tuning.method = {}: pruning scores the update ΔW of the adapted matrices (and "

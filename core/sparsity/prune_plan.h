@@ -40,7 +40,7 @@ struct PrunePlan {
     std::string module;  // HF module name, as PretrainedModel::linears() names it
     at::Tensor mask;     // [out, in] bool or 0/1 float, CPU
   };
-  std::vector<Mask> masks;                                  // in linears() order
+  std::vector<Mask> masks;                                    // in linears() order
   std::map<std::int64_t, std::vector<std::int64_t>> heads;    // layer → removed original head ids
   std::map<std::int64_t, std::vector<std::int64_t>> neurons;  // layer → removed original feed-forward neuron ids
   bool empty() const { return masks.empty() && heads.empty() && neurons.empty(); }

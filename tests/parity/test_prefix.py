@@ -14,6 +14,9 @@ tuning.method = prefix) with PEFT's PrefixTuningConfig.
           gradient within 1e-5 (max |diff| / max |ref|) of PEFT's autograd.
   zero    tuning.prefix_length = 0: dsee's logits are transformers' base
           model's (no prefix at all).
+  generate  GPT-2 with a prefix, three left-padded prompts in one batch:
+          dsee_parity's lora-generate (greedy, beam 4) gives the tokens of
+          PEFT's generate (the prefix at the start of the key/value cache).
   export  `dsee run` of a tiny demo recipe with the prefix (projection on,
           export.format = hf): PeftModel.from_pretrained on the exported
           base model and its prefix/ adapter, and on the run's pretrained
@@ -127,6 +130,41 @@ def test_length_zero_is_the_base_model(family, parity, tmp_path):
                 result.tensors, False)
     check_close(f"{family} prefix_length 0 logits vs the base model", result.tensors["logits"], logits.detach(),
                 rel=TOLERANCE, reference="transformers")
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_gpt2_generation_matches_peft(beam, parity, tmp_path):
+    """Greedy and beam search with the prefix (left-padded prompts in one
+    batch, the prefix at the start of the cache) give PEFT's generate tokens."""
+    case = lora_case("gpt2", "eager")
+    torch.manual_seed(0)
+    model = case.make_model()
+    folder = os.path.join(tmp_path, "gpt2")
+    model.save_pretrained(folder)
+    peft_model = get_peft_model(model, PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=L)).eval()
+    embedding = peft_model.prompt_encoder.default.embedding.weight
+    with torch.no_grad():
+        embedding.copy_(torch.randn(embedding.shape, generator=torch.Generator().manual_seed(6)) * 2)
+    prompts, eos, new = [[5, 9, 2, 7, 11], [3, 8], [20, 21, 22]], [0], 8
+    longest = max(len(p) for p in prompts)
+    ids = torch.tensor([[eos[0]] * (longest - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        rows = peft_model.generate(input_ids=ids, attention_mask=mask, num_beams=beam, max_new_tokens=new,
+                                   eos_token_id=eos, pad_token_id=eos[0], do_sample=False)
+    expected = []
+    for row in rows[:, longest:].tolist():
+        expected.append(row[: row.index(eos[0]) + 1] if eos[0] in row else row)
+    request = {"model": folder, "recipe": recipe_text({"tuning": {"method": "prefix", "prefix_length": L}}),
+               "prompts": prompts, "beam": beam, "length_penalty": 1.0, "no_repeat_ngram": 0,
+               "max_new_tokens": new, "eos": eos}
+    got = parity("lora-generate", request, {"prefix.embedding.weight": embedding.detach().clone()}).json["tokens"]
+    check_equal(f"prefix generation, beam {beam}: new tokens, dsee vs PEFT", got, expected)
+    check(f"prefix generation, beam {beam}: a row decodes several tokens", max(len(r) for r in expected) > 2)
+    with torch.no_grad():
+        base = model.generate(input_ids=ids, attention_mask=mask, num_beams=beam, max_new_tokens=new,
+                              eos_token_id=eos, pad_token_id=eos[0], do_sample=False)[:, longest:].tolist()
+    check(f"prefix generation, beam {beam}: the prefix changes the output", base != rows[:, longest:].tolist())
 
 
 @pytest.fixture(scope="module")

@@ -65,16 +65,7 @@ TEST(Adapters, BertBaseAndGpt2MediumCountsByHand) {
 
   // GPT-2-medium: 48 adapters on 1024-wide outputs; ln_1 and ln_2 per block
   // and ln_f (49 of 2·1024); no task head (the LM head is the tied wte).
-  auto gpt2 = model_on_meta(model_config_parse({{"model_type", "gpt2"},
-                                                {"vocab_size", 50257},
-                                                {"n_embd", 1024},
-                                                {"n_layer", 24},
-                                                {"n_head", 16},
-                                                {"n_positions", 1024},
-                                                {"activation_function", "gelu_new"},
-                                                {"layer_norm_epsilon", 1e-5}},
-                                               "gpt2-medium/config.json"),
-                            false);
+  auto gpt2 = model_on_meta(model_config_parse(gpt2_medium_json(), "gpt2-medium/config.json"), false);
   EXPECT_EQ(adapter_parameter_count(1024, m), 132160);
   EXPECT_EQ(trainable_parameter_count(*gpt2, adapter_options(m), 0), 48 * 132160 + 49 * 2048);
   EXPECT_EQ(trainable_parameter_count(*gpt2, adapter_options(m), 0), 6444032);

@@ -11,21 +11,7 @@
 namespace dsee {
 namespace {
 
-ModelConfig bert_base_config() {
-  return model_config_parse({{"model_type", "bert"},
-                             {"vocab_size", 30522},
-                             {"hidden_size", 768},
-                             {"num_hidden_layers", 12},
-                             {"num_attention_heads", 12},
-                             {"intermediate_size", 3072},
-                             {"max_position_embeddings", 512},
-                             {"type_vocab_size", 2},
-                             {"hidden_act", "gelu"},
-                             {"layer_norm_eps", 1e-12},
-                             {"num_labels", 2},
-                             {"architectures", {"BertForSequenceClassification"}}},
-                            "bert-base/config.json");
-}
+ModelConfig bert_base_config() { return model_config_parse(bert_base_json(), "bert-base/config.json"); }
 
 TEST(TrainableCount, BertBaseDseeR16C16IsTheSpecsNumber) {
   auto model = model_on_meta(bert_base_config(), true);
@@ -60,6 +46,24 @@ TEST(TrainableCount, BertBaseBitfitAndTopKByHand) {
   const std::int64_t layer = 4 * (h * h + h) + (inter * h + inter) + (h * inter + h) + 2 * 2 * h;
   EXPECT_EQ(trainable_parameter_count(*model, options, 0), 2 * layer + head);
   EXPECT_EQ(2 * layer + head, 14177282);
+}
+
+// GPT-2-medium (h = 1024, 24 blocks, no task head: the LM head is the tied
+// wte). BitFit per block: ln_1, c_attn (3h), attn.c_proj, ln_2, mlp.c_fc (4h),
+// mlp.c_proj biases, plus ln_f's; FT-Top2: two whole blocks plus ln_f.
+TEST(TrainableCount, Gpt2MediumBitfitAndTopKByHand) {
+  auto model = model_on_meta(model_config_parse(gpt2_medium_json(), "gpt2-medium/config.json"), false);
+  const std::int64_t h = 1024;
+  TuningOptions options;
+  options.method = TuningMethod::bitfit;
+  EXPECT_EQ(trainable_parameter_count(*model, options, 0), 24 * (h + 3 * h + h + h + 4 * h + h) + h);
+  EXPECT_EQ(trainable_parameter_count(*model, options, 0), 271360);
+  options.method = TuningMethod::top_k;
+  options.top_layers = 2;
+  const std::int64_t block = 2 * h + (h * 3 * h + 3 * h) + (h * h + h) + 2 * h + (h * 4 * h + 4 * h) + (4 * h * h + h);
+  EXPECT_EQ(trainable_parameter_count(*model, options, 0), 2 * block + 2 * h);
+  // recipes/paper/table2-baselines.toml's FT-Top2 count.
+  EXPECT_EQ(trainable_parameter_count(*model, options, 0), 25194496);
 }
 
 TEST(TrainableCount, CIsCappedAtTheMatrixSizeAndHeadCanBeFrozen) {

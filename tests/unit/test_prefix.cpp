@@ -48,16 +48,7 @@ TEST(Prefix, BertBaseAndGpt2MediumCountsByHand) {
   EXPECT_EQ(trainable_parameter_count(*bert, prefix_options(20, true), 0), 9866242);
 
   // GPT-2-medium, L = 10: 10·2·24·1024; no task head (the LM head is the tied wte).
-  auto gpt2 = model_on_meta(model_config_parse({{"model_type", "gpt2"},
-                                                {"vocab_size", 50257},
-                                                {"n_embd", 1024},
-                                                {"n_layer", 24},
-                                                {"n_head", 16},
-                                                {"n_positions", 1024},
-                                                {"activation_function", "gelu_new"},
-                                                {"layer_norm_epsilon", 1e-5}},
-                                               "gpt2-medium/config.json"),
-                            false);
+  auto gpt2 = model_on_meta(model_config_parse(gpt2_medium_json(), "gpt2-medium/config.json"), false);
   EXPECT_EQ(trainable_parameter_count(*gpt2, prefix_options(10), 0), 491520);
   EXPECT_EQ(trainable_parameter_count(*gpt2, prefix_options(10, true), 0), 10 * 1024 + 1025 * 512 + 513 * 49152);
   // Attached, the trainable tensors hold exactly that many values.

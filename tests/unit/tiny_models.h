@@ -51,6 +51,18 @@ inline nlohmann::json bert_base_json() {
           {"architectures", {"BertForSequenceClassification"}}};
 }
 
+// gpt2-medium's config.json (for counts on the meta device).
+inline nlohmann::json gpt2_medium_json() {
+  return {{"model_type", "gpt2"},
+          {"vocab_size", 50257},
+          {"n_embd", 1024},
+          {"n_layer", 24},
+          {"n_head", 16},
+          {"n_positions", 1024},
+          {"activation_function", "gelu_new"},
+          {"layer_norm_epsilon", 1e-5}};
+}
+
 inline nlohmann::json roberta_json() {
   auto json = bert_json();
   json["model_type"] = "roberta";
