@@ -79,6 +79,24 @@ def run_command(command, timeout, env=None):
     return p.returncode, p.stdout, time.monotonic() - start
 
 
+def demo_runs_on_one_and_two_ranks(dsee, mpiexec, out_dir, args, timeout=120):
+    """`dsee run recipes/demo.toml` with `args` (--set pairs) in one process
+    and under mpirun -n 2, each in its own out folder: {1: run dir, 2: run dir};
+    fails the test when either exits non-zero."""
+    recipe = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "demo.toml")
+    runs = {}
+    for n in (1, 2):
+        out = os.path.join(str(out_dir), f"out{n}")
+        command = [dsee, "run", recipe, "--set", f"run.out_dir={out}", *args]
+        if n > 1:
+            command = [mpiexec, "-n", str(n), "--oversubscribe", "--bind-to", "none", *command]
+        rc, text, seconds = run_command(command, timeout)
+        print(f"--- {n} rank(s): exit {rc} after {seconds:.1f} s")
+        check(f"{n} rank(s): dsee run exits 0", rc == 0, text if rc else "")
+        runs[n] = os.path.join(out, "demo")
+    return runs
+
+
 def h5_datasets(path):
     """Every dataset of the HDF5 file, by path, as numpy values."""
     out = {}

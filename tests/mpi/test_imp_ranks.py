@@ -6,7 +6,7 @@ import json
 import os
 
 from harness import check, check_equal
-from harness.runs import h5_datasets, run_command as run
+from harness.runs import demo_runs_on_one_and_two_ranks, h5_datasets
 
 ARGS = ["--set", "run.compare=[]", "--set", "tuning.method=full", "--set", "train.lr=1e-3", "--set",
         "task.train_size=256", "--set", "task.dev_size=64", "--set", "train.epochs=1", "--set", "retune.epochs=1",
@@ -14,17 +14,7 @@ ARGS = ["--set", "run.compare=[]", "--set", "tuning.method=full", "--set", "trai
 
 
 def test_imp_two_ranks_equal_one_process(dsee, mpiexec, tmp_path):
-    recipe = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "demo.toml")
-    runs = {}
-    for n in (1, 2):
-        out = str(tmp_path / f"out{n}")
-        command = [dsee, "run", recipe, "--set", f"run.out_dir={out}", *ARGS]
-        if n > 1:
-            command = [mpiexec, "-n", str(n), "--oversubscribe", "--bind-to", "none", *command]
-        rc, text, seconds = run(command, 120)
-        print(f"--- {n} rank(s): exit {rc} after {seconds:.1f} s")
-        check(f"{n} rank(s): dsee run exits 0", rc == 0, text if rc else "")
-        runs[n] = os.path.join(out, "demo")
+    runs = demo_runs_on_one_and_two_ranks(dsee, mpiexec, tmp_path, ARGS)
     one, two = (h5_datasets(os.path.join(runs[n], "masks.h5")) for n in (1, 2))
     check_equal("masks.h5 datasets", sorted(two), sorted(one))
     for name in one:
