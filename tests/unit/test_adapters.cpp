@@ -42,20 +42,7 @@ TEST(Adapters, BertBaseAndGpt2MediumCountsByHand) {
   const std::int64_t m = 64;
   // BERT-base: 24 adapters on 768-wide outputs, 2·768·64 + 64 + 768 each;
   // 25 LayerNorms (embeddings, two per layer) of 2·768; the classifier.
-  auto bert = model_on_meta(model_config_parse({{"model_type", "bert"},
-                                                {"vocab_size", 30522},
-                                                {"hidden_size", 768},
-                                                {"num_hidden_layers", 12},
-                                                {"num_attention_heads", 12},
-                                                {"intermediate_size", 3072},
-                                                {"max_position_embeddings", 512},
-                                                {"type_vocab_size", 2},
-                                                {"hidden_act", "gelu"},
-                                                {"layer_norm_eps", 1e-12},
-                                                {"num_labels", 2},
-                                                {"architectures", {"BertForSequenceClassification"}}},
-                                               "bert-base/config.json"),
-                            true);
+  auto bert = model_on_meta(model_config_parse(bert_base_json(), "bert-base/config.json"), true);
   EXPECT_EQ(adapter_parameter_count(768, m), 99136);
   EXPECT_EQ(trainable_parameter_count(*bert, adapter_options(m), 0), 24 * 99136 + 25 * 1536 + 1538);
   EXPECT_EQ(trainable_parameter_count(*bert, adapter_options(m), 0), 2419202);
