@@ -71,6 +71,13 @@ def write_recipe(folder, text, name="tiny.toml"):
     return path
 
 
+def run_recipe_file(dsee, recipe, label):
+    """`dsee run recipe`; fails the test with the output's tail unless it exits 0."""
+    result = subprocess.run([dsee, "run", recipe], capture_output=True, text=True)
+    check(f"dsee run of {label} exits 0", result.returncode == 0,
+          f"{result.returncode}: {result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+
+
 def run_command(command, timeout, env=None):
     """(exit status, stdout and stderr together, seconds) of a finished command."""
     start = time.monotonic()

@@ -35,7 +35,6 @@ apply_adapters), executed here as the documentation writes it.
 """
 import os
 import re
-import subprocess
 
 import pytest
 import torch
@@ -44,7 +43,7 @@ from safetensors.torch import load_file
 
 from harness import check, check_close, check_equal
 from harness.lora import lora_case, model_inputs
-from harness.runs import recipe_text
+from harness.runs import recipe_text, run_recipe_file
 
 TOLERANCE = 1e-5
 BF16_LOGITS, BF16_GRADS = 2e-2, 5e-2  # as parity_precision_peft (docs/precision.md)
@@ -179,9 +178,7 @@ batch_size = 32
 [export]
 format = "hf"
 """)
-    result = subprocess.run([dsee, "run", recipe], capture_output=True, text=True)
-    check("dsee run of the adapter recipe exits 0", result.returncode == 0,
-          f"{result.returncode}: {result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    run_recipe_file(dsee, recipe, "the adapter recipe")
     return os.path.join(work, "adapter")
 
 

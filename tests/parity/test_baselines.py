@@ -29,7 +29,6 @@ top_k) with transformers.
              pretrained one, bit for bit, where it does not.
 """
 import os
-import subprocess
 
 import pytest
 import torch
@@ -38,7 +37,7 @@ from safetensors.torch import load_file
 
 from harness import check, check_close, check_equal
 from harness.lora import lora_case, model_inputs
-from harness.runs import recipe_text
+from harness.runs import recipe_text, run_recipe_file
 
 TOLERANCE = 1e-5
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -132,9 +131,7 @@ batch_size = 32
 [export]
 format = "hf"
 """)
-    result = subprocess.run([dsee, "run", recipe], capture_output=True, text=True)
-    check("dsee run of the two arms exits 0", result.returncode == 0,
-          f"{result.returncode}: {result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    run_recipe_file(dsee, recipe, "the two arms")
     return os.path.join(work, "base")
 
 

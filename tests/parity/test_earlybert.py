@@ -24,7 +24,6 @@ independent computation in torch / transformers.
              (predictions-dev.safetensors) within 1e-5.
 """
 import os
-import subprocess
 
 import h5py
 import pytest
@@ -34,6 +33,7 @@ from safetensors.torch import load_file
 
 from harness import check, check_close, check_equal
 from harness.models import bert_config, roberta_config
+from harness.runs import run_recipe_file
 
 TOLERANCE = 1e-5
 L1 = 0.05
@@ -134,9 +134,7 @@ epochs = 1
 [export]
 format = "hf"
 """)
-    result = subprocess.run([dsee, "run", recipe], capture_output=True, text=True)
-    check("dsee run of the EarlyBERT recipe exits 0", result.returncode == 0,
-          f"{result.returncode}: {result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    run_recipe_file(dsee, recipe, "the EarlyBERT recipe")
     return os.path.join(work, "eb")
 
 

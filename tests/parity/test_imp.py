@@ -36,6 +36,7 @@ import transformers
 from safetensors.torch import load_file
 
 from harness import check, check_close, check_equal
+from harness.runs import run_recipe_file
 
 SPARSITY, ROUNDS = 0.6, 2
 POOL = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
@@ -92,9 +93,7 @@ epochs = 1
 [export]
 format = "hf"
 """)
-    result = subprocess.run([dsee, "run", recipe], capture_output=True, text=True)
-    check("dsee run of the arms full and imp exits 0", result.returncode == 0,
-          f"{result.returncode}: {result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    run_recipe_file(dsee, recipe, "the arms full and imp")
     return os.path.join(work, "tickets")
 
 

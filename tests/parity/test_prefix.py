@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 
 from harness import check, check_close, check_equal
 from harness.lora import lora_case
-from harness.runs import recipe_text
+from harness.runs import recipe_text, run_recipe_file
 
 TOLERANCE = 1e-5
 L = 3
@@ -191,9 +191,7 @@ batch_size = 32
 [export]
 format = "hf"
 """)
-    result = subprocess.run([dsee, "run", recipe], capture_output=True, text=True)
-    check("dsee run of the prefix recipe exits 0", result.returncode == 0,
-          f"{result.returncode}: {result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    run_recipe_file(dsee, recipe, "the prefix recipe")
     return os.path.join(work, "prefix")
 
 

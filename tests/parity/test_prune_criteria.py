@@ -21,7 +21,6 @@ criteria must give three different plans.
 import json
 import math
 import os
-import subprocess
 import tomllib
 
 import h5py
@@ -31,6 +30,7 @@ from safetensors.torch import load_file
 
 from harness import check, check_equal
 from harness.masks import masks_h5
+from harness.runs import run_recipe_file
 
 CRITERIA = ["delta", "random", "merged"]
 P_ADAPT, P_REST, HEADS = 0.3, 0.4, 2
@@ -71,9 +71,7 @@ p_rest = {P_REST}
 [retune]
 epochs = 0
 """)
-    result = subprocess.run([dsee, "run", recipe], capture_output=True, text=True)
-    check("dsee run of the six arms exits 0", result.returncode == 0,
-          f"{result.returncode}: {result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    run_recipe_file(dsee, recipe, "the six arms")
     return os.path.join(work, "crit")
 
 
